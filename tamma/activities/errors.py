@@ -1,0 +1,31 @@
+"""The one place a TammaError becomes a Temporal ApplicationError."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from temporalio.exceptions import ApplicationError
+
+from tamma.errors import TammaError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def temporal_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Raise TammaErrors as ApplicationErrors: retryable ones let Temporal retry with backoff;
+    the rest (bad input, missing issue, a diverged transcript) fail at once, because no retry
+    can fix them and every retry would only delay the message the user needs."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except TammaError as exc:
+            raise ApplicationError(
+                exc.message, type=type(exc).__name__, non_retryable=not exc.retryable
+            ) from None
+
+    return wrapper

@@ -1,0 +1,236 @@
+"""Thin Temporal activities over the platform, the provider and the coding agent.
+
+Each is idempotent: a retry after a crash finds what the earlier attempt made (branch, pushed
+commit, pull request, merge) and returns it rather than making it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from tamma import activity_names as names
+from tamma.activities.errors import temporal_errors
+from tamma.agent import prompts
+from tamma.agent.loop import TranscriptLog, run_agent
+from tamma.agent.sandbox import SandboxPolicy, run_sandboxed
+from tamma.agent.testing import test_command
+from tamma.agent.tools import Toolbox
+from tamma.agent.workspace import Workspace
+from tamma.errors import ProviderError
+from tamma.models import (
+    AnalyseInput,
+    Analysis,
+    BranchInput,
+    CIStatus,
+    CommentInput,
+    ImplementInput,
+    ImplementResult,
+    Issue,
+    IssueRef,
+    MergeResult,
+    OpenPRInput,
+    Plan,
+    PlanInput,
+    PRRef,
+    PullRequest,
+    RepoRef,
+    ReviewComment,
+    TestInput,
+    TestReport,
+)
+from tamma.platforms.base import GitPlatform
+from tamma.providers.base import LLMProvider
+
+PlatformFactory = Callable[[RepoRef], GitPlatform]
+#: (transcript path or None, coding session number) -> provider
+ProviderFactory = Callable[[str | None, int], LLMProvider]
+
+
+class AgentConfig(BaseModel):
+    work_dir: Path
+    artifacts_dir: Path
+    max_turns: int = 30
+    test_command: str | None = None
+    sandbox: SandboxPolicy = SandboxPolicy()
+    bot_name: str = "Tamma"
+    bot_email: str = "tamma@localhost"
+
+
+class IssueActivities:
+    """Built with its clients, so tests pass a local platform or a flaky wrapper, no patching."""
+
+    def __init__(
+        self,
+        platforms: PlatformFactory,
+        providers: ProviderFactory,
+        config: AgentConfig,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self.platforms = platforms
+        self.providers = providers
+        self.config = config
+        self.secrets = list(secrets)
+
+    def all(self) -> list[Callable[..., object]]:
+        return [
+            self.fetch_issue, self.analyse, self.plan, self.create_branch, self.open_pr,
+            self.ci_status, self.review_comments, self.merge, self.comment_issue,
+        ]
+
+    def heavy(self) -> list[Callable[..., object]]:
+        return [self.implement, self.run_tests]
+
+    # ---- light steps -------------------------------------------------------------------------
+
+    @activity.defn(name=names.FETCH_ISSUE)
+    @temporal_errors
+    async def fetch_issue(self, ref: IssueRef) -> Issue:
+        return await self.platforms(ref.repo).get_issue(ref.number)
+
+    @activity.defn(name=names.ANALYSE)
+    @temporal_errors
+    async def analyse(self, inp: AnalyseInput) -> Analysis:
+        provider = self.providers(inp.transcript, 1)
+        return await provider.structured(
+            "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue), Analysis
+        )
+
+    @activity.defn(name=names.PLAN)
+    @temporal_errors
+    async def plan(self, inp: PlanInput) -> Plan:
+        provider = self.providers(inp.transcript, 1)
+        return await provider.structured(
+            "plan", prompts.PLAN_SYSTEM, prompts.plan_prompt(inp.issue, inp.analysis), Plan
+        )
+
+    @activity.defn(name=names.CREATE_BRANCH)
+    @temporal_errors
+    async def create_branch(self, inp: BranchInput) -> str:
+        platform = self.platforms(inp.repo)
+        return await platform.ensure_branch(inp.branch, await platform.default_branch())
+
+    @activity.defn(name=names.OPEN_PR)
+    @temporal_errors
+    async def open_pr(self, inp: OpenPRInput) -> PullRequest:
+        platform = self.platforms(inp.repo)
+        steps = "\n".join(f"- {s.title}" for s in inp.plan.steps)
+        body = f"Fixes #{inp.issue.number}\n\n{inp.plan.summary}\n\n{steps}\n\n_Opened by Tamma._"
+        title = f"{inp.issue.title} (#{inp.issue.number})"
+        return await platform.create_pull_request(inp.branch, await platform.default_branch(), title, body)
+
+    @activity.defn(name=names.CI_STATUS)
+    @temporal_errors
+    async def ci_status(self, ref: PRRef) -> CIStatus:
+        platform = self.platforms(ref.repo)
+        return await platform.ci_status(await platform.get_pull_request(ref.pr_number))
+
+    @activity.defn(name=names.REVIEW_COMMENTS)
+    @temporal_errors
+    async def review_comments(self, ref: PRRef) -> list[ReviewComment]:
+        platform = self.platforms(ref.repo)
+        return await platform.review_comments(await platform.get_pull_request(ref.pr_number))
+
+    @activity.defn(name=names.MERGE)
+    @temporal_errors
+    async def merge(self, ref: PRRef) -> MergeResult:
+        return await self.platforms(ref.repo).merge_pull_request(ref.pr_number)
+
+    @activity.defn(name=names.COMMENT)
+    @temporal_errors
+    async def comment_issue(self, inp: CommentInput) -> None:
+        await self.platforms(inp.repo).comment_issue(inp.issue_number, inp.body)
+
+    # ---- heavy steps (own task queue, heartbeating) ------------------------------------------
+
+    @activity.defn(name=names.IMPLEMENT)
+    @temporal_errors
+    async def implement(self, inp: ImplementInput) -> ImplementResult:
+        platform = self.platforms(inp.repo)
+        async with _heartbeating(), self._workspace(platform.clone_url(), inp.branch) as ws:
+            if await ws.head_iteration() == inp.iteration:
+                # An earlier attempt pushed this iteration and died before reporting it.
+                return ImplementResult(commit=await ws.head(), reused=True, summary="already pushed")
+            provider = self.providers(inp.transcript, inp.iteration)
+            toolbox = Toolbox(ws, lambda: run_sandboxed(
+                test_command(ws.root, self.config.test_command), ws.root, self.config.sandbox, self.secrets))
+            log = TranscriptLog(self._artifact(inp.repo, inp.issue.number, f"implement-{inp.iteration}.jsonl"))
+            outcome = await run_agent(
+                provider, toolbox, prompts.CODE_SYSTEM,
+                prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
+                self.config.max_turns, lambda turn, what: activity.heartbeat(f"turn {turn}: {what}"), log,
+            )
+            changed = await ws.changed_files()
+            message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
+            sha = await ws.commit_and_push(message, inp.iteration, self.config.bot_name, self.config.bot_email)
+            if sha is None:
+                raise ProviderError(
+                    f"the coding agent finished iteration {inp.iteration} without changing any file",
+                    retryable=False,
+                )
+            return ImplementResult(commit=sha, changed_files=changed, summary=outcome.summary[:2000],
+                                   turns=outcome.turns, transcript_path=str(log.path))
+
+    @activity.defn(name=names.RUN_TESTS)
+    @temporal_errors
+    async def run_tests(self, inp: TestInput) -> TestReport:
+        platform = self.platforms(inp.repo)
+        async with _heartbeating(), self._workspace(platform.clone_url(), inp.branch) as ws:
+            argv = test_command(ws.root, self.config.test_command)
+            result = await run_sandboxed(argv, ws.root, self.config.sandbox, self.secrets)
+            log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
+            log_path.write_text(result.output, encoding="utf-8")
+            report = TestReport(
+                passed=result.exit_code == 0, command=" ".join(argv), exit_code=result.exit_code,
+                summary=_summarise(result.output, result.exit_code, result.timed_out),
+                output_tail=result.output[-3000:], duration_s=round(result.duration_s, 3),
+                isolation=result.isolation,
+            )
+            await platform.report_tests(await ws.head(), report)
+            return report
+
+    @asynccontextmanager
+    async def _workspace(self, url: str, branch: str) -> AsyncIterator[Workspace]:
+        ws = await Workspace.clone(url, branch, self.config.work_dir)
+        try:
+            yield ws
+        finally:
+            ws.remove()
+
+    def _artifact(self, repo: RepoRef, issue: int, name: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", repo.key).strip("_")[-80:]
+        folder = self.config.artifacts_dir / slug / (f"issue-{issue}" if issue else "runs")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+
+@asynccontextmanager
+async def _heartbeating(every_s: float = 2.0) -> AsyncIterator[None]:
+    """Heartbeat in the background so a long test run still proves this worker is alive;
+    a worker that dies stops heartbeating and Temporal retries the step elsewhere."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def _summarise(output: str, exit_code: int, timed_out: bool) -> str:
+    if timed_out:
+        return "timed out"
+    for line in reversed(output.strip().splitlines()):
+        if re.search(r"\b(passed|failed|error|OK|FAILED|Ran \d+ tests?)\b", line):
+            return f"{line.strip()[:200]} (exit {exit_code})"
+    return f"exit {exit_code}"

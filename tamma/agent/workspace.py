@@ -1,0 +1,68 @@
+"""A workspace: a fresh clone of the task's branch in the worker's work dir.
+
+Each implement or test step is self-contained (clone → change → commit → push), so a retry on
+any worker resumes from what was pushed, and a worker killed mid-step loses nothing that had
+been pushed and leaves nothing half-pushed. Commits carry a `Tamma-Iteration` trailer so a
+retry can tell that its iteration already landed and must not be done twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from tamma.errors import InvalidInputError
+from tamma.gitcmd import git
+
+TRAILER = "Tamma-Iteration"
+
+
+class Workspace:
+    def __init__(self, root: Path, branch: str) -> None:
+        self.root = root
+        self.branch = branch
+
+    @classmethod
+    async def clone(cls, url: str, branch: str, work_dir: Path) -> Workspace:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="ws-", dir=work_dir))
+        await git("clone", "--quiet", "--branch", branch, "--single-branch", url, str(root))
+        return cls(root, branch)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def resolve(self, relative: str) -> Path:
+        """A path inside the workspace; refuse anything that escapes it or touches .git."""
+        if not relative or relative.startswith("/"):
+            raise InvalidInputError(f"path {relative!r} must be relative to the repository root")
+        target = (self.root / relative).resolve()
+        if not target.is_relative_to(self.root.resolve()):
+            raise InvalidInputError(f"path {relative!r} leaves the repository")
+        if ".git" in target.relative_to(self.root.resolve()).parts:
+            raise InvalidInputError(f"path {relative!r} is inside .git, which the agent may not touch")
+        return target
+
+    async def head(self) -> str:
+        return await git("rev-parse", "HEAD", cwd=self.root)
+
+    async def head_iteration(self) -> int | None:
+        """The iteration recorded in HEAD's trailer, if Tamma made HEAD."""
+        value = await git("log", "-1", f"--format=%(trailers:key={TRAILER},valueonly)", cwd=self.root)
+        return int(value) if value.strip().isdigit() else None
+
+    async def changed_files(self) -> list[str]:
+        out = await git("status", "--porcelain", "--untracked-files=all", cwd=self.root)
+        return [line[3:] for line in out.splitlines() if line]
+
+    async def commit_and_push(self, message: str, iteration: int, name: str, email: str) -> str | None:
+        """Commit every change with the iteration trailer and push; None when nothing changed."""
+        if not await self.changed_files():
+            return None
+        await git("add", "--all", cwd=self.root)
+        ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
+        await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}",
+                  cwd=self.root)
+        await git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.root)
+        return await self.head()

@@ -1,0 +1,173 @@
+"""The one settings schema and its loader.
+
+Sources, strongest first: arguments to ``load_settings``, ``TAMMA_*`` environment variables
+(``__`` separates nesting levels: ``TAMMA_TEMPORAL__ADDRESS``), a TOML file (``--config``,
+``TAMMA_CONFIG``, ``./tamma.toml`` or ``<user config dir>/tamma/config.toml``), then defaults.
+Settings are read only at the entry points (CLI, worker, API) and passed inward.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tamma.errors import ConfigError
+from tamma.models import ApprovalPolicy, TaskOptions
+
+
+class TemporalSettings(BaseModel):
+    address: str | None = Field(
+        default=None, description="host:port of a Temporal frontend; unset = embedded dev server"
+    )
+    namespace: str = "default"
+    task_queue: str = "tamma"
+    embedded_port: int = 7233
+    embedded_ui_port: int = 8233
+    connect_timeout_s: float = 10.0
+
+
+class WorkerSettings(BaseModel):
+    concurrency: int = Field(default=3, ge=1, description="issues' heavy steps run at once")
+    light_concurrency: int = Field(default=20, ge=1)
+    graceful_shutdown_s: float = 30.0
+    sticky_schedule_to_start_s: float = 3.0
+
+
+class SandboxSettings(BaseModel):
+    timeout_s: float = 300.0
+    cpu_s: int = 300
+    memory_mb: int = 2048
+    file_size_mb: int = 256
+    network: bool = Field(default=False, description="allow network access to sandboxed commands")
+
+
+class AgentSettings(BaseModel):
+    max_turns: int = Field(default=30, ge=1)
+    test_command: str | None = Field(default=None, description="unset = detect from the repo")
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    bot_name: str = "Tamma"
+    bot_email: str = "tamma@localhost"
+
+
+class LLMSettings(BaseModel):
+    provider: Literal["auto", "scripted", "anthropic", "openai"] = "auto"
+    transcript: Path | None = Field(default=None, description="recording for the scripted provider")
+    anthropic_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+
+
+class WorkflowSettings(BaseModel):
+    approval_timeout_s: float = 24 * 3600
+    max_fix_attempts: int = 2
+    auto_merge: bool = True
+    ci_poll_s: float = 30.0
+    heartbeat_timeout_s: float = 30.0
+    step_timeout_s: float = 1800.0
+    retry_attempts: int = 3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TAMMA_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("tamma")))
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_PATH.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def secrets(self) -> list[str]:
+        """Every secret value Tamma holds, so sandboxes and redaction can keep them out."""
+        found = [self.llm.anthropic_api_key, self.llm.openai_api_key]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+
+    def task_options(self, **overrides: Any) -> TaskOptions:
+        w = self.workflow
+        base = TaskOptions(
+            policy=self.approval,
+            approval_timeout_s=w.approval_timeout_s,
+            max_fix_attempts=w.max_fix_attempts,
+            auto_merge=w.auto_merge,
+            ci_poll_s=w.ci_poll_s,
+            heartbeat_timeout_s=w.heartbeat_timeout_s,
+            step_timeout_s=w.step_timeout_s,
+            retry_attempts=w.retry_attempts,
+        )
+        return base.model_copy(update=overrides)
+
+
+# The TOML path has to reach settings_customise_sources, a classmethod pydantic calls for us;
+# this holder is set and cleared inside load_settings only.
+_CONFIG_PATH: dict[str, Path | None] = {}
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("TAMMA_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (Path("tamma.toml"), Path(platformdirs.user_config_dir("tamma")) / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings once at an entry point; raise ConfigError with a fix on bad input."""
+    path = find_config_file(config_file)
+    if path is not None:
+        _check_toml(path)
+    _CONFIG_PATH["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        where = f"config file {path} or TAMMA_* environment" if path else "TAMMA_* environment"
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"invalid setting {loc!r} ({first['msg']}) in {where}; fix or remove it"
+        ) from None
+    finally:
+        _CONFIG_PATH.clear()
+
+
+def _check_toml(path: Path) -> None:
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; create it or unset TAMMA_CONFIG") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}); check its permissions") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None

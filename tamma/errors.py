@@ -1,0 +1,91 @@
+"""One error hierarchy for Tamma.
+
+    TammaError                      base; ``retryable`` says whether a retry can help
+    ├── ConfigError                 settings missing, unreadable or invalid (not retryable)
+    ├── NotFoundError               an issue, repository or task that does not exist (not retryable)
+    ├── InvalidInputError           bad input from a user or a caller (not retryable)
+    ├── PlatformError               a git platform failed (retryable unless said otherwise)
+    │   ├── GitError                a git command failed
+    │   └── MergeBlockedError       policy, conflicts or a dirty target forbid the merge (not retryable)
+    ├── ProviderError               an LLM provider failed (retryable unless said otherwise)
+    │   └── TranscriptMismatch      a scripted replay diverged from its recording (not retryable)
+    ├── SandboxError                a sandboxed command could not be run
+    └── TemporalUnavailable         the Temporal server cannot be reached
+
+The CLI turns these into one line and an exit code (``tamma.cli.errors``); activities turn them
+into Temporal ``ApplicationError`` (``tamma.activities.errors``). Each message says what was
+wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class TammaError(Exception):
+    """Base of every error Tamma raises on purpose."""
+
+    retryable: bool = False
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigError(TammaError):
+    """Settings are missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class NotFoundError(TammaError):
+    """Something named by the user does not exist."""
+
+    exit_code = 3
+
+
+class InvalidInputError(TammaError):
+    """Input from a user or caller is malformed."""
+
+    exit_code = 2
+
+
+class PlatformError(TammaError):
+    """A git platform operation failed; transient unless said otherwise."""
+
+    retryable = True
+
+
+class GitError(PlatformError):
+    """A git command failed."""
+
+
+class MergeBlockedError(PlatformError):
+    """The merge cannot happen until a person acts (conflict, dirty target, policy)."""
+
+    retryable = False
+
+
+class ProviderError(TammaError):
+    """An LLM provider failed; transient unless said otherwise."""
+
+    retryable = True
+
+
+class TranscriptMismatch(ProviderError):
+    """A scripted replay was asked for something its recording does not hold."""
+
+    retryable = False
+
+
+class SandboxError(TammaError):
+    """A command could not be run in the sandbox."""
+
+    retryable = True
+
+
+class TemporalUnavailable(TammaError):
+    """The Temporal server cannot be reached."""
+
+    exit_code = 4

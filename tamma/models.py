@@ -1,0 +1,290 @@
+"""Domain types shared by workflows, activities, platforms, providers and launchers.
+
+Workflows and activities exchange only these small typed models (never loose dicts), and
+everything here is small enough for workflow history: diffs, logs and transcripts stay in
+files and are referred to by path or summarised.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Level = Literal["low", "medium", "high"]
+LEVEL_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+PlatformKind = Literal["local", "github", "gitlab"]
+
+
+class RepoRef(BaseModel):
+    """Where the work happens: a platform and the repository's locator on it."""
+
+    platform: PlatformKind
+    locator: str = Field(description="local: absolute path; github/gitlab: owner/name")
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.locator}"
+
+
+class Issue(BaseModel):
+    number: int
+    title: str
+    body: str = ""
+    author: str = ""
+    state: Literal["open", "closed"] = "open"
+    labels: list[str] = Field(default_factory=list)
+    url: str = ""
+
+
+class Analysis(BaseModel):
+    summary: str
+    complexity: Level
+    risk: Level
+    affected_areas: list[str] = Field(default_factory=list)
+
+
+class PlanStep(BaseModel):
+    title: str
+    detail: str = ""
+
+
+class Plan(BaseModel):
+    summary: str
+    steps: list[PlanStep]
+    files: list[str] = Field(default_factory=list)
+    estimate_hours: float = Field(ge=0)
+    test_strategy: str = ""
+
+
+class ApprovalPolicy(BaseModel):
+    """When a plan may go ahead without a person saying yes."""
+
+    auto_approve: bool = True
+    max_complexity: Level = "low"
+    max_risk: Level = "low"
+    max_estimate_hours: float = 2.0
+    blocked_paths: list[str] = Field(
+        default_factory=lambda: [".github/**", "**/*.pem", "**/*.key", "**/.env*", "deploy/**"]
+    )
+
+
+class ApprovalDecision(BaseModel):
+    approved: bool
+    by: str
+    reason: str = ""
+    automatic: bool = False
+
+
+class ApprovalRequest(BaseModel):
+    """What `tamma approve` / the API send to the workflow's `approve` update."""
+
+    by: str = "cli"
+    reason: str = ""
+
+
+class TestReport(BaseModel):
+    passed: bool
+    command: str
+    exit_code: int
+    summary: str
+    output_tail: str = Field(default="", description="last lines only; full log stays on disk")
+    duration_s: float = 0.0
+    isolation: str = ""
+
+
+class ImplementResult(BaseModel):
+    commit: str
+    changed_files: list[str] = Field(default_factory=list)
+    summary: str = ""
+    turns: int = 0
+    reused: bool = Field(default=False, description="true when an earlier attempt had pushed it")
+    transcript_path: str = ""
+
+
+class PullRequest(BaseModel):
+    number: int
+    branch: str
+    base: str
+    title: str
+    body: str = ""
+    url: str = ""
+    state: Literal["open", "merged", "closed"] = "open"
+    head_sha: str = ""
+    merge_sha: str = ""
+
+
+class CIStatus(BaseModel):
+    state: Literal["pending", "success", "failure"]
+    detail: str = ""
+
+
+class ReviewComment(BaseModel):
+    id: int
+    author: str
+    body: str
+    path: str = ""
+
+
+class MergeResult(BaseModel):
+    merged: bool
+    sha: str = ""
+    already_merged: bool = False
+
+
+class StepName(str, Enum):
+    FETCH = "fetch issue"
+    ANALYSE = "analyse"
+    PLAN = "plan"
+    APPROVAL = "approval"
+    BRANCH = "branch"
+    IMPLEMENT = "implement"
+    TEST = "run tests"
+    OPEN_PR = "open PR"
+    CI = "CI"
+    REVIEW = "review"
+    MERGE = "merge"
+
+
+class TaskStatus(str, Enum):
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    MERGED = "merged"
+    PR_OPEN = "pr_open"
+    REJECTED = "rejected"
+    ESCALATED = "escalated"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL)
+
+
+class StepRecord(BaseModel):
+    name: StepName
+    status: Literal["running", "done", "failed", "skipped"] = "running"
+    started_at: datetime
+    ended_at: datetime | None = None
+    detail: str = ""
+
+
+class TaskOptions(BaseModel):
+    """Per-task knobs carried in the workflow input, so workflow code never reads settings."""
+
+    yes: bool = Field(default=False, description="approve the plan without asking")
+    policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    approval_timeout_s: float = 24 * 3600
+    max_fix_attempts: int = Field(default=2, ge=0)
+    max_review_rounds: int = Field(default=2, ge=0)
+    auto_merge: bool = True
+    ci_poll_s: float = 30.0
+    ci_timeout_s: float = 6 * 3600
+    heartbeat_timeout_s: float = 30.0
+    step_timeout_s: float = 1800.0
+    retry_attempts: int = Field(default=3, ge=1)
+    retry_initial_s: float = 1.0
+    transcript: str | None = Field(
+        default=None, description="replay this recording instead of calling a model"
+    )
+
+
+class IssueTaskInput(BaseModel):
+    repo: RepoRef
+    issue_number: int = Field(ge=1)
+    options: TaskOptions = Field(default_factory=TaskOptions)
+
+
+class TaskState(BaseModel):
+    """What the `state` query answers and `tamma status` shows."""
+
+    workflow_id: str
+    repo: RepoRef
+    issue_number: int
+    status: TaskStatus = TaskStatus.RUNNING
+    step: StepName = StepName.FETCH
+    steps: list[StepRecord] = Field(default_factory=list)
+    issue_title: str = ""
+    analysis: Analysis | None = None
+    plan: Plan | None = None
+    approval: ApprovalDecision | None = None
+    branch: str = ""
+    commit: str = ""
+    tests: list[TestReport] = Field(default_factory=list)
+    pull_request: PullRequest | None = None
+    merge_sha: str = ""
+    error: str = ""
+
+
+class TaskSummary(BaseModel):
+    """One row of `tamma list`, answered from Temporal visibility."""
+
+    workflow_id: str
+    repository: str
+    issue_number: int
+    status: str
+    step: str
+    started_at: datetime | None = None
+
+
+# ---- activity inputs -------------------------------------------------------------------------
+
+
+class IssueRef(BaseModel):
+    repo: RepoRef
+    number: int
+
+
+class AnalyseInput(BaseModel):
+    repo: RepoRef
+    issue: Issue
+    transcript: str | None = None
+
+
+class PlanInput(BaseModel):
+    repo: RepoRef
+    issue: Issue
+    analysis: Analysis
+    transcript: str | None = None
+
+
+class BranchInput(BaseModel):
+    repo: RepoRef
+    issue_number: int
+    branch: str
+
+
+class ImplementInput(BaseModel):
+    repo: RepoRef
+    issue: Issue
+    plan: Plan
+    branch: str
+    iteration: int = Field(description="1 for the first attempt, +1 per fix or review round")
+    feedback: str = Field(default="", description="test failures or review comments to address")
+    transcript: str | None = None
+
+
+class TestInput(BaseModel):
+    repo: RepoRef
+    branch: str
+    commit: str
+
+
+class OpenPRInput(BaseModel):
+    repo: RepoRef
+    issue: Issue
+    plan: Plan
+    branch: str
+
+
+class PRRef(BaseModel):
+    repo: RepoRef
+    pr_number: int
+
+
+class CommentInput(BaseModel):
+    repo: RepoRef
+    issue_number: int
+    body: str

@@ -1,0 +1,50 @@
+"""The GitPlatform protocol: what the issue workflow needs from a forge.
+
+Every mutating method is idempotent: it first looks for what an earlier attempt made (the
+branch, the pull request, the merge) and returns that instead of making a second one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+
+
+@runtime_checkable
+class GitPlatform(Protocol):
+    repo: RepoRef
+
+    async def get_issue(self, number: int) -> Issue: ...
+
+    async def comment_issue(self, number: int, body: str) -> None: ...
+
+    async def default_branch(self) -> str: ...
+
+    def clone_url(self) -> str:
+        """A URL or path `git clone` accepts; it must carry no secret that could reach logs."""
+        ...
+
+    async def ensure_branch(self, branch: str, base: str) -> str:
+        """Create `branch` from `base` unless it exists; return its head sha."""
+        ...
+
+    async def get_pull_request(self, number: int) -> PullRequest: ...
+
+    async def find_pull_request(self, branch: str) -> PullRequest | None: ...
+
+    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+        """Open a PR for `branch`, or return the one already open for it."""
+        ...
+
+    async def report_tests(self, sha: str, report: TestReport) -> None:
+        """Publish Tamma's own test run as a commit status for `sha`."""
+        ...
+
+    async def ci_status(self, pr: PullRequest) -> CIStatus: ...
+
+    async def review_comments(self, pr: PullRequest) -> list[ReviewComment]: ...
+
+    async def merge_pull_request(self, number: int) -> MergeResult:
+        """Merge, or report the merge an earlier attempt already made."""
+        ...

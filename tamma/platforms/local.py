@@ -1,0 +1,272 @@
+"""The local platform: any git repository on disk (bare or not) plays the forge.
+
+Issues, pull-request records and commit statuses live in Tamma's data dir, one folder per
+repository; branches are real branches in that repository; merge is a real `git merge` pushed
+into the default branch. This is what `tamma start` uses with nothing configured.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError
+from tamma.gitcmd import git, git_ok
+from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+
+# Pushing into a non-bare repository's checked-out branch is refused by default; updateInstead
+# updates its working tree too, and still refuses (safely) when that tree has local changes.
+_RECEIVE_PACK = "git -c receive.denyCurrentBranch=updateInstead receive-pack"
+
+
+def resolve_local_repo(path: Path | str) -> Path:
+    """The top of the git repository at `path` (a work tree's root or a bare repo's dir)."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise InvalidInputError(f"{p} does not exist; pass a git repository path with --repo")
+
+    def rev_parse(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(p), "rev-parse", *args], capture_output=True, text=True, check=False
+        )
+        if out.returncode != 0:
+            raise InvalidInputError(
+                f"{p} is not a git repository; run `git init` there or pass --repo PATH"
+            )
+        return out.stdout.strip()
+
+    if rev_parse("--is-bare-repository") == "true":
+        return Path(rev_parse("--absolute-git-dir"))
+    return Path(rev_parse("--show-toplevel"))
+
+
+def local_repo_ref(path: Path | str) -> RepoRef:
+    return RepoRef(platform="local", locator=str(resolve_local_repo(path)))
+
+
+class LocalStore:
+    """Tamma's records for one local repository: JSON files, written atomically under a lock."""
+
+    def __init__(self, data_dir: Path, repo_path: Path) -> None:
+        digest = hashlib.sha256(str(repo_path).encode()).hexdigest()[:12]
+        self.root = data_dir / "local" / f"{repo_path.name}-{digest}"
+        for sub in ("issues", "pulls", "statuses"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        meta = self.root / "repository.txt"
+        if not meta.exists():
+            meta.write_text(str(repo_path) + "\n", encoding="utf-8")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def read(self, kind: str, key: str | int) -> dict[str, Any] | None:
+        f = self.root / kind / f"{key}.json"
+        if not f.exists():
+            return None
+        data: dict[str, Any] = json.loads(f.read_text(encoding="utf-8"))
+        return data
+
+    def write(self, kind: str, key: str | int, data: dict[str, Any]) -> None:
+        target = self.root / kind / f"{key}.json"
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+        os.replace(tmp, target)
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        files = sorted((self.root / kind).glob("*.json"), key=lambda f: int(f.stem))
+        return [json.loads(f.read_text(encoding="utf-8")) for f in files]
+
+    def next_number(self, kind: str) -> int:
+        numbers = [int(f.stem) for f in (self.root / kind).glob("*.json")]
+        return max(numbers, default=0) + 1
+
+
+class LocalPlatform:
+    """GitPlatform over a repository on disk."""
+
+    def __init__(self, repo: RepoRef, data_dir: Path) -> None:
+        if repo.platform != "local":
+            raise InvalidInputError(f"LocalPlatform cannot serve {repo.key}")
+        self.repo = repo
+        self.path = Path(repo.locator)
+        if not self.path.exists():
+            raise NotFoundError(f"repository {self.path} no longer exists; check --repo")
+        self.store = LocalStore(data_dir, self.path)
+
+    # ---- issues (local only: create / list) --------------------------------------------------
+
+    def create_issue(self, title: str, body: str = "", author: str = "") -> Issue:
+        if not title.strip():
+            raise InvalidInputError("an issue needs a title; pass one as the first argument")
+        with self.store.locked():
+            number = self.store.next_number("issues")
+            issue = Issue(number=number, title=title.strip(), body=body, author=author,
+                          url=f"local:{self.path}#{number}")
+            record = issue.model_dump() | {"comments": [], "created_at": _now()}
+            self.store.write("issues", number, record)
+        return issue
+
+    def list_issues(self) -> list[Issue]:
+        return [Issue.model_validate(_issue_fields(d)) for d in self.store.all("issues")]
+
+    def issue_comments(self, number: int) -> list[dict[str, Any]]:
+        record = self._issue_record(number)
+        comments: list[dict[str, Any]] = record["comments"]
+        return comments
+
+    def _issue_record(self, number: int) -> dict[str, Any]:
+        record = self.store.read("issues", number)
+        if record is None:
+            raise NotFoundError(
+                f"issue #{number} does not exist in {self.path}; list issues with `tamma issue list`"
+            )
+        return record
+
+    async def get_issue(self, number: int) -> Issue:
+        return Issue.model_validate(_issue_fields(self._issue_record(number)))
+
+    async def comment_issue(self, number: int, body: str) -> None:
+        with self.store.locked():
+            record = self._issue_record(number)
+            record["comments"].append({"author": "tamma", "body": body, "at": _now()})
+            self.store.write("issues", number, record)
+
+    # ---- branches ----------------------------------------------------------------------------
+
+    def clone_url(self) -> str:
+        return str(self.path)
+
+    async def default_branch(self) -> str:
+        head = await git("symbolic-ref", "--short", "HEAD", cwd=self.path, check=False)
+        if head and await git_ok("rev-parse", "--verify", f"refs/heads/{head}", cwd=self.path):
+            return head
+        raise InvalidInputError(
+            f"{self.path} has no commits on its default branch; commit something first"
+        )
+
+    async def ensure_branch(self, branch: str, base: str) -> str:
+        if not await git_ok("rev-parse", "--verify", f"refs/heads/{branch}", cwd=self.path):
+            await git("branch", branch, f"refs/heads/{base}", cwd=self.path)
+        return await git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
+
+    # ---- pull requests -----------------------------------------------------------------------
+
+    async def find_pull_request(self, branch: str) -> PullRequest | None:
+        for record in reversed(self.store.all("pulls")):
+            if record["branch"] == branch and record["state"] != "closed":
+                return PullRequest.model_validate(_pr_fields(record))
+        return None
+
+    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+        with self.store.locked():
+            existing = await self.find_pull_request(branch)
+            if existing is not None:
+                return existing
+            number = self.store.next_number("pulls")
+            head = await git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
+            pr = PullRequest(number=number, branch=branch, base=base, title=title, body=body,
+                             url=f"local:{self.path}!{number}", head_sha=head)
+            self.store.write("pulls", number, pr.model_dump() | {"reviews": [], "created_at": _now()})
+        return pr
+
+    async def get_pull_request(self, number: int) -> PullRequest:
+        return PullRequest.model_validate(_pr_fields(self._pr_record(number)))
+
+    def list_pull_requests(self) -> list[PullRequest]:
+        return [PullRequest.model_validate(_pr_fields(d)) for d in self.store.all("pulls")]
+
+    def add_review_comment(self, number: int, author: str, body: str, path: str = "") -> ReviewComment:
+        with self.store.locked():
+            record = self._pr_record(number)
+            comment = ReviewComment(id=len(record["reviews"]) + 1, author=author, body=body, path=path)
+            record["reviews"].append(comment.model_dump())
+            self.store.write("pulls", number, record)
+        return comment
+
+    def _pr_record(self, number: int) -> dict[str, Any]:
+        record = self.store.read("pulls", number)
+        if record is None:
+            raise NotFoundError(f"pull request !{number} does not exist in {self.path}")
+        return record
+
+    async def report_tests(self, sha: str, report: TestReport) -> None:
+        state = "success" if report.passed else "failure"
+        self.store.write("statuses", sha, {"state": state, "detail": report.summary, "at": _now()})
+
+    async def ci_status(self, pr: PullRequest) -> CIStatus:
+        head = await git("rev-parse", f"refs/heads/{pr.branch}", cwd=self.path)
+        status = self.store.read("statuses", head)
+        if status is None:
+            return CIStatus(state="pending", detail=f"no test run recorded for {head[:10]}")
+        return CIStatus(state=status["state"], detail=status["detail"])
+
+    async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
+        return [ReviewComment.model_validate(c) for c in self._pr_record(pr.number)["reviews"]]
+
+    async def merge_pull_request(self, number: int) -> MergeResult:
+        record = self._pr_record(number)
+        if record["state"] == "merged":
+            return MergeResult(merged=True, sha=record["merge_sha"], already_merged=True)
+        pr = PullRequest.model_validate(_pr_fields(record))
+        head = await git("rev-parse", f"refs/heads/{pr.branch}", cwd=self.path)
+        if await git_ok("merge-base", "--is-ancestor", head, f"refs/heads/{pr.base}", cwd=self.path):
+            # An earlier attempt pushed the merge but died before recording it.
+            sha = await git("rev-parse", f"refs/heads/{pr.base}", cwd=self.path)
+        else:
+            sha = await self._merge_and_push(pr)
+        with self.store.locked():
+            record = self._pr_record(number)
+            record.update(state="merged", merge_sha=sha, head_sha=head, merged_at=_now())
+            self.store.write("pulls", number, record)
+        return MergeResult(merged=True, sha=sha)
+
+    async def _merge_and_push(self, pr: PullRequest) -> str:
+        with tempfile.TemporaryDirectory(prefix="tamma-merge-") as tmp:
+            await git("clone", "--quiet", "--branch", pr.base, str(self.path), tmp)
+            await git("fetch", "--quiet", "origin", f"refs/heads/{pr.branch}:refs/remotes/origin/{pr.branch}", cwd=tmp)
+            ident = ["-c", "user.name=Tamma", "-c", "user.email=tamma@localhost"]
+            try:
+                await git(*ident, "merge", "--no-ff", "-m", f"Merge !{pr.number}: {pr.title}",
+                          f"origin/{pr.branch}", cwd=tmp)
+            except GitError as exc:
+                raise MergeBlockedError(
+                    f"!{pr.number} does not merge cleanly into {pr.base} of {self.path}: "
+                    f"{exc.message}; resolve the conflict on {pr.branch} and retry"
+                ) from None
+            try:
+                await git("push", "--quiet", f"--receive-pack={_RECEIVE_PACK}", "origin",
+                          f"HEAD:refs/heads/{pr.base}", cwd=tmp)
+            except GitError as exc:
+                raise MergeBlockedError(
+                    f"cannot update {pr.base} in {self.path}: {exc.message}. If its working tree has "
+                    "uncommitted changes, commit or stash them and retry the merge"
+                ) from None
+            return await git("rev-parse", "HEAD", cwd=tmp)
+
+
+def _issue_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k in Issue.model_fields}
+
+
+def _pr_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k in PullRequest.model_fields}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

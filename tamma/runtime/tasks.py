@@ -1,0 +1,129 @@
+"""Task operations shared by the CLI and the API: start, state, approve, reject, cancel, list.
+
+Temporal is the task record: a task is the issue's workflow, listed from visibility through
+Tamma's search attributes, described by the workflow's `state` query or result.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from tamma.errors import InvalidInputError, NotFoundError, TemporalUnavailable
+from tamma.models import ApprovalRequest, IssueTaskInput, TaskState, TaskStatus, TaskSummary
+from tamma.workflows import search
+from tamma.workflows.issue import IssueWorkflow
+
+_DONE = {TaskStatus.MERGED.value, TaskStatus.PR_OPEN.value}
+
+
+class TaskService:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    async def start(self, inp: IssueTaskInput, rerun: bool = False) -> tuple[str, bool]:
+        """Start the issue's workflow, or attach to the one already running. Returns (id, new).
+
+        A finished one that merged (or left a PR) is reused unless `rerun`; a failed, rejected,
+        escalated or cancelled one is started afresh under the same id.
+        """
+        wid = search.workflow_id(inp.repo.key, inp.issue_number)
+        existing = await self._describe(wid)
+        if existing is not None:
+            status, sa_status = existing
+            if status == WorkflowExecutionStatus.RUNNING or (sa_status in _DONE and not rerun):
+                return wid, False
+        await self.client.start_workflow(
+            IssueWorkflow.run, inp, id=wid, task_queue=self.task_queue,
+            # USE_EXISTING: two racing starts (a webhook redelivery, two shells) share one run.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(search.REPOSITORY, inp.repo.key),
+                SearchAttributePair(search.ISSUE, inp.issue_number),
+                SearchAttributePair(search.STEP, "queued"),
+                SearchAttributePair(search.STATUS, TaskStatus.RUNNING.value),
+            ]),
+        )
+        return wid, True
+
+    async def _describe(self, wid: str) -> tuple[WorkflowExecutionStatus | None, str | None] | None:
+        try:
+            desc = await self.client.get_workflow_handle(wid).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise TemporalUnavailable(f"cannot describe task {wid}: {exc.message}") from None
+        return desc.status, desc.typed_search_attributes.get(search.STATUS)
+
+    def handle(self, wid: str) -> WorkflowHandle[IssueWorkflow, TaskState]:
+        return self.client.get_workflow_handle_for(IssueWorkflow.run, wid)
+
+    async def state(self, wid: str, query_timeout_s: float = 5.0) -> TaskState:
+        existing = await self._describe(wid)
+        if existing is None:
+            raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
+        handle = self.handle(wid)
+        if existing[0] == WorkflowExecutionStatus.RUNNING:
+            return await handle.query(IssueWorkflow.state_query, rpc_timeout=timedelta(seconds=query_timeout_s))
+        if existing[0] == WorkflowExecutionStatus.COMPLETED:
+            return await handle.result()
+        # Cancelled or terminated: the workflow still answers queries about its last state.
+        return await handle.query(IssueWorkflow.state_query, rpc_timeout=timedelta(seconds=query_timeout_s))
+
+    async def approve(self, wid: str, by: str, reason: str = "") -> TaskState:
+        return await self._decide(wid, IssueWorkflow.approve, ApprovalRequest(by=by, reason=reason))
+
+    async def reject(self, wid: str, by: str, reason: str) -> TaskState:
+        if not reason.strip():
+            raise InvalidInputError("a rejection needs a reason; pass --reason")
+        return await self._decide(wid, IssueWorkflow.reject, ApprovalRequest(by=by, reason=reason))
+
+    async def _decide(self, wid: str, update: object, req: ApprovalRequest) -> TaskState:
+        try:
+            result: TaskState = await self.handle(wid).execute_update(update, req)  # type: ignore[call-overload]
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            raise InvalidInputError(f"task {wid} refused: {getattr(cause, 'message', None) or cause}") from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND or "completed" in exc.message.lower():
+                raise InvalidInputError(f"task {wid} is not running; nothing to decide") from None
+            raise
+        return result
+
+    async def cancel(self, wid: str) -> None:
+        existing = await self._describe(wid)
+        if existing is None:
+            raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
+        if existing[0] != WorkflowExecutionStatus.RUNNING:
+            raise InvalidInputError(f"task {wid} has already finished")
+        await self.handle(wid).cancel()
+
+    async def list(self, status: str | None = None, repository: str | None = None, limit: int = 50) -> list[TaskSummary]:
+        clauses = ["WorkflowType = 'IssueWorkflow'"]
+        if status:
+            clauses.append(f"{search.STATUS.name} = {_quote(status)}")
+        if repository:
+            clauses.append(f"{search.REPOSITORY.name} = {_quote(repository)}")
+        rows: list[TaskSummary] = []
+        async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
+            sa = wf.typed_search_attributes
+            rows.append(TaskSummary(
+                workflow_id=wf.id, repository=sa.get(search.REPOSITORY) or "",
+                issue_number=sa.get(search.ISSUE) or 0, status=sa.get(search.STATUS) or wf.status.name.lower() if wf.status else "",
+                step=sa.get(search.STEP) or "", started_at=wf.start_time,
+            ))
+        return rows
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

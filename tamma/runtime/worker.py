@@ -1,0 +1,61 @@
+"""Worker processes: one for workflows and light steps, one for heavy steps on their own queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from tamma.activities import IssueActivities
+from tamma.activity_names import heavy_queue
+from tamma.config import WorkerSettings
+from tamma.workflows.issue import IssueWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def build_workers(
+    client: Client, task_queue: str, activities: IssueActivities, settings: WorkerSettings, identity: str = ""
+) -> list[Worker]:
+    identity = identity or f"tamma-worker-{os.getpid()}@{socket.gethostname()}"
+    common = {
+        "graceful_shutdown_timeout": timedelta(seconds=settings.graceful_shutdown_s),
+        "identity": identity,
+    }
+    light = Worker(
+        client, task_queue=task_queue, workflows=[IssueWorkflow], activities=activities.all(),
+        max_concurrent_activities=settings.light_concurrency,
+        # A dead worker's sticky cache must not stall its workflows for long.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_schedule_to_start_s),
+        **common,  # type: ignore[arg-type]
+    )
+    heavy = Worker(
+        client, task_queue=heavy_queue(task_queue), activities=activities.heavy(),
+        max_concurrent_activities=settings.concurrency, **common,  # type: ignore[arg-type]
+    )
+    return [light, heavy]
+
+
+async def run_workers(workers: list[Worker], stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then stop polling and let in-flight activities finish."""
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:  # a worker died on its own: surface its error
+        waiter.cancel()
+        for t in done:
+            t.result()
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

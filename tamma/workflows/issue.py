@@ -1,0 +1,308 @@
+"""The issue workflow: fetch → analyse → plan → approval → branch → implement ⇄ test → PR →
+CI → review → merge. Deterministic: no I/O here, only activities (called by name), timers,
+updates, signals and the state the `state` query returns."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from tamma import activity_names as names
+    from tamma.models import (
+        AnalyseInput,
+        Analysis,
+        ApprovalDecision,
+        ApprovalRequest,
+        BranchInput,
+        CIStatus,
+        CommentInput,
+        ImplementInput,
+        ImplementResult,
+        Issue,
+        IssueRef,
+        IssueTaskInput,
+        MergeResult,
+        OpenPRInput,
+        Plan,
+        PlanInput,
+        PRRef,
+        PullRequest,
+        ReviewComment,
+        StepName,
+        StepRecord,
+        TaskState,
+        TaskStatus,
+        TestInput,
+        TestReport,
+    )
+    from tamma.policy import blocking_reasons
+    from tamma.workflows import search
+
+M = TypeVar("M")
+
+
+class StepFailed(Exception):
+    """An activity failed for good; the message is the reason shown to the user."""
+
+
+@workflow.defn(name="IssueWorkflow")
+class IssueWorkflow:
+    @workflow.init
+    def __init__(self, inp: IssueTaskInput) -> None:
+        self.inp = inp
+        self.opts = inp.options
+        self.state = TaskState(
+            workflow_id=workflow.info().workflow_id, repo=inp.repo, issue_number=inp.issue_number
+        )
+        self._decision: ApprovalDecision | None = None
+        self._nudged = False
+        self._seen_reviews: set[int] = set()
+
+    # ---- queries, updates, signals -------------------------------------------------------------
+
+    @workflow.query
+    def state_query(self) -> TaskState:
+        return self.state
+
+    @workflow.update
+    async def approve(self, req: ApprovalRequest) -> TaskState:
+        self._decision = ApprovalDecision(approved=True, by=req.by, reason=req.reason)
+        return self.state
+
+    @approve.validator
+    def _check_approve(self, req: ApprovalRequest) -> None:
+        self._check_decidable()
+
+    @workflow.update
+    async def reject(self, req: ApprovalRequest) -> TaskState:
+        self._decision = ApprovalDecision(approved=False, by=req.by, reason=req.reason)
+        return self.state
+
+    @reject.validator
+    def _check_reject(self, req: ApprovalRequest) -> None:
+        self._check_decidable()
+
+    def _check_decidable(self) -> None:
+        # Validators run before the update enters history, so a refused update leaves no trace.
+        if self._decision is not None:
+            raise ValueError(f"the plan was already {'approved' if self._decision.approved else 'rejected'} by {self._decision.by}")
+        if self.state.status != TaskStatus.AWAITING_APPROVAL:
+            raise ValueError(f"this task is not waiting for approval (status: {self.state.status.value})")
+
+    @workflow.signal
+    def approve_signal(self, req: ApprovalRequest) -> None:
+        """For webhooks (`/tamma approve`), which cannot wait for an update's answer."""
+        if self._decision is None and self.state.status == TaskStatus.AWAITING_APPROVAL:
+            self._decision = ApprovalDecision(approved=True, by=req.by, reason=req.reason)
+
+    @workflow.signal
+    def reject_signal(self, req: ApprovalRequest) -> None:
+        if self._decision is None and self.state.status == TaskStatus.AWAITING_APPROVAL:
+            self._decision = ApprovalDecision(approved=False, by=req.by, reason=req.reason)
+
+    @workflow.signal
+    def ci_event(self) -> None:
+        """A webhook says CI or a review changed: look now instead of at the next poll."""
+        self._nudged = True
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: IssueTaskInput) -> TaskState:
+        try:
+            await self._work()
+        except StepFailed as exc:
+            self._finish(TaskStatus.FAILED, str(exc))
+        except asyncio.CancelledError:
+            self._finish(TaskStatus.CANCELLED, "cancelled")
+            raise
+        return self.state
+
+    async def _work(self) -> None:
+        repo, opts = self.inp.repo, self.opts
+        issue = await self._step(StepName.FETCH, names.FETCH_ISSUE, IssueRef(repo=repo, number=self.inp.issue_number), Issue,
+                                 detail=lambda i: i.title)
+        self.state.issue_title = issue.title
+        analysis = await self._step(StepName.ANALYSE, names.ANALYSE,
+                                    AnalyseInput(repo=repo, issue=issue, transcript=opts.transcript), Analysis,
+                                    detail=lambda a: f"complexity {a.complexity}, risk {a.risk}")
+        self.state.analysis = analysis
+        plan = await self._step(StepName.PLAN, names.PLAN,
+                                PlanInput(repo=repo, issue=issue, analysis=analysis, transcript=opts.transcript), Plan,
+                                detail=lambda p: f"{len(p.steps)} steps, {len(p.files)} files, ~{p.estimate_hours:g}h")
+        self.state.plan = plan
+        if not await self._approval(issue, analysis, plan):
+            return
+        branch = f"tamma/issue-{issue.number}"
+        self.state.branch = branch
+        await self._step(StepName.BRANCH, names.CREATE_BRANCH,
+                         BranchInput(repo=repo, issue_number=issue.number, branch=branch), str, detail=lambda _: branch)
+        iteration = await self._implement_until_green(issue, plan, branch, iteration=0, feedback="")
+        pr = await self._step(StepName.OPEN_PR, names.OPEN_PR,
+                              OpenPRInput(repo=repo, issue=issue, plan=plan, branch=branch), PullRequest,
+                              detail=lambda p: p.url)
+        self.state.pull_request = pr
+        for _ in range(opts.max_review_rounds + 1):
+            await self._wait_for_ci(pr)
+            feedback = await self._new_review_feedback(pr)
+            if not feedback:
+                break
+            iteration = await self._implement_until_green(issue, plan, branch, iteration, feedback)
+        else:
+            raise StepFailed(f"review comments still open after {opts.max_review_rounds} rounds")
+        if not opts.auto_merge:
+            self._finish(TaskStatus.PR_OPEN, f"PR ready: {pr.url}")
+            return
+        merged = await self._step(StepName.MERGE, names.MERGE, PRRef(repo=repo, pr_number=pr.number), MergeResult,
+                                  detail=lambda m: m.sha[:10])
+        self.state.merge_sha = merged.sha
+        self.state.pull_request = pr.model_copy(update={"state": "merged", "merge_sha": merged.sha})
+        self._finish(TaskStatus.MERGED, f"merged as {merged.sha[:10]}")
+
+    async def _approval(self, issue: Issue, analysis: Analysis, plan: Plan) -> bool:
+        reasons = blocking_reasons(self.opts.policy, analysis, plan)
+        record = self._begin(StepName.APPROVAL)
+        if self.opts.yes or not reasons:
+            by = "--yes" if self.opts.yes else "policy"
+            self._decision = ApprovalDecision(approved=True, by=by, automatic=True,
+                                              reason="approved up front" if self.opts.yes else "within auto-approve policy")
+        else:
+            record.detail = "needs a person: " + "; ".join(reasons)
+            self._set_status(TaskStatus.AWAITING_APPROVAL)
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None,
+                                              timeout=timedelta(seconds=self.opts.approval_timeout_s))
+            except TimeoutError:
+                self._end(record, "failed", "no decision in time: escalated")
+                await self._comment(issue.number, "Tamma's plan waited too long for approval and was escalated.")
+                self._finish(TaskStatus.ESCALATED, "approval timed out")
+                return False
+            self._set_status(TaskStatus.RUNNING)
+        decision = self._decision
+        assert decision is not None
+        self.state.approval = decision
+        if not decision.approved:
+            self._end(record, "failed", f"rejected by {decision.by}: {decision.reason}")
+            await self._comment(issue.number, f"Tamma's plan was rejected by {decision.by}: {decision.reason}")
+            self._finish(TaskStatus.REJECTED, decision.reason or "rejected")
+            return False
+        self._end(record, "done", f"approved by {decision.by}")
+        return True
+
+    async def _implement_until_green(self, issue: Issue, plan: Plan, branch: str, iteration: int, feedback: str) -> int:
+        repo, opts = self.inp.repo, self.opts
+        for _ in range(opts.max_fix_attempts + 1):
+            iteration += 1
+            result = await self._step(
+                StepName.IMPLEMENT, names.IMPLEMENT,
+                ImplementInput(repo=repo, issue=issue, plan=plan, branch=branch, iteration=iteration,
+                               feedback=feedback, transcript=opts.transcript),
+                ImplementResult, heavy=True,
+                detail=lambda r: f"iteration {iteration}: {r.commit[:10]}{' (reused)' if r.reused else ''}",
+            )
+            self.state.commit = result.commit
+            report = await self._step(StepName.TEST, names.RUN_TESTS,
+                                      TestInput(repo=repo, branch=branch, commit=result.commit), TestReport,
+                                      heavy=True, detail=lambda t: t.summary)
+            self.state.tests.append(report)
+            if report.passed:
+                return iteration
+            feedback = f"Tests failed: {report.summary}\n{report.output_tail}"
+        raise StepFailed(f"tests still fail after {opts.max_fix_attempts + 1} attempts: {report.summary}")
+
+    async def _wait_for_ci(self, pr: PullRequest) -> None:
+        record = self._begin(StepName.CI)
+        deadline = workflow.now() + timedelta(seconds=self.opts.ci_timeout_s)
+        while True:
+            status = await self._activity(names.CI_STATUS, PRRef(repo=self.inp.repo, pr_number=pr.number), CIStatus)
+            if status.state == "success":
+                self._end(record, "done", status.detail)
+                return
+            if status.state == "failure":
+                self._end(record, "failed", status.detail)
+                raise StepFailed(f"CI failed on {pr.url}: {status.detail}")
+            if workflow.now() >= deadline:
+                self._end(record, "failed", "CI did not finish in time")
+                raise StepFailed(f"CI on {pr.url} did not finish within {self.opts.ci_timeout_s:.0f}s")
+            record.detail = status.detail
+            # Webhooks nudge us early; the timer is the fallback because delivery isn't guaranteed.
+            self._nudged = False
+            try:
+                await workflow.wait_condition(lambda: self._nudged, timeout=timedelta(seconds=self.opts.ci_poll_s))
+            except TimeoutError:
+                pass
+
+    async def _new_review_feedback(self, pr: PullRequest) -> str:
+        record = self._begin(StepName.REVIEW)
+        comments: list[ReviewComment] = await self._activity(
+            names.REVIEW_COMMENTS, PRRef(repo=self.inp.repo, pr_number=pr.number), list[ReviewComment])
+        fresh = [c for c in comments if c.id not in self._seen_reviews]
+        self._seen_reviews.update(c.id for c in fresh)
+        self._end(record, "done", f"{len(fresh)} new comment(s)" if fresh else "no new comments")
+        return "\n".join(f"- {c.author} on {c.path or 'the PR'}: {c.body}" for c in fresh)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    async def _step(self, step: StepName, activity_name: str, arg: BaseModel, result_type: type[M], *,
+                    heavy: bool = False, detail: Any = None) -> M:
+        record = self._begin(step)
+        result = await self._activity(activity_name, arg, result_type, heavy=heavy, record=record)
+        self._end(record, "done", detail(result) if detail else "")
+        return result
+
+    async def _activity(self, name: str, arg: BaseModel, result_type: Any, *, heavy: bool = False,
+                        record: StepRecord | None = None) -> Any:
+        o = self.opts
+        retry = RetryPolicy(initial_interval=timedelta(seconds=o.retry_initial_s), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(seconds=max(o.retry_initial_s * 8, 1)),
+                            maximum_attempts=o.retry_attempts)
+        extra: dict[str, Any] = {}
+        if heavy:
+            extra = {"task_queue": names.heavy_queue(workflow.info().task_queue),
+                     "heartbeat_timeout": timedelta(seconds=o.heartbeat_timeout_s),
+                     "start_to_close_timeout": timedelta(seconds=o.step_timeout_s)}
+        else:
+            extra = {"start_to_close_timeout": timedelta(seconds=min(o.step_timeout_s, 300))}
+        try:
+            return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
+        except ActivityError as exc:
+            reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
+            if record is not None:
+                self._end(record, "failed", reason)
+            raise StepFailed(f"{name} failed: {reason}") from None
+
+    async def _comment(self, number: int, body: str) -> None:
+        try:
+            await self._activity(names.COMMENT, CommentInput(repo=self.inp.repo, issue_number=number, body=body), type(None))
+        except StepFailed as exc:
+            workflow.logger.warning("could not comment on the issue: %s", exc)
+
+    def _begin(self, step: StepName) -> StepRecord:
+        record = StepRecord(name=step, started_at=workflow.now())
+        self.state.steps.append(record)
+        self.state.step = step
+        workflow.upsert_search_attributes([search.STEP.value_set(step.value)])
+        return record
+
+    def _end(self, record: StepRecord, status: str, detail: str = "") -> None:
+        record.status = status  # type: ignore[assignment]
+        record.ended_at = workflow.now()
+        if detail:
+            record.detail = detail[:500]
+
+    def _set_status(self, status: TaskStatus) -> None:
+        self.state.status = status
+        workflow.upsert_search_attributes([search.STATUS.value_set(status.value)])
+
+    def _finish(self, status: TaskStatus, message: str) -> None:
+        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            self.state.error = message
+        self._set_status(status)

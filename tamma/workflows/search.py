@@ -1,0 +1,17 @@
+"""Custom search attributes: they make tasks listable and filterable in the API, the CLI and
+the Web UI straight from Temporal's visibility store (no second task table)."""
+
+from temporalio.common import SearchAttributeKey
+
+REPOSITORY = SearchAttributeKey.for_keyword("TammaRepository")
+ISSUE = SearchAttributeKey.for_int("TammaIssue")
+STEP = SearchAttributeKey.for_keyword("TammaStep")
+STATUS = SearchAttributeKey.for_keyword("TammaStatus")
+
+ALL = (REPOSITORY, ISSUE, STEP, STATUS)
+
+
+def workflow_id(repo_key: str, issue_number: int) -> str:
+    """The stable id of an issue's work: a redelivered webhook or a second `tamma start`
+    reaches the same workflow instead of starting a twin."""
+    return f"tamma:{repo_key}#{issue_number}"

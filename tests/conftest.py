@@ -1,0 +1,93 @@
+"""Session fixtures: one real Temporal dev server per test session, a fresh task queue per test,
+real git repositories in temp dirs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tamma.activities import IssueActivities
+from tamma.config import Settings
+from tamma.demo import make_demo
+from tamma.models import Issue
+from tamma.platforms.local import LocalPlatform
+from tamma.runtime.embedded import temporal_binary
+from tamma.runtime.wiring import build_activities
+from tamma.runtime.worker import build_workers
+from tamma.workflows import search
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        search_attributes=list(search.ALL),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        ui=False,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def temporal_address(client: Client) -> str:
+    return client.service_client.config.target_host
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, temporal_address: str, task_queue: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        temporal={"address": temporal_address, "task_queue": task_queue},
+        agent={"sandbox": {"timeout_s": 60}},
+        workflow={"heartbeat_timeout_s": 5, "ci_poll_s": 1},
+    )
+
+
+@pytest.fixture
+def demo(tmp_path: Path, settings: Settings) -> tuple[LocalPlatform, Issue]:
+    return make_demo(tmp_path / "repo", settings.data_dir)
+
+
+@pytest.fixture
+def activities(settings: Settings) -> IssueActivities:
+    return build_activities(settings)
+
+
+@asynccontextmanager
+async def running_worker(client: Client, task_queue: str, activities: IssueActivities,
+                         settings: Settings) -> AsyncIterator[None]:
+    workers = build_workers(client, task_queue, activities, settings.worker)
+    import asyncio
+
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield
+    finally:
+        for w in workers:
+            await w.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+def git_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
+    yield
