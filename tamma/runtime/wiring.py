@@ -65,15 +65,19 @@ def provider_factory(settings: Settings) -> ProviderFactory:
     return make
 
 
-def build_activities(settings: Settings) -> IssueActivities:
+def sandbox_policy(settings: Settings) -> SandboxPolicy:
     s = settings.agent.sandbox
+    return SandboxPolicy(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb,
+                         file_size_mb=s.file_size_mb, network=s.network)
+
+
+def build_activities(settings: Settings) -> IssueActivities:
     config = AgentConfig(
         work_dir=settings.data_dir / "work",
         artifacts_dir=settings.data_dir / "artifacts",
         max_turns=settings.agent.max_turns,
         test_command=settings.agent.test_command,
-        sandbox=SandboxPolicy(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb,
-                              file_size_mb=s.file_size_mb, network=s.network),
+        sandbox=sandbox_policy(settings),
         bot_name=settings.agent.bot_name,
         bot_email=settings.agent.bot_email,
     )

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -14,7 +15,10 @@ from temporalio.worker import Worker
 
 from tamma.activities import IssueActivities
 from tamma.activity_names import heavy_queue
-from tamma.config import WorkerSettings
+from tamma.agent.sandbox import isolation_summary
+from tamma.config import Settings, WorkerSettings
+from tamma.runtime.client import connect, ensure_search_attributes, resolve_address
+from tamma.runtime.wiring import build_activities, sandbox_policy
 from tamma.workflows.issue import IssueWorkflow
 
 log = logging.getLogger(__name__)
@@ -59,3 +63,18 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(settings: Settings, ready: Callable[[str], None] | None = None) -> None:
+    """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return."""
+    address, _ = resolve_address(settings)
+    client = await connect(address, settings.temporal.namespace, settings.temporal.connect_timeout_s)
+    await ensure_search_attributes(client, settings.temporal.namespace)
+    workers = build_workers(client, settings.temporal.task_queue, build_activities(settings), settings.worker)
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    if ready:
+        ready(f"worker polling {settings.temporal.task_queue!r} (+heavy, concurrency "
+              f"{settings.worker.concurrency}) on {address}; sandbox: "
+              f"{isolation_summary(sandbox_policy(settings))}")
+    await run_workers(workers, stop)

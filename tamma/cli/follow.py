@@ -1,0 +1,99 @@
+"""Following a task live, asking for approval, and detaching on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+
+from rich.live import Live
+from rich.prompt import Confirm, Prompt
+
+from tamma.cli.render import plan_panel, step_line, steps_table
+from tamma.cli.session import Session
+from tamma.models import TaskState, TaskStatus
+
+
+class Detached(Exception):
+    """The user pressed Ctrl-C: stop watching, leave the workflow running."""
+
+
+async def follow(session: Session, wid: str, *, interactive: bool, poll_s: float = 0.25) -> TaskState:
+    """Show the task until it finishes; on Ctrl-C raise Detached (the workflow goes on)."""
+    detach = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, detach.set)
+    try:
+        watcher = asyncio.create_task(_watch(session, wid, interactive, poll_s))
+        stopper = asyncio.create_task(detach.wait())
+        done, _ = await asyncio.wait([watcher, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if watcher in done:
+            stopper.cancel()
+            return watcher.result()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        raise Detached()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _watch(session: Session, wid: str, interactive: bool, poll_s: float) -> TaskState:
+    console = session.console
+    asked = False
+    printed: dict[int, str] = {}
+    plan_shown = False
+    live = Live(console=console, refresh_per_second=10, transient=False) if console.is_terminal else None
+    if live:
+        live.start()
+    try:
+        while True:
+            state = await session.tasks.state(wid)
+            if live:
+                live.update(steps_table(state))
+            else:
+                _print_changes(state, printed, console.print)
+            if state.plan and not plan_shown and (state.status == TaskStatus.AWAITING_APPROVAL or not live):
+                plan_shown = True
+                _pause(live, lambda: console.print(plan_panel(state.plan)) if state.plan else None)
+            if state.status == TaskStatus.AWAITING_APPROVAL and not asked:
+                asked = True
+                _pause(live, lambda: None)
+                await _ask(session, wid, state, interactive)
+                if live:
+                    live.start()
+            if state.status.finished:
+                return state
+            await asyncio.sleep(poll_s)
+    finally:
+        if live:
+            live.stop()
+
+
+def _pause(live: Live | None, action: Callable[[], object]) -> None:
+    if live:
+        live.stop()
+    action()
+
+
+def _print_changes(state: TaskState, printed: dict[int, str], out: Callable[[str], None]) -> None:
+    for n, record in enumerate(state.steps):
+        if record.status != "running" and printed.get(n) != record.status:
+            printed[n] = record.status
+            out(step_line(record))
+
+
+async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) -> None:
+    console = session.console
+    reasons = next((s.detail for s in reversed(state.steps) if s.name.value == "approval"), "")
+    console.print(f"[yellow]Approval needed[/] ({reasons})")
+    if not (interactive and sys.stdin.isatty()):
+        console.print(f"Waiting for a decision: [bold]tamma approve {wid}[/] or "
+                      f"[bold]tamma reject {wid} --reason ...[/]")
+        return
+    approved = await asyncio.to_thread(Confirm.ask, "Approve this plan?", console=console)
+    if approved:
+        await session.tasks.approve(wid, by="cli")
+    else:
+        reason = await asyncio.to_thread(Prompt.ask, "Reason", console=console, default="rejected at the prompt")
+        await session.tasks.reject(wid, by="cli", reason=reason)

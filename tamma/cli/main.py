@@ -1,0 +1,273 @@
+"""`tamma`: the terminal launcher. Each command parses options and makes one call inward."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tamma.agent.sandbox import isolation_summary
+from tamma.cli.errors import run_or_exit
+from tamma.cli.follow import Detached, follow
+from tamma.cli.render import plan_panel, step_line, tasks_table
+from tamma.cli.session import Session, open_session
+from tamma.config import Settings, load_settings
+from tamma.demo import make_demo
+from tamma.errors import InvalidInputError
+from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
+from tamma.platforms.local import LocalPlatform, local_repo_ref
+from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tamma.runtime.embedded import stop_embedded_server
+from tamma.runtime.wiring import provider_description, sandbox_policy
+from tamma.runtime.worker import serve
+from tamma.workflows import search
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tamma: issue in, merged branch out.")
+issue_app = typer.Typer(no_args_is_help=True, help="Issues of a local repository.")
+temporal_app = typer.Typer(no_args_is_help=True, help="The embedded Temporal server.")
+app.add_typer(issue_app, name="issue")
+app.add_typer(temporal_app, name="temporal")
+console = Console(highlight=False)
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="the git repository (any path inside it)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    path: Path | None = ctx.obj
+    return load_settings(path)
+
+
+@app.callback()
+def root(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    ctx.obj = config
+
+
+# ---- issues ----------------------------------------------------------------------------------
+
+
+@issue_app.command("create")
+def issue_create(ctx: typer.Context, title: str, body: str = "", repo: RepoOpt = Path(".")) -> None:
+    """Create an issue on a local repository; prints its number."""
+    def go() -> None:
+        platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
+        issue = platform.create_issue(title, body, author="cli")
+        console.print(f"#{issue.number} {issue.title}")
+    run_or_exit(go)
+
+
+@issue_app.command("list")
+def issue_list(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
+    """List the issues of a local repository."""
+    def go() -> None:
+        for issue in LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir).list_issues():
+            console.print(f"#{issue.number:<4} {issue.state:<6} {issue.title}")
+    run_or_exit(go)
+
+
+@issue_app.command("show")
+def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> None:
+    """Show an issue and Tamma's comments on it."""
+    def go() -> None:
+        platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
+        issue = asyncio.run(platform.get_issue(number))
+        console.print(f"[bold]#{issue.number} {issue.title}[/] ({issue.state})\n{issue.body}")
+        for c in platform.issue_comments(number):
+            console.print(f"\n[cyan]{c['author']}[/]: {c['body']}")
+    run_or_exit(go)
+
+
+# ---- tasks -----------------------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    issue: Annotated[int, typer.Option("--issue", help="issue number")],
+    repo: RepoOpt = Path("."),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="approve the plan without asking")] = False,
+    rerun: Annotated[bool, typer.Option(help="start again even if the issue was already done")] = False,
+    detach: Annotated[bool, typer.Option(help="start and return at once")] = False,
+    transcript: Annotated[Path | None, typer.Option(help="replay this recording instead of a model")] = None,
+) -> None:
+    """Turn an issue into a merged branch (attaches if it is already running)."""
+    code = run_or_exit(lambda: asyncio.run(_start(ctx, issue, repo, yes, rerun, detach, transcript)))
+    raise typer.Exit(code)
+
+
+async def _start(ctx: typer.Context, number: int, repo: Path, yes: bool, rerun: bool, detach: bool,
+                 transcript: Path | None) -> int:
+    settings = _settings(ctx)
+    ref = local_repo_ref(repo)
+    await LocalPlatform(ref, settings.data_dir).get_issue(number)  # fail before creating anything
+    return await run_task(settings, ref, number, yes=yes, rerun=rerun, detach=detach,
+                          transcript=str(transcript.resolve()) if transcript else None)
+
+
+async def run_task(settings: Settings, ref: RepoRef, number: int, *, yes: bool = False, rerun: bool = False,
+                   detach: bool = False, transcript: str | None = None) -> int:
+    console.print(f"LLM: {provider_description(settings, transcript)}")
+    async with open_session(settings, console) as session:
+        _print_server(session)
+        console.print(f"Sandbox: {isolation_summary(sandbox_policy(settings))}")
+        options = settings.task_options(yes=yes, transcript=transcript)
+        wid, created = await session.tasks.start(IssueTaskInput(repo=ref, issue_number=number, options=options), rerun)
+        console.print(f"{'Started' if created else 'Attached to'} [bold]{wid}[/]")
+        _print_ui_link(session, wid)
+        if detach:
+            console.print(f"Follow it with: tamma status {wid} --follow")
+            return 0
+        return await _follow_to_end(session, wid)
+
+
+async def _follow_to_end(session: Session, wid: str) -> int:
+    started = await session.start_worker()
+    console.print("Worker: in this process" if started else "Worker: external workers are polling")
+    try:
+        state = await follow(session, wid, interactive=True)
+    except Detached:
+        await session.stop_worker()
+        console.print(f"\nDetached. The task is durable in Temporal and goes on {'when a worker polls' if started else 'on the external workers'}.")
+        console.print(f"Reattach: [bold]tamma status {wid} --follow[/]  (runs a worker here)  or run `tamma worker`.")
+        return 130
+    return _report(state)
+
+
+def _report(state: TaskState) -> int:
+    if state.status == TaskStatus.MERGED:
+        console.print(f"[green]Merged[/] {state.branch} as {state.merge_sha[:10]} ({state.pull_request.url if state.pull_request else ''})")
+    elif state.status == TaskStatus.PR_OPEN:
+        console.print(f"[green]PR open[/]: {state.pull_request.url if state.pull_request else ''}")
+    else:
+        console.print(f"[red]{state.status.value}[/]: {state.error or (state.approval.reason if state.approval else '')}")
+    return 0 if state.status in (TaskStatus.MERGED, TaskStatus.PR_OPEN) else 1
+
+
+def _print_server(session: Session) -> None:
+    kind = "embedded dev server" if session.embedded else "server"
+    console.print(f"Temporal: {kind} at {session.address}")
+
+
+def _print_ui_link(session: Session, wid: str) -> None:
+    if session.embedded:
+        port = session.settings.temporal.embedded_ui_port
+        console.print(f"Web UI: http://127.0.0.1:{port}/namespaces/{session.settings.temporal.namespace}/workflows")
+
+
+def task_id(arg: str, repo: Path) -> str:
+    """A workflow id, or an issue number (`12`, `#12`) of the repository at `repo`."""
+    if arg.startswith("tamma:"):
+        return arg
+    digits = arg.lstrip("#")
+    if not digits.isdigit():
+        raise InvalidInputError(f"{arg!r} is neither a task id (tamma:…) nor an issue number")
+    return search.workflow_id(local_repo_ref(repo).key, int(digits))
+
+
+IdArg = Annotated[str, typer.Argument(help="task id, or issue number in --repo")]
+
+
+@app.command()
+def status(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."),
+           follow_: Annotated[bool, typer.Option("--follow", "-f", help="watch it live (and run a worker here)")] = False) -> None:
+    """Show a task's steps, plan and outcome."""
+    async def go() -> int:
+        settings = _settings(ctx)
+        wid = task_id(task, repo)
+        async with open_session(settings, console) as session:
+            if follow_:
+                return await _follow_to_end(session, wid)
+            state = await session.tasks.state(wid)
+            console.print(f"[bold]{wid}[/]  [{state.status.value}]  {state.issue_title}")
+            for record in state.steps:
+                console.print(step_line(record))
+            if state.plan:
+                console.print(plan_panel(state.plan))
+            if state.error:
+                console.print(f"[red]error:[/] {state.error}")
+            return 0
+    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+
+
+@app.command("list")
+def list_tasks(ctx: typer.Context, status_: Annotated[str | None, typer.Option("--status")] = None,
+               repository: Annotated[str | None, typer.Option("--repository", help="e.g. local:/path")] = None) -> None:
+    """List tasks from Temporal's visibility store."""
+    async def go() -> None:
+        async with open_session(_settings(ctx), console) as session:
+            console.print(tasks_table(await session.tasks.list(status_, repository)))
+    run_or_exit(lambda: asyncio.run(go()))
+
+
+@app.command()
+def approve(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."), reason: str = "") -> None:
+    """Approve a task's plan."""
+    async def go() -> None:
+        async with open_session(_settings(ctx), console) as session:
+            await session.tasks.approve(task_id(task, repo), by="cli", reason=reason)
+            console.print("approved")
+    run_or_exit(lambda: asyncio.run(go()))
+
+
+@app.command()
+def reject(ctx: typer.Context, task: IdArg, reason: Annotated[str, typer.Option(help="why")],
+           repo: RepoOpt = Path(".")) -> None:
+    """Reject a task's plan."""
+    async def go() -> None:
+        async with open_session(_settings(ctx), console) as session:
+            await session.tasks.reject(task_id(task, repo), by="cli", reason=reason)
+            console.print("rejected")
+    run_or_exit(lambda: asyncio.run(go()))
+
+
+@app.command()
+def cancel(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path(".")) -> None:
+    """Cancel a running task."""
+    async def go() -> None:
+        async with open_session(_settings(ctx), console) as session:
+            await session.tasks.cancel(task_id(task, repo))
+            console.print("cancel requested")
+    run_or_exit(lambda: asyncio.run(go()))
+
+
+@app.command()
+def worker(ctx: typer.Context) -> None:
+    """Run a worker (like `python worker.py`) until SIGTERM or Ctrl-C."""
+    run_or_exit(lambda: asyncio.run(serve(_settings(ctx), ready=console.print)))
+
+
+@app.command()
+def demo(ctx: typer.Context,
+         directory: Annotated[Path | None, typer.Option("--dir", help="where to create the sample repo")] = None) -> None:
+    """Create a sample repo with a failing test and an issue, and run the whole loop on it."""
+    async def go() -> int:
+        settings = _settings(ctx)
+        where = directory or Path(tempfile.mkdtemp(prefix="tamma-demo-")) / "pager"
+        platform, issue = make_demo(where, settings.data_dir)
+        console.print(f"Sample repository: {platform.path}\nIssue #{issue.number}: {issue.title}")
+        console.print("[yellow]No model is configured for the demo: it replays a recorded transcript "
+                      "(scripted provider). No LLM is called.[/]")
+        code = await run_task(settings, platform.repo, issue.number, transcript=str(DEMO_TRANSCRIPT))
+        log = subprocess.run(["git", "-C", str(platform.path), "log", "--oneline", "--graph", "main"],
+                             capture_output=True, text=True, check=False).stdout
+        console.print(f"\ngit log main:\n{log}")
+        return code
+    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+
+
+@temporal_app.command("stop")
+def temporal_stop(ctx: typer.Context) -> None:
+    """Stop the embedded Temporal server this user's Tamma started."""
+    def go() -> None:
+        stopped = stop_embedded_server(_settings(ctx).data_dir)
+        console.print("stopped" if stopped else "no embedded server was running")
+    run_or_exit(go)
+
+
+def main() -> None:
+    app()

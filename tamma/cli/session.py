@@ -1,0 +1,81 @@
+"""What every CLI command needs: settings, a Temporal client, and (when no external worker
+serves the queue) a worker in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from tamma.config import Settings
+from tamma.runtime.client import connect, ensure_search_attributes, resolve_address
+from tamma.runtime.tasks import TaskService
+from tamma.runtime.wiring import build_activities
+from tamma.runtime.worker import build_workers
+
+CLI_IDENTITY = "tamma-cli"
+
+
+@dataclass
+class Session:
+    settings: Settings
+    console: Console
+    client: Client
+    address: str
+    embedded: bool
+    tasks: TaskService
+    workers: list[Worker] = field(default_factory=list)
+    _runs: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def external_workers(self) -> bool:
+        """True when a worker outside any `tamma` CLI polled the queue in the last minute."""
+        req = DescribeTaskQueueRequest(
+            namespace=self.settings.temporal.namespace,
+            task_queue=TaskQueue(name=self.settings.temporal.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        resp = await self.client.workflow_service.describe_task_queue(req)
+        recent = datetime.now(UTC) - timedelta(seconds=60)
+        return any(
+            not p.identity.startswith(CLI_IDENTITY) and p.last_access_time.ToDatetime(UTC) > recent
+            for p in resp.pollers
+        )
+
+    async def start_worker(self) -> bool:
+        """Run a worker here unless external workers serve the queue; True if one started."""
+        if self.workers or await self.external_workers():
+            return False
+        s = self.settings.worker.model_copy(update={"graceful_shutdown_s": 2.0})
+        identity = f"{CLI_IDENTITY}-{os.getpid()}@{socket.gethostname()}"
+        self.workers = build_workers(self.client, self.settings.temporal.task_queue,
+                                     build_activities(self.settings), s, identity=identity)
+        self._runs = [asyncio.create_task(w.run()) for w in self.workers]
+        return True
+
+    async def stop_worker(self) -> None:
+        await asyncio.gather(*(w.shutdown() for w in self.workers), return_exceptions=True)
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        self.workers, self._runs = [], []
+
+
+@asynccontextmanager
+async def open_session(settings: Settings, console: Console) -> AsyncIterator[Session]:
+    address, embedded = await asyncio.to_thread(resolve_address, settings)
+    client = await connect(address, settings.temporal.namespace, settings.temporal.connect_timeout_s)
+    await ensure_search_attributes(client, settings.temporal.namespace)
+    session = Session(settings, console, client, address, embedded, TaskService(client, settings.temporal.task_queue))
+    try:
+        yield session
+    finally:
+        await session.stop_worker()

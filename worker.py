@@ -1,0 +1,30 @@
+"""`python worker.py`: a Tamma worker process, no prompts, configured by settings only.
+
+Scale out by running more of these; SIGTERM stops polling and lets in-flight activities
+finish (up to worker.graceful_shutdown_s) before exiting 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from tamma.config import load_settings
+from tamma.errors import TammaError
+from tamma.runtime.worker import serve
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        asyncio.run(serve(settings, ready=lambda msg: logging.getLogger("tamma.worker").info(msg)))
+    except TammaError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
