@@ -155,9 +155,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         where = f"config file {path} or TAMMA_* environment" if path else "TAMMA_* environment"
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"invalid setting {loc!r} ({first['msg']}) in {where}; fix or remove it"
-        ) from None
+        raise ConfigError(f"invalid setting {loc!r} ({first['msg']}) in {where}; fix or remove it") from None
     finally:
         _CONFIG_PATH.clear()
 

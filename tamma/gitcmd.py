@@ -50,9 +50,7 @@ async def git(
     out, err = await proc.communicate()
     if check and proc.returncode != 0:
         where = f" in {cwd}" if cwd else ""
-        raise GitError(
-            f"git {' '.join(args[:2])} failed{where}: {err.decode(errors='replace').strip()[:500]}"
-        )
+        raise GitError(f"git {' '.join(args[:2])} failed{where}: {err.decode(errors='replace').strip()[:500]}")
     return out.decode(errors="replace").strip()
 
 

@@ -8,7 +8,7 @@ files and are referred to by path or summarised.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -134,7 +134,7 @@ class MergeResult(BaseModel):
     already_merged: bool = False
 
 
-class StepName(str, Enum):
+class StepName(StrEnum):
     FETCH = "fetch issue"
     ANALYSE = "analyse"
     PLAN = "plan"
@@ -148,7 +148,7 @@ class StepName(str, Enum):
     MERGE = "merge"
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"
     MERGED = "merged"
@@ -186,9 +186,7 @@ class TaskOptions(BaseModel):
     step_timeout_s: float = 1800.0
     retry_attempts: int = Field(default=3, ge=1)
     retry_initial_s: float = 1.0
-    transcript: str | None = Field(
-        default=None, description="replay this recording instead of calling a model"
-    )
+    transcript: str | None = Field(default=None, description="replay this recording instead of calling a model")
 
 
 class IssueTaskInput(BaseModel):

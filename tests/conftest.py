@@ -73,8 +73,9 @@ def activities(settings: Settings) -> IssueActivities:
 
 
 @asynccontextmanager
-async def running_worker(client: Client, task_queue: str, activities: IssueActivities,
-                         settings: Settings) -> AsyncIterator[None]:
+async def running_worker(
+    client: Client, task_queue: str, activities: IssueActivities, settings: Settings
+) -> AsyncIterator[None]:
     workers = build_workers(client, task_queue, activities, settings.worker)
     import asyncio
 

@@ -24,8 +24,6 @@ def temporal_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         try:
             return await fn(*args, **kwargs)
         except TammaError as exc:
-            raise ApplicationError(
-                exc.message, type=type(exc).__name__, non_retryable=not exc.retryable
-            ) from None
+            raise ApplicationError(exc.message, type=type(exc).__name__, non_retryable=not exc.retryable) from None
 
     return wrapper

@@ -80,8 +80,15 @@ class IssueActivities:
 
     def all(self) -> list[Callable[..., object]]:
         return [
-            self.fetch_issue, self.analyse, self.plan, self.create_branch, self.open_pr,
-            self.ci_status, self.review_comments, self.merge, self.comment_issue,
+            self.fetch_issue,
+            self.analyse,
+            self.plan,
+            self.create_branch,
+            self.open_pr,
+            self.ci_status,
+            self.review_comments,
+            self.merge,
+            self.comment_issue,
         ]
 
     def heavy(self) -> list[Callable[..., object]]:
@@ -158,13 +165,21 @@ class IssueActivities:
                 # An earlier attempt pushed this iteration and died before reporting it.
                 return ImplementResult(commit=await ws.head(), reused=True, summary="already pushed")
             provider = self.providers(inp.transcript, inp.iteration)
-            toolbox = Toolbox(ws, lambda: run_sandboxed(
-                test_command(ws.root, self.config.test_command), ws.root, self.config.sandbox, self.secrets))
+            toolbox = Toolbox(
+                ws,
+                lambda: run_sandboxed(
+                    test_command(ws.root, self.config.test_command), ws.root, self.config.sandbox, self.secrets
+                ),
+            )
             log = TranscriptLog(self._artifact(inp.repo, inp.issue.number, f"implement-{inp.iteration}.jsonl"))
             outcome = await run_agent(
-                provider, toolbox, prompts.CODE_SYSTEM,
+                provider,
+                toolbox,
+                prompts.CODE_SYSTEM,
                 prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
-                self.config.max_turns, lambda turn, what: activity.heartbeat(f"turn {turn}: {what}"), log,
+                self.config.max_turns,
+                lambda turn, what: activity.heartbeat(f"turn {turn}: {what}"),
+                log,
             )
             changed = await ws.changed_files()
             message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
@@ -174,8 +189,13 @@ class IssueActivities:
                     f"the coding agent finished iteration {inp.iteration} without changing any file",
                     retryable=False,
                 )
-            return ImplementResult(commit=sha, changed_files=changed, summary=outcome.summary[:2000],
-                                   turns=outcome.turns, transcript_path=str(log.path))
+            return ImplementResult(
+                commit=sha,
+                changed_files=changed,
+                summary=outcome.summary[:2000],
+                turns=outcome.turns,
+                transcript_path=str(log.path),
+            )
 
     @activity.defn(name=names.RUN_TESTS)
     @temporal_errors
@@ -187,9 +207,12 @@ class IssueActivities:
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
             log_path.write_text(result.output, encoding="utf-8")
             report = TestReport(
-                passed=result.exit_code == 0, command=" ".join(argv), exit_code=result.exit_code,
+                passed=result.exit_code == 0,
+                command=" ".join(argv),
+                exit_code=result.exit_code,
                 summary=_summarise(result.output, result.exit_code, result.timed_out),
-                output_tail=result.output[-3000:], duration_s=round(result.duration_s, 3),
+                output_tail=result.output[-3000:],
+                duration_s=round(result.duration_s, 3),
                 isolation=result.isolation,
             )
             await platform.report_tests(await ws.head(), report)

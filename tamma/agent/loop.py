@@ -54,7 +54,6 @@ async def run_agent(
         on_turn(turn, ", ".join(c.name for c in response.tool_calls))
         messages.append(Message(role="user", tool_results=results))
     raise ProviderError(
-        f"the coding agent used all {max_turns} turns without finishing; raise agent.max_turns "
-        "or split the issue",
+        f"the coding agent used all {max_turns} turns without finishing; raise agent.max_turns or split the issue",
         retryable=False,
     )

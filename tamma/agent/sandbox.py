@@ -9,6 +9,7 @@ Containers would fence more, but no container engine can be assumed on a user's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import resource
@@ -93,7 +94,8 @@ async def run_sandboxed(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tamma-sandbox-home-") as home:
         proc = await asyncio.create_subprocess_exec(
-            *prefix, *argv,
+            *prefix,
+            *argv,
             cwd=str(cwd),
             env=sandbox_env(Path(home), secrets),
             stdin=asyncio.subprocess.DEVNULL,
@@ -125,7 +127,5 @@ async def run_sandboxed(
 
 def _kill_group(pid: int) -> None:
     # The child called setsid(), so its pid is its process group: this ends its children too.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

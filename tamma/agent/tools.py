@@ -32,8 +32,12 @@ TOOL_SPECS = [
     _spec("read_file", "Read a text file of the repository.", {"path": _STR}, ["path"]),
     _spec("search", "Search file contents with a regular expression.", {"pattern": _STR, "path": _STR}, ["pattern"]),
     _spec("write_file", "Create or overwrite a file.", {"path": _STR, "content": _STR}, ["path", "content"]),
-    _spec("edit_file", "Replace one exact occurrence of old_text with new_text.",
-          {"path": _STR, "old_text": _STR, "new_text": _STR}, ["path", "old_text", "new_text"]),
+    _spec(
+        "edit_file",
+        "Replace one exact occurrence of old_text with new_text.",
+        {"path": _STR, "old_text": _STR, "new_text": _STR},
+        ["path", "old_text", "new_text"],
+    ),
     _spec("run_tests", "Run the repository's test suite in the sandbox.", {}, []),
 ]
 
@@ -67,7 +71,8 @@ class Toolbox:
     async def _tool_list_files(self, path: str = ".") -> str:
         base = self.ws.root if path in ("", ".") else self.ws.resolve(path)
         files = sorted(
-            str(p.relative_to(self.ws.root)) for p in base.rglob("*")
+            str(p.relative_to(self.ws.root))
+            for p in base.rglob("*")
             if p.is_file() and ".git" not in p.relative_to(self.ws.root).parts
         )
         more = f"\n… {len(files) - MAX_LISTED} more" if len(files) > MAX_LISTED else ""

@@ -62,7 +62,6 @@ class Workspace:
             return None
         await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
-        await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}",
-                  cwd=self.root)
+        await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
         await git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.root)
         return await self.head()

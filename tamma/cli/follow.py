@@ -12,7 +12,7 @@ from rich.prompt import Confirm, Prompt
 
 from tamma.cli.render import plan_panel, step_line, steps_table
 from tamma.cli.session import Session
-from tamma.models import TaskState, TaskStatus
+from tamma.models import StepName, TaskState, TaskStatus
 
 
 class Detached(Exception):
@@ -53,9 +53,10 @@ async def _watch(session: Session, wid: str, interactive: bool, poll_s: float) -
                 live.update(steps_table(state))
             else:
                 _print_changes(state, printed, console.print)
-            if state.plan and not plan_shown and (state.status == TaskStatus.AWAITING_APPROVAL or not live):
+            if state.plan and not plan_shown and state.status == TaskStatus.AWAITING_APPROVAL and live:
                 plan_shown = True
-                _pause(live, lambda: console.print(plan_panel(state.plan)) if state.plan else None)
+                live.stop()
+                console.print(plan_panel(state.plan))
             if state.status == TaskStatus.AWAITING_APPROVAL and not asked:
                 asked = True
                 _pause(live, lambda: None)
@@ -76,11 +77,13 @@ def _pause(live: Live | None, action: Callable[[], object]) -> None:
     action()
 
 
-def _print_changes(state: TaskState, printed: dict[int, str], out: Callable[[str], None]) -> None:
+def _print_changes(state: TaskState, printed: dict[int, str], out: Callable[[object], None]) -> None:
     for n, record in enumerate(state.steps):
         if record.status != "running" and printed.get(n) != record.status:
             printed[n] = record.status
             out(step_line(record))
+            if record.name == StepName.PLAN and state.plan:
+                out(plan_panel(state.plan))
 
 
 async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) -> None:
@@ -88,8 +91,9 @@ async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) 
     reasons = next((s.detail for s in reversed(state.steps) if s.name.value == "approval"), "")
     console.print(f"[yellow]Approval needed[/] ({reasons})")
     if not (interactive and sys.stdin.isatty()):
-        console.print(f"Waiting for a decision: [bold]tamma approve {wid}[/] or "
-                      f"[bold]tamma reject {wid} --reason ...[/]")
+        console.print(
+            f"Waiting for a decision: [bold]tamma approve {wid}[/] or [bold]tamma reject {wid} --reason ...[/]"
+        )
         return
     approved = await asyncio.to_thread(Confirm.ask, "Approve this plan?", console=console)
     if approved:

@@ -22,6 +22,7 @@ from tamma.errors import InvalidInputError
 from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tamma.runtime.background import spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import stop_embedded_server
 from tamma.runtime.wiring import provider_description, sandbox_policy
 from tamma.runtime.worker import serve
@@ -54,31 +55,37 @@ def root(ctx: typer.Context, config: ConfigOpt = None) -> None:
 @issue_app.command("create")
 def issue_create(ctx: typer.Context, title: str, body: str = "", repo: RepoOpt = Path(".")) -> None:
     """Create an issue on a local repository; prints its number."""
+
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
         issue = platform.create_issue(title, body, author="cli")
         console.print(f"#{issue.number} {issue.title}")
+
     run_or_exit(go)
 
 
 @issue_app.command("list")
 def issue_list(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
     """List the issues of a local repository."""
+
     def go() -> None:
         for issue in LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir).list_issues():
             console.print(f"#{issue.number:<4} {issue.state:<6} {issue.title}")
+
     run_or_exit(go)
 
 
 @issue_app.command("show")
 def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> None:
     """Show an issue and Tamma's comments on it."""
+
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
         issue = asyncio.run(platform.get_issue(number))
         console.print(f"[bold]#{issue.number} {issue.title}[/] ({issue.state})\n{issue.body}")
         for c in platform.issue_comments(number):
             console.print(f"\n[cyan]{c['author']}[/]: {c['body']}")
+
     run_or_exit(go)
 
 
@@ -100,19 +107,37 @@ def start(
     raise typer.Exit(code)
 
 
-async def _start(ctx: typer.Context, number: int, repo: Path, yes: bool, rerun: bool, detach: bool,
-                 transcript: Path | None) -> int:
+async def _start(
+    ctx: typer.Context, number: int, repo: Path, yes: bool, rerun: bool, detach: bool, transcript: Path | None
+) -> int:
     settings = _settings(ctx)
     ref = local_repo_ref(repo)
     await LocalPlatform(ref, settings.data_dir).get_issue(number)  # fail before creating anything
-    return await run_task(settings, ref, number, yes=yes, rerun=rerun, detach=detach,
-                          transcript=str(transcript.resolve()) if transcript else None)
+    return await run_task(
+        settings,
+        ref,
+        number,
+        yes=yes,
+        rerun=rerun,
+        detach=detach,
+        transcript=str(transcript.resolve()) if transcript else None,
+        config_file=ctx.obj,
+    )
 
 
-async def run_task(settings: Settings, ref: RepoRef, number: int, *, yes: bool = False, rerun: bool = False,
-                   detach: bool = False, transcript: str | None = None) -> int:
+async def run_task(
+    settings: Settings,
+    ref: RepoRef,
+    number: int,
+    *,
+    yes: bool = False,
+    rerun: bool = False,
+    detach: bool = False,
+    transcript: str | None = None,
+    config_file: Path | None = None,
+) -> int:
     console.print(f"LLM: {provider_description(settings, transcript)}")
-    async with open_session(settings, console) as session:
+    async with open_session(settings, console, config_file) as session:
         _print_server(session)
         console.print(f"Sandbox: {isolation_summary(sandbox_policy(settings))}")
         options = settings.task_options(yes=yes, transcript=transcript)
@@ -132,19 +157,34 @@ async def _follow_to_end(session: Session, wid: str) -> int:
         state = await follow(session, wid, interactive=True)
     except Detached:
         await session.stop_worker()
-        console.print(f"\nDetached. The task is durable in Temporal and goes on {'when a worker polls' if started else 'on the external workers'}.")
-        console.print(f"Reattach: [bold]tamma status {wid} --follow[/]  (runs a worker here)  or run `tamma worker`.")
+        console.print(f"\nDetached from {wid}; the task is durable in Temporal and goes on.")
+        if started:
+            pid = spawn_background_worker(session.settings.data_dir, session.config_file)
+            console.print(f"A background worker (pid {pid}) carries on; `tamma temporal stop` ends it.")
+        console.print(f"Reattach: [bold]tamma status {wid} --follow[/]")
         return 130
     return _report(state)
 
 
+async def _ensure_worker(session: Session) -> None:
+    """Decisions need a worker to reach the workflow; keep one running in the background."""
+    if not await session.external_workers():
+        pid = spawn_background_worker(session.settings.data_dir, session.config_file)
+        console.print(f"(background worker pid {pid} serves the task queue)")
+
+
 def _report(state: TaskState) -> int:
     if state.status == TaskStatus.MERGED:
-        console.print(f"[green]Merged[/] {state.branch} as {state.merge_sha[:10]} ({state.pull_request.url if state.pull_request else ''})")
+        console.print(
+            f"[green]Merged[/] {state.branch} as {state.merge_sha[:10]}"
+            f" ({state.pull_request.url if state.pull_request else ''})"
+        )
     elif state.status == TaskStatus.PR_OPEN:
         console.print(f"[green]PR open[/]: {state.pull_request.url if state.pull_request else ''}")
     else:
-        console.print(f"[red]{state.status.value}[/]: {state.error or (state.approval.reason if state.approval else '')}")
+        console.print(
+            f"[red]{state.status.value}[/]: {state.error or (state.approval.reason if state.approval else '')}"
+        )
     return 0 if state.status in (TaskStatus.MERGED, TaskStatus.PR_OPEN) else 1
 
 
@@ -173,13 +213,18 @@ IdArg = Annotated[str, typer.Argument(help="task id, or issue number in --repo")
 
 
 @app.command()
-def status(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."),
-           follow_: Annotated[bool, typer.Option("--follow", "-f", help="watch it live (and run a worker here)")] = False) -> None:
+def status(
+    ctx: typer.Context,
+    task: IdArg,
+    repo: RepoOpt = Path("."),
+    follow_: Annotated[bool, typer.Option("--follow", "-f", help="watch it live (and run a worker here)")] = False,
+) -> None:
     """Show a task's steps, plan and outcome."""
+
     async def go() -> int:
         settings = _settings(ctx)
         wid = task_id(task, repo)
-        async with open_session(settings, console) as session:
+        async with open_session(settings, console, ctx.obj) as session:
             if follow_:
                 return await _follow_to_end(session, wid)
             state = await session.tasks.state(wid)
@@ -191,47 +236,63 @@ def status(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."),
             if state.error:
                 console.print(f"[red]error:[/] {state.error}")
             return 0
+
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
 
 
 @app.command("list")
-def list_tasks(ctx: typer.Context, status_: Annotated[str | None, typer.Option("--status")] = None,
-               repository: Annotated[str | None, typer.Option("--repository", help="e.g. local:/path")] = None) -> None:
+def list_tasks(
+    ctx: typer.Context,
+    status_: Annotated[str | None, typer.Option("--status")] = None,
+    repository: Annotated[str | None, typer.Option("--repository", help="e.g. local:/path")] = None,
+) -> None:
     """List tasks from Temporal's visibility store."""
+
     async def go() -> None:
-        async with open_session(_settings(ctx), console) as session:
+        async with open_session(_settings(ctx), console, ctx.obj) as session:
             console.print(tasks_table(await session.tasks.list(status_, repository)))
+
     run_or_exit(lambda: asyncio.run(go()))
 
 
 @app.command()
 def approve(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."), reason: str = "") -> None:
     """Approve a task's plan."""
+
     async def go() -> None:
-        async with open_session(_settings(ctx), console) as session:
+        async with open_session(_settings(ctx), console, ctx.obj) as session:
+            await _ensure_worker(session)
             await session.tasks.approve(task_id(task, repo), by="cli", reason=reason)
             console.print("approved")
+
     run_or_exit(lambda: asyncio.run(go()))
 
 
 @app.command()
-def reject(ctx: typer.Context, task: IdArg, reason: Annotated[str, typer.Option(help="why")],
-           repo: RepoOpt = Path(".")) -> None:
+def reject(
+    ctx: typer.Context, task: IdArg, reason: Annotated[str, typer.Option(help="why")], repo: RepoOpt = Path(".")
+) -> None:
     """Reject a task's plan."""
+
     async def go() -> None:
-        async with open_session(_settings(ctx), console) as session:
+        async with open_session(_settings(ctx), console, ctx.obj) as session:
+            await _ensure_worker(session)
             await session.tasks.reject(task_id(task, repo), by="cli", reason=reason)
             console.print("rejected")
+
     run_or_exit(lambda: asyncio.run(go()))
 
 
 @app.command()
 def cancel(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path(".")) -> None:
     """Cancel a running task."""
+
     async def go() -> None:
-        async with open_session(_settings(ctx), console) as session:
+        async with open_session(_settings(ctx), console, ctx.obj) as session:
+            await _ensure_worker(session)
             await session.tasks.cancel(task_id(task, repo))
             console.print("cancel requested")
+
     run_or_exit(lambda: asyncio.run(go()))
 
 
@@ -242,30 +303,47 @@ def worker(ctx: typer.Context) -> None:
 
 
 @app.command()
-def demo(ctx: typer.Context,
-         directory: Annotated[Path | None, typer.Option("--dir", help="where to create the sample repo")] = None) -> None:
+def demo(
+    ctx: typer.Context,
+    directory: Annotated[Path | None, typer.Option("--dir", help="where to create the sample repo")] = None,
+) -> None:
     """Create a sample repo with a failing test and an issue, and run the whole loop on it."""
+
     async def go() -> int:
         settings = _settings(ctx)
         where = directory or Path(tempfile.mkdtemp(prefix="tamma-demo-")) / "pager"
         platform, issue = make_demo(where, settings.data_dir)
         console.print(f"Sample repository: {platform.path}\nIssue #{issue.number}: {issue.title}")
-        console.print("[yellow]No model is configured for the demo: it replays a recorded transcript "
-                      "(scripted provider). No LLM is called.[/]")
-        code = await run_task(settings, platform.repo, issue.number, transcript=str(DEMO_TRANSCRIPT))
-        log = subprocess.run(["git", "-C", str(platform.path), "log", "--oneline", "--graph", "main"],
-                             capture_output=True, text=True, check=False).stdout
+        console.print(
+            "[yellow]No model is configured for the demo: it replays a recorded transcript "
+            "(scripted provider). No LLM is called.[/]"
+        )
+        code = await run_task(
+            settings, platform.repo, issue.number, transcript=str(DEMO_TRANSCRIPT), config_file=ctx.obj
+        )
+        log = subprocess.run(
+            ["git", "-C", str(platform.path), "log", "--oneline", "--graph", "main"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         console.print(f"\ngit log main:\n{log}")
         return code
+
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
 
 
 @temporal_app.command("stop")
 def temporal_stop(ctx: typer.Context) -> None:
-    """Stop the embedded Temporal server this user's Tamma started."""
+    """Stop the background worker and the embedded Temporal server this user's Tamma started."""
+
     def go() -> None:
-        stopped = stop_embedded_server(_settings(ctx).data_dir)
-        console.print("stopped" if stopped else "no embedded server was running")
+        data_dir = _settings(ctx).data_dir
+        pid = stop_background_worker(data_dir)
+        console.print(f"background worker (pid {pid}) stopped" if pid else "no background worker was running")
+        stopped = stop_embedded_server(data_dir)
+        console.print("embedded server stopped" if stopped else "no embedded server was running")
+
     run_or_exit(go)
 
 

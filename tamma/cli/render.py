@@ -27,7 +27,9 @@ def steps_table(state: TaskState) -> RenderableType:
         else:
             symbol, style = _MARK[record.status]
             mark = Text(symbol, style=style)
-        table.add_row(mark, Text(record.name.value, style="bold"), _elapsed(record), Text(record.detail, overflow="fold"))
+        table.add_row(
+            mark, Text(record.name.value, style="bold"), _elapsed(record), Text(record.detail, overflow="fold")
+        )
     header = Text(f"{state.workflow_id}  [{state.status.value}]", style="bold cyan")
     return Group(header, table)
 

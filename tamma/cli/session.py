@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from rich.console import Console
 from temporalio.api.enums.v1 import TaskQueueType
@@ -35,6 +36,7 @@ class Session:
     address: str
     embedded: bool
     tasks: TaskService
+    config_file: Path | None = None
     workers: list[Worker] = field(default_factory=list)
     _runs: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -58,8 +60,9 @@ class Session:
             return False
         s = self.settings.worker.model_copy(update={"graceful_shutdown_s": 2.0})
         identity = f"{CLI_IDENTITY}-{os.getpid()}@{socket.gethostname()}"
-        self.workers = build_workers(self.client, self.settings.temporal.task_queue,
-                                     build_activities(self.settings), s, identity=identity)
+        self.workers = build_workers(
+            self.client, self.settings.temporal.task_queue, build_activities(self.settings), s, identity=identity
+        )
         self._runs = [asyncio.create_task(w.run()) for w in self.workers]
         return True
 
@@ -70,11 +73,13 @@ class Session:
 
 
 @asynccontextmanager
-async def open_session(settings: Settings, console: Console) -> AsyncIterator[Session]:
+async def open_session(settings: Settings, console: Console, config_file: Path | None = None) -> AsyncIterator[Session]:
     address, embedded = await asyncio.to_thread(resolve_address, settings)
     client = await connect(address, settings.temporal.namespace, settings.temporal.connect_timeout_s)
     await ensure_search_attributes(client, settings.temporal.namespace)
-    session = Session(settings, console, client, address, embedded, TaskService(client, settings.temporal.task_queue))
+    session = Session(
+        settings, console, client, address, embedded, TaskService(client, settings.temporal.task_queue), config_file
+    )
     try:
         yield session
     finally:

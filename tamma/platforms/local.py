@@ -35,13 +35,9 @@ def resolve_local_repo(path: Path | str) -> Path:
         raise InvalidInputError(f"{p} does not exist; pass a git repository path with --repo")
 
     def rev_parse(*args: str) -> str:
-        out = subprocess.run(
-            ["git", "-C", str(p), "rev-parse", *args], capture_output=True, text=True, check=False
-        )
+        out = subprocess.run(["git", "-C", str(p), "rev-parse", *args], capture_output=True, text=True, check=False)
         if out.returncode != 0:
-            raise InvalidInputError(
-                f"{p} is not a git repository; run `git init` there or pass --repo PATH"
-            )
+            raise InvalidInputError(f"{p} is not a git repository; run `git init` there or pass --repo PATH")
         return out.stdout.strip()
 
     if rev_parse("--is-bare-repository") == "true":
@@ -116,8 +112,9 @@ class LocalPlatform:
             raise InvalidInputError("an issue needs a title; pass one as the first argument")
         with self.store.locked():
             number = self.store.next_number("issues")
-            issue = Issue(number=number, title=title.strip(), body=body, author=author,
-                          url=f"local:{self.path}#{number}")
+            issue = Issue(
+                number=number, title=title.strip(), body=body, author=author, url=f"local:{self.path}#{number}"
+            )
             record = issue.model_dump() | {"comments": [], "created_at": _now()}
             self.store.write("issues", number, record)
         return issue
@@ -133,9 +130,7 @@ class LocalPlatform:
     def _issue_record(self, number: int) -> dict[str, Any]:
         record = self.store.read("issues", number)
         if record is None:
-            raise NotFoundError(
-                f"issue #{number} does not exist in {self.path}; list issues with `tamma issue list`"
-            )
+            raise NotFoundError(f"issue #{number} does not exist in {self.path}; list issues with `tamma issue list`")
         return record
 
     async def get_issue(self, number: int) -> Issue:
@@ -156,9 +151,7 @@ class LocalPlatform:
         head = await git("symbolic-ref", "--short", "HEAD", cwd=self.path, check=False)
         if head and await git_ok("rev-parse", "--verify", f"refs/heads/{head}", cwd=self.path):
             return head
-        raise InvalidInputError(
-            f"{self.path} has no commits on its default branch; commit something first"
-        )
+        raise InvalidInputError(f"{self.path} has no commits on its default branch; commit something first")
 
     async def ensure_branch(self, branch: str, base: str) -> str:
         if not await git_ok("rev-parse", "--verify", f"refs/heads/{branch}", cwd=self.path):
@@ -180,8 +173,15 @@ class LocalPlatform:
                 return existing
             number = self.store.next_number("pulls")
             head = await git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
-            pr = PullRequest(number=number, branch=branch, base=base, title=title, body=body,
-                             url=f"local:{self.path}!{number}", head_sha=head)
+            pr = PullRequest(
+                number=number,
+                branch=branch,
+                base=base,
+                title=title,
+                body=body,
+                url=f"local:{self.path}!{number}",
+                head_sha=head,
+            )
             self.store.write("pulls", number, pr.model_dump() | {"reviews": [], "created_at": _now()})
         return pr
 
@@ -242,16 +242,23 @@ class LocalPlatform:
             await git("fetch", "--quiet", "origin", f"refs/heads/{pr.branch}:refs/remotes/origin/{pr.branch}", cwd=tmp)
             ident = ["-c", "user.name=Tamma", "-c", "user.email=tamma@localhost"]
             try:
-                await git(*ident, "merge", "--no-ff", "-m", f"Merge !{pr.number}: {pr.title}",
-                          f"origin/{pr.branch}", cwd=tmp)
+                await git(
+                    *ident, "merge", "--no-ff", "-m", f"Merge !{pr.number}: {pr.title}", f"origin/{pr.branch}", cwd=tmp
+                )
             except GitError as exc:
                 raise MergeBlockedError(
                     f"!{pr.number} does not merge cleanly into {pr.base} of {self.path}: "
                     f"{exc.message}; resolve the conflict on {pr.branch} and retry"
                 ) from None
             try:
-                await git("push", "--quiet", f"--receive-pack={_RECEIVE_PACK}", "origin",
-                          f"HEAD:refs/heads/{pr.base}", cwd=tmp)
+                await git(
+                    "push",
+                    "--quiet",
+                    f"--receive-pack={_RECEIVE_PACK}",
+                    "origin",
+                    f"HEAD:refs/heads/{pr.base}",
+                    cwd=tmp,
+                )
             except GitError as exc:
                 raise MergeBlockedError(
                     f"cannot update {pr.base} in {self.path}: {exc.message}. If its working tree has "

@@ -59,8 +59,6 @@ class LLMProvider(Protocol):
         """Ask for one answer shaped like `schema` (analysis, plan)."""
         ...
 
-    async def chat(
-        self, purpose: str, system: str, messages: list[Message], tools: list[ToolSpec]
-    ) -> ChatResponse:
+    async def chat(self, purpose: str, system: str, messages: list[Message], tools: list[ToolSpec]) -> ChatResponse:
         """One turn of a tool-use conversation."""
         ...

@@ -64,8 +64,7 @@ class ScriptedProvider:
 
     def _exchanges(self, purpose: str, session: int | None = None) -> list[Exchange]:
         return [
-            e for e in self.transcript.exchanges
-            if e.purpose == purpose and (session is None or e.session == session)
+            e for e in self.transcript.exchanges if e.purpose == purpose and (session is None or e.session == session)
         ]
 
     def _diverged(self, what: str) -> TranscriptMismatch:
@@ -85,15 +84,12 @@ class ScriptedProvider:
         except ValidationError as exc:
             raise self._diverged(f"its {purpose!r} answer is not a valid {schema.__name__}: {exc}") from None
 
-    async def chat(
-        self, purpose: str, system: str, messages: list[Message], tools: list[ToolSpec]
-    ) -> ChatResponse:
+    async def chat(self, purpose: str, system: str, messages: list[Message], tools: list[ToolSpec]) -> ChatResponse:
         turn = sum(1 for m in messages if m.role == "assistant")
         found = self._exchanges(purpose, self.session)
         if turn >= len(found):
             raise self._diverged(
-                f"asked for {purpose!r} turn {turn + 1} of session {self.session}, "
-                f"but it records {len(found)}"
+                f"asked for {purpose!r} turn {turn + 1} of session {self.session}, but it records {len(found)}"
             )
         exchange = found[turn]
         if turn == 0:

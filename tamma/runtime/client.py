@@ -40,12 +40,11 @@ async def connect(address: str, namespace: str = "default", timeout_s: float = 1
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
     """Register Tamma's search attributes if the server lacks them (idempotent)."""
-    have = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
+    have = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     missing = {
         k.name: IndexedValueType.ValueType(k.indexed_value_type)
-        for k in search.ALL if k.name not in have.custom_attributes
+        for k in search.ALL
+        if k.name not in have.custom_attributes
     }
     if not missing:
         return

@@ -58,10 +58,20 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
     folder.mkdir(parents=True, exist_ok=True)
     log = (folder / "server.log").open("ab")
     argv = [
-        str(temporal_binary()), "server", "start-dev",
-        "--db-filename", str(folder / "tamma.db"),
-        "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
-        "--log-level", "error", *search_attribute_flags(),
+        str(temporal_binary()),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(folder / "tamma.db"),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "error",
+        *search_attribute_flags(),
     ]
     # A new session detaches it from the terminal: Ctrl-C in `tamma start` must not stop it.
     proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -14,7 +14,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.errors import InvalidInputError, NotFoundError, TemporalUnavailable
@@ -43,16 +48,21 @@ class TaskService:
             if status == WorkflowExecutionStatus.RUNNING or (sa_status in _DONE and not rerun):
                 return wid, False
         await self.client.start_workflow(
-            IssueWorkflow.run, inp, id=wid, task_queue=self.task_queue,
+            IssueWorkflow.run,
+            inp,
+            id=wid,
+            task_queue=self.task_queue,
             # USE_EXISTING: two racing starts (a webhook redelivery, two shells) share one run.
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(search.REPOSITORY, inp.repo.key),
-                SearchAttributePair(search.ISSUE, inp.issue_number),
-                SearchAttributePair(search.STEP, "queued"),
-                SearchAttributePair(search.STATUS, TaskStatus.RUNNING.value),
-            ]),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search.REPOSITORY, inp.repo.key),
+                    SearchAttributePair(search.ISSUE, inp.issue_number),
+                    SearchAttributePair(search.STEP, "queued"),
+                    SearchAttributePair(search.STATUS, TaskStatus.RUNNING.value),
+                ]
+            ),
         )
         return wid, True
 
@@ -108,7 +118,9 @@ class TaskService:
             raise InvalidInputError(f"task {wid} has already finished")
         await self.handle(wid).cancel()
 
-    async def list(self, status: str | None = None, repository: str | None = None, limit: int = 50) -> list[TaskSummary]:
+    async def list(
+        self, status: str | None = None, repository: str | None = None, limit: int = 50
+    ) -> list[TaskSummary]:
         clauses = ["WorkflowType = 'IssueWorkflow'"]
         if status:
             clauses.append(f"{search.STATUS.name} = {_quote(status)}")
@@ -117,11 +129,16 @@ class TaskService:
         rows: list[TaskSummary] = []
         async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
             sa = wf.typed_search_attributes
-            rows.append(TaskSummary(
-                workflow_id=wf.id, repository=sa.get(search.REPOSITORY) or "",
-                issue_number=sa.get(search.ISSUE) or 0, status=sa.get(search.STATUS) or wf.status.name.lower() if wf.status else "",
-                step=sa.get(search.STEP) or "", started_at=wf.start_time,
-            ))
+            rows.append(
+                TaskSummary(
+                    workflow_id=wf.id,
+                    repository=sa.get(search.REPOSITORY) or "",
+                    issue_number=sa.get(search.ISSUE) or 0,
+                    status=sa.get(search.STATUS) or wf.status.name.lower() if wf.status else "",
+                    step=sa.get(search.STEP) or "",
+                    started_at=wf.start_time,
+                )
+            )
         return rows
 
 

@@ -32,7 +32,9 @@ def provider_description(settings: Settings, transcript: str | None) -> str:
     if path is not None:
         return f"scripted replay of {path.name} (a recording, not a model)"
     llm = settings.llm
-    if llm.provider in ("anthropic", "openai") or (llm.provider == "auto" and (llm.anthropic_api_key or llm.openai_base_url)):
+    if llm.provider in ("anthropic", "openai") or (
+        llm.provider == "auto" and (llm.anthropic_api_key or llm.openai_base_url)
+    ):
         raise ConfigError(
             "the anthropic and openai providers are not built yet; pass --transcript RECORDING "
             "(or set llm.transcript) to replay a recorded run"
@@ -67,8 +69,9 @@ def provider_factory(settings: Settings) -> ProviderFactory:
 
 def sandbox_policy(settings: Settings) -> SandboxPolicy:
     s = settings.agent.sandbox
-    return SandboxPolicy(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb,
-                         file_size_mb=s.file_size_mb, network=s.network)
+    return SandboxPolicy(
+        timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb, file_size_mb=s.file_size_mb, network=s.network
+    )
 
 
 def build_activities(settings: Settings) -> IssueActivities:

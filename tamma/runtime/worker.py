@@ -33,15 +33,21 @@ def build_workers(
         "identity": identity,
     }
     light = Worker(
-        client, task_queue=task_queue, workflows=[IssueWorkflow], activities=activities.all(),
+        client,
+        task_queue=task_queue,
+        workflows=[IssueWorkflow],
+        activities=activities.all(),
         max_concurrent_activities=settings.light_concurrency,
         # A dead worker's sticky cache must not stall its workflows for long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_schedule_to_start_s),
         **common,  # type: ignore[arg-type]
     )
     heavy = Worker(
-        client, task_queue=heavy_queue(task_queue), activities=activities.heavy(),
-        max_concurrent_activities=settings.concurrency, **common,  # type: ignore[arg-type]
+        client,
+        task_queue=heavy_queue(task_queue),
+        activities=activities.heavy(),
+        max_concurrent_activities=settings.concurrency,
+        **common,  # type: ignore[arg-type]
     )
     return [light, heavy]
 
@@ -74,7 +80,9 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     stop = asyncio.Event()
     install_stop_handlers(stop)
     if ready:
-        ready(f"worker polling {settings.temporal.task_queue!r} (+heavy, concurrency "
-              f"{settings.worker.concurrency}) on {address}; sandbox: "
-              f"{isolation_summary(sandbox_policy(settings))}")
+        ready(
+            f"worker polling {settings.temporal.task_queue!r} (+heavy, concurrency "
+            f"{settings.worker.concurrency}) on {address}; sandbox: "
+            f"{isolation_summary(sandbox_policy(settings))}"
+        )
     await run_workers(workers, stop)

@@ -5,6 +5,7 @@ updates, signals and the state the `state` query returns."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -59,9 +60,7 @@ class IssueWorkflow:
     def __init__(self, inp: IssueTaskInput) -> None:
         self.inp = inp
         self.opts = inp.options
-        self.state = TaskState(
-            workflow_id=workflow.info().workflow_id, repo=inp.repo, issue_number=inp.issue_number
-        )
+        self.state = TaskState(workflow_id=workflow.info().workflow_id, repo=inp.repo, issue_number=inp.issue_number)
         self._decision: ApprovalDecision | None = None
         self._nudged = False
         self._seen_reviews: set[int] = set()
@@ -93,7 +92,9 @@ class IssueWorkflow:
     def _check_decidable(self) -> None:
         # Validators run before the update enters history, so a refused update leaves no trace.
         if self._decision is not None:
-            raise ValueError(f"the plan was already {'approved' if self._decision.approved else 'rejected'} by {self._decision.by}")
+            raise ValueError(
+                f"the plan was already {'approved' if self._decision.approved else 'rejected'} by {self._decision.by}"
+            )
         if self.state.status != TaskStatus.AWAITING_APPROVAL:
             raise ValueError(f"this task is not waiting for approval (status: {self.state.status.value})")
 
@@ -128,27 +129,49 @@ class IssueWorkflow:
 
     async def _work(self) -> None:
         repo, opts = self.inp.repo, self.opts
-        issue = await self._step(StepName.FETCH, names.FETCH_ISSUE, IssueRef(repo=repo, number=self.inp.issue_number), Issue,
-                                 detail=lambda i: i.title)
+        issue = await self._step(
+            StepName.FETCH,
+            names.FETCH_ISSUE,
+            IssueRef(repo=repo, number=self.inp.issue_number),
+            Issue,
+            detail=lambda i: i.title,
+        )
         self.state.issue_title = issue.title
-        analysis = await self._step(StepName.ANALYSE, names.ANALYSE,
-                                    AnalyseInput(repo=repo, issue=issue, transcript=opts.transcript), Analysis,
-                                    detail=lambda a: f"complexity {a.complexity}, risk {a.risk}")
+        analysis = await self._step(
+            StepName.ANALYSE,
+            names.ANALYSE,
+            AnalyseInput(repo=repo, issue=issue, transcript=opts.transcript),
+            Analysis,
+            detail=lambda a: f"complexity {a.complexity}, risk {a.risk}",
+        )
         self.state.analysis = analysis
-        plan = await self._step(StepName.PLAN, names.PLAN,
-                                PlanInput(repo=repo, issue=issue, analysis=analysis, transcript=opts.transcript), Plan,
-                                detail=lambda p: f"{len(p.steps)} steps, {len(p.files)} files, ~{p.estimate_hours:g}h")
+        plan = await self._step(
+            StepName.PLAN,
+            names.PLAN,
+            PlanInput(repo=repo, issue=issue, analysis=analysis, transcript=opts.transcript),
+            Plan,
+            detail=lambda p: f"{len(p.steps)} steps, {len(p.files)} files, ~{p.estimate_hours:g}h",
+        )
         self.state.plan = plan
         if not await self._approval(issue, analysis, plan):
             return
         branch = f"tamma/issue-{issue.number}"
         self.state.branch = branch
-        await self._step(StepName.BRANCH, names.CREATE_BRANCH,
-                         BranchInput(repo=repo, issue_number=issue.number, branch=branch), str, detail=lambda _: branch)
+        await self._step(
+            StepName.BRANCH,
+            names.CREATE_BRANCH,
+            BranchInput(repo=repo, issue_number=issue.number, branch=branch),
+            str,
+            detail=lambda _: branch,
+        )
         iteration = await self._implement_until_green(issue, plan, branch, iteration=0, feedback="")
-        pr = await self._step(StepName.OPEN_PR, names.OPEN_PR,
-                              OpenPRInput(repo=repo, issue=issue, plan=plan, branch=branch), PullRequest,
-                              detail=lambda p: p.url)
+        pr = await self._step(
+            StepName.OPEN_PR,
+            names.OPEN_PR,
+            OpenPRInput(repo=repo, issue=issue, plan=plan, branch=branch),
+            PullRequest,
+            detail=lambda p: p.url,
+        )
         self.state.pull_request = pr
         for _ in range(opts.max_review_rounds + 1):
             await self._wait_for_ci(pr)
@@ -161,8 +184,9 @@ class IssueWorkflow:
         if not opts.auto_merge:
             self._finish(TaskStatus.PR_OPEN, f"PR ready: {pr.url}")
             return
-        merged = await self._step(StepName.MERGE, names.MERGE, PRRef(repo=repo, pr_number=pr.number), MergeResult,
-                                  detail=lambda m: m.sha[:10])
+        merged = await self._step(
+            StepName.MERGE, names.MERGE, PRRef(repo=repo, pr_number=pr.number), MergeResult, detail=lambda m: m.sha[:10]
+        )
         self.state.merge_sha = merged.sha
         self.state.pull_request = pr.model_copy(update={"state": "merged", "merge_sha": merged.sha})
         self._finish(TaskStatus.MERGED, f"merged as {merged.sha[:10]}")
@@ -172,14 +196,19 @@ class IssueWorkflow:
         record = self._begin(StepName.APPROVAL)
         if self.opts.yes or not reasons:
             by = "--yes" if self.opts.yes else "policy"
-            self._decision = ApprovalDecision(approved=True, by=by, automatic=True,
-                                              reason="approved up front" if self.opts.yes else "within auto-approve policy")
+            self._decision = ApprovalDecision(
+                approved=True,
+                by=by,
+                automatic=True,
+                reason="approved up front" if self.opts.yes else "within auto-approve policy",
+            )
         else:
             record.detail = "needs a person: " + "; ".join(reasons)
             self._set_status(TaskStatus.AWAITING_APPROVAL)
             try:
-                await workflow.wait_condition(lambda: self._decision is not None,
-                                              timeout=timedelta(seconds=self.opts.approval_timeout_s))
+                await workflow.wait_condition(
+                    lambda: self._decision is not None, timeout=timedelta(seconds=self.opts.approval_timeout_s)
+                )
             except TimeoutError:
                 self._end(record, "failed", "no decision in time: escalated")
                 await self._comment(issue.number, "Tamma's plan waited too long for approval and was escalated.")
@@ -202,16 +231,30 @@ class IssueWorkflow:
         for _ in range(opts.max_fix_attempts + 1):
             iteration += 1
             result = await self._step(
-                StepName.IMPLEMENT, names.IMPLEMENT,
-                ImplementInput(repo=repo, issue=issue, plan=plan, branch=branch, iteration=iteration,
-                               feedback=feedback, transcript=opts.transcript),
-                ImplementResult, heavy=True,
-                detail=lambda r: f"iteration {iteration}: {r.commit[:10]}{' (reused)' if r.reused else ''}",
+                StepName.IMPLEMENT,
+                names.IMPLEMENT,
+                ImplementInput(
+                    repo=repo,
+                    issue=issue,
+                    plan=plan,
+                    branch=branch,
+                    iteration=iteration,
+                    feedback=feedback,
+                    transcript=opts.transcript,
+                ),
+                ImplementResult,
+                heavy=True,
+                detail=lambda r, n=iteration: f"iteration {n}: {r.commit[:10]}{' (reused)' if r.reused else ''}",
             )
             self.state.commit = result.commit
-            report = await self._step(StepName.TEST, names.RUN_TESTS,
-                                      TestInput(repo=repo, branch=branch, commit=result.commit), TestReport,
-                                      heavy=True, detail=lambda t: t.summary)
+            report = await self._step(
+                StepName.TEST,
+                names.RUN_TESTS,
+                TestInput(repo=repo, branch=branch, commit=result.commit),
+                TestReport,
+                heavy=True,
+                detail=lambda t: t.summary,
+            )
             self.state.tests.append(report)
             if report.passed:
                 return iteration
@@ -235,15 +278,14 @@ class IssueWorkflow:
             record.detail = status.detail
             # Webhooks nudge us early; the timer is the fallback because delivery isn't guaranteed.
             self._nudged = False
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self._nudged, timeout=timedelta(seconds=self.opts.ci_poll_s))
-            except TimeoutError:
-                pass
 
     async def _new_review_feedback(self, pr: PullRequest) -> str:
         record = self._begin(StepName.REVIEW)
         comments: list[ReviewComment] = await self._activity(
-            names.REVIEW_COMMENTS, PRRef(repo=self.inp.repo, pr_number=pr.number), list[ReviewComment])
+            names.REVIEW_COMMENTS, PRRef(repo=self.inp.repo, pr_number=pr.number), list[ReviewComment]
+        )
         fresh = [c for c in comments if c.id not in self._seen_reviews]
         self._seen_reviews.update(c.id for c in fresh)
         self._end(record, "done", f"{len(fresh)} new comment(s)" if fresh else "no new comments")
@@ -251,24 +293,38 @@ class IssueWorkflow:
 
     # ---- plumbing ----------------------------------------------------------------------------
 
-    async def _step(self, step: StepName, activity_name: str, arg: BaseModel, result_type: type[M], *,
-                    heavy: bool = False, detail: Any = None) -> M:
+    async def _step(
+        self,
+        step: StepName,
+        activity_name: str,
+        arg: BaseModel,
+        result_type: type[M],
+        *,
+        heavy: bool = False,
+        detail: Any = None,
+    ) -> M:
         record = self._begin(step)
-        result = await self._activity(activity_name, arg, result_type, heavy=heavy, record=record)
+        result: M = await self._activity(activity_name, arg, result_type, heavy=heavy, record=record)
         self._end(record, "done", detail(result) if detail else "")
         return result
 
-    async def _activity(self, name: str, arg: BaseModel, result_type: Any, *, heavy: bool = False,
-                        record: StepRecord | None = None) -> Any:
+    async def _activity(
+        self, name: str, arg: BaseModel, result_type: Any, *, heavy: bool = False, record: StepRecord | None = None
+    ) -> Any:
         o = self.opts
-        retry = RetryPolicy(initial_interval=timedelta(seconds=o.retry_initial_s), backoff_coefficient=2.0,
-                            maximum_interval=timedelta(seconds=max(o.retry_initial_s * 8, 1)),
-                            maximum_attempts=o.retry_attempts)
+        retry = RetryPolicy(
+            initial_interval=timedelta(seconds=o.retry_initial_s),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=max(o.retry_initial_s * 8, 1)),
+            maximum_attempts=o.retry_attempts,
+        )
         extra: dict[str, Any] = {}
         if heavy:
-            extra = {"task_queue": names.heavy_queue(workflow.info().task_queue),
-                     "heartbeat_timeout": timedelta(seconds=o.heartbeat_timeout_s),
-                     "start_to_close_timeout": timedelta(seconds=o.step_timeout_s)}
+            extra = {
+                "task_queue": names.heavy_queue(workflow.info().task_queue),
+                "heartbeat_timeout": timedelta(seconds=o.heartbeat_timeout_s),
+                "start_to_close_timeout": timedelta(seconds=o.step_timeout_s),
+            }
         else:
             extra = {"start_to_close_timeout": timedelta(seconds=min(o.step_timeout_s, 300))}
         try:
@@ -281,7 +337,9 @@ class IssueWorkflow:
 
     async def _comment(self, number: int, body: str) -> None:
         try:
-            await self._activity(names.COMMENT, CommentInput(repo=self.inp.repo, issue_number=number, body=body), type(None))
+            await self._activity(
+                names.COMMENT, CommentInput(repo=self.inp.repo, issue_number=number, body=body), type(None)
+            )
         except StepFailed as exc:
             workflow.logger.warning("could not comment on the issue: %s", exc)
 

@@ -8,7 +8,7 @@ from temporalio.client import Client
 
 from tamma.activities import IssueActivities
 from tamma.config import Settings
-from tamma.models import IssueTaskInput, Issue, TaskStatus
+from tamma.models import Issue, IssueTaskInput, TaskStatus
 from tamma.platforms.local import LocalPlatform
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
@@ -16,15 +16,19 @@ from tests.conftest import running_worker
 
 
 def git(repo: LocalPlatform, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo.path), *args], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo.path), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
-async def test_issue_becomes_merged_branch(client: Client, task_queue: str, settings: Settings,
-                                           activities: IssueActivities, demo: tuple[LocalPlatform, Issue]) -> None:
+async def test_issue_becomes_merged_branch(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
     platform, issue = demo
     service = TaskService(client, task_queue)
-    inp = IssueTaskInput(repo=platform.repo, issue_number=issue.number,
-                         options=settings.task_options(transcript=str(DEMO_TRANSCRIPT)))
+    inp = IssueTaskInput(
+        repo=platform.repo, issue_number=issue.number, options=settings.task_options(transcript=str(DEMO_TRANSCRIPT))
+    )
     async with running_worker(client, task_queue, activities, settings):
         wid, created = await service.start(inp)
         state = await service.handle(wid).result()

@@ -1,0 +1,3 @@
+from tamma.cli.main import main
+
+main()

@@ -1,0 +1,62 @@
+"""A background worker for the embedded default.
+
+When a `tamma start` that was running the only worker is detached with Ctrl-C, it hands the
+work to a detached `tamma worker` process so the workflow really goes on. Its PID is recorded
+in the data dir; `tamma temporal stop` ends it (and only it) by that PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _pid_file(data_dir: Path) -> Path:
+    return data_dir / "worker.pid"
+
+
+def running_pid(data_dir: Path) -> int | None:
+    f = _pid_file(data_dir)
+    if not f.exists():
+        return None
+    pid = int(f.read_text(encoding="utf-8").strip() or 0)
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        f.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def spawn_background_worker(data_dir: Path, config_file: Path | None = None) -> int:
+    """Start (or find) the background worker; return its PID."""
+    pid = running_pid(data_dir)
+    if pid is not None:
+        return pid
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TAMMA_DATA_DIR=str(data_dir))
+    if config_file is not None:
+        env["TAMMA_CONFIG"] = str(config_file.resolve())
+    log = (data_dir / "worker.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamma", "worker"],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    _pid_file(data_dir).write_text(str(proc.pid), encoding="utf-8")
+    return proc.pid
+
+
+def stop_background_worker(data_dir: Path) -> int | None:
+    pid = running_pid(data_dir)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    _pid_file(data_dir).unlink(missing_ok=True)
+    return pid
