@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
+import pytest
 from temporalio.client import Client
 
 from tamma.activities import IssueActivities
 from tamma.config import Settings
-from tamma.models import Issue, IssueTaskInput, TaskStatus
+from tamma.errors import InvalidInputError, NotFoundError, PlatformError, TammaError
+from tamma.models import ApprovalPolicy, Issue, IssueTaskInput, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
+from tamma.runtime.wiring import build_activities
 from tests.conftest import running_worker
 
 
@@ -39,3 +43,193 @@ async def test_issue_becomes_merged_branch(
     assert state.tests[-1].passed
     [pr] = platform.list_pull_requests()
     assert pr.state == "merged" and pr.merge_sha == git(platform, "rev-parse", "main")
+
+
+def demo_input(platform: LocalPlatform, issue: Issue, settings: Settings, **options: object) -> IssueTaskInput:
+    opts = settings.task_options(transcript=str(DEMO_TRANSCRIPT), retry_initial_s=0.1, **options)
+    return IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts)
+
+
+def needs_approval(settings: Settings) -> ApprovalPolicy:
+    return settings.approval.model_copy(update={"auto_approve": False})
+
+
+async def wait_for_status(service: TaskService, wid: str, status: TaskStatus, timeout_s: float = 20) -> TaskState:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        state = await service.state(wid)
+        if state.status == status:
+            return state
+        assert asyncio.get_running_loop().time() < deadline, f"still {state.status} at {state.step}"
+        await asyncio.sleep(0.1)
+
+
+async def test_approval_by_update_then_second_approval_refused(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, issue, settings, policy=needs_approval(settings)))
+        waiting = await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL)
+        assert waiting.plan is not None and "auto-approval is off" in waiting.steps[-1].detail
+        assert not await _branch_exists(platform)  # nothing is done before the decision
+        await service.approve(wid, by="alice", reason="looks right")
+        with pytest.raises(InvalidInputError, match="already approved by alice"):
+            await service.approve(wid, by="bob")
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.MERGED
+    assert state.approval is not None and state.approval.by == "alice" and not state.approval.automatic
+    with pytest.raises(InvalidInputError, match="not running"):
+        await service.approve(wid, by="late")
+
+
+async def test_rejection_ends_without_branch_and_comments(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, issue, settings, policy=needs_approval(settings)))
+        await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL)
+        with pytest.raises(InvalidInputError, match="needs a reason"):
+            await service.reject(wid, by="carol", reason=" ")
+        await service.reject(wid, by="carol", reason="touches the public API")
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.REJECTED
+    assert not await _branch_exists(platform)
+    assert "rejected by carol: touches the public API" in platform.issue_comments(issue.number)[-1]["body"]
+
+
+async def test_approval_timeout_escalates(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(
+            demo_input(platform, issue, settings, policy=needs_approval(settings), approval_timeout_s=1)
+        )
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.ESCALATED
+    assert "escalated" in platform.issue_comments(issue.number)[-1]["body"]
+    [row] = await service.list(status="escalated", repository=platform.repo.key)
+    assert row.workflow_id == wid
+
+
+async def test_two_starts_reach_one_workflow(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    service = TaskService(client, task_queue)
+    inp = demo_input(platform, issue, settings, policy=needs_approval(settings))
+    results = await asyncio.gather(service.start(inp), service.start(inp), service.start(inp))
+    wids = {wid for wid, _ in results}
+    assert len(wids) == 1
+    [wid] = wids
+    runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{wid}'")]
+    assert len(runs) == 1
+    async with running_worker(client, task_queue, activities, settings):
+        await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL)
+        again, created = await service.start(inp)  # a later start attaches
+        assert (again, created) == (wid, False)
+        await service.approve(wid, by="alice")
+        assert (await service.handle(wid).result()).status == TaskStatus.MERGED
+    # A finished, merged issue is not redone by a plain start.
+    assert await service.start(inp) == (wid, False)
+
+
+async def test_cancel(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, issue, settings, policy=needs_approval(settings)))
+        await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL)
+        await service.cancel(wid)
+        await wait_for_status(service, wid, TaskStatus.CANCELLED)
+        with pytest.raises(InvalidInputError, match="already finished"):
+            await service.cancel(wid)
+
+
+class FlakyPlatform:
+    """A real LocalPlatform whose get_issue fails `failures` times first, counting calls."""
+
+    def __init__(self, inner: LocalPlatform, failures: int, error: type[TammaError] = PlatformError) -> None:
+        self.inner, self.failures, self.error, self.calls = inner, failures, error, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def get_issue(self, number: int) -> Issue:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error(f"simulated failure {self.calls}")
+        return await self.inner.get_issue(number)
+
+
+async def test_activity_failing_twice_then_succeeding(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    flaky = FlakyPlatform(platform, failures=2)
+    activities.platforms = lambda repo: flaky  # type: ignore[assignment,return-value]
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, issue, settings))
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.MERGED
+    assert flaky.calls == 3
+
+
+async def test_non_retryable_failure_fails_fast_with_message(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    flaky = FlakyPlatform(platform, failures=5, error=NotFoundError)
+    activities.platforms = lambda repo: flaky  # type: ignore[assignment,return-value]
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, issue, settings))
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.FAILED
+    assert flaky.calls == 1
+    assert "fetch_issue failed: simulated failure 1" in state.error
+    assert state.steps[-1].status == "failed"
+
+
+async def test_diverged_transcript_fails_loudly(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, _ = demo
+    other = platform.create_issue("Add a dark mode", "Users want a dark theme.")
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, other, settings))
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.FAILED
+    assert "diverged from transcript" in state.error and "does not mention 'paginate'" in state.error
+
+
+async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(
+    client: Client, task_queue: str, settings: Settings, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    # A test command that always fails: the fix loop must run max_fix_attempts + 1 times, then stop.
+    failing = settings.model_copy(update={"agent": settings.agent.model_copy(update={"test_command": "false"})})
+    acts = build_activities(failing)
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, acts, failing):
+        wid, _ = await service.start(demo_input(platform, issue, failing, max_fix_attempts=0))
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.FAILED
+    assert "tests still fail after 1 attempts" in state.error
+    assert len(state.tests) == 1 and not state.tests[0].passed
+    assert platform.list_pull_requests() == []
+
+
+async def _branch_exists(platform: LocalPlatform) -> bool:
+    done = subprocess.run(["git", "-C", str(platform.path), "rev-parse", "--verify", "tamma/issue-1"],
+                          capture_output=True, check=False)
+    return done.returncode == 0
