@@ -86,6 +86,8 @@ class ApprovalRequest(BaseModel):
 
 
 class TestReport(BaseModel):
+    __test__ = False  # not a pytest class
+
     passed: bool
     command: str
     exit_code: int
@@ -265,6 +267,8 @@ class ImplementInput(BaseModel):
 
 
 class TestInput(BaseModel):
+    __test__ = False  # not a pytest class
+
     repo: RepoRef
     branch: str
     commit: str

@@ -230,6 +230,7 @@ async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(
 
 
 async def _branch_exists(platform: LocalPlatform) -> bool:
-    done = subprocess.run(["git", "-C", str(platform.path), "rev-parse", "--verify", "tamma/issue-1"],
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(platform.path), "rev-parse", "--verify", "tamma/issue-1"], capture_output=True, check=False
+    )
     return done.returncode == 0

@@ -1,0 +1,111 @@
+"""The local platform over real git repositories, bare and not."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tamma.demo import make_sample_repo
+from tamma.errors import InvalidInputError, MergeBlockedError, NotFoundError
+from tamma.models import TestReport
+from tamma.platforms.local import LocalPlatform, local_repo_ref, resolve_local_repo
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit_on_branch(repo: Path, branch: str, name: str, text: str) -> None:
+    work = repo.parent / f"clone-{branch.replace('/', '-')}-{name}"
+    git(repo.parent, "clone", "-q", "--branch", branch, str(repo), str(work))
+    (work / name).write_text(text)
+    git(work, "add", name)
+    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"add {name}")
+    git(work, "push", "-q", "origin", f"HEAD:{branch}")
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> LocalPlatform:
+    return LocalPlatform(local_repo_ref(make_sample_repo(tmp_path / "repo")), tmp_path / "data")
+
+
+def test_not_a_git_repository_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="is not a git repository; run `git init`"):
+        resolve_local_repo(tmp_path)
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        resolve_local_repo(tmp_path / "nope")
+
+
+def test_subdirectory_resolves_to_repository_root(platform: LocalPlatform) -> None:
+    (platform.path / "sub").mkdir()
+    assert resolve_local_repo(platform.path / "sub") == platform.path
+
+
+async def test_issues_are_numbered_stored_and_commented(platform: LocalPlatform, tmp_path: Path) -> None:
+    a = platform.create_issue("First", "body")
+    b = platform.create_issue("Second")
+    assert (a.number, b.number) == (1, 2)
+    await platform.comment_issue(1, "hello")
+    again = LocalPlatform(platform.repo, tmp_path / "data")  # state survives a new instance
+    assert (await again.get_issue(1)).title == "First"
+    assert again.issue_comments(1)[0]["body"] == "hello"
+    with pytest.raises(NotFoundError, match="issue #9 does not exist"):
+        await again.get_issue(9)
+    with pytest.raises(InvalidInputError):
+        platform.create_issue("  ")
+
+
+async def test_branch_pr_and_merge_are_idempotent(platform: LocalPlatform) -> None:
+    sha = await platform.ensure_branch("tamma/issue-1", "main")
+    assert await platform.ensure_branch("tamma/issue-1", "main") == sha
+    commit_on_branch(platform.path, "tamma/issue-1", "new.txt", "hi\n")
+    pr = await platform.create_pull_request("tamma/issue-1", "main", "T", "B")
+    assert (await platform.create_pull_request("tamma/issue-1", "main", "T", "B")).number == pr.number
+    assert len(platform.list_pull_requests()) == 1
+    assert (await platform.ci_status(pr)).state == "pending"
+    await platform.report_tests(
+        git(platform.path, "rev-parse", "tamma/issue-1"),
+        TestReport(passed=True, command="t", exit_code=0, summary="ok"),
+    )
+    assert (await platform.ci_status(pr)).state == "success"
+    first = await platform.merge_pull_request(pr.number)
+    second = await platform.merge_pull_request(pr.number)
+    assert first.merged and second.already_merged and first.sha == second.sha
+    assert git(platform.path, "show", "main:new.txt") == "hi"
+    # The non-bare repo's checked-out work tree was updated too.
+    assert (platform.path / "new.txt").read_text() == "hi\n"
+
+
+async def test_merge_into_bare_repository(tmp_path: Path) -> None:
+    source = make_sample_repo(tmp_path / "src")
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
+    platform = LocalPlatform(local_repo_ref(bare), tmp_path / "data")
+    await platform.ensure_branch("feature", "main")
+    commit_on_branch(bare, "feature", "f.txt", "f\n")
+    pr = await platform.create_pull_request("feature", await platform.default_branch(), "F", "")
+    result = await platform.merge_pull_request(pr.number)
+    assert git(bare, "show", "main:f.txt") == "f" and result.sha == git(bare, "rev-parse", "main")
+
+
+async def test_merge_refused_when_target_work_tree_is_dirty(platform: LocalPlatform) -> None:
+    await platform.ensure_branch("b", "main")
+    commit_on_branch(platform.path, "b", "README.md", "changed on the branch\n")
+    (platform.path / "README.md").write_text("uncommitted local edit\n")
+    pr = await platform.create_pull_request("b", "main", "B", "")
+    with pytest.raises(MergeBlockedError, match="commit or stash"):
+        await platform.merge_pull_request(pr.number)
+    assert (platform.path / "README.md").read_text() == "uncommitted local edit\n"  # nothing lost
+
+
+async def test_merge_conflict_is_blocked(platform: LocalPlatform) -> None:
+    await platform.ensure_branch("b", "main")
+    commit_on_branch(platform.path, "b", "pager.py", "branch version\n")
+    (platform.path / "pager.py").write_text("main version\n")
+    git(platform.path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "main edit")
+    pr = await platform.create_pull_request("b", "main", "B", "")
+    with pytest.raises(MergeBlockedError, match="does not merge cleanly"):
+        await platform.merge_pull_request(pr.number)
+    assert platform.list_pull_requests()[0].state == "open"
