@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from tamma.errors import TammaError
 
@@ -17,5 +18,5 @@ def run_or_exit(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except TammaError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from rich.live import Live
+from rich.markup import escape
 from rich.prompt import Confirm, Prompt
 
 from tamma.cli.render import plan_panel, step_line, steps_table
@@ -89,7 +90,7 @@ def _print_changes(state: TaskState, printed: dict[int, str], out: Callable[[obj
 async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) -> None:
     console = session.console
     reasons = next((s.detail for s in reversed(state.steps) if s.name.value == "approval"), "")
-    console.print(f"[yellow]Approval needed[/] ({reasons})")
+    console.print(f"[yellow]Approval needed[/] ({escape(reasons)})")
     if not (interactive and sys.stdin.isatty()):
         console.print(
             f"Waiting for a decision: [bold]tamma approve {wid}[/] or [bold]tamma reject {wid} --reason ...[/]"

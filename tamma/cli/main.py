@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape as esc
 
 from tamma.agent.sandbox import isolation_summary
 from tamma.cli.errors import run_or_exit
@@ -59,7 +60,7 @@ def issue_create(ctx: typer.Context, title: str, body: str = "", repo: RepoOpt =
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
         issue = platform.create_issue(title, body, author="cli")
-        console.print(f"#{issue.number} {issue.title}")
+        console.print(f"#{issue.number} {esc(issue.title)}")
 
     run_or_exit(go)
 
@@ -70,7 +71,7 @@ def issue_list(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
 
     def go() -> None:
         for issue in LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir).list_issues():
-            console.print(f"#{issue.number:<4} {issue.state:<6} {issue.title}")
+            console.print(f"#{issue.number:<4} {issue.state:<6} {esc(issue.title)}")
 
     run_or_exit(go)
 
@@ -82,9 +83,9 @@ def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> No
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
         issue = asyncio.run(platform.get_issue(number))
-        console.print(f"[bold]#{issue.number} {issue.title}[/] ({issue.state})\n{issue.body}")
+        console.print(f"[bold]#{issue.number} {esc(issue.title)}[/] ({issue.state})\n{esc(issue.body)}")
         for c in platform.issue_comments(number):
-            console.print(f"\n[cyan]{c['author']}[/]: {c['body']}")
+            console.print(f"\n[cyan]{esc(c['author'])}[/]: {esc(c['body'])}")
 
     run_or_exit(go)
 
@@ -183,7 +184,7 @@ def _report(state: TaskState) -> int:
         console.print(f"[green]PR open[/]: {state.pull_request.url if state.pull_request else ''}")
     else:
         console.print(
-            f"[red]{state.status.value}[/]: {state.error or (state.approval.reason if state.approval else '')}"
+            f"[red]{state.status.value}[/]: {esc(state.error or (state.approval.reason if state.approval else ''))}"
         )
     return 0 if state.status in (TaskStatus.MERGED, TaskStatus.PR_OPEN) else 1
 
@@ -228,13 +229,13 @@ def status(
             if follow_:
                 return await _follow_to_end(session, wid)
             state = await session.tasks.state(wid)
-            console.print(f"[bold]{wid}[/]  [{state.status.value}]  {state.issue_title}")
+            console.print(f"[bold]{esc(wid)}[/]  \\[{state.status.value}]  {esc(state.issue_title)}")
             for record in state.steps:
                 console.print(step_line(record))
             if state.plan:
                 console.print(plan_panel(state.plan))
             if state.error:
-                console.print(f"[red]error:[/] {state.error}")
+                console.print(f"[red]error:[/] {esc(state.error)}")
             return 0
 
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
@@ -313,7 +314,7 @@ def demo(
         settings = _settings(ctx)
         where = directory or Path(tempfile.mkdtemp(prefix="tamma-demo-")) / "pager"
         platform, issue = make_demo(where, settings.data_dir)
-        console.print(f"Sample repository: {platform.path}\nIssue #{issue.number}: {issue.title}")
+        console.print(f"Sample repository: {platform.path}\nIssue #{issue.number}: {esc(issue.title)}")
         console.print(
             "[yellow]No model is configured for the demo: it replays a recorded transcript "
             "(scripted provider). No LLM is called.[/]"
@@ -327,7 +328,7 @@ def demo(
             text=True,
             check=False,
         ).stdout
-        console.print(f"\ngit log main:\n{log}")
+        console.print(f"\ngit log main:\n{esc(log)}")
         return code
 
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))

@@ -48,7 +48,7 @@ async def test_edit_requires_exactly_one_match(toolbox: Toolbox) -> None:
 @pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", ".git/config", "sub/../../x"])
 async def test_paths_cannot_escape_or_touch_git(toolbox: Toolbox, path: str) -> None:
     out, err = await call(toolbox, "write_file", path=path, content="x")
-    assert err
+    assert err and ("leaves the repository" in out or "relative" in out or ".git" in out)
 
 
 async def test_unknown_tool_and_bad_arguments_are_errors_for_the_model(toolbox: Toolbox) -> None:
