@@ -1,0 +1,119 @@
+"""Issue overhead: N issues start → merged on the embedded default with the scripted provider,
+against a baseline of the same number of workflows each running as many no-op activities as an
+issue runs, on the same Temporal dev server in the same run.
+
+    python bench/issue_overhead.py [--issues 20] [--concurrency 4]
+
+Prints p50/p95 latency (sequential runs) and issues/second (concurrent runs) for both, and
+their ratios. Goal: p50 under 1.5 s per issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from noop_workflow import NoopChain, noop  # noqa: E402
+
+from tamma.config import Settings  # noqa: E402
+from tamma.demo import make_demo  # noqa: E402
+from tamma.models import IssueTaskInput, TaskStatus  # noqa: E402
+from tamma.providers.scripted import DEMO_TRANSCRIPT  # noqa: E402
+from tamma.runtime.embedded import temporal_binary  # noqa: E402
+from tamma.runtime.tasks import TaskService  # noqa: E402
+from tamma.runtime.wiring import build_activities  # noqa: E402
+from tamma.runtime.worker import build_workers  # noqa: E402
+from tamma.workflows import search  # noqa: E402
+
+ACTIVITIES_PER_ISSUE = 10  # fetch, analyse, plan, branch, implement, tests, PR, CI, review, merge
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(run_one: Callable[[int], Awaitable[None]], n: int, concurrency: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    for i in range(n):  # sequential: per-item latency without queueing
+        t = time.perf_counter()
+        await run_one(i)
+        latencies.append(time.perf_counter() - t)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def bounded(i: int) -> None:
+        async with sem:
+            await run_one(n + i)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(bounded(i) for i in range(n)))
+    return latencies, n / (time.perf_counter() - t)
+
+
+async def main(n: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="tamma-bench-") as tmp:
+        root = Path(tmp)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()), search_attributes=list(search.ALL),
+            data_converter=pydantic_data_converter, dev_server_log_level="error", ui=False,
+            dev_server_extra_args=["--db-filename", str(root / "temporal.db")],  # like the embedded default
+        )
+        try:
+            client = env.client
+            queue = f"bench-{uuid.uuid4().hex[:8]}"
+            settings = Settings(data_dir=root / "data", temporal={"address": "unused", "task_queue": queue})
+            repos = [make_demo(root / f"repo-{i}", settings.data_dir) for i in range(2 * n)]
+            service = TaskService(client, queue)
+            options = settings.task_options(transcript=str(DEMO_TRANSCRIPT))
+
+            async def one_issue(i: int) -> None:
+                platform, issue = repos[i]
+                wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=options))
+                state = await service.handle(wid).result()
+                assert state.status == TaskStatus.MERGED, state.error
+
+            async def one_noop(i: int) -> None:
+                await client.execute_workflow(NoopChain.run, ACTIVITIES_PER_ISSUE, id=f"noop-{queue}-{i}", task_queue=f"{queue}-noop")
+
+            workers = build_workers(client, queue, build_activities(settings), settings.worker)
+            workers.append(Worker(client, task_queue=f"{queue}-noop", workflows=[NoopChain], activities=[noop]))
+            runs = [asyncio.create_task(w.run()) for w in workers]
+            await one_noop(10_000)  # warm up both paths
+            base_lat, base_rate = await measure(one_noop, n, concurrency)
+            issue_lat, issue_rate = await measure(one_issue, n, concurrency)
+            for w in workers:
+                await w.shutdown()
+            await asyncio.gather(*runs, return_exceptions=True)
+        finally:
+            await env.shutdown()
+
+    print(f"issues: {n} sequential + {n} at concurrency {concurrency}; {ACTIVITIES_PER_ISSUE} activities each")
+    print(f"{'':<28}{'p50 s':>9}{'p95 s':>9}{'per s':>9}")
+    print(f"{'tamma issue (start→merged)':<28}{statistics.median(issue_lat):>9.3f}{pct(issue_lat, .95):>9.3f}{issue_rate:>9.2f}")
+    print(f"{'baseline: no-op activities':<28}{statistics.median(base_lat):>9.3f}{pct(base_lat, .95):>9.3f}{base_rate:>9.2f}")
+    print(f"ratio issue/baseline: p50 {statistics.median(issue_lat) / statistics.median(base_lat):.1f}x, "
+          f"throughput {issue_rate / base_rate:.2f}x")
+    goal = statistics.median(issue_lat) < 1.5
+    print(f"goal p50 < 1.5 s: {'met' if goal else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--issues", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    asyncio.run(main(args.issues, args.concurrency))

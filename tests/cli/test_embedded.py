@@ -1,0 +1,57 @@
+"""`tamma demo` on the embedded default: it starts its own Temporal dev server with a SQLite
+file, later commands reuse it, work survives a restart, `tamma temporal stop` ends it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tamma.runtime.embedded import port_open
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:
+    port, ui = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAMMA_")}
+    env.update(TAMMA_DATA_DIR=str(tmp_path / "data"), TAMMA_TEMPORAL__EMBEDDED_PORT=str(port),
+               TAMMA_TEMPORAL__EMBEDDED_UI_PORT=str(ui), COLUMNS="200")
+
+    def tamma(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tamma", *args], env=env, capture_output=True, text=True,
+                              timeout=180, stdin=subprocess.DEVNULL, check=False)
+
+    pid_file = tmp_path / "data" / "temporal" / "server.pid"
+    try:
+        demo = tamma("demo", "--dir", str(tmp_path / "pager"))
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "replays a recorded transcript" in demo.stdout and "No LLM is called" in demo.stdout
+        assert f"Temporal: embedded dev server at 127.0.0.1:{port}" in demo.stdout
+        assert f"Web UI: http://127.0.0.1:{ui}/" in demo.stdout
+        assert "Merge !1: Fix off-by-one in paginate()" in demo.stdout
+        assert (tmp_path / "data" / "temporal" / "tamma.db").exists()
+        first_pid = pid_file.read_text()
+        listed = tamma("list", "--status", "merged")
+        assert "pager#1" in listed.stdout and pid_file.read_text() == first_pid  # reused, not restarted
+        stopped = tamma("temporal", "stop")
+        assert "embedded server stopped" in stopped.stdout
+        for _ in range(100):
+            if not port_open(port):
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        after_restart = tamma("list", "--status", "merged")  # starts the server again on the same file
+        assert "pager#1" in after_restart.stdout, after_restart.stdout + after_restart.stderr
+    finally:
+        tamma("temporal", "stop")
