@@ -12,6 +12,7 @@ import sys
 
 from tamma.config import load_settings
 from tamma.errors import TammaError
+from tamma.runtime.process import exit_now
 from tamma.runtime.worker import serve
 
 
@@ -27,4 +28,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

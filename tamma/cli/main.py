@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,7 @@ from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.background import spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import stop_embedded_server
+from tamma.runtime.process import exit_now
 from tamma.runtime.wiring import provider_description, sandbox_policy
 from tamma.runtime.worker import serve
 from tamma.workflows import search
@@ -349,4 +351,11 @@ def temporal_stop(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    exit_now(code)
