@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from tamma.errors import ConfigError
-from tamma.models import ApprovalPolicy, TaskOptions
+from tamma.models import ApprovalPolicy, Budget, TaskOptions
 
 
 class TemporalSettings(BaseModel):
@@ -60,12 +60,57 @@ class AgentSettings(BaseModel):
     bot_email: str = "tamma@localhost"
 
 
+class ModelChoice(BaseModel):
+    """Which provider and model answer one step (analysis, plan, code, review)."""
+
+    provider: Literal["anthropic", "openai", "scripted"] | None = None
+    model: str | None = None
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float = 0.0
+    cache_write: float = 0.0
+
+
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o-mini"}
+DEFAULT_PRICES = {
+    "claude-sonnet-4-5": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+    "claude-opus-4-1": Price(input=15.0, output=75.0, cache_read=1.5, cache_write=18.75),
+    "claude-haiku-4-5": Price(input=1.0, output=5.0, cache_read=0.1, cache_write=1.25),
+    "gpt-4o": Price(input=2.5, output=10.0, cache_read=1.25),
+    "gpt-4o-mini": Price(input=0.15, output=0.6, cache_read=0.075),
+}
+
+
 class LLMSettings(BaseModel):
-    provider: Literal["auto", "scripted", "anthropic", "openai"] = "auto"
+    provider: Literal["auto", "scripted", "anthropic", "openai"] = Field(
+        default="auto", description="auto: anthropic with an Anthropic key, openai with a base URL or key"
+    )
+    model: str | None = Field(default=None, description="unset: the provider's default model")
+    steps: dict[Literal["analysis", "plan", "code", "review"], ModelChoice] = Field(default_factory=dict)
     transcript: Path | None = Field(default=None, description="recording for the scripted provider")
     anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    max_tokens: int = Field(default=8192, ge=256)
+    timeout_s: float = 120.0
+    output_retries: int = Field(default=2, ge=0, description="re-asks after a malformed or empty answer")
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    record: bool = Field(default=True, description="record every exchange (secrets redacted)")
+
+
+class BudgetSettings(BaseModel):
+    """Per-issue limits; unset means unlimited."""
+
+    max_tokens: int | None = 3_000_000
+    max_cost_usd: float | None = 10.0
+    max_agent_turns: int | None = 120
+    max_wall_s: float | None = 4 * 3600
 
 
 class WorkflowSettings(BaseModel):
@@ -90,6 +135,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -122,6 +168,7 @@ class Settings(BaseSettings):
             heartbeat_timeout_s=w.heartbeat_timeout_s,
             step_timeout_s=w.step_timeout_s,
             retry_attempts=w.retry_attempts,
+            budget=Budget(**self.budget.model_dump()),
         )
         return base.model_copy(update=overrides)
 
@@ -148,6 +195,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     path = find_config_file(config_file)
     if path is not None:
         _check_toml(path)
+    overrides = _vendor_env_keys(overrides)
     _CONFIG_PATH["path"] = path
     try:
         return Settings(**overrides)
@@ -158,6 +206,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"invalid setting {loc!r} ({first['msg']}) in {where}; fix or remove it") from None
     finally:
         _CONFIG_PATH.clear()
+
+
+def _vendor_env_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Honour the vendors' own variables (ANTHROPIC_API_KEY, OPENAI_API_KEY, OPENAI_BASE_URL)
+    when the TAMMA_* ones are unset, so an existing shell setup just works."""
+    llm: dict[str, Any] = {}
+    for var, key in (
+        ("ANTHROPIC_API_KEY", "anthropic_api_key"),
+        ("OPENAI_API_KEY", "openai_api_key"),
+        ("OPENAI_BASE_URL", "openai_base_url"),
+        ("ANTHROPIC_BASE_URL", "anthropic_base_url"),
+    ):
+        if os.environ.get(var) and not os.environ.get(f"TAMMA_LLM__{key.upper()}"):
+            llm[key] = os.environ[var]
+    if not llm or "llm" in overrides:
+        return overrides
+    return {**overrides, "llm": llm}
 
 
 def _check_toml(path: Path) -> None:

@@ -9,6 +9,7 @@
     │   └── MergeBlockedError       policy, conflicts or a dirty target forbid the merge (not retryable)
     ├── ProviderError               an LLM provider failed (retryable unless said otherwise)
     │   └── TranscriptMismatch      a scripted replay diverged from its recording (not retryable)
+    ├── BudgetExceeded              an issue's token, cost, turn or time budget ran out (not retryable)
     ├── SandboxError                a sandboxed command could not be run
     └── TemporalUnavailable         the Temporal server cannot be reached
 
@@ -26,11 +27,17 @@ class TammaError(Exception):
     retryable: bool = False
     exit_code: int = 1
 
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: a server-given wait (e.g. HTTP retry-after) that Temporal's next retry should honour
+        self.retry_after_s = retry_after_s
         if retryable is not None:
             self.retryable = retryable
+
+    def details(self) -> list[object]:
+        """Extra data for the workflow (kept small: it enters history)."""
+        return []
 
 
 class ConfigError(TammaError):
@@ -77,6 +84,17 @@ class TranscriptMismatch(ProviderError):
     """A scripted replay was asked for something its recording does not hold."""
 
     retryable = False
+
+
+class BudgetExceeded(TammaError):
+    """A per-issue budget ran out; `spent` is the usage up to that point."""
+
+    def __init__(self, message: str, spent: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.spent = spent or {}
+
+    def details(self) -> list[object]:
+        return [self.spent]
 
 
 class SandboxError(TammaError):

@@ -29,6 +29,42 @@ class RepoRef(BaseModel):
         return f"{self.platform}:{self.locator}"
 
 
+class Budget(BaseModel):
+    """Per-issue limits the workflow enforces; None means unlimited."""
+
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_agent_turns: int | None = None
+    max_wall_s: float | None = None
+
+
+class Usage(BaseModel):
+    """Tokens and cost of model calls: per call, per step, per issue."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    agent_turns: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def plus(self, other: Usage) -> Usage:
+        return Usage(
+            calls=self.calls + other.calls,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cost_usd=round(self.cost_usd + other.cost_usd, 6),
+            agent_turns=self.agent_turns + other.agent_turns,
+        )
+
+
 class Issue(BaseModel):
     number: int
     title: str
@@ -97,6 +133,18 @@ class TestReport(BaseModel):
     isolation: str = ""
 
 
+class AnalyseOutput(BaseModel):
+    analysis: Analysis
+    usage: Usage = Field(default_factory=Usage)
+    transcript_path: str = ""
+
+
+class PlanOutput(BaseModel):
+    plan: Plan
+    usage: Usage = Field(default_factory=Usage)
+    transcript_path: str = ""
+
+
 class ImplementResult(BaseModel):
     commit: str
     changed_files: list[str] = Field(default_factory=list)
@@ -104,6 +152,7 @@ class ImplementResult(BaseModel):
     turns: int = 0
     reused: bool = Field(default=False, description="true when an earlier attempt had pushed it")
     transcript_path: str = ""
+    usage: Usage = Field(default_factory=Usage)
 
 
 class PullRequest(BaseModel):
@@ -157,6 +206,7 @@ class TaskStatus(StrEnum):
     PR_OPEN = "pr_open"
     REJECTED = "rejected"
     ESCALATED = "escalated"
+    BUDGET_EXCEEDED = "budget_exceeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -189,6 +239,7 @@ class TaskOptions(BaseModel):
     retry_attempts: int = Field(default=3, ge=1)
     retry_initial_s: float = 1.0
     transcript: str | None = Field(default=None, description="replay this recording instead of calling a model")
+    budget: Budget = Field(default_factory=Budget)
 
 
 class IssueTaskInput(BaseModel):
@@ -216,6 +267,9 @@ class TaskState(BaseModel):
     pull_request: PullRequest | None = None
     merge_sha: str = ""
     error: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    usage_by_step: dict[str, Usage] = Field(default_factory=dict)
+    transcripts: list[str] = Field(default_factory=list, description="paths of recorded exchanges")
 
 
 class TaskSummary(BaseModel):
@@ -264,6 +318,7 @@ class ImplementInput(BaseModel):
     iteration: int = Field(description="1 for the first attempt, +1 per fix or review round")
     feedback: str = Field(default="", description="test failures or review comments to address")
     transcript: str | None = None
+    budget_left: Budget = Field(default_factory=Budget, description="what this issue may still spend")
 
 
 class TestInput(BaseModel):

@@ -18,14 +18,15 @@ from temporalio import activity
 from tamma import activity_names as names
 from tamma.activities.errors import temporal_errors
 from tamma.agent import prompts
-from tamma.agent.loop import TranscriptLog, run_agent
+from tamma.agent.loop import run_agent
 from tamma.agent.sandbox import SandboxPolicy, run_sandboxed
-from tamma.agent.testing import test_command
+from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import Workspace
 from tamma.errors import ProviderError
 from tamma.models import (
     AnalyseInput,
+    AnalyseOutput,
     Analysis,
     BranchInput,
     CIStatus,
@@ -38,6 +39,7 @@ from tamma.models import (
     OpenPRInput,
     Plan,
     PlanInput,
+    PlanOutput,
     PRRef,
     PullRequest,
     RepoRef,
@@ -47,10 +49,12 @@ from tamma.models import (
 )
 from tamma.platforms.base import GitPlatform
 from tamma.providers.base import LLMProvider
+from tamma.providers.recording import RecordingProvider
+from tamma.providers.scripted import ScriptedProvider
 
 PlatformFactory = Callable[[RepoRef], GitPlatform]
-#: (transcript path or None, coding session number) -> provider
-ProviderFactory = Callable[[str | None, int], LLMProvider]
+#: (step: analysis/plan/code, transcript path or None, coding session number) -> provider
+ProviderFactory = Callable[[str, str | None, int], LLMProvider]
 
 
 class AgentConfig(BaseModel):
@@ -72,11 +76,24 @@ class IssueActivities:
         providers: ProviderFactory,
         config: AgentConfig,
         secrets: Sequence[str] = (),
+        record: bool = True,
+        output_retries: int = 2,
     ) -> None:
         self.platforms = platforms
         self.providers = providers
         self.config = config
         self.secrets = list(secrets)
+        self.record = record
+        self.output_retries = output_retries
+
+    def _provider(self, step: str, repo: RepoRef, issue: int, transcript: str | None, session: int) -> LLMProvider:
+        """The step's provider; real ones are wrapped so every exchange is recorded (redacted)."""
+        provider = self.providers(step, transcript, session)
+        if not self.record or isinstance(provider, ScriptedProvider):
+            return provider
+        attempt = activity.info().attempt if activity.in_activity() else 1
+        path = self._artifact(repo, issue, f"{step}-s{session}-a{attempt}.json")
+        return RecordingProvider(provider, path, session, self.secrets)
 
     def all(self) -> list[Callable[..., object]]:
         return [
@@ -103,19 +120,21 @@ class IssueActivities:
 
     @activity.defn(name=names.ANALYSE)
     @temporal_errors
-    async def analyse(self, inp: AnalyseInput) -> Analysis:
-        provider = self.providers(inp.transcript, 1)
-        return await provider.structured(
+    async def analyse(self, inp: AnalyseInput) -> AnalyseOutput:
+        provider = self._provider("analysis", inp.repo, inp.issue.number, inp.transcript, 1)
+        analysis = await provider.structured(
             "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue), Analysis
         )
+        return AnalyseOutput(analysis=analysis, usage=provider.usage, transcript_path=_path_of(provider))
 
     @activity.defn(name=names.PLAN)
     @temporal_errors
-    async def plan(self, inp: PlanInput) -> Plan:
-        provider = self.providers(inp.transcript, 1)
-        return await provider.structured(
+    async def plan(self, inp: PlanInput) -> PlanOutput:
+        provider = self._provider("plan", inp.repo, inp.issue.number, inp.transcript, 1)
+        plan = await provider.structured(
             "plan", prompts.PLAN_SYSTEM, prompts.plan_prompt(inp.issue, inp.analysis), Plan
         )
+        return PlanOutput(plan=plan, usage=provider.usage, transcript_path=_path_of(provider))
 
     @activity.defn(name=names.CREATE_BRANCH)
     @temporal_errors
@@ -164,14 +183,13 @@ class IssueActivities:
             if await ws.head_iteration() == inp.iteration:
                 # An earlier attempt pushed this iteration and died before reporting it.
                 return ImplementResult(commit=await ws.head(), reused=True, summary="already pushed")
-            provider = self.providers(inp.transcript, inp.iteration)
+            provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
             toolbox = Toolbox(
                 ws,
                 lambda: run_sandboxed(
-                    test_command(ws.root, self.config.test_command), ws.root, self.config.sandbox, self.secrets
+                    resolve_test_command(ws.root, self.config.test_command), ws.root, self.config.sandbox, self.secrets
                 ),
             )
-            log = TranscriptLog(self._artifact(inp.repo, inp.issue.number, f"implement-{inp.iteration}.jsonl"))
             outcome = await run_agent(
                 provider,
                 toolbox,
@@ -179,7 +197,8 @@ class IssueActivities:
                 prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
                 self.config.max_turns,
                 lambda turn, what: activity.heartbeat(f"turn {turn}: {what}"),
-                log,
+                budget=inp.budget_left,
+                output_retries=self.output_retries,
             )
             changed = await ws.changed_files()
             message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
@@ -194,7 +213,8 @@ class IssueActivities:
                 changed_files=changed,
                 summary=outcome.summary[:2000],
                 turns=outcome.turns,
-                transcript_path=str(log.path),
+                transcript_path=_path_of(provider),
+                usage=provider.usage.model_copy(update={"agent_turns": outcome.turns}),
             )
 
     @activity.defn(name=names.RUN_TESTS)
@@ -202,7 +222,7 @@ class IssueActivities:
     async def run_tests(self, inp: TestInput) -> TestReport:
         platform = self.platforms(inp.repo)
         async with _heartbeating(), self._workspace(platform.clone_url(), inp.branch) as ws:
-            argv = test_command(ws.root, self.config.test_command)
+            argv = resolve_test_command(ws.root, self.config.test_command)
             result = await run_sandboxed(argv, ws.root, self.config.sandbox, self.secrets)
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
             log_path.write_text(result.output, encoding="utf-8")
@@ -248,6 +268,10 @@ async def _heartbeating(every_s: float = 2.0) -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
+
+
+def _path_of(provider: LLMProvider) -> str:
+    return str(provider.path) if isinstance(provider, RecordingProvider) else ""
 
 
 def _summarise(output: str, exit_code: int, timed_out: bool) -> str:

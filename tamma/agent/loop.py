@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Callable
-from pathlib import Path
 
 from pydantic import BaseModel
 
 from tamma.agent.tools import Toolbox
-from tamma.errors import ProviderError
-from tamma.providers.base import LLMProvider, Message
+from tamma.errors import BudgetExceeded, ProviderError
+from tamma.models import Budget, Usage
+from tamma.providers.base import ChatResponse, LLMProvider, Message, ToolResult
 
 
 class AgentOutcome(BaseModel):
@@ -18,16 +18,27 @@ class AgentOutcome(BaseModel):
     turns: int
 
 
-class TranscriptLog:
-    """Appends each exchange as a JSON line to a file outside workflow history."""
+def check_budget(budget: Budget, spent: Usage, started: float) -> None:
+    """Raise BudgetExceeded naming the first budget that `spent` has used up."""
+    checks = [
+        ("tokens", budget.max_tokens, spent.tokens),
+        ("cost (USD)", budget.max_cost_usd, spent.cost_usd),
+        ("agent turns", budget.max_agent_turns, spent.agent_turns),
+        ("wall time (s)", budget.max_wall_s, time.monotonic() - started),
+    ]
+    for name, limit, value in checks:
+        if limit is not None and value >= limit:
+            raise BudgetExceeded(f"the {name} budget ran out: {value:g} of {limit:g}", spent=spent.model_dump())
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, kind: str, payload: object) -> None:
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kind": kind, "payload": payload}, default=str) + "\n")
+def _problem(response: ChatResponse) -> str:
+    if response.stop_reason == "refusal":
+        return "You declined to continue. If the task is acceptable, continue with the tools; otherwise explain why."
+    if response.stop_reason == "max_tokens":
+        return "Your reply was cut off at the output limit. Continue in smaller steps."
+    if not response.text.strip() and not response.tool_calls:
+        return "Your reply was empty. Continue with a tool call, or finish with a summary."
+    return ""
 
 
 async def run_agent(
@@ -37,20 +48,39 @@ async def run_agent(
     task: str,
     max_turns: int,
     on_turn: Callable[[int, str], None],
-    log: TranscriptLog | None = None,
+    budget: Budget | None = None,
+    output_retries: int = 2,
 ) -> AgentOutcome:
+    """Converse until the model finishes; bad output is fed back at most `output_retries` times
+    in a row; budgets and max_turns stop it with a clear error."""
+    budget = budget or Budget()
+    started = time.monotonic()
     messages = [Message(role="user", text=task)]
+    problems = 0
     for turn in range(1, max_turns + 1):
         response = await provider.chat("code", system, messages, toolbox.specs)
-        if log:
-            log.write("response", response.model_dump())
         messages.append(Message(role="assistant", text=response.text, tool_calls=response.tool_calls))
+        check_budget(budget, provider.usage.model_copy(update={"agent_turns": turn}), started)
+        problem = _problem(response)
+        if problem:
+            problems += 1
+            if problems > output_retries:
+                raise ProviderError(
+                    f"the coding model kept giving unusable replies ({response.stop_reason}: {problem})",
+                    retryable=False,
+                )
+            skipped = [
+                ToolResult(tool_call_id=c.id, content="not run: the reply was cut off", is_error=True)
+                for c in response.tool_calls
+            ]
+            messages.append(Message(role="user", text=problem, tool_results=skipped))
+            on_turn(turn, f"re-asked: {response.stop_reason}")
+            continue
+        problems = 0
         if not response.tool_calls:
             on_turn(turn, "finished")
-            return AgentOutcome(summary=response.text.strip() or "done", turns=turn)
+            return AgentOutcome(summary=response.text.strip(), turns=turn)
         results = [await toolbox.call(call) for call in response.tool_calls]
-        if log:
-            log.write("tool_results", [r.model_dump() for r in results])
         on_turn(turn, ", ".join(c.name for c in response.tool_calls))
         messages.append(Message(role="user", tool_results=results))
     raise ProviderError(

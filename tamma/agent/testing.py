@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def test_command(root: Path, configured: str | None) -> list[str]:
+def resolve_test_command(root: Path, configured: str | None) -> list[str]:
     """The configured command, else pytest when the repo uses it, else unittest discovery."""
     if configured:
         return shlex.split(configured)

@@ -57,6 +57,8 @@ class Toolbox:
         return TOOL_SPECS
 
     async def call(self, call: ToolCall) -> ToolResult:
+        if call.input_error:
+            return ToolResult(tool_call_id=call.id, content=f"bad arguments: {call.input_error}", is_error=True)
         handler = getattr(self, f"_tool_{call.name}", None)
         if handler is None:
             return ToolResult(tool_call_id=call.id, content=f"unknown tool {call.name!r}", is_error=True)

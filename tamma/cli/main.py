@@ -16,13 +16,14 @@ from rich.markup import escape as esc
 from tamma.agent.sandbox import isolation_summary
 from tamma.cli.errors import run_or_exit
 from tamma.cli.follow import Detached, follow
-from tamma.cli.render import plan_panel, step_line, tasks_table
+from tamma.cli.render import plan_panel, step_line, tasks_table, usage_table
 from tamma.cli.session import Session, open_session
 from tamma.config import Settings, load_settings
 from tamma.demo import make_demo
 from tamma.errors import InvalidInputError
 from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform, local_repo_ref
+from tamma.providers.recording import compile_recording
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.background import spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import stop_embedded_server
@@ -236,6 +237,10 @@ def status(
                 console.print(step_line(record))
             if state.plan:
                 console.print(plan_panel(state.plan))
+            if state.usage.calls:
+                console.print(usage_table(state))
+            if state.transcripts:
+                console.print(f"Recorded exchanges: {Path(state.transcripts[0]).parent}")
             if state.error:
                 console.print(f"[red]error:[/] {esc(state.error)}")
             return 0
@@ -332,6 +337,28 @@ def demo(
         ).stdout
         console.print(f"\ngit log main:\n{esc(log)}")
         return code
+
+    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    recording: Annotated[Path, typer.Argument(help="a recorded run: its folder or one transcript file")],
+    issue: Annotated[int, typer.Option("--issue", help="issue number")],
+    repo: RepoOpt = Path("."),
+    yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
+) -> None:
+    """Re-run an issue offline from a recording of an earlier run (no model is called)."""
+
+    async def go() -> int:
+        settings = _settings(ctx)
+        ref = local_repo_ref(repo)
+        await LocalPlatform(ref, settings.data_dir).get_issue(issue)
+        target = settings.data_dir / "replays" / f"{recording.resolve().name}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        compiled = compile_recording(recording, target)
+        return await run_task(settings, ref, issue, yes=yes, rerun=True, transcript=str(compiled), config_file=ctx.obj)
 
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
 

@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from tamma.models import Usage
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -23,6 +25,8 @@ class ToolCall(BaseModel):
     id: str
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
+    #: set when the model's arguments were not valid JSON; the agent reports it back
+    input_error: str = ""
 
 
 class ToolResult(BaseModel):
@@ -38,15 +42,10 @@ class Message(BaseModel):
     tool_results: list[ToolResult] = Field(default_factory=list)
 
 
-class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
 class ChatResponse(BaseModel):
     text: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
-    stop_reason: Literal["end_turn", "tool_use", "max_tokens"] = "end_turn"
+    stop_reason: Literal["end_turn", "tool_use", "max_tokens", "refusal"] = "end_turn"
     usage: Usage = Field(default_factory=Usage)
 
 
@@ -54,6 +53,10 @@ class ChatResponse(BaseModel):
 class LLMProvider(Protocol):
     #: what the terminal shows, e.g. "scripted replay of demo.json" or "anthropic claude-…"
     description: str
+    @property
+    def usage(self) -> Usage:
+        """Tokens and cost of every call this instance made."""
+        ...
 
     async def structured(self, purpose: str, system: str, prompt: str, schema: type[T]) -> T:
         """Ask for one answer shaped like `schema` (analysis, plan)."""

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from tamma.errors import TranscriptMismatch
+from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolSpec
 
 FORMAT = "tamma-transcript/1"
@@ -32,6 +33,8 @@ class Exchange(BaseModel):
     session: int = 1
     response: dict[str, Any]
     expect: Expectation = Field(default_factory=Expectation)
+    usage: Usage = Field(default_factory=Usage, description="what the recorded call cost")
+    request: dict[str, Any] = Field(default_factory=dict, description="what was asked (for people; not replayed)")
 
 
 class Transcript(BaseModel):
@@ -61,6 +64,7 @@ class ScriptedProvider:
         self.session = session
         self.transcript = Transcript.load(path)
         self.description = f"scripted replay of {path.name} (a recording, not a model)"
+        self.usage = Usage()
 
     def _exchanges(self, purpose: str, session: int | None = None) -> list[Exchange]:
         return [
@@ -79,6 +83,7 @@ class ScriptedProvider:
             raise self._diverged(f"it holds no {purpose!r} answer")
         exchange = found[0]
         self._check_prompt(exchange, prompt)
+        self.usage = self.usage.plus(exchange.usage)
         try:
             return schema.model_validate(exchange.response)
         except ValidationError as exc:
@@ -102,7 +107,8 @@ class ScriptedProvider:
                     "but succeeded in the recording"
                 )
         names = {t.name for t in tools}
-        response = ChatResponse.model_validate(exchange.response)
+        response = ChatResponse.model_validate({**exchange.response, "usage": exchange.usage.model_dump()})
+        self.usage = self.usage.plus(exchange.usage)
         unknown = [c.name for c in response.tool_calls if c.name not in names]
         if unknown:
             raise self._diverged(f"it calls tools this agent does not have: {unknown}")

@@ -4,11 +4,12 @@ answers, where workspaces and artifacts go."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from tamma.activities import AgentConfig, IssueActivities
 from tamma.activities.issue import PlatformFactory, ProviderFactory
 from tamma.agent.sandbox import SandboxPolicy
-from tamma.config import Settings
+from tamma.config import DEFAULT_MODELS, ModelChoice, Settings
 from tamma.errors import ConfigError, ProviderError
 from tamma.models import RepoRef
 from tamma.platforms.base import GitPlatform
@@ -26,43 +27,82 @@ def platform_factory(settings: Settings) -> PlatformFactory:
     return make
 
 
+Step = Literal["analysis", "plan", "code", "review"]
+
+
+def _choice(settings: Settings, step: Step, transcript: str | None) -> tuple[str, str | None]:
+    """(provider, model) for a step: a replay wins, then llm.steps.<step>, then llm.provider."""
+    llm = settings.llm
+    if transcript:
+        return "scripted", None
+    chosen = llm.steps.get(step, ModelChoice())
+    provider = chosen.provider or llm.provider
+    if provider == "auto":
+        if llm.anthropic_api_key:
+            provider = "anthropic"
+        elif llm.openai_base_url or llm.openai_api_key:
+            provider = "openai"
+        elif llm.transcript:
+            provider = "scripted"
+        else:
+            raise ConfigError(
+                "no LLM provider is configured: set ANTHROPIC_API_KEY (or llm.anthropic_api_key), or "
+                "llm.openai_base_url for an OpenAI-compatible server, or pass --transcript RECORDING; "
+                "`tamma demo` runs with its built-in recording"
+            )
+    return provider, chosen.model or llm.model or DEFAULT_MODELS.get(provider)
+
+
+def make_provider(settings: Settings, step: Step, transcript: str | None, session: int) -> LLMProvider:
+    provider, model = _choice(settings, step, transcript)
+    llm = settings.llm
+    if provider == "scripted":
+        path = Path(transcript) if transcript else llm.transcript
+        if path is None:
+            raise ConfigError("llm.provider is scripted but no transcript is set: set llm.transcript or --transcript")
+        return ScriptedProvider(path, session)
+    assert model is not None
+    common: dict[str, Any] = {
+        "model": model,
+        "max_tokens": llm.max_tokens,
+        "timeout_s": llm.timeout_s,
+        "output_retries": llm.output_retries,
+        "price": llm.prices.get(model),
+    }
+    # The vendor SDKs take about a second to import: only pay for the one in use.
+    if provider == "anthropic":
+        from tamma.providers.anthropic import AnthropicProvider
+
+        if llm.anthropic_api_key is None:
+            raise ConfigError("the anthropic provider needs a key: set ANTHROPIC_API_KEY or llm.anthropic_api_key")
+        return AnthropicProvider(
+            api_key=llm.anthropic_api_key.get_secret_value(), base_url=llm.anthropic_base_url, **common
+        )
+    from tamma.providers.openai import OpenAIProvider
+
+    key = llm.openai_api_key.get_secret_value() if llm.openai_api_key else None
+    if key is None and llm.openai_base_url is None:
+        raise ConfigError("the openai provider needs OPENAI_API_KEY or llm.openai_base_url (a local server)")
+    return OpenAIProvider(api_key=key, base_url=llm.openai_base_url, **common)
+
+
 def provider_description(settings: Settings, transcript: str | None) -> str:
     """What will answer, for the terminal; raises ConfigError when nothing can."""
-    path = _transcript_path(settings, transcript)
-    if path is not None:
-        return f"scripted replay of {path.name} (a recording, not a model)"
-    llm = settings.llm
-    if llm.provider in ("anthropic", "openai") or (
-        llm.provider == "auto" and (llm.anthropic_api_key or llm.openai_base_url)
-    ):
-        raise ConfigError(
-            "the anthropic and openai providers are not built yet; pass --transcript RECORDING "
-            "(or set llm.transcript) to replay a recorded run"
-        )
-    raise ConfigError(
-        "no LLM provider is configured: set llm.transcript (TAMMA_LLM__TRANSCRIPT) to a recording, "
-        "or pass --transcript; `tamma demo` runs with its built-in recording"
-    )
-
-
-def _transcript_path(settings: Settings, transcript: str | None) -> Path | None:
-    if transcript:
-        return Path(transcript)
-    if settings.llm.provider in ("auto", "scripted") and settings.llm.transcript:
-        return settings.llm.transcript
-    return None
+    parts: list[str] = []
+    steps: tuple[Step, ...] = ("analysis", "plan", "code")
+    for step in steps:
+        provider = make_provider(settings, step, transcript, 1)
+        if provider.description not in parts:
+            parts.append(provider.description)
+    return "; ".join(parts)
 
 
 def provider_factory(settings: Settings) -> ProviderFactory:
-    def make(transcript: str | None, session: int) -> LLMProvider:
-        path = _transcript_path(settings, transcript)
-        if path is None:
-            try:
-                provider_description(settings, transcript)
-            except ConfigError as exc:
-                raise ProviderError(exc.message, retryable=False) from None
-            raise ProviderError("no provider", retryable=False)
-        return ScriptedProvider(path, session)
+    def make(step: str, transcript: str | None, session: int) -> LLMProvider:
+        try:
+            return make_provider(settings, step, transcript, session)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ProviderError(exc.message, retryable=False) from None
 
     return make
 
@@ -84,4 +124,11 @@ def build_activities(settings: Settings) -> IssueActivities:
         bot_name=settings.agent.bot_name,
         bot_email=settings.agent.bot_email,
     )
-    return IssueActivities(platform_factory(settings), provider_factory(settings), config, settings.secrets())
+    return IssueActivities(
+        platform_factory(settings),
+        provider_factory(settings),
+        config,
+        settings.secrets(),
+        record=settings.llm.record,
+        output_retries=settings.llm.output_retries,
+    )

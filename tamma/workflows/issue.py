@@ -19,10 +19,12 @@ with workflow.unsafe.imports_passed_through():
     from tamma import activity_names as names
     from tamma.models import (
         AnalyseInput,
+        AnalyseOutput,
         Analysis,
         ApprovalDecision,
         ApprovalRequest,
         BranchInput,
+        Budget,
         CIStatus,
         CommentInput,
         ImplementInput,
@@ -34,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         OpenPRInput,
         Plan,
         PlanInput,
+        PlanOutput,
         PRRef,
         PullRequest,
         ReviewComment,
@@ -43,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         TaskStatus,
         TestInput,
         TestReport,
+        Usage,
     )
     from tamma.policy import blocking_reasons
     from tamma.workflows import search
@@ -52,6 +56,10 @@ M = TypeVar("M")
 
 class StepFailed(Exception):
     """An activity failed for good; the message is the reason shown to the user."""
+
+
+class BudgetStop(Exception):
+    """A per-issue budget ran out; the message names it."""
 
 
 @workflow.defn(name="IssueWorkflow")
@@ -122,6 +130,8 @@ class IssueWorkflow:
             await self._work()
         except StepFailed as exc:
             self._finish(TaskStatus.FAILED, str(exc))
+        except BudgetStop as exc:
+            self._finish(TaskStatus.BUDGET_EXCEEDED, str(exc))
         except asyncio.CancelledError:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
@@ -137,22 +147,24 @@ class IssueWorkflow:
             detail=lambda i: i.title,
         )
         self.state.issue_title = issue.title
-        analysis = await self._step(
+        analysed = await self._step(
             StepName.ANALYSE,
             names.ANALYSE,
             AnalyseInput(repo=repo, issue=issue, transcript=opts.transcript),
-            Analysis,
-            detail=lambda a: f"complexity {a.complexity}, risk {a.risk}",
+            AnalyseOutput,
+            detail=lambda a: f"complexity {a.analysis.complexity}, risk {a.analysis.risk}",
         )
-        self.state.analysis = analysis
-        plan = await self._step(
+        analysis = self.state.analysis = analysed.analysis
+        self._spend(StepName.ANALYSE, analysed.usage, analysed.transcript_path)
+        planned = await self._step(
             StepName.PLAN,
             names.PLAN,
             PlanInput(repo=repo, issue=issue, analysis=analysis, transcript=opts.transcript),
-            Plan,
-            detail=lambda p: f"{len(p.steps)} steps, {len(p.files)} files, ~{p.estimate_hours:g}h",
+            PlanOutput,
+            detail=lambda p: f"{len(p.plan.steps)} steps, {len(p.plan.files)} files, ~{p.plan.estimate_hours:g}h",
         )
-        self.state.plan = plan
+        plan = self.state.plan = planned.plan
+        self._spend(StepName.PLAN, planned.usage, planned.transcript_path)
         if not await self._approval(issue, analysis, plan):
             return
         branch = f"tamma/issue-{issue.number}"
@@ -241,12 +253,14 @@ class IssueWorkflow:
                     iteration=iteration,
                     feedback=feedback,
                     transcript=opts.transcript,
+                    budget_left=self._budget_left(),
                 ),
                 ImplementResult,
                 heavy=True,
                 detail=lambda r, n=iteration: f"iteration {n}: {r.commit[:10]}{' (reused)' if r.reused else ''}",
             )
             self.state.commit = result.commit
+            self._spend(StepName.IMPLEMENT, result.usage, result.transcript_path)
             report = await self._step(
                 StepName.TEST,
                 names.RUN_TESTS,
@@ -330,9 +344,15 @@ class IssueWorkflow:
         try:
             return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
         except ActivityError as exc:
-            reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
+            cause = exc.cause
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
             if record is not None:
                 self._end(record, "failed", reason)
+            if isinstance(cause, ApplicationError) and cause.type == "BudgetExceeded":
+                spent = cause.details[0] if cause.details else {}
+                if isinstance(spent, dict):
+                    self.state.usage = self.state.usage.plus(Usage.model_validate(spent))
+                raise BudgetStop(f"{name}: {reason}") from None
             raise StepFailed(f"{name} failed: {reason}") from None
 
     async def _comment(self, number: int, body: str) -> None:
@@ -342,6 +362,40 @@ class IssueWorkflow:
             )
         except StepFailed as exc:
             workflow.logger.warning("could not comment on the issue: %s", exc)
+
+    def _spend(self, step: StepName, usage: Usage, transcript: str = "") -> None:
+        """Account a step's model usage, then stop if a per-issue budget is used up."""
+        self.state.usage = self.state.usage.plus(usage)
+        self.state.usage_by_step[step.value] = self.state.usage_by_step.get(step.value, Usage()).plus(usage)
+        if transcript and transcript not in self.state.transcripts:
+            self.state.transcripts.append(transcript)
+        left = self._budget_left()
+        spent_out = [
+            name
+            for name, value in (
+                ("tokens", left.max_tokens),
+                ("cost", left.max_cost_usd),
+                ("agent turns", left.max_agent_turns),
+                ("wall time", left.max_wall_s),
+            )
+            if value is not None and value <= 0
+        ]
+        if spent_out:
+            raise BudgetStop(
+                f"the {spent_out[0]} budget ran out after {step.value} "
+                f"({self.state.usage.tokens} tokens, ${self.state.usage.cost_usd:.4f}, "
+                f"{self.state.usage.agent_turns} agent turns)"
+            )
+
+    def _budget_left(self) -> Budget:
+        b, u = self.opts.budget, self.state.usage
+        elapsed = (workflow.now() - workflow.info().start_time).total_seconds()
+        return Budget(
+            max_tokens=None if b.max_tokens is None else b.max_tokens - u.tokens,
+            max_cost_usd=None if b.max_cost_usd is None else round(b.max_cost_usd - u.cost_usd, 6),
+            max_agent_turns=None if b.max_agent_turns is None else b.max_agent_turns - u.agent_turns,
+            max_wall_s=None if b.max_wall_s is None else b.max_wall_s - elapsed,
+        )
 
     def _begin(self, step: StepName) -> StepRecord:
         record = StepRecord(name=step, started_at=workflow.now())
@@ -361,6 +415,6 @@ class IssueWorkflow:
         workflow.upsert_search_attributes([search.STATUS.value_set(status.value)])
 
     def _finish(self, status: TaskStatus, message: str) -> None:
-        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BUDGET_EXCEEDED):
             self.state.error = message
         self._set_status(status)

@@ -1,0 +1,91 @@
+"""What the real providers share: error mapping, schema tools, cost, limits on bad output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import openai
+from pydantic import BaseModel
+
+from tamma.errors import ProviderError
+from tamma.models import Usage
+
+ANSWER_TOOL = "answer"
+
+
+def answer_tool_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of the forced `answer` tool: the pydantic model's own schema."""
+    return schema.model_json_schema()
+
+
+def priced(usage: Usage, price: Any | None) -> Usage:
+    """`usage` with its cost filled in from a Price (USD per million tokens), if one is known."""
+    if price is None:
+        return usage
+    cost = (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + usage.cache_read_tokens * price.cache_read
+        + usage.cache_write_tokens * price.cache_write
+    ) / 1_000_000
+    return usage.model_copy(update={"cost_usd": round(cost, 6)})
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> ProviderError:
+    """Turn an SDK error into a ProviderError: transient ones retry (Temporal's policy, honouring
+    retry-after); ones no retry can fix name the setting to change."""
+    if isinstance(exc, anthropic.APITimeoutError | openai.APITimeoutError):
+        return ProviderError(f"{vendor} did not answer in time; will retry")
+    if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
+        return ProviderError(f"cannot connect to {vendor} ({type(exc).__name__}); will retry")
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    headers = response.headers if response is not None else None
+    detail = _error_message(exc)
+    if status == 429:
+        wait = _retry_after(headers)
+        return ProviderError(f"{vendor} rate limit (429): {detail}", retry_after_s=wait)
+    if status in (408, 409, 529) or (status is not None and status >= 500):
+        return ProviderError(
+            f"{vendor} is unavailable or overloaded ({status}): {detail}", retry_after_s=_retry_after(headers)
+        )
+    if status == 401:
+        return ProviderError(f"{vendor} refused the API key (401); set {key_setting}", retryable=False)
+    if status == 403:
+        return ProviderError(
+            f"{vendor} denied access (403): {detail}; check the key's permissions "
+            f"({key_setting}) or choose another model (llm.model)",
+            retryable=False,
+        )
+    if status == 404:
+        return ProviderError(
+            f"{vendor} has no model {model!r} (404); set llm.model or llm.steps.<step>.model", retryable=False
+        )
+    return ProviderError(
+        f"{vendor} rejected the request ({status}): {detail}; check llm.model and llm.max_tokens", retryable=False
+    )
+
+
+def _error_message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+class OutputProblem(Exception):
+    """The model answered, but not usably (cut off, malformed, empty, refused)."""

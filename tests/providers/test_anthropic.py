@@ -1,0 +1,166 @@
+"""The Anthropic provider through the real SDK against a Messages API stand-in on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tamma.agent.loop import run_agent
+from tamma.agent.sandbox import SandboxPolicy, run_sandboxed
+from tamma.agent.testing import resolve_test_command
+from tamma.agent.tools import Toolbox
+from tamma.agent.workspace import Workspace
+from tamma.config import Price
+from tamma.demo import make_sample_repo
+from tamma.errors import BudgetExceeded, ProviderError
+from tamma.models import Analysis, Budget, Plan
+from tamma.providers.anthropic import AnthropicProvider
+from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tests.standins import anthropic_api as api
+from tests.standins.http import Reply, serve
+
+KEY = "sk-ant-test"
+ANALYSIS = {"summary": "off by one", "complexity": "low", "risk": "low", "affected_areas": ["pager.py"]}
+
+
+def provider(url: str, **kw: Any) -> AnthropicProvider:
+    return AnthropicProvider(api_key=kw.pop("api_key", KEY), model="claude-test", base_url=url, **kw)
+
+
+def demo_code_replies() -> list[dict[str, Any]]:
+    """The demo recording's coding turns, spoken in the Messages API's wire format."""
+    doc = json.loads(DEMO_TRANSCRIPT.read_text())
+    replies = []
+    for ex in (e for e in doc["exchanges"] if e["purpose"] == "code"):
+        r = ex["response"]
+        content = ([api.text(r["text"])] if r.get("text") else []) + [
+            api.tool_use(c["name"], c["input"], c["id"]) for c in r.get("tool_calls", [])]
+        replies.append(api.message(content, "tool_use" if r.get("tool_calls") else "end_turn"))
+    return replies
+
+
+async def test_structured_output_round_trip_with_cost_and_caching() -> None:
+    reply = api.message([api.tool_use("answer", ANALYSIS)], "tool_use", input_tokens=1000, output_tokens=200,
+                        cache_read=5000, cache_write=300)
+    with serve(api.scripted([reply])) as s:
+        p = provider(s.url, price=Price(input=3, output=15, cache_read=0.3, cache_write=3.75))
+        analysis = await p.structured("analysis", "sys", "<issue>paginate</issue>", Analysis)
+    assert analysis == Analysis.model_validate(ANALYSIS)
+    body = s.requests[0].json
+    assert body["tool_choice"] == {"type": "tool", "name": "answer"}
+    assert body["tools"][0]["input_schema"] == Analysis.model_json_schema()
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert KEY in (s.requests[0].headers.get("x-api-key"), s.requests[0].headers.get("authorization", "")[7:])
+    assert (p.usage.input_tokens, p.usage.output_tokens, p.usage.cache_read_tokens, p.usage.cache_write_tokens) == (
+        1000, 200, 5000, 300)
+    assert p.usage.cost_usd == pytest.approx((1000 * 3 + 200 * 15 + 5000 * 0.3 + 300 * 3.75) / 1e6)
+
+
+async def test_invalid_structured_answer_is_fed_back_then_accepted() -> None:
+    bad = api.message([api.tool_use("answer", {"summary": "x", "complexity": "enormous"}, "toolu_bad")], "tool_use")
+    good = api.message([api.tool_use("answer", ANALYSIS)], "tool_use")
+    with serve(api.scripted([bad, good])) as s:
+        analysis = await provider(s.url).structured("analysis", "sys", "p", Analysis)
+    assert analysis.risk == "low"
+    fed_back = s.requests[1].json["messages"][-1]["content"][0]
+    assert fed_back["type"] == "tool_result" and fed_back["tool_use_id"] == "toolu_bad" and fed_back["is_error"]
+    assert "does not match the schema" in fed_back["content"]
+
+
+async def test_max_tokens_and_refusal_are_bounded() -> None:
+    cut = api.message([api.text("I think the plan is")], "max_tokens")
+    refused = api.message([], "refusal")
+    good = api.message([api.tool_use("answer", {"summary": "s", "steps": [], "estimate_hours": 1})], "tool_use")
+    with serve(api.scripted([cut, good])) as s:
+        plan = await provider(s.url).structured("plan", "sys", "p", Plan)
+    assert plan.estimate_hours == 1 and "cut off" in s.requests[1].json["messages"][-1]["content"]
+    with serve(api.scripted([refused, refused, refused])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url, output_retries=2).structured("plan", "sys", "p", Plan)
+    assert not info.value.retryable and "no usable answer after 3 tries" in info.value.message
+    assert len(s.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "reply,retryable,fragment,wait",
+    [
+        (api.error(429, "rate_limit_error", "slow down", {"retry-after": "7"}), True, "rate limit (429)", 7.0),
+        (api.error(529, "overloaded_error", "Overloaded"), True, "overloaded (529)", None),
+        (api.error(500, "api_error", "boom"), True, "(500)", None),
+        (api.error(400, "invalid_request_error", "max_tokens: too large"), False, "max_tokens: too large", None),
+        (api.error(403, "permission_error", "no access"), False, "denied access (403)", None),
+        (api.error(404, "not_found_error", "model: claude-test"), False, "no model 'claude-test' (404)", None),
+    ],
+)
+async def test_http_errors_are_classified(reply: Reply, retryable: bool, fragment: str, wait: float | None) -> None:
+    with serve(api.scripted([reply])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url).structured("analysis", "sys", "p", Analysis)
+    assert info.value.retryable is retryable and fragment in info.value.message
+    assert info.value.retry_after_s == wait
+    assert len(s.requests) == 1  # the SDK's own retries are off: Temporal retries
+
+
+async def test_bad_key_is_not_retryable_and_names_the_setting() -> None:
+    with serve(api.scripted([])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url, api_key="sk-ant-wrong").structured("analysis", "sys", "p", Analysis)
+    assert not info.value.retryable and "ANTHROPIC_API_KEY" in info.value.message
+    assert "sk-ant-wrong" not in info.value.message
+
+
+async def test_timeout_is_retryable() -> None:
+    slow = Reply(200, api.message([api.tool_use("answer", ANALYSIS)]), delay_s=2)
+    with serve(api.scripted([slow])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url, timeout_s=0.3).structured("analysis", "sys", "p", Analysis)
+    assert info.value.retryable and "did not answer in time" in info.value.message
+
+
+async def _workspace_toolbox(tmp_path: Path) -> tuple[Workspace, Toolbox]:
+    repo = make_sample_repo(tmp_path / "repo")
+    ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
+    return ws, Toolbox(ws, lambda: run_sandboxed(resolve_test_command(ws.root, None), ws.root, SandboxPolicy(timeout_s=60)))
+
+
+async def test_tool_use_coding_session_edits_a_real_workspace(tmp_path: Path) -> None:
+    ws, toolbox = await _workspace_toolbox(tmp_path)
+    with serve(api.scripted(demo_code_replies())) as s:
+        p = provider(s.url)
+        outcome = await run_agent(p, toolbox, "sys", "fix paginate", 10, lambda t, w: None)
+    assert outcome.turns == 4 and "Fixed paginate()" in outcome.summary
+    assert "(page - 1) * per_page" in (ws.root / "pager.py").read_text()
+    assert toolbox.tests_run[-1].exit_code == 0
+    # Each tool_use was answered by a tool_result in the next request (the stand-in enforces it too).
+    last = s.requests[-1].json["messages"]
+    results = [b for m in last if m["role"] == "user" and isinstance(m["content"], list)
+               for b in m["content"] if b["type"] == "tool_result"]
+    assert [r["tool_use_id"] for r in results] == ["call_1", "call_2", "call_3"]
+    assert "def paginate" in results[0]["content"] and "PASSED" in results[2]["content"]
+    assert [t["name"] for t in s.requests[0].json["tools"]][-1] == "run_tests"
+    assert s.requests[0].json["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert p.usage.calls == 4 and p.usage.input_tokens == 400
+
+
+async def test_unknown_tool_and_empty_answer_are_fed_back(tmp_path: Path) -> None:
+    _, toolbox = await _workspace_toolbox(tmp_path)
+    replies = [
+        api.message([api.tool_use("delete_everything", {}, "toolu_x")], "tool_use"),
+        api.message([], "end_turn"),
+        api.message([api.text("Nothing to do after all.")], "end_turn"),
+    ]
+    with serve(api.scripted(replies)) as s:
+        outcome = await run_agent(provider(s.url), toolbox, "sys", "task", 10, lambda t, w: None)
+    assert outcome.summary == "Nothing to do after all."
+    unknown = s.requests[1].json["messages"][-1]["content"][0]
+    assert unknown["is_error"] and "unknown tool" in unknown["content"]
+    assert "reply was empty" in json.dumps(s.requests[2].json["messages"][-1])
+
+
+async def test_budget_exhausted_mid_session(tmp_path: Path) -> None:
+    _, toolbox = await _workspace_toolbox(tmp_path)
+    heavy = [api.message([api.tool_use("list_files", {}, f"t{i}")], "tool_use", input_tokens=4000) for i in range(5)]
+    with serve(api.scripted(heavy)) as s, pytest.raises(BudgetExceeded) as info:
+        await run_agent(provider(s.url), toolbox, "sys", "task", 10, lambda t, w: None,
+                        budget=Budget(max_tokens=10_000))
+    assert "tokens budget ran out" in info.value.message
+    assert len(s.requests) == 3 and info.value.spent["input_tokens"] == 12_000
