@@ -68,8 +68,11 @@ async def main(n: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tamma-bench-") as tmp:
         root = Path(tmp)
         env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()), search_attributes=list(search.ALL),
-            data_converter=pydantic_data_converter, dev_server_log_level="error", ui=False,
+            dev_server_existing_path=str(temporal_binary()),
+            search_attributes=list(search.ALL),
+            data_converter=pydantic_data_converter,
+            dev_server_log_level="error",
+            ui=False,
             dev_server_extra_args=["--db-filename", str(root / "temporal.db")],  # like the embedded default
         )
         try:
@@ -82,12 +85,16 @@ async def main(n: int, concurrency: int) -> None:
 
             async def one_issue(i: int) -> None:
                 platform, issue = repos[i]
-                wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=options))
+                wid, _ = await service.start(
+                    IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=options)
+                )
                 state = await service.handle(wid).result()
                 assert state.status == TaskStatus.MERGED, state.error
 
             async def one_noop(i: int) -> None:
-                await client.execute_workflow(NoopChain.run, ACTIVITIES_PER_ISSUE, id=f"noop-{queue}-{i}", task_queue=f"{queue}-noop")
+                await client.execute_workflow(
+                    NoopChain.run, ACTIVITIES_PER_ISSUE, id=f"noop-{queue}-{i}", task_queue=f"{queue}-noop"
+                )
 
             workers = build_workers(client, queue, build_activities(settings), settings.worker)
             workers.append(Worker(client, task_queue=f"{queue}-noop", workflows=[NoopChain], activities=[noop]))
@@ -103,10 +110,16 @@ async def main(n: int, concurrency: int) -> None:
 
     print(f"issues: {n} sequential + {n} at concurrency {concurrency}; {ACTIVITIES_PER_ISSUE} activities each")
     print(f"{'':<28}{'p50 s':>9}{'p95 s':>9}{'per s':>9}")
-    print(f"{'tamma issue (start→merged)':<28}{statistics.median(issue_lat):>9.3f}{pct(issue_lat, .95):>9.3f}{issue_rate:>9.2f}")
-    print(f"{'baseline: no-op activities':<28}{statistics.median(base_lat):>9.3f}{pct(base_lat, .95):>9.3f}{base_rate:>9.2f}")
-    print(f"ratio issue/baseline: p50 {statistics.median(issue_lat) / statistics.median(base_lat):.1f}x, "
-          f"throughput {issue_rate / base_rate:.2f}x")
+    print(
+        f"{'tamma issue (start→merged)':<28}{statistics.median(issue_lat):>9.3f}{pct(issue_lat, 0.95):>9.3f}{issue_rate:>9.2f}"
+    )
+    print(
+        f"{'baseline: no-op activities':<28}{statistics.median(base_lat):>9.3f}{pct(base_lat, 0.95):>9.3f}{base_rate:>9.2f}"
+    )
+    print(
+        f"ratio issue/baseline: p50 {statistics.median(issue_lat) / statistics.median(base_lat):.1f}x, "
+        f"throughput {issue_rate / base_rate:.2f}x"
+    )
     goal = statistics.median(issue_lat) < 1.5
     print(f"goal p50 < 1.5 s: {'met' if goal else 'NOT met'}")
 

@@ -76,8 +76,11 @@ class Price(BaseModel):
     cache_write: float = 0.0
 
 
-DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o-mini"}
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini"}
+# Published list prices where we know them; a model missing here is accounted at $0 (tokens are
+# still counted): add it under llm.prices. Sonnet 4.6 is assumed to keep Sonnet 4.5's prices.
 DEFAULT_PRICES = {
+    "claude-sonnet-4-6": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
     "claude-sonnet-4-5": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
     "claude-opus-4-1": Price(input=15.0, output=75.0, cache_read=1.5, cache_write=18.75),
     "claude-haiku-4-5": Price(input=1.0, output=5.0, cache_read=0.1, cache_write=1.25),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 from temporalio.exceptions import ApplicationError
@@ -24,6 +25,13 @@ def temporal_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         try:
             return await fn(*args, **kwargs)
         except TammaError as exc:
-            raise ApplicationError(exc.message, type=type(exc).__name__, non_retryable=not exc.retryable) from None
+            delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
+            raise ApplicationError(
+                exc.message,
+                *exc.details(),
+                type=type(exc).__name__,
+                non_retryable=not exc.retryable,
+                next_retry_delay=delay,
+            ) from None
 
     return wrapper

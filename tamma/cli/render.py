@@ -60,6 +60,13 @@ def usage_table(state: TaskState) -> RenderableType:
     table = Table("step", "calls", "input", "output", "cache read", "cache write", "cost $", title="Model usage")
     rows = [*state.usage_by_step.items(), ("total", state.usage)]
     for name, u in rows:
-        table.add_row(name, str(u.calls), str(u.input_tokens), str(u.output_tokens), str(u.cache_read_tokens),
-                      str(u.cache_write_tokens), f"{u.cost_usd:.4f}")
+        table.add_row(
+            name,
+            str(u.calls),
+            str(u.input_tokens),
+            str(u.output_tokens),
+            str(u.cache_read_tokens),
+            str(u.cache_write_tokens),
+            f"{u.cost_usd:.4f}",
+        )
     return table

@@ -53,6 +53,7 @@ class ChatResponse(BaseModel):
 class LLMProvider(Protocol):
     #: what the terminal shows, e.g. "scripted replay of demo.json" or "anthropic claude-…"
     description: str
+
     @property
     def usage(self) -> Usage:
         """Tokens and cost of every call this instance made."""

@@ -26,12 +26,23 @@ def free_port() -> int:
 def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:
     port, ui = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAMMA_")}
-    env.update(TAMMA_DATA_DIR=str(tmp_path / "data"), TAMMA_TEMPORAL__EMBEDDED_PORT=str(port),
-               TAMMA_TEMPORAL__EMBEDDED_UI_PORT=str(ui), COLUMNS="200")
+    env.update(
+        TAMMA_DATA_DIR=str(tmp_path / "data"),
+        TAMMA_TEMPORAL__EMBEDDED_PORT=str(port),
+        TAMMA_TEMPORAL__EMBEDDED_UI_PORT=str(ui),
+        COLUMNS="200",
+    )
 
     def tamma(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tamma", *args], env=env, capture_output=True, text=True,
-                              timeout=180, stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "tamma", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
     pid_file = tmp_path / "data" / "temporal" / "server.pid"
     try:

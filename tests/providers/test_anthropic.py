@@ -37,14 +37,21 @@ def demo_code_replies() -> list[dict[str, Any]]:
     for ex in (e for e in doc["exchanges"] if e["purpose"] == "code"):
         r = ex["response"]
         content = ([api.text(r["text"])] if r.get("text") else []) + [
-            api.tool_use(c["name"], c["input"], c["id"]) for c in r.get("tool_calls", [])]
+            api.tool_use(c["name"], c["input"], c["id"]) for c in r.get("tool_calls", [])
+        ]
         replies.append(api.message(content, "tool_use" if r.get("tool_calls") else "end_turn"))
     return replies
 
 
 async def test_structured_output_round_trip_with_cost_and_caching() -> None:
-    reply = api.message([api.tool_use("answer", ANALYSIS)], "tool_use", input_tokens=1000, output_tokens=200,
-                        cache_read=5000, cache_write=300)
+    reply = api.message(
+        [api.tool_use("answer", ANALYSIS)],
+        "tool_use",
+        input_tokens=1000,
+        output_tokens=200,
+        cache_read=5000,
+        cache_write=300,
+    )
     with serve(api.scripted([reply])) as s:
         p = provider(s.url, price=Price(input=3, output=15, cache_read=0.3, cache_write=3.75))
         analysis = await p.structured("analysis", "sys", "<issue>paginate</issue>", Analysis)
@@ -55,7 +62,11 @@ async def test_structured_output_round_trip_with_cost_and_caching() -> None:
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert KEY in (s.requests[0].headers.get("x-api-key"), s.requests[0].headers.get("authorization", "")[7:])
     assert (p.usage.input_tokens, p.usage.output_tokens, p.usage.cache_read_tokens, p.usage.cache_write_tokens) == (
-        1000, 200, 5000, 300)
+        1000,
+        200,
+        5000,
+        300,
+    )
     assert p.usage.cost_usd == pytest.approx((1000 * 3 + 200 * 15 + 5000 * 0.3 + 300 * 3.75) / 1e6)
 
 
@@ -119,7 +130,9 @@ async def test_timeout_is_retryable() -> None:
 async def _workspace_toolbox(tmp_path: Path) -> tuple[Workspace, Toolbox]:
     repo = make_sample_repo(tmp_path / "repo")
     ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
-    return ws, Toolbox(ws, lambda: run_sandboxed(resolve_test_command(ws.root, None), ws.root, SandboxPolicy(timeout_s=60)))
+    return ws, Toolbox(
+        ws, lambda: run_sandboxed(resolve_test_command(ws.root, None), ws.root, SandboxPolicy(timeout_s=60))
+    )
 
 
 async def test_tool_use_coding_session_edits_a_real_workspace(tmp_path: Path) -> None:
@@ -132,8 +145,13 @@ async def test_tool_use_coding_session_edits_a_real_workspace(tmp_path: Path) ->
     assert toolbox.tests_run[-1].exit_code == 0
     # Each tool_use was answered by a tool_result in the next request (the stand-in enforces it too).
     last = s.requests[-1].json["messages"]
-    results = [b for m in last if m["role"] == "user" and isinstance(m["content"], list)
-               for b in m["content"] if b["type"] == "tool_result"]
+    results = [
+        b
+        for m in last
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for b in m["content"]
+        if b["type"] == "tool_result"
+    ]
     assert [r["tool_use_id"] for r in results] == ["call_1", "call_2", "call_3"]
     assert "def paginate" in results[0]["content"] and "PASSED" in results[2]["content"]
     assert [t["name"] for t in s.requests[0].json["tools"]][-1] == "run_tests"
@@ -160,7 +178,8 @@ async def test_budget_exhausted_mid_session(tmp_path: Path) -> None:
     _, toolbox = await _workspace_toolbox(tmp_path)
     heavy = [api.message([api.tool_use("list_files", {}, f"t{i}")], "tool_use", input_tokens=4000) for i in range(5)]
     with serve(api.scripted(heavy)) as s, pytest.raises(BudgetExceeded) as info:
-        await run_agent(provider(s.url), toolbox, "sys", "task", 10, lambda t, w: None,
-                        budget=Budget(max_tokens=10_000))
+        await run_agent(
+            provider(s.url), toolbox, "sys", "task", 10, lambda t, w: None, budget=Budget(max_tokens=10_000)
+        )
     assert "tokens budget ran out" in info.value.message
     assert len(s.requests) == 3 and info.value.spent["input_tokens"] == 12_000

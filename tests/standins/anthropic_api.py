@@ -1,6 +1,7 @@
-"""The parts of the Anthropic Messages API Tamma uses (POST /v1/messages), as documented:
-the API key (x-api-key, or a bearer token as the installed SDK sends it) and anthropic-version headers, tool_use / tool_result pairing, usage fields with
-cache counters, and error bodies {"type": "error", "error": {"type", "message"}}."""
+"""The parts of the Anthropic Messages API Tamma uses (POST /v1/messages), as documented: the
+API key (x-api-key, or a bearer token as the installed SDK sends it), the anthropic-version
+header, tool_use / tool_result pairing, usage fields with cache counters, and error bodies
+{"type": "error", "error": {"type", "message"}}."""
 
 from __future__ import annotations
 
@@ -13,13 +14,30 @@ from tests.standins.http import Reply, Request
 _ids = itertools.count(1)
 
 
-def message(content: list[dict[str, Any]], stop_reason: str = "end_turn", *, input_tokens: int = 100,
-            output_tokens: int = 20, cache_read: int = 0, cache_write: int = 0, model: str = "claude-test") -> dict[str, Any]:
+def message(
+    content: list[dict[str, Any]],
+    stop_reason: str = "end_turn",
+    *,
+    input_tokens: int = 100,
+    output_tokens: int = 20,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    model: str = "claude-test",
+) -> dict[str, Any]:
     return {
-        "id": f"msg_{next(_ids):04d}", "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                  "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read},
+        "id": f"msg_{next(_ids):04d}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+        },
     }
 
 
@@ -55,8 +73,11 @@ def protocol_problem(req: Request, api_key: str) -> Reply | None:
             return error(400, "invalid_request_error", "roles must alternate between user and assistant")
         if prev["role"] == "assistant" and isinstance(prev["content"], list):
             wanted = {b["id"] for b in prev["content"] if b["type"] == "tool_use"}
-            got = {b.get("tool_use_id") for b in cur["content"] if isinstance(b, dict) and b["type"] == "tool_result"} \
-                if isinstance(cur["content"], list) else set()
+            got = (
+                {b.get("tool_use_id") for b in cur["content"] if isinstance(b, dict) and b["type"] == "tool_result"}
+                if isinstance(cur["content"], list)
+                else set()
+            )
             if wanted - got:
                 return error(400, "invalid_request_error", f"tool_use ids without tool_result: {sorted(wanted - got)}")
     return None

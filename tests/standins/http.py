@@ -48,7 +48,7 @@ def serve(responder: Responder) -> Iterator[StandIn]:
     requests: list[Request] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             req = Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
             requests.append(req)

@@ -14,19 +14,38 @@ from tests.standins.http import Reply, Request
 _ids = itertools.count(1)
 
 
-def completion(content: str | None = None, tool_calls: list[dict[str, Any]] | None = None,
-               finish_reason: str | None = None, *, prompt_tokens: int = 100, completion_tokens: int = 20,
-               cached: int = 0, refusal: str | None = None) -> dict[str, Any]:
+def completion(
+    content: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    finish_reason: str | None = None,
+    *,
+    prompt_tokens: int = 100,
+    completion_tokens: int = 20,
+    cached: int = 0,
+    refusal: str | None = None,
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
-        "id": f"chatcmpl-{next(_ids)}", "object": "chat.completion", "created": 1_700_000_000, "model": "local-model",
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop")}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens,
-                  "prompt_tokens_details": {"cached_tokens": cached}},
+        "id": f"chatcmpl-{next(_ids)}",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "local-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
     }
 
 
@@ -50,10 +69,13 @@ def protocol_problem(req: Request, api_key: str | None) -> Reply | None:
     msgs = body["messages"]
     for i, m in enumerate(msgs):
         for tc in m.get("tool_calls") or []:
-            answered = any(n.get("role") == "tool" and n.get("tool_call_id") == tc["id"] for n in msgs[i + 1:])
+            answered = any(n.get("role") == "tool" and n.get("tool_call_id") == tc["id"] for n in msgs[i + 1 :])
             if not answered:
-                return error(400, "invalid_request_error",
-                             "An assistant message with 'tool_calls' must be followed by tool messages")
+                return error(
+                    400,
+                    "invalid_request_error",
+                    "An assistant message with 'tool_calls' must be followed by tool messages",
+                )
     return None
 
 
