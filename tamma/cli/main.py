@@ -20,7 +20,7 @@ from tamma.cli.render import plan_panel, step_line, tasks_table, usage_table
 from tamma.cli.session import Session, open_session
 from tamma.config import Settings, load_settings
 from tamma.demo import make_demo
-from tamma.errors import InvalidInputError
+from tamma.errors import ConfigError, InvalidInputError
 from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.providers.recording import compile_recording
@@ -322,13 +322,16 @@ def demo(
         where = directory or Path(tempfile.mkdtemp(prefix="tamma-demo-")) / "pager"
         platform, issue = make_demo(where, settings.data_dir)
         console.print(f"Sample repository: {platform.path}\nIssue #{issue.number}: {esc(issue.title)}")
-        console.print(
-            "[yellow]No model is configured for the demo: it replays a recorded transcript "
-            "(scripted provider). No LLM is called.[/]"
-        )
-        code = await run_task(
-            settings, platform.repo, issue.number, transcript=str(DEMO_TRANSCRIPT), config_file=ctx.obj
-        )
+        transcript: str | None = None
+        try:
+            provider_description(settings, None)
+        except ConfigError:
+            transcript = str(DEMO_TRANSCRIPT)
+            console.print(
+                "[yellow]No model is configured for the demo: it replays a recorded transcript "
+                "(scripted provider). No LLM is called.[/]"
+            )
+        code = await run_task(settings, platform.repo, issue.number, transcript=transcript, config_file=ctx.obj)
         log = subprocess.run(
             ["git", "-C", str(platform.path), "log", "--oneline", "--graph", "main"],
             capture_output=True,

@@ -178,3 +178,27 @@ def test_no_provider_configured_fails_before_starting(cli_env: dict[str, str], r
     assert result.returncode == 2 and "no LLM provider is configured" in result.stderr
     listing = tamma(cli_env, "list", "--repository", f"local:{repo}")
     assert listing.returncode == 0 and "local:" not in listing.stdout  # nothing half-created
+
+
+def test_real_model_from_vendor_env_then_status_usage_and_replay(
+    cli_env: dict[str, str], repo: Path, tmp_path: Path
+) -> None:
+    from tests.standins.demo_brain import anthropic_brain
+    from tests.standins.http import serve
+
+    key = "sk-ant-cli-test-1"
+    with serve(anthropic_brain(key)) as standin:
+        env = dict(cli_env, ANTHROPIC_API_KEY=key, ANTHROPIC_BASE_URL=standin.url)
+        tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo)
+        run = tamma(env, "start", "--issue", "1", cwd=repo)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "LLM: anthropic claude-sonnet-4-6" in run.stdout and len(standin.requests) == 6
+    status = tamma(cli_env, "status", "1", cwd=repo)
+    assert "Model usage" in status.stdout and "implement" in status.stdout
+    recorded = next(line for line in status.stdout.splitlines() if line.startswith("Recorded exchanges: "))
+    folder = recorded.split(": ", 1)[1].strip()
+    other = make_sample_repo(tmp_path / "other")
+    tamma(cli_env, "issue", "create", "Fix off-by-one in paginate()", cwd=other)
+    replay = tamma(cli_env, "replay", folder, "--issue", "1", cwd=other)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "scripted replay" in replay.stdout and "Merged tamma/issue-1" in replay.stdout
