@@ -126,6 +126,31 @@ class WorkflowSettings(BaseModel):
     retry_attempts: int = 3
 
 
+class WebhookSettings(BaseModel):
+    github_secrets: list[SecretStr] = Field(default_factory=list, description="several during a rotation")
+    gitlab_tokens: list[SecretStr] = Field(default_factory=list)
+    bot_login: str = Field(default="tamma-bot", description="the bot's user on GitHub / GitLab")
+    trigger_label: str = "tamma"
+    authorized_associations: list[str] = Field(default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"])
+    authorized_users: list[str] = Field(default_factory=list, description="always allowed to command Tamma")
+    repositories: list[str] = Field(
+        default_factory=list, description="allowlist: 'github:owner/name', 'gitlab:group/project'"
+    )
+    max_body_bytes: int = 5 * 1024 * 1024
+    rate_limit_per_min: int = Field(default=100, ge=1)
+
+
+class ApiSettings(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = 3000
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 shared secret")
+    jwt_public_key: str | None = Field(default=None, description="RS256: PEM text or a path to it")
+    jwt_private_key: SecretStr | None = Field(default=None, description="RS256: PEM (or path) for `tamma token create`")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAMMA_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -139,6 +164,8 @@ class Settings(BaseSettings):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -157,7 +184,14 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value Tamma holds, so sandboxes and redaction can keep them out."""
-        found = [self.llm.anthropic_api_key, self.llm.openai_api_key]
+        found = [
+            self.llm.anthropic_api_key,
+            self.llm.openai_api_key,
+            self.api.jwt_secret,
+            self.api.jwt_private_key,
+            *self.webhooks.github_secrets,
+            *self.webhooks.gitlab_tokens,
+        ]
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
     def task_options(self, **overrides: Any) -> TaskOptions:

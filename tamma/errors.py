@@ -11,7 +11,9 @@
     │   └── TranscriptMismatch      a scripted replay diverged from its recording (not retryable)
     ├── BudgetExceeded              an issue's token, cost, turn or time budget ran out (not retryable)
     ├── SandboxError                a sandboxed command could not be run
-    └── TemporalUnavailable         the Temporal server cannot be reached
+    ├── TemporalUnavailable         the Temporal server cannot be reached
+    └── AuthError                   missing or invalid credentials on an API call
+        └── PermissionDenied        valid credentials, insufficient role
 
 The CLI turns these into one line and an exit code (``tamma.cli.errors``); activities turn them
 into Temporal ``ApplicationError`` (``tamma.activities.errors``). Each message says what was
@@ -107,3 +109,13 @@ class TemporalUnavailable(TammaError):
     """The Temporal server cannot be reached."""
 
     exit_code = 4
+
+
+class AuthError(TammaError):
+    """The caller is not authenticated (no, expired or invalid token)."""
+
+    exit_code = 5
+
+
+class PermissionDenied(AuthError):
+    """The caller is authenticated but its role does not allow this."""

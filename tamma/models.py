@@ -119,6 +119,15 @@ class ApprovalRequest(BaseModel):
 
     by: str = "cli"
     reason: str = ""
+    delivery: str = Field(default="", description="webhook delivery id, so a redelivery changes nothing")
+
+
+class EventNote(BaseModel):
+    """A forge event relayed to a running workflow (CI finished, review, issue closed...)."""
+
+    kind: str
+    delivery: str = ""
+    detail: str = ""
 
 
 class TestReport(BaseModel):

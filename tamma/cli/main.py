@@ -35,8 +35,10 @@ from tamma.workflows import search
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tamma: issue in, merged branch out.")
 issue_app = typer.Typer(no_args_is_help=True, help="Issues of a local repository.")
 temporal_app = typer.Typer(no_args_is_help=True, help="The embedded Temporal server.")
+token_app = typer.Typer(no_args_is_help=True, help="API tokens (JWT).")
 app.add_typer(issue_app, name="issue")
 app.add_typer(temporal_app, name="temporal")
+app.add_typer(token_app, name="token")
 console = Console(highlight=False)
 
 RepoOpt = Annotated[Path, typer.Option("--repo", help="the git repository (any path inside it)")]
@@ -364,6 +366,55 @@ def replay(
         return await run_task(settings, ref, issue, yes=yes, rerun=True, transcript=str(compiled), config_file=ctx.obj)
 
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+
+
+@app.command()
+def server(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="default: api.host (0.0.0.0)")] = None,
+    port: Annotated[int | None, typer.Option(help="default: api.port (3000)")] = None,
+) -> None:
+    """Serve webhooks, the task API and /health, /metrics (FastAPI on uvicorn)."""
+
+    def go() -> None:
+        import uvicorn
+
+        from tamma.api.app import access_log_config, create_app
+
+        settings = _settings(ctx)
+        app_ = create_app(settings, config_path=ctx.obj)
+        uvicorn.run(
+            app_,
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_config=access_log_config(),
+            server_header=False,
+        )
+
+    run_or_exit(go)
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+    ttl: Annotated[str, typer.Option(help="lifetime: 30m, 1h, 7d")] = "1h",
+    subject: Annotated[str, typer.Option(help="who the token is for")] = "cli",
+) -> None:
+    """Mint an API token from the configured key."""
+
+    def go() -> None:
+        from tamma.api.auth import RANK, create_token
+
+        if role not in RANK:
+            raise InvalidInputError(f"role {role!r} must be viewer, operator or admin")
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        if len(ttl) < 2 or ttl[-1] not in units or not ttl[:-1].isdigit():
+            raise InvalidInputError(f"ttl {ttl!r} must look like 30m, 1h or 7d")
+        seconds = int(ttl[:-1]) * units[ttl[-1]]
+        print(create_token(_settings(ctx).api, subject, role, seconds))  # type: ignore[arg-type]
+
+    run_or_exit(go)
 
 
 @temporal_app.command("stop")

@@ -6,10 +6,12 @@ Tamma's search attributes, described by the workflow's `state` query or result.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -20,6 +22,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.errors import InvalidInputError, NotFoundError, TemporalUnavailable
@@ -55,16 +58,32 @@ class TaskService:
             # USE_EXISTING: two racing starts (a webhook redelivery, two shells) share one run.
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search.REPOSITORY, inp.repo.key),
-                    SearchAttributePair(search.ISSUE, inp.issue_number),
-                    SearchAttributePair(search.STEP, "queued"),
-                    SearchAttributePair(search.STATUS, TaskStatus.RUNNING.value),
-                ]
-            ),
+            search_attributes=_attributes(inp),
         )
         return wid, True
+
+    async def ensure_started(self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0) -> str:
+        """One RPC, for webhooks: start the issue's workflow or land on the running one.
+
+        Without `rerun` a finished workflow is not started again (a redelivered or repeated
+        trigger must not redo merged work); with it (`/tamma retry`) a finished one is.
+        """
+        wid = search.workflow_id(inp.repo.key, inp.issue_number)
+        # A workflow that finished before (and may not be redone) is not an error here.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self.client.start_workflow(
+                IssueWorkflow.run,
+                inp,
+                id=wid,
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if rerun
+                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=_attributes(inp),
+                rpc_timeout=timedelta(seconds=rpc_timeout_s),
+            )
+        return wid
 
     async def _describe(self, wid: str) -> tuple[WorkflowExecutionStatus | None, str | None] | None:
         try:
@@ -118,28 +137,55 @@ class TaskService:
             raise InvalidInputError(f"task {wid} has already finished")
         await self.handle(wid).cancel()
 
+    async def page(
+        self, status: str | None, repository: str | None, page_size: int, token: bytes | None
+    ) -> tuple[list[TaskSummary], bytes | None]:
+        """One page of tasks, newest first, and the token for the next page (None at the end)."""
+        it = self.client.list_workflows(_query(status, repository), page_size=page_size, next_page_token=token)
+        await it.fetch_next_page()
+        rows = [_summary(wf) for wf in it.current_page or []]
+        return rows, it.next_page_token or None
+
     async def list(
         self, status: str | None = None, repository: str | None = None, limit: int = 50
     ) -> list[TaskSummary]:
-        clauses = ["WorkflowType = 'IssueWorkflow'"]
-        if status:
-            clauses.append(f"{search.STATUS.name} = {_quote(status)}")
-        if repository:
-            clauses.append(f"{search.REPOSITORY.name} = {_quote(repository)}")
         rows: list[TaskSummary] = []
-        async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
-            sa = wf.typed_search_attributes
-            rows.append(
-                TaskSummary(
-                    workflow_id=wf.id,
-                    repository=sa.get(search.REPOSITORY) or "",
-                    issue_number=sa.get(search.ISSUE) or 0,
-                    status=sa.get(search.STATUS) or wf.status.name.lower() if wf.status else "",
-                    step=sa.get(search.STEP) or "",
-                    started_at=wf.start_time,
-                )
-            )
+        async for wf in self.client.list_workflows(_query(status, repository), limit=limit):
+            rows.append(_summary(wf))
         return rows
+
+
+def _query(status: str | None, repository: str | None) -> str:
+    clauses = ["WorkflowType = 'IssueWorkflow'"]
+    if status:
+        clauses.append(f"{search.STATUS.name} = {_quote(status)}")
+    if repository:
+        clauses.append(f"{search.REPOSITORY.name} = {_quote(repository)}")
+    return " AND ".join(clauses)
+
+
+def _summary(wf: WorkflowExecution) -> TaskSummary:
+    sa = wf.typed_search_attributes
+    fallback = wf.status.name.lower() if wf.status else ""
+    return TaskSummary(
+        workflow_id=wf.id,
+        repository=sa.get(search.REPOSITORY) or "",
+        issue_number=sa.get(search.ISSUE) or 0,
+        status=sa.get(search.STATUS) or fallback,
+        step=sa.get(search.STEP) or "",
+        started_at=wf.start_time,
+    )
+
+
+def _attributes(inp: IssueTaskInput) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(search.REPOSITORY, inp.repo.key),
+            SearchAttributePair(search.ISSUE, inp.issue_number),
+            SearchAttributePair(search.STEP, "queued"),
+            SearchAttributePair(search.STATUS, TaskStatus.RUNNING.value),
+        ]
+    )
 
 
 def _quote(value: str) -> str:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         Budget,
         CIStatus,
         CommentInput,
+        EventNote,
         ImplementInput,
         ImplementResult,
         Issue,
@@ -62,6 +63,10 @@ class BudgetStop(Exception):
     """A per-issue budget ran out; the message names it."""
 
 
+class Stopped(Exception):
+    """The issue was closed or unassigned on the forge: stop between steps."""
+
+
 @workflow.defn(name="IssueWorkflow")
 class IssueWorkflow:
     @workflow.init
@@ -72,6 +77,9 @@ class IssueWorkflow:
         self._decision: ApprovalDecision | None = None
         self._nudged = False
         self._seen_reviews: set[int] = set()
+        self._stopped = ""
+        # Webhook deliveries already applied; a redelivered event must change nothing.
+        self._deliveries: list[str] = []
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -106,21 +114,36 @@ class IssueWorkflow:
         if self.state.status != TaskStatus.AWAITING_APPROVAL:
             raise ValueError(f"this task is not waiting for approval (status: {self.state.status.value})")
 
+    def _fresh(self, delivery: str) -> bool:
+        if not delivery:
+            return True
+        if delivery in self._deliveries:
+            return False
+        self._deliveries = [*self._deliveries[-255:], delivery]
+        return True
+
     @workflow.signal
     def approve_signal(self, req: ApprovalRequest) -> None:
         """For webhooks (`/tamma approve`), which cannot wait for an update's answer."""
-        if self._decision is None and self.state.status == TaskStatus.AWAITING_APPROVAL:
+        if self._fresh(req.delivery) and self._decision is None and self.state.status == TaskStatus.AWAITING_APPROVAL:
             self._decision = ApprovalDecision(approved=True, by=req.by, reason=req.reason)
 
     @workflow.signal
     def reject_signal(self, req: ApprovalRequest) -> None:
-        if self._decision is None and self.state.status == TaskStatus.AWAITING_APPROVAL:
+        if self._fresh(req.delivery) and self._decision is None and self.state.status == TaskStatus.AWAITING_APPROVAL:
             self._decision = ApprovalDecision(approved=False, by=req.by, reason=req.reason)
 
     @workflow.signal
-    def ci_event(self) -> None:
+    def ci_event(self, note: EventNote) -> None:
         """A webhook says CI or a review changed: look now instead of at the next poll."""
-        self._nudged = True
+        if self._fresh(note.delivery):
+            self._nudged = True
+
+    @workflow.signal
+    def issue_changed(self, note: EventNote) -> None:
+        """The issue was closed or Tamma unassigned: stop at the next step boundary."""
+        if self._fresh(note.delivery) and note.kind in ("closed", "unassigned"):
+            self._stopped = f"the issue was {note.kind} ({note.detail or 'on the forge'})"
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -132,6 +155,8 @@ class IssueWorkflow:
             self._finish(TaskStatus.FAILED, str(exc))
         except BudgetStop as exc:
             self._finish(TaskStatus.BUDGET_EXCEEDED, str(exc))
+        except Stopped as exc:
+            self._finish(TaskStatus.CANCELLED, str(exc))
         except asyncio.CancelledError:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
@@ -219,13 +244,16 @@ class IssueWorkflow:
             self._set_status(TaskStatus.AWAITING_APPROVAL)
             try:
                 await workflow.wait_condition(
-                    lambda: self._decision is not None, timeout=timedelta(seconds=self.opts.approval_timeout_s)
+                    lambda: self._decision is not None or bool(self._stopped),
+                    timeout=timedelta(seconds=self.opts.approval_timeout_s),
                 )
             except TimeoutError:
                 self._end(record, "failed", "no decision in time: escalated")
                 await self._comment(issue.number, "Tamma's plan waited too long for approval and was escalated.")
                 self._finish(TaskStatus.ESCALATED, "approval timed out")
                 return False
+            if self._stopped:
+                raise Stopped(self._stopped)
             self._set_status(TaskStatus.RUNNING)
         decision = self._decision
         assert decision is not None
@@ -279,6 +307,9 @@ class IssueWorkflow:
         record = self._begin(StepName.CI)
         deadline = workflow.now() + timedelta(seconds=self.opts.ci_timeout_s)
         while True:
+            if self._stopped:
+                self._end(record, "failed", self._stopped)
+                raise Stopped(self._stopped)
             status = await self._activity(names.CI_STATUS, PRRef(repo=self.inp.repo, pr_number=pr.number), CIStatus)
             if status.state == "success":
                 self._end(record, "done", status.detail)
@@ -293,7 +324,9 @@ class IssueWorkflow:
             # Webhooks nudge us early; the timer is the fallback because delivery isn't guaranteed.
             self._nudged = False
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._nudged, timeout=timedelta(seconds=self.opts.ci_poll_s))
+                await workflow.wait_condition(
+                    lambda: self._nudged or bool(self._stopped), timeout=timedelta(seconds=self.opts.ci_poll_s)
+                )
 
     async def _new_review_feedback(self, pr: PullRequest) -> str:
         record = self._begin(StepName.REVIEW)
@@ -398,6 +431,8 @@ class IssueWorkflow:
         )
 
     def _begin(self, step: StepName) -> StepRecord:
+        if self._stopped:
+            raise Stopped(self._stopped)
         record = StepRecord(name=step, started_at=workflow.now())
         self.state.steps.append(record)
         self.state.step = step

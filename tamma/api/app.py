@@ -1,0 +1,154 @@
+"""The web server: webhooks, the task API and operational endpoints, on one FastAPI app.
+
+`create_app(settings)` is the entry point (uvicorn's factory); nothing is read from the
+environment at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from tamma.api import config_routes, errors, ops, tasks, webhooks
+from tamma.api.metrics import Metrics
+from tamma.api.ratelimit import RateLimiter
+from tamma.config import Settings, find_config_file
+from tamma.runtime.client import resolve_address
+from tamma.runtime.tasks import TaskService
+
+access = logging.getLogger("tamma.access")
+log = logging.getLogger("tamma.api")
+_UNLIMITED = ("/live", "/health", "/ready", "/metrics")
+
+
+class Edge:
+    """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): per-IP rate limit,
+    latency metrics and a JSON access log line that never holds bodies, queries or headers."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, metrics: Metrics) -> None:
+        self.app, self.limiter, self.metrics = app, limiter, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        client = (scope.get("client") or ("unknown", 0))[0]
+        status = {"code": 500}
+        if not path.startswith(_UNLIMITED):
+            wait = self.limiter.check(client)
+            if wait:
+                body = json.dumps({"detail": "rate limit exceeded; retry later"}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 429,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"retry-after", str(int(wait) + 1).encode()),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                self._record(scope, 429, started, client)
+                return
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self._record(scope, status["code"], started, client)
+
+    def _record(self, scope: Scope, status: int, started: float, client: str) -> None:
+        elapsed = time.perf_counter() - started
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.latency.labels(scope["method"], route, str(status)).observe(elapsed)
+        if access.isEnabledFor(logging.INFO):
+            access.info(
+                json.dumps(
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                        "client": client,
+                    }
+                )
+            )
+
+
+def create_app(settings: Settings, client: Client | None = None, config_path: Path | None = None) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal client
+        if client is None:
+            address, _ = await asyncio.to_thread(resolve_address, settings)
+            # lazy: the server starts (and answers 503) even while Temporal is down.
+            client = await Client.connect(
+                address, namespace=settings.temporal.namespace, lazy=True, data_converter=pydantic_data_converter
+            )
+        app.state.client = client
+        app.state.tasks = TaskService(client, settings.temporal.task_queue)
+        app.state.hub = webhooks.WebhookHub(settings, client, metrics)
+        app.state.probe = ops.TemporalProbe(client)
+        for platform, on in (("GitHub", settings.webhooks.github_secrets), ("GitLab", settings.webhooks.gitlab_tokens)):
+            if not on:
+                log.error(
+                    "%s webhooks are OFF: no secret configured (webhooks.%s); the endpoint answers 503",
+                    platform,
+                    "github_secrets" if platform == "GitHub" else "gitlab_tokens",
+                )
+        probing = asyncio.create_task(app.state.probe.loop())
+        try:
+            yield
+        finally:
+            probing.cancel()
+
+    app = FastAPI(
+        title="Tamma",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Webhooks, task API and operations for the Tamma development agent.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.config_path = config_path or find_config_file() or Path("tamma.toml")
+    errors.install(app)
+    for router in (webhooks.router, tasks.router, config_routes.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(Edge, limiter=RateLimiter(settings.webhooks.rate_limit_per_min), metrics=metrics)
+    return app
+
+
+def access_log_config() -> dict[str, Any]:
+    """uvicorn log config: our JSON access lines instead of uvicorn's (which include queries)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(message)s"}},
+        "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
+        "loggers": {
+            "tamma": {"handlers": ["out"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"handlers": ["out"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }

@@ -1,0 +1,93 @@
+"""JWT bearer auth with PyJWT: HS256 shared secret or RS256 public key, `exp` required,
+optional issuer and audience, and a `role` claim: viewer < operator < admin."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import jwt
+from fastapi import Depends, Request
+
+from tamma.config import ApiSettings
+from tamma.errors import AuthError, ConfigError, PermissionDenied
+
+Role = Literal["viewer", "operator", "admin"]
+RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
+
+
+def _pem(value: str) -> str:
+    return value if "-----BEGIN" in value else Path(value).expanduser().read_text(encoding="utf-8")
+
+
+def verification_key(api: ApiSettings) -> str:
+    if api.jwt_algorithm == "HS256":
+        if api.jwt_secret is None:
+            raise ConfigError("the API needs api.jwt_secret (TAMMA_API__JWT_SECRET) for HS256 tokens")
+        return api.jwt_secret.get_secret_value()
+    if api.jwt_public_key is None:
+        raise ConfigError("the API needs api.jwt_public_key (PEM or path) for RS256 tokens")
+    return _pem(api.jwt_public_key)
+
+
+def create_token(api: ApiSettings, subject: str, role: Role, ttl_s: int) -> str:
+    """Mint a token from the configured key (`tamma token create`)."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": subject, "role": role, "iat": now, "exp": now + ttl_s}
+    if api.jwt_issuer:
+        claims["iss"] = api.jwt_issuer
+    if api.jwt_audience:
+        claims["aud"] = api.jwt_audience
+    if api.jwt_algorithm == "HS256":
+        key = verification_key(api)
+    elif api.jwt_private_key is None:
+        raise ConfigError("minting RS256 tokens needs api.jwt_private_key (PEM or path)")
+    else:
+        key = _pem(api.jwt_private_key.get_secret_value())
+    return jwt.encode(claims, key, algorithm=api.jwt_algorithm)
+
+
+class Principal:
+    def __init__(self, subject: str, role: str) -> None:
+        self.subject = subject
+        self.role = role
+
+
+def verify(api: ApiSettings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            verification_key(api),
+            algorithms=[api.jwt_algorithm],  # one algorithm: no alg confusion
+            issuer=api.jwt_issuer,
+            audience=api.jwt_audience,
+            options={"require": ["exp", "role"], "verify_aud": api.jwt_audience is not None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("the token has expired; mint a new one with `tamma token create`") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    role = claims.get("role")
+    if role not in RANK:
+        raise AuthError(f"the token's role {role!r} is not one of viewer, operator, admin")
+    return Principal(str(claims.get("sub", "")), role)
+
+
+def require(role: Role) -> object:
+    def check(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("missing bearer token: send Authorization: Bearer <JWT>")
+        principal = verify(request.app.state.settings.api, token.strip())
+        if RANK[principal.role] < RANK[role]:
+            raise PermissionDenied(f"this needs the {role} role; the token has {principal.role}")
+        return principal
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, require("viewer")]
+Operator = Annotated[Principal, require("operator")]
+Admin = Annotated[Principal, require("admin")]

@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per app (so several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "tamma_webhook_deliveries_total",
+            "Webhook deliveries",
+            ["platform", "event", "outcome"],
+            registry=self.registry,
+        )
+        self.signature_failures = Counter(
+            "tamma_webhook_signature_failures_total",
+            "Webhook deliveries refused for a bad signature or token",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tamma_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.workflows = Counter(
+            "tamma_workflows_total",
+            "Workflows started or signalled from the API",
+            ["operation"],
+            registry=self.registry,
+        )

@@ -1,0 +1,137 @@
+"""/api/v1/tasks: the same task operations as the CLI, over HTTP, answered from Temporal.
+
+Task ids contain ':', '/' and '#': percent-encode them in paths ('#' as %23)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from tamma.api.auth import Operator, Viewer
+from tamma.api.events import allowed_repo
+from tamma.errors import InvalidInputError
+from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskSummary
+from tamma.platforms.local import local_repo_ref
+from tamma.runtime.tasks import TaskService
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+
+class TaskCreate(BaseModel):
+    repository: str = Field(
+        description="local:/path/to/repo, github:owner/name or gitlab:group/project", examples=["github:octo/hello"]
+    )
+    issue: int = Field(ge=1)
+    yes: bool = Field(default=False, description="approve the plan without asking")
+    rerun: bool = Field(default=False, description="start again even if the issue is done")
+
+
+class TaskCreated(BaseModel):
+    id: str
+    created: bool
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskSummary]
+    next_page_token: str | None = None
+
+
+class Decision(BaseModel):
+    reason: str = Field(default="", max_length=2000)
+
+
+def _service(request: Request) -> TaskService:
+    svc: TaskService = request.app.state.tasks
+    return svc
+
+
+def parse_repository(value: str) -> RepoRef:
+    platform, _, locator = value.partition(":")
+    if platform == "local" and locator:
+        return local_repo_ref(locator)
+    if platform in ("github", "gitlab") and locator.count("/") >= 1 and " " not in locator:
+        return RepoRef(platform=platform, locator=locator.strip("/"))
+    raise InvalidInputError(
+        f"repository {value!r} must look like local:/path, github:owner/name or gitlab:group/project"
+    )
+
+
+@router.post("/tasks", status_code=201, response_model=TaskCreated, summary="Start (or attach to) an issue's task")
+async def create_task(body: TaskCreate, request: Request, who: Operator) -> TaskCreated:
+    repo = parse_repository(body.repository)
+    settings = request.app.state.settings
+    if not allowed_repo(settings.webhooks, repo.platform, repo.locator):
+        raise InvalidInputError(f"repository {repo.key} is not in webhooks.repositories")
+    inp = IssueTaskInput(repo=repo, issue_number=body.issue, options=settings.task_options(yes=body.yes))
+    wid, created = await _service(request).start(inp, rerun=body.rerun)
+    return TaskCreated(id=wid, created=created)
+
+
+@router.get("/tasks", response_model=TaskPage, summary="List tasks (Temporal visibility)")
+async def list_tasks(
+    request: Request,
+    who: Viewer,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    repository: Annotated[str | None, Query(max_length=300)] = None,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str | None, Query(max_length=4000)] = None,
+) -> TaskPage:
+    token = None
+    if page_token:
+        try:
+            token = base64.urlsafe_b64decode(page_token.encode())
+        except (binascii.Error, ValueError):
+            raise InvalidInputError("page_token is not a token this API returned") from None
+    rows, nxt = await _service(request).page(status, repository, page_size, token)
+    return TaskPage(tasks=rows, next_page_token=base64.urlsafe_b64encode(nxt).decode() if nxt else None)
+
+
+@router.get("/tasks/{task_id:path}/logs", summary="Server-sent events of step changes until the task ends")
+async def task_logs(task_id: str, request: Request, who: Viewer) -> StreamingResponse:
+    svc = _service(request)
+    await svc.state(task_id)  # 404 before streaming starts
+
+    async def events() -> AsyncIterator[str]:
+        seen: dict[int, str] = {}
+        while True:
+            state = await svc.state(task_id)
+            for n, step in enumerate(state.steps):
+                mark = f"{step.status}:{step.detail}"
+                if seen.get(n) != mark:
+                    seen[n] = mark
+                    yield f"event: step\ndata: {step.model_dump_json()}\n\n"
+            if state.status.finished or await request.is_disconnected():
+                yield f"event: end\ndata: {json.dumps({'status': state.status.value, 'error': state.error})}\n\n"
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+@router.post("/tasks/{task_id:path}/approve", response_model=TaskState, summary="Approve the plan (workflow update)")
+async def approve_task(task_id: str, request: Request, who: Operator, body: Decision | None = None) -> TaskState:
+    return await _service(request).approve(task_id, by=f"api:{who.subject}", reason=body.reason if body else "")
+
+
+@router.post("/tasks/{task_id:path}/reject", response_model=TaskState, summary="Reject the plan (workflow update)")
+async def reject_task(task_id: str, body: Decision, request: Request, who: Operator) -> TaskState:
+    return await _service(request).reject(task_id, by=f"api:{who.subject}", reason=body.reason)
+
+
+@router.get("/tasks/{task_id:path}", response_model=TaskState, summary="A task's state (workflow query)")
+async def get_task(task_id: str, request: Request, who: Viewer) -> TaskState:
+    return await _service(request).state(task_id)
+
+
+@router.delete("/tasks/{task_id:path}", status_code=202, summary="Cancel a running task")
+async def cancel_task(task_id: str, request: Request, who: Operator) -> dict[str, str]:
+    await _service(request).cancel(task_id)
+    return {"id": task_id, "status": "cancel requested"}

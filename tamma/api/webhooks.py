@@ -1,0 +1,253 @@
+"""POST /webhooks/github and /webhooks/gitlab.
+
+Order of work, cheapest refusal first: size cap, signature/token (constant time, over the raw
+bytes), content type and JSON, then what the event means. An accepted event is durable in
+Temporal (workflow started or signalled) before the 2xx goes back; if Temporal cannot be
+reached the answer is 503 so the forge shows the failure and the delivery can be redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from tamma.api.events import Action, github_action, gitlab_action
+from tamma.api.metrics import Metrics
+from tamma.config import Settings
+from tamma.errors import TemporalUnavailable
+from tamma.models import ApprovalRequest, EventNote, IssueTaskInput
+from tamma.runtime.tasks import TaskService
+from tamma.workflows import search
+
+log = logging.getLogger("tamma.webhooks")
+router = APIRouter(tags=["webhooks"])
+Reply = tuple[int, dict[str, Any]]
+
+
+class WebhookError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status, self.detail = status, detail
+
+
+def github_signature_ok(body: bytes, header: str | None, secrets: list[str]) -> bool:
+    """X-Hub-Signature-256: sha256=HMAC(secret, raw body); any configured secret may match."""
+    if not header or not header.startswith("sha256="):
+        return False
+    given = header[7:].strip().lower()
+    ok = False
+    for secret in secrets:  # no early exit: every secret costs the same time
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        ok |= hmac.compare_digest(expected, given)
+    return ok
+
+
+def gitlab_token_ok(header: str | None, tokens: list[str]) -> bool:
+    if not header:
+        return False
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(token.encode(), header.encode())
+    return ok
+
+
+class Deliveries:
+    """Delivery ids seen recently: a redelivery gets the first answer and changes nothing.
+    Concurrent duplicates wait for the first one instead of racing it."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._done: OrderedDict[str, Reply] = OrderedDict()
+        self._running: dict[str, asyncio.Future[Reply]] = {}
+
+    async def once(self, key: str, work: Any) -> tuple[Reply, bool]:
+        if key in self._done:
+            return self._done[key], True
+        if key in self._running:
+            return await asyncio.shield(self._running[key]), True
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            reply: Reply = await work()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._running.pop(key, None)
+        future.set_result(reply)
+        if reply[0] < 500:
+            self._done[key] = reply
+            if len(self._done) > self.size:
+                self._done.popitem(last=False)
+        return reply, False
+
+
+class WebhookHub:
+    def __init__(self, settings: Settings, client: Client, metrics: Metrics) -> None:
+        self.settings = settings
+        self.cfg = settings.webhooks
+        self.tasks = TaskService(client, settings.temporal.task_queue)
+        self.client = client
+        self.metrics = metrics
+        self.deliveries = Deliveries()
+
+    async def read_body(self, request: Request) -> bytes:
+        cap = self.cfg.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > cap:
+            raise WebhookError(413, f"body of {declared} bytes exceeds webhooks.max_body_bytes ({cap})")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise WebhookError(413, f"body exceeds webhooks.max_body_bytes ({cap})")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def parse(body: bytes, content_type: str) -> dict[str, Any]:
+        kind = content_type.split(";")[0].strip().lower()
+        try:
+            if kind == "application/json":
+                data = json.loads(body)
+            elif kind == "application/x-www-form-urlencoded":
+                form = parse_qs(body.decode("utf-8"), strict_parsing=True)
+                data = json.loads(form["payload"][0])
+            else:
+                raise WebhookError(
+                    415,
+                    f"content type {kind or 'missing'} is not application/json or application/x-www-form-urlencoded",
+                )
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            raise WebhookError(400, f"malformed body: {str(exc)[:200]}") from None
+        if not isinstance(data, dict):
+            raise WebhookError(400, "malformed body: the payload is not a JSON object")
+        return data
+
+    async def github(self, request: Request) -> Reply:
+        secrets = [s.get_secret_value() for s in self.cfg.github_secrets]
+        if not secrets:
+            raise WebhookError(503, "GitHub webhooks are off: set webhooks.github_secrets (fail closed)")
+        body = await self.read_body(request)
+        if not github_signature_ok(body, request.headers.get("x-hub-signature-256"), secrets):
+            self.metrics.signature_failures.labels("github").inc()
+            raise WebhookError(401, "missing or invalid X-Hub-Signature-256")
+        event = request.headers.get("x-github-event")
+        if not event:
+            raise WebhookError(400, "missing X-GitHub-Event header")
+        payload = self.parse(body, request.headers.get("content-type", ""))
+        delivery = request.headers.get("x-github-delivery", "")
+        return await self._handle("github", event, delivery, lambda: github_action(event, payload, self.cfg))
+
+    async def gitlab(self, request: Request) -> Reply:
+        tokens = [s.get_secret_value() for s in self.cfg.gitlab_tokens]
+        if not tokens:
+            raise WebhookError(503, "GitLab webhooks are off: set webhooks.gitlab_tokens (fail closed)")
+        body = await self.read_body(request)
+        if not gitlab_token_ok(request.headers.get("x-gitlab-token"), tokens):
+            self.metrics.signature_failures.labels("gitlab").inc()
+            raise WebhookError(401, "missing or invalid X-Gitlab-Token")
+        event = request.headers.get("x-gitlab-event")
+        if not event:
+            raise WebhookError(400, "missing X-Gitlab-Event header")
+        payload = self.parse(body, request.headers.get("content-type", ""))
+        delivery = request.headers.get("x-gitlab-event-uuid", "")
+        return await self._handle("gitlab", event, delivery, lambda: gitlab_action(event, payload, self.cfg))
+
+    async def _handle(self, platform: str, event: str, delivery: str, interpret: Any) -> Reply:
+        async def work() -> Reply:
+            action: Action = interpret()
+            reply = await self.apply(action, f"{platform}:{delivery}" if delivery else "")
+            return reply
+
+        if delivery:
+            reply, duplicate = await self.deliveries.once(f"{platform}:{delivery}", work)
+            if duplicate:
+                reply = (reply[0], {**reply[1], "duplicate": True})
+        else:
+            reply = await work()
+        outcome = "duplicate" if reply[1].get("duplicate") else reply[1]["outcome"]
+        self.metrics.deliveries.labels(platform, event, outcome).inc()
+        if outcome == "ignored":
+            log.info("ignored %s %s delivery %s: %s", platform, event, delivery, reply[1]["reason"])
+        return reply
+
+    async def apply(self, action: Action, delivery: str) -> Reply:
+        if action.kind == "pong":
+            return 200, {"outcome": "pong"}
+        if action.kind == "ignore" or action.repo is None or action.issue is None:
+            return 202, {"outcome": "ignored", "reason": action.reason}
+        wid = search.workflow_id(action.repo.key, action.issue)
+        try:
+            if action.kind == "start":
+                inp = IssueTaskInput(repo=action.repo, issue_number=action.issue, options=self.settings.task_options())
+                await self.tasks.ensure_started(inp, rerun=action.rerun)
+                self.metrics.workflows.labels("started").inc()
+                return 200, {"outcome": "started", "task": wid, "reason": action.reason}
+            handle = self.client.get_workflow_handle(wid)
+            rpc = timedelta(seconds=5)
+            if action.kind == "cancel":
+                await handle.cancel(rpc_timeout=rpc)
+                return 200, {"outcome": "cancelled", "task": wid, "reason": action.reason}
+            arg: Any = (
+                ApprovalRequest(by=action.by, reason=action.text, delivery=delivery)
+                if action.signal in ("approve_signal", "reject_signal")
+                else EventNote(kind=action.text, delivery=delivery, detail=action.reason)
+            )
+            await handle.signal(action.signal or "", arg, rpc_timeout=rpc)
+            self.metrics.workflows.labels("signalled").inc()
+            return 200, {"outcome": "signalled", "task": wid, "signal": action.signal, "reason": action.reason}
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return 202, {"outcome": "ignored", "reason": f"no running task for {wid}"}
+            raise TemporalUnavailable(f"Temporal refused the {action.kind}: {exc.message}") from None
+        except RuntimeError as exc:  # the lazy client could not connect
+            raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
+
+
+def _respond(reply: Reply) -> JSONResponse:
+    return JSONResponse(reply[1], status_code=reply[0])
+
+
+async def _run(request: Request, platform: str) -> JSONResponse:
+    hub: WebhookHub = request.app.state.hub
+    try:
+        reply = await (hub.github(request) if platform == "github" else hub.gitlab(request))
+    except WebhookError as exc:
+        hub.metrics.deliveries.labels(
+            platform,
+            request.headers.get("x-github-event" if platform == "github" else "x-gitlab-event", "unknown"),
+            f"http_{exc.status}",
+        ).inc()
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    return _respond(reply)
+
+
+@router.post(
+    "/webhooks/github",
+    summary="GitHub webhook (X-Hub-Signature-256 over the raw body)",
+    responses={202: {"description": "ignored, with the reason"}, 401: {}, 413: {}, 415: {}, 503: {}},
+)
+async def github_webhook(request: Request) -> JSONResponse:
+    return await _run(request, "github")
+
+
+@router.post(
+    "/webhooks/gitlab",
+    summary="GitLab webhook (X-Gitlab-Token)",
+    responses={202: {"description": "ignored, with the reason"}, 401: {}, 413: {}, 415: {}, 503: {}},
+)
+async def gitlab_webhook(request: Request) -> JSONResponse:
+    return await _run(request, "gitlab")

@@ -1,0 +1,124 @@
+"""A real uvicorn server with the real app on 127.0.0.1, in its own thread and event loop,
+talking to the session's Temporal dev server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from tamma.api.app import create_app
+from tamma.api.auth import create_token
+from tamma.config import Settings
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+GITHUB_SECRET = "gh-webhook-secret"
+GITLAB_TOKEN = "gl-webhook-token"
+JWT_SECRET = "jwt-test-secret-with-enough-length-0123456789"
+
+
+@contextmanager
+def running_api(settings: Settings, config_path: Path | None = None) -> Iterator[str]:
+    app = create_app(settings, config_path=config_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "API server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture
+def api_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return with_sections(
+        settings,
+        webhooks={
+            "github_secrets": [GITHUB_SECRET, "previous-secret"],
+            "gitlab_tokens": [GITLAB_TOKEN],
+            "bot_login": "Codertocat",
+            "authorized_users": ["root"],
+            "rate_limit_per_min": 100_000,
+        },
+        api={"jwt_secret": JWT_SECRET},
+    )
+
+
+def with_sections(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    """A copy with some sections' fields changed, validated (secrets become SecretStr)."""
+    update = {}
+    for name, fields in sections.items():
+        current = getattr(settings, name)
+        update[name] = type(current).model_validate({**_plain(current), **fields})
+    return settings.model_copy(update=update)
+
+
+def _plain(model: Any) -> dict[str, Any]:
+    from pydantic import SecretStr
+
+    out: dict[str, Any] = {}
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+        out[key] = value
+    return out
+
+
+@pytest.fixture
+def api(api_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    with running_api(api_settings, tmp_path / "tamma.toml") as url:
+        yield url
+
+
+def token(settings: Settings, role: str, ttl: int = 600) -> str:
+    return create_token(settings.api, "tester", role, ttl)  # type: ignore[arg-type]
+
+
+def auth(settings: Settings, role: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token(settings, role)}"}
+
+
+def github_headers(
+    body: bytes, event: str, delivery: str, secret: str = GITHUB_SECRET, content_type: str = "application/json"
+) -> dict[str, str]:
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "x-github-event": event,
+        "x-github-delivery": delivery,
+        "x-hub-signature-256": sig,
+        "content-type": content_type,
+    }
+
+
+def load(rel: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / rel).read_text())
+    return data
+
+
+@pytest.fixture
+async def http(api: str) -> Any:
+    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+        yield client

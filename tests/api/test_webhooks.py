@@ -1,0 +1,190 @@
+"""Webhooks over real sockets: signatures, content types, limits, triggers, durability, dedupe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+import uuid
+from typing import Any
+
+import httpx
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from tamma.api.webhooks import github_signature_ok
+from tamma.config import Settings
+from tests.api.conftest import FIXTURES, GITLAB_TOKEN, github_headers, load, running_api, with_sections
+
+
+def test_github_known_answer_vector() -> None:
+    vector = json.loads((FIXTURES / "github" / "signature-test-vector.json").read_text())
+    assert github_signature_ok(vector["payload"].encode(), vector["signature"], [vector["secret"]])
+    assert github_signature_ok(vector["payload"].encode(), vector["signature"], ["rotated-out", vector["secret"]])
+    assert not github_signature_ok(vector["payload"].encode() + b" ", vector["signature"], [vector["secret"]])
+    assert not github_signature_ok(vector["payload"].encode(), vector["signature"], ["wrong"])
+
+
+async def post_github(
+    http: httpx.AsyncClient, payload: dict[str, Any] | bytes, event: str, delivery: str | None = None, **kw: Any
+) -> httpx.Response:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return await http.post(
+        "/webhooks/github", content=body, headers=github_headers(body, event, delivery or str(uuid.uuid4()), **kw)
+    )
+
+
+def with_repo(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    repo = dict(payload["repository"], full_name=name)
+    return {**payload, "repository": repo}
+
+
+async def test_assigned_to_bot_starts_durable_workflow(http: httpx.AsyncClient, client: Client) -> None:
+    name = f"octo-{uuid.uuid4().hex[:8]}/hello"
+    resp = await post_github(http, with_repo(load("github/issues/assigned.json"), name), "issues")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["outcome"] == "started" and body["task"] == f"tamma:github:{name}#1"
+    # Durable before the answer: the workflow exists in Temporal now.
+    desc = await client.get_workflow_handle(body["task"]).describe()
+    assert desc.status == WorkflowExecutionStatus.RUNNING
+
+
+async def test_form_encoded_delivery(http: httpx.AsyncClient, client: Client) -> None:
+    name = f"octo-{uuid.uuid4().hex[:8]}/form"
+    payload = json.dumps(with_repo(load("github/issues/labeled.json"), name))
+    body = urllib.parse.urlencode({"payload": payload}).encode()
+    resp = await http.post(
+        "/webhooks/github",
+        content=body,
+        headers=github_headers(body, "issues", str(uuid.uuid4()), content_type="application/x-www-form-urlencoded"),
+    )
+    assert resp.status_code == 202 and "not the trigger label" in resp.json()["reason"]
+
+
+async def test_bad_requests_are_refused_cheaply(http: httpx.AsyncClient) -> None:
+    payload = json.dumps(load("github/issues/assigned.json")).encode()
+    missing = await http.post(
+        "/webhooks/github", content=payload, headers={"x-github-event": "issues", "content-type": "application/json"}
+    )
+    assert missing.status_code == 401
+    forged = await post_github(http, payload, "issues", secret="not-the-secret")
+    assert forged.status_code == 401
+    tampered_headers = github_headers(payload, "issues", "d1")
+    tampered = await http.post("/webhooks/github", content=payload + b" ", headers=tampered_headers)
+    assert tampered.status_code == 401
+    wrong_type = await post_github(http, payload, "issues", content_type="text/plain")
+    assert wrong_type.status_code == 415
+    truncated = await post_github(http, payload[:100], "issues")
+    assert truncated.status_code == 400 and "malformed" in truncated.json()["detail"]
+    not_object = await post_github(http, b"[1, 2]", "issues")
+    assert not_object.status_code == 400
+    no_event = await http.post(
+        "/webhooks/github",
+        content=payload,
+        headers={k: v for k, v in github_headers(payload, "issues", "d2").items() if k != "x-github-event"},
+    )
+    assert no_event.status_code == 400
+    unknown = await post_github(http, load("github/star/created.json"), "star")
+    assert unknown.status_code == 202 and "not used by Tamma" in unknown.json()["reason"]
+    ping = await post_github(
+        http,
+        load("github/ping/default.json")
+        if (FIXTURES / "github/ping/default.json").exists()
+        else {"zen": "hi", "hook_id": 1},
+        "ping",
+    )
+    assert ping.status_code == 200 and ping.json()["outcome"] == "pong"
+
+
+async def test_huge_body_is_413(api_settings: Settings, tmp_path: Any) -> None:
+    small = with_sections(api_settings, webhooks={"max_body_bytes": 10_000})
+    with running_api(small, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            body = json.dumps(load("github/issues/assigned.json")).encode()  # ~14 KB
+            resp = await post_github(http, body, "issues")
+            assert resp.status_code == 413
+
+            async def chunks() -> Any:
+                yield body[:6000]
+                yield body[6000:]
+
+            chunked = await http.post(
+                "/webhooks/github", content=chunks(), headers=github_headers(body, "issues", "c1")
+            )
+            assert chunked.status_code == 413  # no content-length: capped while streaming
+
+
+async def test_unauthorised_commenter_and_unlisted_repo_are_ignored(api_settings: Settings, tmp_path: Any) -> None:
+    listed = with_sections(api_settings, webhooks={"repositories": ["github:Codertocat/Hello-World"]})
+    comment = load("github/issue_comment/created.json")
+    comment["comment"] = dict(comment["comment"], body="/tamma plan", author_association="NONE")
+    with running_api(listed, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            resp = await post_github(http, comment, "issue_comment")
+            assert resp.status_code == 202 and "is not authorised" in resp.json()["reason"]
+            other = await post_github(http, with_repo(load("github/issues/assigned.json"), "evil/repo"), "issues")
+            assert other.status_code == 202 and "not in webhooks.repositories" in other.json()["reason"]
+
+
+async def test_gitlab_token_and_events(http: httpx.AsyncClient, client: Client) -> None:
+    payload = load("gitlab/issue_hook/issue_open.json")
+    name = f"grp-{uuid.uuid4().hex[:6]}/sub/project"
+    payload["project"] = dict(payload["project"], path_with_namespace=name)
+    payload["assignees"] = [{"username": "Codertocat", "name": "bot"}]
+    body = json.dumps(payload).encode()
+    headers = {
+        "x-gitlab-event": "Issue Hook",
+        "x-gitlab-event-uuid": str(uuid.uuid4()),
+        "content-type": "application/json",
+    }
+    bad = await http.post("/webhooks/gitlab", content=body, headers={**headers, "x-gitlab-token": "nope"})
+    assert bad.status_code == 401
+    ok = await http.post("/webhooks/gitlab", content=body, headers={**headers, "x-gitlab-token": GITLAB_TOKEN})
+    assert ok.status_code == 200 and ok.json()["task"] == f"tamma:gitlab:{name}#23"
+    assert (await client.get_workflow_handle(ok.json()["task"]).describe()).status == WorkflowExecutionStatus.RUNNING
+    again = await http.post("/webhooks/gitlab", content=body, headers={**headers, "x-gitlab-token": GITLAB_TOKEN})
+    assert again.json()["duplicate"] is True
+
+
+async def test_fail_closed_without_secrets(settings: Settings, tmp_path: Any) -> None:
+    with running_api(settings, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            resp = await post_github(http, load("github/issues/assigned.json"), "issues")
+            assert resp.status_code == 503 and "fail closed" in resp.json()["detail"]
+            health = (await http.get("/health")).json()
+            assert health["webhooks"]["github"] == "off (no secret)"
+
+
+async def test_temporal_unreachable_answers_503(api_settings: Settings, tmp_path: Any) -> None:
+    down = with_sections(api_settings, temporal={"address": "127.0.0.1:1"})
+    with running_api(down, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            resp = await post_github(http, load("github/issues/assigned.json"), "issues", delivery="same")
+            assert resp.status_code == 503
+            again = await post_github(http, load("github/issues/assigned.json"), "issues", delivery="same")
+            assert again.status_code == 503  # a failed delivery is not remembered as done
+            assert (await http.get("/ready")).status_code == 503
+
+
+async def test_100_issues_times_10_duplicate_deliveries_make_100_workflows(
+    http: httpx.AsyncClient, client: Client
+) -> None:
+    name = f"load-{uuid.uuid4().hex[:8]}/repo"
+    base = with_repo(load("github/issues/assigned.json"), name)
+
+    async def deliver(issue: int, copy: int) -> int:
+        payload = {**base, "issue": dict(base["issue"], number=issue)}
+        # half are redeliveries of one delivery id, half are distinct deliveries of the same event
+        delivery = f"{name}-{issue}" if copy < 5 else f"{name}-{issue}-{copy}"
+        return (await post_github(http, payload, "issues", delivery=delivery)).status_code
+
+    sem = asyncio.Semaphore(50)
+
+    async def bounded(issue: int, copy: int) -> int:
+        async with sem:
+            return await deliver(issue, copy)
+
+    codes = await asyncio.gather(*(bounded(i, c) for i in range(1, 101) for c in range(10)))
+    assert set(codes) == {200}
+    found = [wf async for wf in client.list_workflows(f"TammaRepository = 'github:{name}'")]
+    assert len(found) == 100 and len({wf.id for wf in found}) == 100
