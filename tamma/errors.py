@@ -4,6 +4,7 @@
     ├── ConfigError                 settings missing, unreadable or invalid (not retryable)
     ├── NotFoundError               an issue, repository or task that does not exist (not retryable)
     ├── InvalidInputError           bad input from a user or a caller (not retryable)
+    │   └── NotReady                the task cannot take this now (e.g. no worker serves it)
     ├── PlatformError               a git platform failed (retryable unless said otherwise)
     │   ├── GitError                a git command failed
     │   └── MergeBlockedError       policy, conflicts or a dirty target forbid the merge (not retryable)
@@ -58,6 +59,12 @@ class InvalidInputError(TammaError):
     """Input from a user or caller is malformed."""
 
     exit_code = 2
+
+
+class NotReady(InvalidInputError):
+    """The request is valid but the task cannot take it now (no worker, wrong state)."""
+
+    exit_code = 6
 
 
 class PlatformError(TammaError):

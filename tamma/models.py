@@ -251,9 +251,12 @@ class TaskOptions(BaseModel):
     budget: Budget = Field(default_factory=Budget)
 
 
+MAX_ISSUE = 2**31 - 1  # forges number issues far below this; Temporal's Int attribute is 64-bit
+
+
 class IssueTaskInput(BaseModel):
     repo: RepoRef
-    issue_number: int = Field(ge=1)
+    issue_number: int = Field(ge=1, le=MAX_ISSUE)
     options: TaskOptions = Field(default_factory=TaskOptions)
 
 
@@ -279,6 +282,7 @@ class TaskState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     usage_by_step: dict[str, Usage] = Field(default_factory=dict)
     transcripts: list[str] = Field(default_factory=list, description="paths of recorded exchanges")
+    note: str = Field(default="", description="set when this is a partial view (no worker answered)")
 
 
 class TaskSummary(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from tamma.config import WebhookSettings
-from tamma.models import PlatformKind, RepoRef
+from tamma.models import MAX_ISSUE, PlatformKind, RepoRef
 
 Kind = Literal["start", "signal", "cancel", "ignore", "pong"]
 _BRANCH = re.compile(r"^tamma/issue-(\d+)$")
@@ -30,6 +30,13 @@ class Action(BaseModel):
     by: str = ""
     text: str = ""
     rerun: bool = False
+
+
+def _number(value: Any) -> int | None:
+    """An issue number we can act on, or None (missing, not an int, out of range)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ISSUE:
+        return value
+    return None
 
 
 def ignore(reason: str) -> Action:
@@ -99,9 +106,9 @@ def github_action(event: str, payload: dict[str, Any], cfg: WebhookSettings) -> 
 
 def _gh_issues(repo: RepoRef, action: str, p: dict[str, Any], cfg: WebhookSettings) -> Action:
     issue = p.get("issue") or {}
-    number = issue.get("number")
-    if not isinstance(number, int):
-        return ignore("issues event without an issue number")
+    number = _number(issue.get("number"))
+    if number is None:
+        return ignore("issues event without a usable issue number")
     bot = cfg.bot_login.lower()
     assignee = ((p.get("assignee") or {}).get("login") or "").lower()
     if action == "assigned":
@@ -133,7 +140,10 @@ def _gh_comment(repo: RepoRef, action: str, p: dict[str, Any], cfg: WebhookSetti
         return ignore(f"{author} ({association}) is not authorised to command Tamma")
     if "pull_request" in issue:
         return ignore("commands on pull requests are not supported; comment on the issue")
-    return _for_command(repo, issue["number"], *found, author)
+    number = _number(issue.get("number"))
+    if number is None:
+        return ignore("comment event without a usable issue number")
+    return _for_command(repo, number, *found, author)
 
 
 def _gh_pull(repo: RepoRef, action: str, p: dict[str, Any], cfg: WebhookSettings) -> Action:
@@ -210,9 +220,9 @@ def gitlab_action(event: str, payload: dict[str, Any], cfg: WebhookSettings) -> 
 
 
 def _gl_issue(repo: RepoRef, oa: dict[str, Any], p: dict[str, Any], cfg: WebhookSettings) -> Action:
-    number, action = oa.get("iid"), oa.get("action")
-    if not isinstance(number, int):
-        return ignore("Issue Hook without an iid")
+    number, action = _number(oa.get("iid")), oa.get("action")
+    if number is None:
+        return ignore("Issue Hook without a usable iid")
     if action == "close":
         return Action(
             kind="signal", signal="issue_changed", repo=repo, issue=number, text="closed", reason="issue closed"
@@ -241,4 +251,7 @@ def _gl_note(repo: RepoRef, oa: dict[str, Any], p: dict[str, Any], cfg: WebhookS
     # GitLab note events carry no author role, so only the allowlist can authorise.
     if author not in cfg.authorized_users:
         return ignore(f"{author} is not in webhooks.authorized_users")
-    return _for_command(repo, (p.get("issue") or {}).get("iid", 0), *found, author)
+    number = _number((p.get("issue") or {}).get("iid"))
+    if number is None:
+        return ignore("Note Hook without a usable issue iid")
+    return _for_command(repo, number, *found, author)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from tamma.api.auth import Operator, Viewer
 from tamma.api.events import allowed_repo
 from tamma.errors import InvalidInputError
-from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskSummary
+from tamma.models import MAX_ISSUE, IssueTaskInput, RepoRef, TaskState, TaskSummary
 from tamma.platforms.local import local_repo_ref
 from tamma.runtime.tasks import TaskService
 
@@ -29,7 +29,7 @@ class TaskCreate(BaseModel):
     repository: str = Field(
         description="local:/path/to/repo, github:owner/name or gitlab:group/project", examples=["github:octo/hello"]
     )
-    issue: int = Field(ge=1)
+    issue: int = Field(ge=1, le=MAX_ISSUE)
     yes: bool = Field(default=False, description="approve the plan without asking")
     rerun: bool = Field(default=False, description="start again even if the issue is done")
 
@@ -87,7 +87,7 @@ async def list_tasks(
     token = None
     if page_token:
         try:
-            token = base64.urlsafe_b64decode(page_token.encode())
+            token = base64.b64decode(page_token.encode(), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInputError("page_token is not a token this API returned") from None
     rows, nxt = await _service(request).page(status, repository, page_size, token)

@@ -168,9 +168,12 @@ class WebhookHub:
 
     async def _handle(self, platform: str, event: str, delivery: str, interpret: Any) -> Reply:
         async def work() -> Reply:
-            action: Action = interpret()
-            reply = await self.apply(action, f"{platform}:{delivery}" if delivery else "")
-            return reply
+            try:
+                action: Action = interpret()
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                # Signed, valid JSON, but not shaped like the event it claims to be.
+                return 400, {"outcome": "rejected", "reason": f"{event} payload has an unexpected shape: {exc!r}"[:300]}
+            return await self.apply(action, f"{platform}:{delivery}" if delivery else "")
 
         if delivery:
             reply, duplicate = await self.deliveries.once(f"{platform}:{delivery}", work)

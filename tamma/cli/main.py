@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,10 @@ async def _ensure_worker(session: Session) -> None:
     if not await session.external_workers():
         pid = spawn_background_worker(session.settings.data_dir, session.config_file)
         console.print(f"(background worker pid {pid} serves the task queue)")
+        for _ in range(150):  # until its first poll reaches the server
+            if await session.tasks.serving():
+                return
+            await asyncio.sleep(0.1)
 
 
 def _report(state: TaskState) -> int:
@@ -383,6 +388,10 @@ def server(
 
         settings = _settings(ctx)
         app_ = create_app(settings, config_path=ctx.obj)
+        # uvicorn drains, then re-raises the signal that stopped it; by then the shutdown was
+        # graceful, so the process should end with 0, not die by the signal.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: sys.exit(0))
         uvicorn.run(
             app_,
             host=host or settings.api.host,

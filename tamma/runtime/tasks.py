@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -25,8 +29,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from tamma.errors import InvalidInputError, NotFoundError, TemporalUnavailable
-from tamma.models import ApprovalRequest, IssueTaskInput, TaskState, TaskStatus, TaskSummary
+from tamma.errors import InvalidInputError, NotFoundError, NotReady, TemporalUnavailable
+from tamma.models import ApprovalRequest, IssueTaskInput, RepoRef, TaskState, TaskStatus, TaskSummary
 from tamma.workflows import search
 from tamma.workflows.issue import IssueWorkflow
 
@@ -102,12 +106,42 @@ class TaskService:
         if existing is None:
             raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
         handle = self.handle(wid)
-        if existing[0] == WorkflowExecutionStatus.RUNNING:
-            return await handle.query(IssueWorkflow.state_query, rpc_timeout=timedelta(seconds=query_timeout_s))
         if existing[0] == WorkflowExecutionStatus.COMPLETED:
             return await handle.result()
-        # Cancelled or terminated: the workflow still answers queries about its last state.
-        return await handle.query(IssueWorkflow.state_query, rpc_timeout=timedelta(seconds=query_timeout_s))
+        # Running, cancelled or terminated: the workflow answers queries about its state, but
+        # only through a worker; without one, answer what visibility knows instead of hanging.
+        try:
+            return await handle.query(IssueWorkflow.state_query, rpc_timeout=timedelta(seconds=query_timeout_s))
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            return await self._visible_state(wid, str(exc)[:200])
+
+    async def _visible_state(self, wid: str, why: str) -> TaskState:
+        desc = await self.client.get_workflow_handle(wid).describe()
+        sa = desc.typed_search_attributes
+        platform, _, rest = (sa.get(search.REPOSITORY) or "local:?").partition(":")
+        status = sa.get(search.STATUS) or TaskStatus.RUNNING.value
+        if desc.status in (WorkflowExecutionStatus.CANCELED, WorkflowExecutionStatus.TERMINATED):
+            status = TaskStatus.CANCELLED.value
+        return TaskState(
+            workflow_id=wid,
+            repo=RepoRef(
+                platform=platform if platform in ("local", "github", "gitlab") else "local",
+                locator=rest,
+            ),
+            issue_number=sa.get(search.ISSUE) or 0,
+            status=TaskStatus(status) if status in TaskStatus._value2member_map_ else TaskStatus.RUNNING,
+            note=f"partial view from visibility: no worker answered the state query ({why}); is a worker running?",
+        )
+
+    async def serving(self) -> bool:
+        """True when some worker polled the task queue recently."""
+        req = DescribeTaskQueueRequest(
+            namespace=self.client.namespace,
+            task_queue=TaskQueue(name=self.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        resp = await self.client.workflow_service.describe_task_queue(req)
+        return bool(resp.pollers)
 
     async def approve(self, wid: str, by: str, reason: str = "") -> TaskState:
         return await self._decide(wid, IssueWorkflow.approve, ApprovalRequest(by=by, reason=reason))
@@ -118,8 +152,20 @@ class TaskService:
         return await self._decide(wid, IssueWorkflow.reject, ApprovalRequest(by=by, reason=reason))
 
     async def _decide(self, wid: str, update: object, req: ApprovalRequest) -> TaskState:
+        existing = await self._describe(wid)
+        if existing is None:
+            raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
+        if existing[0] != WorkflowExecutionStatus.RUNNING:
+            raise InvalidInputError(f"task {wid} is not running; nothing to decide")
+        if not await self.serving():
+            raise NotReady(
+                f"no worker serves task queue {self.task_queue!r}, so task {wid} cannot take a "
+                "decision now; start one (`tamma worker` or `python worker.py`) and retry"
+            )
         try:
-            result: TaskState = await self.handle(wid).execute_update(update, req)  # type: ignore[call-overload]
+            result: TaskState = await self.handle(wid).execute_update(  # type: ignore[call-overload]
+                update, req, rpc_timeout=timedelta(seconds=30)
+            )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             raise InvalidInputError(f"task {wid} refused: {getattr(cause, 'message', None) or cause}") from None
@@ -142,7 +188,14 @@ class TaskService:
     ) -> tuple[list[TaskSummary], bytes | None]:
         """One page of tasks, newest first, and the token for the next page (None at the end)."""
         it = self.client.list_workflows(_query(status, repository), page_size=page_size, next_page_token=token)
-        await it.fetch_next_page()
+        try:
+            await it.fetch_next_page()
+        except RPCError as exc:
+            if token is not None and exc.status != RPCStatusCode.UNAVAILABLE:
+                raise InvalidInputError("page_token is not a token this API returned (or it expired)") from None
+            if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise InvalidInputError(f"cannot list tasks: {exc.message}") from None
+            raise TemporalUnavailable(f"cannot list tasks: {exc.message}") from None
         rows = [_summary(wf) for wf in it.current_page or []]
         return rows, it.next_page_token or None
 

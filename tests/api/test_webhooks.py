@@ -188,3 +188,32 @@ async def test_100_issues_times_10_duplicate_deliveries_make_100_workflows(
     assert set(codes) == {200}
     found = [wf async for wf in client.list_workflows(f"TammaRepository = 'github:{name}'")]
     assert len(found) == 100 and len({wf.id for wf in found}) == 100
+
+
+async def test_oddly_shaped_payloads_never_5xx(http: httpx.AsyncClient) -> None:
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("issues", {"repository": "not-an-object", "action": "assigned"}),
+        (
+            "issues",
+            {
+                "repository": {"full_name": "a/b"},
+                "action": "assigned",
+                "issue": {"number": 10**30},
+                "assignee": {"login": "Codertocat"},
+            },
+        ),
+        ("issues", {"repository": {"full_name": "a/b"}, "action": "assigned", "issue": "7"}),
+        (
+            "issue_comment",
+            {
+                "repository": {"full_name": "a/b"},
+                "action": "created",
+                "comment": {"body": "/tamma approve", "author_association": "OWNER"},
+                "issue": {},
+            },
+        ),
+        ("status", {"repository": {"full_name": "a/b"}, "state": "success", "branches": [{"name": 5}]}),
+    ]
+    for event, payload in cases:
+        resp = await post_github(http, payload, event)
+        assert resp.status_code in (200, 202, 400), (event, payload, resp.text)

@@ -1,0 +1,171 @@
+"""The task API against the real server and dev server: start, list (paginated), state,
+approve/reject, cancel, SSE logs; config read/validate/replace; ops endpoints; rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tomllib
+import urllib.parse
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client
+
+from tamma.config import Settings
+from tamma.demo import make_demo, make_sample_repo
+from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tamma.runtime.wiring import build_activities
+from tests.api.conftest import JWT_SECRET, auth, running_api, with_sections
+from tests.conftest import running_worker
+
+
+def q(task_id: str) -> str:
+    return urllib.parse.quote(task_id, safe="")
+
+
+async def test_task_lifecycle_over_http(
+    api_settings: Settings, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    settings = with_sections(api_settings, approval={"auto_approve": False}, llm={"transcript": str(DEMO_TRANSCRIPT)})
+    a, _ = make_demo(tmp_path / "a", settings.data_dir)
+    op, viewer = auth(settings, "operator"), auth(settings, "viewer")
+    with running_api(settings, tmp_path / "t.toml") as url:
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            running_worker(client, task_queue, build_activities(settings), settings),
+        ):
+            first = await http.post("/api/v1/tasks", json={"repository": f"local:{a.path}", "issue": 1}, headers=op)
+            assert first.status_code == 201 and first.json()["created"] is True
+            wid = first.json()["id"]
+            again = await http.post("/api/v1/tasks", json={"repository": f"local:{a.path}", "issue": 1}, headers=op)
+            assert again.json() == {"id": wid, "created": False}
+            a.create_issue("Fix off-by-one in paginate() again", "same bug, second report")
+            second = await http.post("/api/v1/tasks", json={"repository": f"local:{a.path}", "issue": 2}, headers=op)
+            bad = await http.post("/api/v1/tasks", json={"repository": "svn:x", "issue": 1}, headers=op)
+            assert bad.status_code == 400 and "must look like" in bad.json()["detail"]
+            invalid = await http.post("/api/v1/tasks", json={"repository": "github:a/b", "issue": 0}, headers=op)
+            assert invalid.status_code == 422
+            for _ in range(100):
+                state = (await http.get(f"/api/v1/tasks/{q(wid)}", headers=viewer)).json()
+                if state["status"] == "awaiting_approval":
+                    break
+                await asyncio.sleep(0.1)
+            assert state["plan"]["files"] == ["pager.py"]
+            # Paginated listing from visibility (eventually consistent: give it a moment).
+            params = {"page_size": 1, "status": "awaiting_approval", "repository": a.repo.key}
+            for _ in range(50):
+                page = (await http.get("/api/v1/tasks", params=params, headers=viewer)).json()
+                if page["next_page_token"]:
+                    break
+                await asyncio.sleep(0.1)
+            nxt = (
+                await http.get(
+                    "/api/v1/tasks", params={**params, "page_token": page["next_page_token"]}, headers=viewer
+                )
+            ).json()
+            ids = {page["tasks"][0]["workflow_id"], nxt["tasks"][0]["workflow_id"]}
+            assert ids == {wid, second.json()["id"]}
+            assert (await http.get("/api/v1/tasks", params={"page_token": "!!"}, headers=viewer)).status_code == 400
+            # Decide both: approve one (and watch its log stream), reject the other, then cancel nothing left.
+            approved = await http.post(f"/api/v1/tasks/{q(wid)}/approve", json={"reason": "ok"}, headers=op)
+            assert approved.status_code == 200
+            twice = await http.post(f"/api/v1/tasks/{q(wid)}/approve", json={}, headers=op)
+            assert twice.status_code == 400 and "already approved" in twice.json()["detail"]
+            async with http.stream("GET", f"/api/v1/tasks/{q(wid)}/logs", headers=viewer) as stream:
+                lines = [line async for line in stream.aiter_lines()]
+            events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+            assert events[-1]["status"] == "merged"
+            assert any(e.get("name") == "merge" and e.get("status") == "done" for e in events)
+            no_reason = await http.post(f"/api/v1/tasks/{q(second.json()['id'])}/reject", json={}, headers=op)
+            assert no_reason.status_code == 400
+            rejected = await http.post(
+                f"/api/v1/tasks/{q(second.json()['id'])}/reject", json={"reason": "no"}, headers=op
+            )
+            assert rejected.status_code == 200
+            missing = await http.get(f"/api/v1/tasks/{q('tamma:github:no/such#1')}", headers=viewer)
+            assert missing.status_code == 404
+            gone = await http.delete(f"/api/v1/tasks/{q(wid)}", headers=op)
+            assert gone.status_code == 400 and "already finished" in gone.json()["detail"]
+
+
+async def test_cancel_over_http(api_settings: Settings, client: Client, task_queue: str, tmp_path: Path) -> None:
+    settings = with_sections(api_settings, approval={"auto_approve": False}, llm={"transcript": str(DEMO_TRANSCRIPT)})
+    a, _ = make_demo(tmp_path / "a", settings.data_dir)
+    op = auth(settings, "operator")
+    with running_api(settings, tmp_path / "t.toml") as url:
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            running_worker(client, task_queue, build_activities(settings), settings),
+        ):
+            wid = (
+                await http.post("/api/v1/tasks", json={"repository": f"local:{a.path}", "issue": 1}, headers=op)
+            ).json()["id"]
+            assert (await http.delete(f"/api/v1/tasks/{q(wid)}", headers=op)).status_code == 202
+            for _ in range(100):
+                state = (await http.get(f"/api/v1/tasks/{q(wid)}", headers=op)).json()
+                if state["status"] == "cancelled":
+                    break
+                await asyncio.sleep(0.1)
+            assert state["status"] == "cancelled"
+
+
+async def test_config_read_validate_replace(http: httpx.AsyncClient, api_settings: Settings, tmp_path: Path) -> None:
+    admin, op = auth(api_settings, "admin"), auth(api_settings, "operator")
+    current = (await http.get("/api/v1/config", headers=op)).json()
+    text = json.dumps(current)
+    assert JWT_SECRET not in text and "gh-webhook-secret" not in text and "**********" in text
+    bad = (await http.post("/api/v1/config/validate", json={"worker": {"concurrency": 0}}, headers=op)).json()
+    assert bad["valid"] is False and bad["errors"][0].startswith("worker.concurrency")
+    good = (await http.post("/api/v1/config/validate", json={"worker": {"concurrency": 4}}, headers=op)).json()
+    assert good == {"valid": True, "errors": []}
+    path = tmp_path / "tamma.toml"
+    path.write_text("[worker]\nconcurrency = 2\n")
+    current["worker"]["concurrency"] = 5
+    refused = await http.put("/api/v1/config", json={**current, "worker": {"concurrency": -1}}, headers=admin)
+    assert refused.status_code == 422 and path.read_text() == "[worker]\nconcurrency = 2\n"
+    written = await http.put("/api/v1/config", json=current, headers=admin)
+    assert written.status_code == 200, written.text
+    saved = tomllib.loads(path.read_text())
+    assert saved["worker"]["concurrency"] == 5
+    assert saved["api"]["jwt_secret"] == JWT_SECRET  # the redacted placeholder kept the real value
+    assert Path(written.json()["backup"]).read_text() == "[worker]\nconcurrency = 2\n"
+
+
+async def test_ops_endpoints(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/live")).json() == {"status": "alive"}
+    assert (await http.get("/ready")).status_code == 200
+    health = (await http.get("/health")).json()
+    assert health["temporal"] == "reachable" and health["status"] == "ok"
+    await http.post("/webhooks/github", content=b"{}", headers={"x-github-event": "issues"})
+    metrics = (await http.get("/metrics")).text
+    assert 'tamma_webhook_signature_failures_total{platform="github"} 1.0' in metrics
+    assert "tamma_http_request_duration_seconds_bucket" in metrics
+    spec = (await http.get("/openapi.json")).json()
+    assert "/webhooks/github" in spec["paths"] and "/api/v1/tasks" in spec["paths"]
+    assert (await http.get("/docs")).status_code == 200
+
+
+async def test_rate_limit_answers_429_then_recovers(api_settings: Settings, tmp_path: Path) -> None:
+    limited = with_sections(api_settings, webhooks={"rate_limit_per_min": 60})  # one token a second
+    with running_api(limited, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            codes = await asyncio.gather(*(http.post("/webhooks/github", content=b"{}") for _ in range(75)))
+            by_code = {c: [r.status_code for r in codes].count(c) for c in (401, 429)}
+            # 60 in the bucket, plus at most a few refilled while the burst was in flight
+            assert 60 <= by_code[401] <= 63 and by_code[429] == 75 - by_code[401]
+            resp = await http.post("/webhooks/github", content=b"{}")
+            assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+            assert (await http.get("/health")).status_code == 200  # operations are not limited
+            await asyncio.sleep(1.2)
+            assert (await http.post("/webhooks/github", content=b"{}")).status_code == 401
+
+
+async def test_local_repository_must_exist(http: httpx.AsyncClient, api_settings: Settings, tmp_path: Path) -> None:
+    make_sample_repo(tmp_path / "r")
+    resp = await http.post(
+        "/api/v1/tasks",
+        json={"repository": f"local:{tmp_path / 'nope'}", "issue": 1},
+        headers=auth(api_settings, "operator"),
+    )
+    assert resp.status_code == 400 and "does not exist" in resp.json()["detail"]
