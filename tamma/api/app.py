@@ -6,8 +6,12 @@ environment at import time."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -139,13 +143,28 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
     return app
 
 
+def queued_stdout() -> logging.Handler:
+    """A handler that hands records to a writer thread (Python 3.11's dictConfig cannot wire a
+    QueueHandler to a listener by itself)."""
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    listener = logging.handlers.QueueListener(q, stream)
+    listener.start()
+    atexit.register(listener.stop)
+    return logging.handlers.QueueHandler(q)
+
+
 def access_log_config() -> dict[str, Any]:
-    """uvicorn log config: our JSON access lines instead of uvicorn's (which include queries)."""
+    """uvicorn log config: our JSON access lines instead of uvicorn's (which include queries).
+    Lines go through a queue to a writer thread, so a request never waits on stdout."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": "%(message)s"}},
-        "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
+        "handlers": {
+            "out": {"()": "tamma.api.app.queued_stdout"},
+        },
         "loggers": {
             "tamma": {"handlers": ["out"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"handlers": ["out"], "level": "INFO", "propagate": False},
