@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -92,3 +93,15 @@ async def running_worker(
 def git_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
     yield
+
+
+async def eventually(probe: Any, ok: Any, timeout_s: float = 10.0) -> Any:
+    """Temporal's visibility store is eventually consistent: poll `probe()` until `ok(value)`."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await probe()
+        if ok(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.1)

@@ -186,7 +186,12 @@ async def test_100_issues_times_10_duplicate_deliveries_make_100_workflows(
 
     codes = await asyncio.gather(*(bounded(i, c) for i in range(1, 101) for c in range(10)))
     assert set(codes) == {200}
-    found = [wf async for wf in client.list_workflows(f"TammaRepository = 'github:{name}'")]
+    # Visibility is eventually consistent: give the last starts a moment to be listed.
+    for _ in range(100):
+        found = [wf async for wf in client.list_workflows(f"TammaRepository = 'github:{name}'")]
+        if len(found) >= 100:
+            break
+        await asyncio.sleep(0.1)
     assert len(found) == 100 and len({wf.id for wf in found}) == 100
 
 

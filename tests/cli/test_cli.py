@@ -67,7 +67,11 @@ def test_issue_create_start_status_list(cli_env: dict[str, str], repo: Path) -> 
         assert expected in run.stdout
     status = tamma(cli_env, "status", "1", cwd=repo)
     assert "[merged]" in status.stdout and "✔ merge" in status.stdout
-    listing = tamma(cli_env, "list", "--status", "merged")
+    for _ in range(50):  # visibility is eventually consistent
+        listing = tamma(cli_env, "list", "--status", "merged", "--repository", f"local:{repo}")
+        if f"local:{repo}#1" in listing.stdout.replace("\n", ""):
+            break
+        time.sleep(0.2)
     assert f"local:{repo}#1" in listing.stdout.replace("\n", "")
     again = tamma(cli_env, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
     assert again.returncode == 0 and "Attached to" in again.stdout  # no second run of a merged issue

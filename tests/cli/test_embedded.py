@@ -54,7 +54,10 @@ def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:
         assert "Merge !1: Fix off-by-one in paginate()" in demo.stdout
         assert (tmp_path / "data" / "temporal" / "tamma.db").exists()
         first_pid = pid_file.read_text()
-        listed = tamma("list", "--status", "merged")
+        for _ in range(50):  # visibility is eventually consistent
+            listed = tamma("list", "--status", "merged")
+            if "pager#1" in listed.stdout:
+                break
         assert "pager#1" in listed.stdout and pid_file.read_text() == first_pid  # reused, not restarted
         stopped = tamma("temporal", "stop")
         assert "embedded server stopped" in stopped.stdout

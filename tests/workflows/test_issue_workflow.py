@@ -16,7 +16,7 @@ from tamma.platforms.local import LocalPlatform
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
-from tests.conftest import running_worker
+from tests.conftest import eventually, running_worker
 
 
 def git(repo: LocalPlatform, *args: str) -> str:
@@ -113,7 +113,8 @@ async def test_approval_timeout_escalates(
         state = await service.handle(wid).result()
     assert state.status == TaskStatus.ESCALATED
     assert "escalated" in platform.issue_comments(issue.number)[-1]["body"]
-    [row] = await service.list(status="escalated", repository=platform.repo.key)
+    rows = await eventually(lambda: service.list(status="escalated", repository=platform.repo.key), lambda r: r)
+    [row] = rows
     assert row.workflow_id == wid
 
 
@@ -127,8 +128,13 @@ async def test_two_starts_reach_one_workflow(
     wids = {wid for wid, _ in results}
     assert len(wids) == 1
     [wid] = wids
-    runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{wid}'")]
-    assert len(runs) == 1
+
+    async def runs_of() -> list[object]:
+        return [wf async for wf in client.list_workflows(f"WorkflowId = '{wid}'")]
+
+    runs = await eventually(runs_of, lambda r: len(r) >= 1)
+    await asyncio.sleep(0.5)  # a twin, had one been started, would be listed by now too
+    assert len(runs) == 1 and len(await runs_of()) == 1
     async with running_worker(client, task_queue, activities, settings):
         await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL)
         again, created = await service.start(inp)  # a later start attaches
