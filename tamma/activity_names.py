@@ -12,6 +12,7 @@ CI_STATUS = "ci_status"
 REVIEW_COMMENTS = "review_comments"
 MERGE = "merge"
 COMMENT = "comment_issue"
+PROGRESS = "update_progress"
 
 #: activities that hold a workspace and run code; they go to the heavy task queue, whose
 #: worker's concurrency bounds how many issues are being coded or tested at once.

@@ -151,6 +151,26 @@ class ApiSettings(BaseModel):
     jwt_audience: str | None = None
 
 
+class GitHubSettings(BaseModel):
+    token: SecretStr | None = Field(default=None, description="a PAT; GITHUB_TOKEN is read too")
+    app_id: int | None = Field(default=None, description="GitHub App auth instead of a token")
+    app_private_key: SecretStr | None = Field(default=None, description="the App's PEM key (text or path)")
+    installation_id: int | None = None
+    base_url: str = Field(default="https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3")
+    git_url: str | None = Field(default=None, description="clone URL template with {repo}; default from base_url")
+    merge_method: Literal["merge", "squash", "rebase"] = "squash"
+    draft: bool = False
+    timeout_s: float = 30.0
+
+
+class GitLabSettings(BaseModel):
+    token: SecretStr | None = Field(default=None, description="personal, project or group token; GITLAB_TOKEN too")
+    base_url: str = "https://gitlab.com"
+    git_url: str | None = Field(default=None, description="clone URL template with {repo}; default from base_url")
+    squash: bool = True
+    timeout_s: float = 30.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TAMMA_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -166,6 +186,8 @@ class Settings(BaseSettings):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
+    gitlab: GitLabSettings = Field(default_factory=GitLabSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -257,9 +279,13 @@ def _vendor_env_keys(overrides: dict[str, Any]) -> dict[str, Any]:
     ):
         if os.environ.get(var) and not os.environ.get(f"TAMMA_LLM__{key.upper()}"):
             llm[key] = os.environ[var]
-    if not llm or "llm" in overrides:
-        return overrides
-    return {**overrides, "llm": llm}
+    result = dict(overrides)
+    if llm and "llm" not in overrides:
+        result["llm"] = llm
+    for var, section in (("GITHUB_TOKEN", "github"), ("GITLAB_TOKEN", "gitlab")):
+        if os.environ.get(var) and not os.environ.get(f"TAMMA_{section.upper()}__TOKEN") and section not in overrides:
+            result[section] = {"token": os.environ[var]}
+    return result
 
 
 def _check_toml(path: Path) -> None:

@@ -106,6 +106,7 @@ class IssueActivities:
             self.review_comments,
             self.merge,
             self.comment_issue,
+            self.update_progress,
         ]
 
     def heavy(self) -> list[Callable[..., object]]:
@@ -173,13 +174,18 @@ class IssueActivities:
     async def comment_issue(self, inp: CommentInput) -> None:
         await self.platforms(inp.repo).comment_issue(inp.issue_number, inp.body)
 
+    @activity.defn(name=names.PROGRESS)
+    @temporal_errors
+    async def update_progress(self, inp: CommentInput) -> None:
+        await self.platforms(inp.repo).upsert_progress(inp.issue_number, inp.body)
+
     # ---- heavy steps (own task queue, heartbeating) ------------------------------------------
 
     @activity.defn(name=names.IMPLEMENT)
     @temporal_errors
     async def implement(self, inp: ImplementInput) -> ImplementResult:
         platform = self.platforms(inp.repo)
-        async with _heartbeating(), self._workspace(platform.clone_url(), inp.branch) as ws:
+        async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
             if await ws.head_iteration() == inp.iteration:
                 # An earlier attempt pushed this iteration and died before reporting it.
                 return ImplementResult(commit=await ws.head(), reused=True, summary="already pushed")
@@ -221,7 +227,7 @@ class IssueActivities:
     @temporal_errors
     async def run_tests(self, inp: TestInput) -> TestReport:
         platform = self.platforms(inp.repo)
-        async with _heartbeating(), self._workspace(platform.clone_url(), inp.branch) as ws:
+        async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
             argv = resolve_test_command(ws.root, self.config.test_command)
             result = await run_sandboxed(argv, ws.root, self.config.sandbox, self.secrets)
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
@@ -239,8 +245,8 @@ class IssueActivities:
             return report
 
     @asynccontextmanager
-    async def _workspace(self, url: str, branch: str) -> AsyncIterator[Workspace]:
-        ws = await Workspace.clone(url, branch, self.config.work_dir)
+    async def _workspace(self, platform: GitPlatform, branch: str) -> AsyncIterator[Workspace]:
+        ws = await Workspace.clone(platform.clone_url(), branch, self.config.work_dir, platform.git_env())
         try:
             yield ws
         finally:

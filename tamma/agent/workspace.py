@@ -19,16 +19,18 @@ TRAILER = "Tamma-Iteration"
 
 
 class Workspace:
-    def __init__(self, root: Path, branch: str) -> None:
+    def __init__(self, root: Path, branch: str, env: dict[str, str] | None = None) -> None:
         self.root = root
         self.branch = branch
+        self.env = env or {}
 
     @classmethod
-    async def clone(cls, url: str, branch: str, work_dir: Path) -> Workspace:
+    async def clone(cls, url: str, branch: str, work_dir: Path, env: dict[str, str] | None = None) -> Workspace:
+        """`env` carries the forge's credentials to git (never into .git/config or the sandbox)."""
         work_dir.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="ws-", dir=work_dir))
-        await git("clone", "--quiet", "--branch", branch, "--single-branch", url, str(root))
-        return cls(root, branch)
+        await git("clone", "--quiet", "--branch", branch, "--single-branch", url, str(root), env=env)
+        return cls(root, branch, env)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -63,5 +65,5 @@ class Workspace:
         await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
         await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
-        await git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.root)
+        await git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env)
         return await self.head()

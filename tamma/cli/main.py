@@ -29,7 +29,7 @@ from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.background import spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import stop_embedded_server
 from tamma.runtime.process import exit_now
-from tamma.runtime.wiring import provider_description, sandbox_policy
+from tamma.runtime.wiring import detect_repo, platform_factory, provider_description, sandbox_policy
 from tamma.runtime.worker import serve
 from tamma.workflows import search
 
@@ -118,8 +118,8 @@ async def _start(
     ctx: typer.Context, number: int, repo: Path, yes: bool, rerun: bool, detach: bool, transcript: Path | None
 ) -> int:
     settings = _settings(ctx)
-    ref = local_repo_ref(repo)
-    await LocalPlatform(ref, settings.data_dir).get_issue(number)  # fail before creating anything
+    ref = detect_repo(settings, repo)
+    await platform_factory(settings)(ref).get_issue(number)  # fail before creating anything
     return await run_task(
         settings,
         ref,
@@ -210,14 +210,14 @@ def _print_ui_link(session: Session, wid: str) -> None:
         console.print(f"Web UI: http://127.0.0.1:{port}/namespaces/{session.settings.temporal.namespace}/workflows")
 
 
-def task_id(arg: str, repo: Path) -> str:
+def task_id(arg: str, repo: Path, settings: Settings) -> str:
     """A workflow id, or an issue number (`12`, `#12`) of the repository at `repo`."""
     if arg.startswith("tamma:"):
         return arg
     digits = arg.lstrip("#")
     if not digits.isdigit():
         raise InvalidInputError(f"{arg!r} is neither a task id (tamma:…) nor an issue number")
-    return search.workflow_id(local_repo_ref(repo).key, int(digits))
+    return search.workflow_id(detect_repo(settings, repo).key, int(digits))
 
 
 IdArg = Annotated[str, typer.Argument(help="task id, or issue number in --repo")]
@@ -234,7 +234,7 @@ def status(
 
     async def go() -> int:
         settings = _settings(ctx)
-        wid = task_id(task, repo)
+        wid = task_id(task, repo, settings)
         async with open_session(settings, console, ctx.obj) as session:
             if follow_:
                 return await _follow_to_end(session, wid)
@@ -277,7 +277,7 @@ def approve(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."), reason: 
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
             await _ensure_worker(session)
-            await session.tasks.approve(task_id(task, repo), by="cli", reason=reason)
+            await session.tasks.approve(task_id(task, repo, session.settings), by="cli", reason=reason)
             console.print("approved")
 
     run_or_exit(lambda: asyncio.run(go()))
@@ -292,7 +292,7 @@ def reject(
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
             await _ensure_worker(session)
-            await session.tasks.reject(task_id(task, repo), by="cli", reason=reason)
+            await session.tasks.reject(task_id(task, repo, session.settings), by="cli", reason=reason)
             console.print("rejected")
 
     run_or_exit(lambda: asyncio.run(go()))
@@ -305,7 +305,7 @@ def cancel(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path(".")) -> None:
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
             await _ensure_worker(session)
-            await session.tasks.cancel(task_id(task, repo))
+            await session.tasks.cancel(task_id(task, repo, session.settings))
             console.print("cancel requested")
 
     run_or_exit(lambda: asyncio.run(go()))

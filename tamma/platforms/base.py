@@ -21,8 +21,16 @@ class GitPlatform(Protocol):
 
     async def default_branch(self) -> str: ...
 
+    async def upsert_progress(self, number: int, body: str) -> None:
+        """Create or edit Tamma's one progress comment on the issue."""
+        ...
+
     def clone_url(self) -> str:
         """A URL or path `git clone` accepts; it must carry no secret that could reach logs."""
+        ...
+
+    def git_env(self) -> dict[str, str]:
+        """Environment for git commands against clone_url (credentials travel here, not in URLs)."""
         ...
 
     async def ensure_branch(self, branch: str, base: str) -> str:

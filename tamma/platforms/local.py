@@ -45,6 +45,13 @@ def resolve_local_repo(path: Path | str) -> Path:
     return Path(rev_parse("--show-toplevel"))
 
 
+def remote_url(repo_path: Path, remote: str = "origin") -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo_path), "remote", "get-url", remote], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def local_repo_ref(path: Path | str) -> RepoRef:
     return RepoRef(platform="local", locator=str(resolve_local_repo(path)))
 
@@ -142,10 +149,22 @@ class LocalPlatform:
             record["comments"].append({"author": "tamma", "body": body, "at": _now()})
             self.store.write("issues", number, record)
 
+    async def upsert_progress(self, number: int, body: str) -> None:
+        with self.store.locked():
+            record = self._issue_record(number)
+            record["progress"] = body
+            self.store.write("issues", number, record)
+
+    def progress(self, number: int) -> str:
+        return str(self._issue_record(number).get("progress", ""))
+
     # ---- branches ----------------------------------------------------------------------------
 
     def clone_url(self) -> str:
         return str(self.path)
+
+    def git_env(self) -> dict[str, str]:
+        return {}
 
     async def default_branch(self) -> str:
         head = await git("symbolic-ref", "--short", "HEAD", cwd=self.path, check=False)

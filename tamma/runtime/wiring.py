@@ -22,7 +22,13 @@ def platform_factory(settings: Settings) -> PlatformFactory:
     def make(repo: RepoRef) -> GitPlatform:
         if repo.platform == "local":
             return LocalPlatform(repo, settings.data_dir)
-        raise ConfigError(f"the {repo.platform} platform is not built yet; only local repositories work")
+        if repo.platform == "github":
+            from tamma.platforms.github import GitHubPlatform
+
+            return GitHubPlatform(repo, settings.github, settings.webhooks.bot_login)
+        from tamma.platforms.gitlab import GitLabPlatform
+
+        return GitLabPlatform(repo, settings.gitlab, settings.webhooks.bot_login)
 
     return make
 
@@ -132,3 +138,51 @@ def build_activities(settings: Settings) -> IssueActivities:
         record=settings.llm.record,
         output_retries=settings.llm.output_retries,
     )
+
+
+def detect_repo(settings: Settings, path: Path | str) -> RepoRef:
+    """Which forge a working copy belongs to: GitHub or GitLab when its `origin` points at one
+    Tamma has credentials for, else the local platform. An allowlist, when set, must name it."""
+    from tamma.platforms.local import local_repo_ref, remote_url
+
+    local = local_repo_ref(path)
+    url = remote_url(Path(local.locator))
+    ref = local
+    if url:
+        gh_host = _host(settings.github.git_url or settings.github.base_url.replace("api.github.com", "github.com"))
+        gl_host = _host(settings.gitlab.git_url or settings.gitlab.base_url)
+        host, name = _parse_remote(url)
+        if host and name and host == gh_host and (settings.github.token or settings.github.app_id):
+            ref = RepoRef(platform="github", locator=name)
+        elif host and name and host == gl_host and settings.gitlab.token:
+            ref = RepoRef(platform="gitlab", locator=name)
+    allowed = settings.webhooks.repositories
+    if ref.platform != "local" and allowed and ref.key not in allowed and ref.locator not in allowed:
+        raise ConfigError(f"{ref.key} is not in webhooks.repositories, the list of repositories Tamma may act on")
+    return ref
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}"
+
+
+def _parse_remote(url: str) -> tuple[str, str]:
+    """(host, owner/name) from https://host/owner/name(.git) or git@host:owner/name(.git)."""
+    from urllib.parse import urlsplit
+
+    if "://" in url:
+        parts = urlsplit(url)
+        host = f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+        path = parts.path
+    elif ":" in url and "@" in url.split(":", 1)[0]:
+        userhost, path = url.split(":", 1)
+        host = userhost.split("@", 1)[1]
+    else:
+        return "", ""
+    name = path.strip("/").removesuffix(".git")
+    return host, name if "/" in name else ""

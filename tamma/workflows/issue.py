@@ -190,6 +190,7 @@ class IssueWorkflow:
         )
         plan = self.state.plan = planned.plan
         self._spend(StepName.PLAN, planned.usage, planned.transcript_path)
+        await self._progress()
         if not await self._approval(issue, analysis, plan):
             return
         branch = f"tamma/issue-{issue.number}"
@@ -210,6 +211,7 @@ class IssueWorkflow:
             detail=lambda p: p.url,
         )
         self.state.pull_request = pr
+        await self._progress()
         for _ in range(opts.max_review_rounds + 1):
             await self._wait_for_ci(pr)
             feedback = await self._new_review_feedback(pr)
@@ -227,6 +229,7 @@ class IssueWorkflow:
         self.state.merge_sha = merged.sha
         self.state.pull_request = pr.model_copy(update={"state": "merged", "merge_sha": merged.sha})
         self._finish(TaskStatus.MERGED, f"merged as {merged.sha[:10]}")
+        await self._progress()
 
     async def _approval(self, issue: Issue, analysis: Analysis, plan: Plan) -> bool:
         reasons = blocking_reasons(self.opts.policy, analysis, plan)
@@ -387,6 +390,29 @@ class IssueWorkflow:
                     self.state.usage = self.state.usage.plus(Usage.model_validate(spent))
                 raise BudgetStop(f"{name}: {reason}") from None
             raise StepFailed(f"{name} failed: {reason}") from None
+
+    async def _progress(self) -> None:
+        """Edit the one progress comment on the issue: plan, checklist, PR, cost. Best effort."""
+        s = self.state
+        lines = [f"**Tamma** is working on this issue — status: `{s.status.value}`", ""]
+        if s.plan:
+            lines += [f"Plan: {s.plan.summary}", ""]
+        lines += [
+            f"- [{'x' if r.status == 'done' else ' '}] {r.name.value}" + (f" — {r.detail}" if r.detail else "")
+            for r in s.steps
+        ]
+        if s.pull_request:
+            lines += ["", f"Pull request: {s.pull_request.url}"]
+        if s.usage.calls:
+            lines += ["", f"Model usage: {s.usage.tokens} tokens, ${s.usage.cost_usd:.4f}"]
+        try:
+            await self._activity(
+                names.PROGRESS,
+                CommentInput(repo=self.inp.repo, issue_number=self.inp.issue_number, body="\n".join(lines)),
+                type(None),
+            )
+        except StepFailed as exc:
+            workflow.logger.warning("could not update the progress comment: %s", exc)
 
     async def _comment(self, number: int, body: str) -> None:
         try:

@@ -50,12 +50,12 @@ def serve(responder: Responder) -> Iterator[StandIn]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            req = Request("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+            req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
             requests.append(req)
             reply = responder(req)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
-            data = json.dumps(reply.body).encode()
+            data = b"" if reply.status == 204 else json.dumps(reply.body).encode()
             try:
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")
@@ -66,6 +66,8 @@ def serve(responder: Responder) -> Iterator[StandIn]:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
+
+        do_GET = do_PUT = do_PATCH = do_DELETE = do_POST  # noqa: N815
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -1,0 +1,44 @@
+"""What the GitHub and GitLab platforms share: git auth kept out of URLs, marked comments,
+CI roll-up, and the branch naming that ties a forge event back to its issue."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from urllib.parse import urlsplit
+
+from tamma.models import CIStatus
+
+PROGRESS_MARK = "<!-- tamma:progress -->"
+
+
+def comment_mark(body: str) -> str:
+    """A hidden marker that identifies a comment by its content, so a retried post is skipped."""
+    return f"<!-- tamma:{hashlib.sha256(body.encode()).hexdigest()[:16]} -->"
+
+
+def git_auth_env(clone_url: str, user: str, token: str) -> dict[str, str]:
+    """Credentials for git over HTTPS as an extra header set through the environment: the token
+    never appears in a URL, a command line, .git/config or a log line."""
+    if not clone_url.startswith(("http://", "https://")):
+        return {}
+    parts = urlsplit(clone_url)
+    basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{parts.netloc}/.extraheader",
+        "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
+    }
+
+
+def roll_up(states: list[tuple[str, str]]) -> CIStatus:
+    """Combine (name, state) pairs, each success, failure or pending, into one CI state."""
+    failed = [n for n, s in states if s == "failure"]
+    pending = [n for n, s in states if s == "pending"]
+    if failed:
+        return CIStatus(state="failure", detail=f"failed: {', '.join(failed[:5])}")
+    if pending:
+        return CIStatus(state="pending", detail=f"waiting for: {', '.join(pending[:5])}")
+    if not states:
+        return CIStatus(state="pending", detail="no checks reported yet")
+    return CIStatus(state="success", detail=f"{len(states)} check(s) passed")

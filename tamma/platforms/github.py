@@ -1,0 +1,291 @@
+"""GitHub through PyGithub: issues, one progress comment, branches via the refs API, pull
+requests, check runs + combined status, reviews, merge.
+
+PyGithub is synchronous; calls run in a thread. Its own retries and request pacing are off:
+Temporal retries the activity, with the delay GitHub asks for on rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import github
+import requests
+from github import Auth, Github, GithubException
+
+from tamma.config import GitHubSettings
+from tamma.errors import (
+    ConfigError,
+    InvalidInputError,
+    MergeBlockedError,
+    NotFoundError,
+    PlatformError,
+    TammaError,
+)
+from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+from tamma.platforms.forge import PROGRESS_MARK, comment_mark, git_auth_env, roll_up
+
+T = TypeVar("T")
+_NEEDS = "a token with repo scope (classic) or contents, issues, pull requests and statuses: write (fine-grained)"
+
+
+def map_github_error(exc: Exception, what: str) -> TammaError:
+    if isinstance(exc, requests.RequestException):
+        return PlatformError(f"GitHub did not answer {what} ({type(exc).__name__}); will retry")
+    if not isinstance(exc, GithubException):
+        raise exc
+    status, headers = exc.status, {k.lower(): v for k, v in (exc.headers or {}).items()}
+    message = (exc.data or {}).get("message", "") if isinstance(exc.data, dict) else str(exc.data)
+    if status == 401:
+        return PlatformError(
+            f"GitHub refused the credentials (401) for {what}; set github.token "
+            "(GITHUB_TOKEN) or the GitHub App settings",
+            retryable=False,
+        )
+    if status in (403, 429) and (
+        headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers or "rate limit" in message.lower()
+    ):
+        wait = float(headers["retry-after"]) if "retry-after" in headers else None
+        if wait is None and "x-ratelimit-reset" in headers:
+            wait = max(1.0, float(headers["x-ratelimit-reset"]) - time.time())
+        return PlatformError(f"GitHub rate limit ({status}) on {what}: {message}", retry_after_s=wait or 60.0)
+    if status == 403:
+        return PlatformError(f"GitHub denied {what} (403: {message}); Tamma needs {_NEEDS}", retryable=False)
+    if status == 404:
+        return NotFoundError(
+            f"GitHub has no {what} (404), or the token cannot see it; check the repository "
+            f"name and that the token has {_NEEDS}"
+        )
+    if status in (405, 409):
+        return MergeBlockedError(f"GitHub refused {what} ({status}): {message}")
+    if status == 422:
+        return InvalidInputError(f"GitHub rejected {what} (422): {message}")
+    return PlatformError(f"GitHub failed {what} ({status}): {message}")
+
+
+class GitHubPlatform:
+    def __init__(self, repo: RepoRef, settings: GitHubSettings, bot_login: str = "") -> None:
+        if repo.platform != "github":
+            raise InvalidInputError(f"GitHubPlatform cannot serve {repo.key}")
+        self.repo = repo
+        self.settings = settings
+        self.bot_login = bot_login
+        self.owner = repo.locator.split("/")[0]
+        self.gh = Github(
+            auth=self._auth(settings),
+            base_url=settings.base_url,
+            timeout=int(settings.timeout_s),
+            retry=None,
+            per_page=100,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            lazy=True,
+        )
+        self._repo = self.gh.get_repo(repo.locator)
+
+    @staticmethod
+    def _auth(s: GitHubSettings) -> Auth.Auth:
+        if s.token is not None:
+            return Auth.Token(s.token.get_secret_value())
+        if s.app_id is not None and s.app_private_key is not None and s.installation_id is not None:
+            key = s.app_private_key.get_secret_value()
+            if "-----BEGIN" not in key:
+                key = Path(key).expanduser().read_text(encoding="utf-8")
+            # Installation tokens last an hour; PyGithub refreshes them before they expire.
+            return Auth.AppAuth(s.app_id, key).get_installation_auth(s.installation_id)
+        raise ConfigError(
+            "GitHub needs github.token (or GITHUB_TOKEN), or github.app_id + app_private_key + installation_id"
+        )
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except (GithubException, requests.RequestException) as exc:
+            raise map_github_error(exc, what) from None
+
+    # ---- issues ------------------------------------------------------------------------------
+
+    async def get_issue(self, number: int) -> Issue:
+        def get() -> Issue:
+            i = self._repo.get_issue(number)
+            if i.pull_request is not None:
+                raise NotFoundError(f"#{number} in {self.repo.locator} is a pull request, not an issue")
+            return Issue(
+                number=i.number,
+                title=i.title,
+                body=i.body or "",
+                author=i.user.login if i.user else "",
+                state="closed" if i.state == "closed" else "open",
+                labels=[lbl.name for lbl in i.labels],
+                url=i.html_url,
+            )
+
+        return await self._call(f"issue #{number} of {self.repo.locator}", get)
+
+    async def comment_issue(self, number: int, body: str) -> None:
+        marked = f"{body}\n\n{comment_mark(body)}"
+
+        def post() -> None:
+            issue = self._repo.get_issue(number)
+            if any(comment_mark(body) in (c.body or "") for c in issue.get_comments()):
+                return  # an earlier attempt posted it
+            issue.create_comment(marked)
+
+        await self._call(f"a comment on #{number}", post)
+
+    async def upsert_progress(self, number: int, body: str) -> None:
+        text = f"{PROGRESS_MARK}\n{body}"
+
+        def upsert() -> None:
+            issue = self._repo.get_issue(number)
+            mine = next((c for c in issue.get_comments() if PROGRESS_MARK in (c.body or "")), None)
+            if mine is None:
+                issue.create_comment(text)
+            elif mine.body != text:
+                mine.edit(text)
+
+        await self._call(f"the progress comment on #{number}", upsert)
+
+    # ---- git ---------------------------------------------------------------------------------
+
+    def clone_url(self) -> str:
+        if self.settings.git_url:
+            return self.settings.git_url.format(repo=self.repo.locator)
+        api = urlsplit(self.settings.base_url)
+        host = "github.com" if api.netloc == "api.github.com" else api.netloc
+        return f"{api.scheme}://{host}/{self.repo.locator}.git"
+
+    def git_env(self) -> dict[str, str]:
+        token = self.settings.token.get_secret_value() if self.settings.token else ""
+        if not token:
+            token = getattr(self.gh.requester.auth, "token", "") or ""
+        return git_auth_env(self.clone_url(), "x-access-token", token) if token else {}
+
+    async def default_branch(self) -> str:
+        return await self._call(f"repository {self.repo.locator}", lambda: self._repo.default_branch)
+
+    async def ensure_branch(self, branch: str, base: str) -> str:
+        def ensure() -> str:
+            try:
+                return self._repo.get_git_ref(f"heads/{branch}").object.sha
+            except GithubException as exc:
+                if exc.status != 404:
+                    raise
+            sha = self._repo.get_branch(base).commit.sha
+            try:
+                self._repo.create_git_ref(f"refs/heads/{branch}", sha)
+            except GithubException as exc:
+                if exc.status != 422:  # created meanwhile by a racing attempt
+                    raise
+                return self._repo.get_git_ref(f"heads/{branch}").object.sha
+            return sha
+
+        return await self._call(f"branch {branch}", ensure)
+
+    # ---- pull requests -----------------------------------------------------------------------
+
+    def _pr(self, p: Any) -> PullRequest:
+        state = "merged" if p.merged else ("closed" if p.state == "closed" else "open")
+        return PullRequest(
+            number=p.number,
+            branch=p.head.ref,
+            base=p.base.ref,
+            title=p.title,
+            body=p.body or "",
+            url=p.html_url,
+            state=state,
+            head_sha=p.head.sha,
+            merge_sha=p.merge_commit_sha or "" if p.merged else "",
+        )
+
+    def _find(self, branch: str) -> PullRequest | None:
+        for p in self._repo.get_pulls(state="open", head=f"{self.owner}:{branch}"):
+            return self._pr(p)
+        return None
+
+    async def find_pull_request(self, branch: str) -> PullRequest | None:
+        return await self._call(f"pull requests for {branch}", lambda: self._find(branch))
+
+    async def get_pull_request(self, number: int) -> PullRequest:
+        return await self._call(f"pull request #{number}", lambda: self._pr(self._repo.get_pull(number)))
+
+    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+        def create() -> PullRequest:
+            found = self._find(branch)
+            if found is not None:
+                return found
+            try:
+                return self._pr(
+                    self._repo.create_pull(base=base, head=branch, title=title, body=body, draft=self.settings.draft)
+                )
+            except GithubException as exc:
+                if exc.status == 422 and (again := self._find(branch)) is not None:
+                    return again  # "A pull request already exists": reuse it
+                raise
+
+        return await self._call(f"a pull request for {branch}", create)
+
+    async def report_tests(self, sha: str, report: TestReport) -> None:
+        def post() -> None:
+            self._repo.get_commit(sha).create_status(
+                state="success" if report.passed else "failure", context="tamma/tests", description=report.summary[:140]
+            )
+
+        await self._call(f"a commit status on {sha[:10]}", post)
+
+    async def ci_status(self, pr: PullRequest) -> CIStatus:
+        def status() -> CIStatus:
+            head = self._repo.get_pull(pr.number).head.sha
+            commit = self._repo.get_commit(head)
+            states: list[tuple[str, str]] = []
+            for run in commit.get_check_runs():
+                if run.status != "completed":
+                    states.append((run.name, "pending"))
+                else:
+                    ok = run.conclusion in ("success", "neutral", "skipped")
+                    states.append((run.name, "success" if ok else "failure"))
+            for st in commit.get_combined_status().statuses:
+                states.append((st.context, {"success": "success", "pending": "pending"}.get(st.state, "failure")))
+            return roll_up(states)
+
+        return await self._call(f"CI of #{pr.number}", status)
+
+    async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
+        def collect() -> list[ReviewComment]:
+            pull = self._repo.get_pull(pr.number)
+            me = self.bot_login.lower()
+            out = [
+                ReviewComment(id=c.id, author=c.user.login, body=c.body, path=c.path or "")
+                for c in pull.get_review_comments()
+                if c.user and c.user.login.lower() != me
+            ]
+            out += [
+                ReviewComment(id=-r.id, author=r.user.login if r.user else "", body=r.body)
+                for r in pull.get_reviews()
+                if r.state == "CHANGES_REQUESTED" and r.body
+            ]
+            return out
+
+        return await self._call(f"reviews of #{pr.number}", collect)
+
+    async def merge_pull_request(self, number: int) -> MergeResult:
+        def merge() -> MergeResult:
+            pull = self._repo.get_pull(number)
+            if pull.merged:
+                return MergeResult(merged=True, sha=pull.merge_commit_sha or "", already_merged=True)
+            if pull.mergeable is False:
+                raise MergeBlockedError(f"#{number} has conflicts with {pull.base.ref}; resolve them and retry")
+            status = pull.merge(merge_method=self.settings.merge_method)
+            if not status.merged:
+                raise MergeBlockedError(f"GitHub did not merge #{number}: {status.message}")
+            return MergeResult(merged=True, sha=status.sha)
+
+        return await self._call(f"the merge of #{number}", merge)
+
+
+__all__ = ["GitHubPlatform", "github", "map_github_error"]

@@ -1,0 +1,277 @@
+"""GitLab (gitlab.com or self-hosted) through python-gitlab: issues and notes, one progress
+note, branches, merge requests, commit statuses and pipelines, approvals, merge.
+
+python-gitlab is synchronous; calls run in a thread. Its own retries (429 sleeps, transient
+errors) are off: Temporal retries the activity, waiting as long as GitLab asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabError
+
+from tamma.config import GitLabSettings
+from tamma.errors import ConfigError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError, TammaError
+from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+from tamma.platforms.forge import PROGRESS_MARK, comment_mark, git_auth_env, roll_up
+
+T = TypeVar("T")
+_NEEDS = "a personal, project or group access token with the api scope (Developer role or higher)"
+_CI = {"success": "success", "skipped": "success", "manual": "success", "failed": "failure", "canceled": "failure"}
+
+
+class _Gitlab(gitlab.Gitlab):
+    """python-gitlab with its retries off: a 429 or 5xx surfaces at once for Temporal to retry."""
+
+    def http_request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.update(obey_rate_limit=False, retry_transient_errors=False, max_retries=0)
+        return super().http_request(*args, **kwargs)
+
+
+class GitLabPlatform:
+    def __init__(self, repo: RepoRef, settings: GitLabSettings, bot_login: str = "") -> None:
+        if repo.platform != "gitlab":
+            raise InvalidInputError(f"GitLabPlatform cannot serve {repo.key}")
+        if settings.token is None:
+            raise ConfigError("GitLab needs gitlab.token (or GITLAB_TOKEN): " + _NEEDS)
+        self.repo = repo
+        self.settings = settings
+        self.bot_login = bot_login
+        self.gl = _Gitlab(
+            settings.base_url,
+            private_token=settings.token.get_secret_value(),
+            timeout=settings.timeout_s,
+            per_page=100,
+            keep_base_url=True,
+        )
+        # python-gitlab keeps no response headers on errors; remember them to honour Retry-After.
+        self._last = threading.local()
+        self.gl.session.hooks["response"].append(self._remember)
+        self._project = self.gl.projects.get(repo.locator, lazy=True)
+
+    def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._last.headers = response.headers
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        def run() -> T:
+            self._last.headers = {}
+            try:
+                return fn()
+            except GitlabError as exc:
+                raise self._map(exc, what, dict(getattr(self._last, "headers", {}) or {})) from None
+            except requests.RequestException as exc:
+                raise PlatformError(f"GitLab did not answer {what} ({type(exc).__name__}); will retry") from None
+
+        return await asyncio.to_thread(run)
+
+    @staticmethod
+    def _map(exc: GitlabError, what: str, headers: dict[str, str]) -> TammaError:
+        status, message = exc.response_code, str(exc.error_message)[:300]
+        h = {k.lower(): v for k, v in headers.items()}
+        if status == 401:
+            return PlatformError(
+                f"GitLab refused the token (401) for {what}; set gitlab.token (GITLAB_TOKEN)", retryable=False
+            )
+        if status == 429:
+            wait = (
+                float(h["retry-after"])
+                if "retry-after" in h
+                else (max(1.0, float(h["ratelimit-reset"]) - time.time()) if "ratelimit-reset" in h else 60.0)
+            )
+            return PlatformError(f"GitLab rate limit (429) on {what}", retry_after_s=wait)
+        if status == 403:
+            return PlatformError(f"GitLab denied {what} (403: {message}); Tamma needs {_NEEDS}", retryable=False)
+        if status == 404:
+            return NotFoundError(f"GitLab has no {what} (404), or the token cannot see it; check the project path")
+        if status in (405, 406, 409):
+            return MergeBlockedError(f"GitLab refused {what} ({status}): {message}")
+        if status in (400, 422):
+            return InvalidInputError(f"GitLab rejected {what} ({status}): {message}")
+        return PlatformError(f"GitLab failed {what} ({status}): {message}")
+
+    # ---- issues ------------------------------------------------------------------------------
+
+    async def get_issue(self, number: int) -> Issue:
+        def get() -> Issue:
+            i = self._project.issues.get(number)
+            return Issue(
+                number=i.iid,
+                title=i.title,
+                body=i.description or "",
+                author=(i.author or {}).get("username", ""),
+                state="closed" if i.state == "closed" else "open",
+                labels=list(i.labels or []),
+                url=i.web_url,
+            )
+
+        return await self._call(f"issue #{number} of {self.repo.locator}", get)
+
+    async def comment_issue(self, number: int, body: str) -> None:
+        def post() -> None:
+            issue = self._project.issues.get(number, lazy=True)
+            if any(comment_mark(body) in (n.body or "") for n in issue.notes.list(iterator=True)):
+                return
+            issue.notes.create({"body": f"{body}\n\n{comment_mark(body)}"})
+
+        await self._call(f"a note on #{number}", post)
+
+    async def upsert_progress(self, number: int, body: str) -> None:
+        text = f"{PROGRESS_MARK}\n{body}"
+
+        def upsert() -> None:
+            issue = self._project.issues.get(number, lazy=True)
+            mine = next((n for n in issue.notes.list(iterator=True) if PROGRESS_MARK in (n.body or "")), None)
+            if mine is None:
+                issue.notes.create({"body": text})
+            elif mine.body != text:
+                mine.body = text
+                mine.save()
+
+        await self._call(f"the progress note on #{number}", upsert)
+
+    # ---- git ---------------------------------------------------------------------------------
+
+    def clone_url(self) -> str:
+        if self.settings.git_url:
+            return self.settings.git_url.format(repo=self.repo.locator)
+        base = urlsplit(self.settings.base_url)
+        return f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}/{self.repo.locator}.git"
+
+    def git_env(self) -> dict[str, str]:
+        assert self.settings.token is not None
+        return git_auth_env(self.clone_url(), "oauth2", self.settings.token.get_secret_value())
+
+    async def default_branch(self) -> str:
+        return await self._call(
+            f"project {self.repo.locator}", lambda: str(self.gl.projects.get(self.repo.locator).default_branch)
+        )
+
+    async def ensure_branch(self, branch: str, base: str) -> str:
+        def ensure() -> str:
+            try:
+                return str(self._project.branches.get(branch).commit["id"])
+            except GitlabError as exc:
+                if exc.response_code != 404:
+                    raise
+            try:
+                return str(self._project.branches.create({"branch": branch, "ref": base}).commit["id"])
+            except GitlabError as exc:
+                if exc.response_code != 400:  # "Branch already exists": a racing attempt made it
+                    raise
+                return str(self._project.branches.get(branch).commit["id"])
+
+        return await self._call(f"branch {branch}", ensure)
+
+    # ---- merge requests ----------------------------------------------------------------------
+
+    @staticmethod
+    def _mr(m: Any) -> PullRequest:
+        state = {"merged": "merged", "closed": "closed"}.get(m.state, "open")
+        merge_sha = getattr(m, "merge_commit_sha", None) or getattr(m, "squash_commit_sha", None) or ""
+        return PullRequest(
+            number=m.iid,
+            branch=m.source_branch,
+            base=m.target_branch,
+            title=m.title,
+            body=m.description or "",
+            url=m.web_url,
+            state=state,
+            head_sha=m.sha or "",
+            merge_sha=merge_sha if state == "merged" else "",
+        )
+
+    def _find(self, branch: str) -> PullRequest | None:
+        for m in self._project.mergerequests.list(source_branch=branch, state="opened", iterator=True):
+            return self._mr(m)
+        return None
+
+    async def find_pull_request(self, branch: str) -> PullRequest | None:
+        return await self._call(f"merge requests for {branch}", lambda: self._find(branch))
+
+    async def get_pull_request(self, number: int) -> PullRequest:
+        return await self._call(f"merge request !{number}", lambda: self._mr(self._project.mergerequests.get(number)))
+
+    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+        def create() -> PullRequest:
+            found = self._find(branch)
+            if found is not None:
+                return found
+            try:
+                return self._mr(
+                    self._project.mergerequests.create(
+                        {
+                            "source_branch": branch,
+                            "target_branch": base,
+                            "title": title,
+                            "description": body,
+                            "remove_source_branch": True,
+                        }
+                    )
+                )
+            except GitlabError as exc:
+                if exc.response_code == 409 and (again := self._find(branch)) is not None:
+                    return again  # "Another open merge request already exists": reuse it
+                raise
+
+        return await self._call(f"a merge request for {branch}", create)
+
+    async def report_tests(self, sha: str, report: TestReport) -> None:
+        def post() -> None:
+            self._project.commits.get(sha, lazy=True).statuses.create(
+                {
+                    "state": "success" if report.passed else "failed",
+                    "name": "tamma/tests",
+                    "description": report.summary[:140],
+                }
+            )
+
+        await self._call(f"a commit status on {sha[:10]}", post)
+
+    async def ci_status(self, pr: PullRequest) -> CIStatus:
+        def status() -> CIStatus:
+            head = self._project.mergerequests.get(pr.number).sha
+            statuses = self._project.commits.get(head, lazy=True).statuses.list(iterator=True)
+            return roll_up([(s.name, _CI.get(s.status, "pending")) for s in statuses])
+
+        return await self._call(f"CI of !{pr.number}", status)
+
+    async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
+        def collect() -> list[ReviewComment]:
+            mr = self._project.mergerequests.get(pr.number, lazy=True)
+            me = self.bot_login.lower()
+            return [
+                ReviewComment(
+                    id=n.id,
+                    author=n.author["username"],
+                    body=n.body,
+                    path=((getattr(n, "position", None) or {}).get("new_path") or ""),
+                )
+                for n in mr.notes.list(iterator=True)
+                if not n.system and n.author["username"].lower() != me
+            ]
+
+        return await self._call(f"comments on !{pr.number}", collect)
+
+    async def merge_pull_request(self, number: int) -> MergeResult:
+        def merge() -> MergeResult:
+            mr = self._project.mergerequests.get(number)
+            if mr.state == "merged":
+                return MergeResult(merged=True, sha=self._mr(mr).merge_sha, already_merged=True)
+            approvals = mr.approvals.get()
+            if getattr(approvals, "approvals_left", 0):
+                raise MergeBlockedError(f"!{number} needs {approvals.approvals_left} more approval(s)")
+            mr.merge(squash=self.settings.squash, should_remove_source_branch=True)
+            done = self._project.mergerequests.get(number)
+            if done.state != "merged":
+                raise MergeBlockedError(f"GitLab did not merge !{number} (state {done.state})")
+            return MergeResult(merged=True, sha=self._mr(done).merge_sha)
+
+        return await self._call(f"the merge of !{number}", merge)

@@ -1,0 +1,194 @@
+"""The GitHub platform through PyGithub against a REST stand-in on 127.0.0.1 and a bare git
+remote on disk. Asserts the exact requests made, not only the outcome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from tamma.config import GitHubSettings
+from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
+from tamma.errors import MergeBlockedError, NotFoundError, PlatformError
+from tamma.models import RepoRef, TestReport
+from tamma.platforms.forge import PROGRESS_MARK
+from tamma.platforms.github import GitHubPlatform
+from tests.standins.git_remote import BareRemote, git
+from tests.standins.github_api import FakeGitHub, rate_limited, secondary_limit
+from tests.standins.http import Reply, serve
+
+TOKEN = "ghp_standin_0123456789"
+REPO = RepoRef(platform="github", locator="octo/hello")
+
+
+@pytest.fixture
+def gh(tmp_path: Path) -> Iterator[tuple[FakeGitHub, GitHubPlatform]]:
+    remote = BareRemote.from_worktree(make_sample_repo(tmp_path / "src"), tmp_path / "remote.git")
+    fake = FakeGitHub("octo", "hello", remote, TOKEN)
+    fake.add_issue(1, DEMO_TITLE, DEMO_BODY)
+    with serve(fake) as s:
+        fake.base = s.url
+        settings = GitHubSettings(token=SecretStr(TOKEN), base_url=s.url, git_url=str(remote.path))
+        yield fake, GitHubPlatform(REPO, settings, bot_login="tamma-bot")
+
+
+def push_commit(remote: BareRemote, branch: str, name: str, text: str, tmp: Path) -> None:
+    work = tmp / f"w-{branch.replace('/', '-')}-{name}-{time.monotonic_ns()}"
+    git(tmp, "clone", "-q", "--branch", branch, str(remote.path), str(work))
+    (work / name).write_text(text)
+    git(work, "add", name)
+    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"add {name}")
+    git(work, "push", "-q", "origin", f"HEAD:{branch}")
+
+
+async def test_issue_and_errors(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    issue = await platform.get_issue(1)
+    assert (issue.title, issue.author, issue.url) == (DEMO_TITLE, "reporter", "https://github.test/octo/hello/issues/1")
+    with pytest.raises(NotFoundError, match="no issue #9"):
+        await platform.get_issue(9)
+    fake.issues[2] = {**fake.issues[1], "number": 2, "pull_request": {"url": "x"}}
+    with pytest.raises(NotFoundError, match="is a pull request"):
+        await platform.get_issue(2)
+    assert fake.calls() == ["GET /repos/octo/hello/issues/1", "GET /repos/octo/hello/issues/9",
+                            "GET /repos/octo/hello/issues/2"]
+
+
+async def test_bad_token_and_missing_scope(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    wrong = GitHubPlatform(REPO, platform.settings.model_copy(update={"token": SecretStr("ghp_wrong")}))
+    with pytest.raises(PlatformError) as info:
+        await wrong.get_issue(1)
+    assert not info.value.retryable and "GITHUB_TOKEN" in info.value.message
+    fake.inject.append(("GET .*/issues/1$", Reply(403, {"message": "Resource not accessible by integration"})))
+    with pytest.raises(PlatformError) as info:
+        await platform.get_issue(1)
+    assert not info.value.retryable and "pull requests" in info.value.message
+
+
+async def test_rate_limits_are_retryable_with_the_servers_delay(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    fake.inject.append(("GET .*/issues/1$", rate_limited(reset_in_s=30)))
+    with pytest.raises(PlatformError) as info:
+        await platform.get_issue(1)
+    assert info.value.retryable and 25 <= (info.value.retry_after_s or 0) <= 31
+    fake.inject.append(("GET .*/issues/1$", secondary_limit(7)))
+    with pytest.raises(PlatformError) as info:
+        await platform.get_issue(1)
+    assert info.value.retryable and info.value.retry_after_s == 7
+    fake.inject.append(("GET .*/issues/1$", Reply(502, {"message": "Server Error"})))
+    with pytest.raises(PlatformError) as info:
+        await platform.get_issue(1)
+    assert info.value.retryable
+    assert len(fake.calls()) == 3  # PyGithub's own retries are off
+
+
+async def test_comments_are_not_doubled_and_progress_is_edited(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    fake.comments[1] = [{"id": i, "body": f"chatter {i}", "user": "someone"} for i in range(150)]
+    await platform.upsert_progress(1, "step 1")
+    await platform.comment_issue(1, "Plan rejected by ann: too big")
+    await platform.comment_issue(1, "Plan rejected by ann: too big")  # a retried activity
+    await platform.upsert_progress(1, "step 2")
+    await platform.upsert_progress(1, "step 2")
+    posts = [c for c in fake.calls("POST")]
+    assert len(posts) == 2  # one progress comment, one rejection comment
+    assert len(fake.calls("PATCH")) == 1  # step 2 edited it; the identical repeat sent nothing
+    mine = [c for c in fake.comments[1] if c["user"] == "tamma-bot"]
+    assert mine[0]["body"] == f"{PROGRESS_MARK}\nstep 2"
+    # 150 + 2 comments over pages of 100: Tamma followed the link header to page 2.
+    assert any("page=2" in c for c in fake.calls("GET"))
+
+
+async def test_branch_and_pull_request_are_idempotent(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
+    fake, platform = gh
+    sha = await platform.ensure_branch("tamma/issue-1", "main")
+    assert await platform.ensure_branch("tamma/issue-1", "main") == sha
+    assert fake.calls() == ["GET /repos/octo/hello/git/ref/heads/tamma/issue-1",
+                            "GET /repos/octo/hello/branches/main", "POST /repos/octo/hello/git/refs",
+                            "GET /repos/octo/hello/git/ref/heads/tamma/issue-1"]
+    push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    fake.log.clear()
+    pr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Fixes #1")
+    again = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Fixes #1")
+    assert pr.number == again.number and len(fake.pulls) == 1
+    assert fake.calls("POST") == ["POST /repos/octo/hello/pulls"]
+    assert fake.log[1][2]["head"] == "tamma/issue-1" and fake.log[1][2]["draft"] is False
+
+
+async def test_pull_request_race_reuses_the_existing_one(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
+    fake, platform = gh
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    fake.pulls[5] = {"number": 5, "state": "open", "title": "t", "body": "", "head": "b", "base": "main",
+                     "merged": False}
+    fake.inject.append(("GET .*/pulls$", Reply(200, [])))  # the first look misses it (a race)
+    pr = await platform.create_pull_request("b", "main", "t", "")
+    assert pr.number == 5 and len(fake.pulls) == 1
+    assert fake.calls() == ["GET /repos/octo/hello/pulls?head=octo%3Ab&per_page=100&state=open",
+                            "POST /repos/octo/hello/pulls",
+                            "GET /repos/octo/hello/pulls?head=octo%3Ab&per_page=100&state=open"]
+
+
+async def test_ci_rolls_up_check_runs_and_statuses(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
+    fake, platform = gh
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    pr = await platform.create_pull_request("b", "main", "t", "")
+    head = fake.remote.sha("b") or ""
+    assert (await platform.ci_status(pr)).state == "pending"  # nothing reported yet
+    await platform.report_tests(head, TestReport(passed=True, command="t", exit_code=0, summary="2 passed"))
+    fake.check_runs[head] = [{"id": 1, "name": "build", "status": "in_progress", "conclusion": None}]
+    assert (await platform.ci_status(pr)).state == "pending"
+    fake.check_runs[head] = [{"id": 1, "name": "build", "status": "completed", "conclusion": "failure"}]
+    status = await platform.ci_status(pr)
+    assert status.state == "failure" and "build" in status.detail
+    fake.check_runs[head][0]["conclusion"] = "success"
+    assert (await platform.ci_status(pr)).state == "success"
+    assert fake.statuses[head][0]["context"] == "tamma/tests"
+
+
+async def test_merge_squash_idempotent_and_conflict(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
+    fake, platform = gh
+    await platform.ensure_branch("tamma/issue-1", "main")
+    push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    pr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "")
+    first = await platform.merge_pull_request(pr.number)
+    second = await platform.merge_pull_request(pr.number)
+    assert first.merged and second.already_merged and first.sha == second.sha
+    assert git(fake.remote.path, "show", "main:fix.txt") == "fixed"
+    assert git(fake.remote.path, "log", "-1", "--format=%P", "main").count(" ") == 0  # squashed: one parent
+    assert len(fake.calls("PUT")) == 1
+    fake.remote.create_branch("c", fake.remote.sha("main") or "")
+    push_commit(fake.remote, "c", "README.md", "theirs\n", tmp_path)
+    push_commit(fake.remote, "main", "README.md", "ours\n", tmp_path)
+    conflicted = await platform.create_pull_request("c", "main", "C", "")
+    with pytest.raises(MergeBlockedError) as info:
+        await platform.merge_pull_request(conflicted.number)
+    assert not info.value.retryable
+
+
+def test_git_credentials_stay_out_of_urls() -> None:
+    p = GitHubPlatform(REPO, GitHubSettings(token=SecretStr("ghp_secret_xyz")))
+    assert p.clone_url() == "https://github.com/octo/hello.git"
+    env = p.git_env()
+    assert "ghp_secret_xyz" not in p.clone_url()
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraheader"
+    assert env["GIT_CONFIG_VALUE_0"].startswith("AUTHORIZATION: basic ")
+    enterprise = GitHubPlatform(REPO, GitHubSettings(token=SecretStr("t"), base_url="https://ghe.corp/api/v3"))
+    assert enterprise.clone_url() == "https://ghe.corp/octo/hello.git"
+
+
+def test_github_app_auth_is_accepted(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    (tmp_path / "app.pem").write_bytes(key)
+    p = GitHubPlatform(REPO, GitHubSettings(app_id=1, app_private_key=SecretStr(str(tmp_path / "app.pem")),
+                                             installation_id=2))
+    from github import Auth
+
+    assert isinstance(p.gh.requester.auth, Auth.AppInstallationAuth)
