@@ -27,7 +27,8 @@ router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
 class TaskCreate(BaseModel):
     repository: str = Field(
-        description="local:/path/to/repo, github:owner/name or gitlab:group/project", examples=["github:octo/hello"]
+        description="local:/path/to/repo, github:owner/name or gitlab:group/project",
+        examples=["github:example-org/example-repo"],
     )
     issue: int = Field(ge=1, le=MAX_ISSUE)
     yes: bool = Field(default=False, description="approve the plan without asking")

@@ -149,8 +149,8 @@ def detect_repo(settings: Settings, path: Path | str) -> RepoRef:
     url = remote_url(Path(local.locator))
     ref = local
     if url:
-        gh_host = _host(settings.github.git_url or settings.github.base_url.replace("api.github.com", "github.com"))
-        gl_host = _host(settings.gitlab.git_url or settings.gitlab.base_url)
+        gh_host = _host(settings.github.base_url.replace("api.github.com", "github.com"))
+        gl_host = _host(settings.gitlab.base_url)
         host, name = _parse_remote(url)
         if host and name and host == gh_host and (settings.github.token or settings.github.app_id):
             ref = RepoRef(platform="github", locator=name)

@@ -53,8 +53,11 @@ async def test_issue_and_errors(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
     fake.issues[2] = {**fake.issues[1], "number": 2, "pull_request": {"url": "x"}}
     with pytest.raises(NotFoundError, match="is a pull request"):
         await platform.get_issue(2)
-    assert fake.calls() == ["GET /repos/octo/hello/issues/1", "GET /repos/octo/hello/issues/9",
-                            "GET /repos/octo/hello/issues/2"]
+    assert fake.calls() == [
+        "GET /repos/octo/hello/issues/1",
+        "GET /repos/octo/hello/issues/9",
+        "GET /repos/octo/hello/issues/2",
+    ]
 
 
 async def test_bad_token_and_missing_scope(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
@@ -107,9 +110,12 @@ async def test_branch_and_pull_request_are_idempotent(gh: tuple[FakeGitHub, GitH
     fake, platform = gh
     sha = await platform.ensure_branch("tamma/issue-1", "main")
     assert await platform.ensure_branch("tamma/issue-1", "main") == sha
-    assert fake.calls() == ["GET /repos/octo/hello/git/ref/heads/tamma/issue-1",
-                            "GET /repos/octo/hello/branches/main", "POST /repos/octo/hello/git/refs",
-                            "GET /repos/octo/hello/git/ref/heads/tamma/issue-1"]
+    assert fake.calls() == [
+        "GET /repos/octo/hello/git/ref/heads/tamma/issue-1",
+        "GET /repos/octo/hello/branches/main",
+        "POST /repos/octo/hello/git/refs",
+        "GET /repos/octo/hello/git/ref/heads/tamma/issue-1",
+    ]
     push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
     fake.log.clear()
     pr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Fixes #1")
@@ -122,14 +128,23 @@ async def test_branch_and_pull_request_are_idempotent(gh: tuple[FakeGitHub, GitH
 async def test_pull_request_race_reuses_the_existing_one(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
     fake, platform = gh
     fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    fake.pulls[5] = {"number": 5, "state": "open", "title": "t", "body": "", "head": "b", "base": "main",
-                     "merged": False}
+    fake.pulls[5] = {
+        "number": 5,
+        "state": "open",
+        "title": "t",
+        "body": "",
+        "head": "b",
+        "base": "main",
+        "merged": False,
+    }
     fake.inject.append(("GET .*/pulls$", Reply(200, [])))  # the first look misses it (a race)
     pr = await platform.create_pull_request("b", "main", "t", "")
     assert pr.number == 5 and len(fake.pulls) == 1
-    assert fake.calls() == ["GET /repos/octo/hello/pulls?head=octo%3Ab&per_page=100&state=open",
-                            "POST /repos/octo/hello/pulls",
-                            "GET /repos/octo/hello/pulls?head=octo%3Ab&per_page=100&state=open"]
+    assert fake.calls() == [
+        "GET /repos/octo/hello/pulls?head=octo%3Ab&per_page=100&state=open",
+        "POST /repos/octo/hello/pulls",
+        "GET /repos/octo/hello/pulls?head=octo%3Ab&per_page=100&state=open",
+    ]
 
 
 async def test_ci_rolls_up_check_runs_and_statuses(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
@@ -185,10 +200,12 @@ def test_github_app_auth_is_accepted(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
     (tmp_path / "app.pem").write_bytes(key)
-    p = GitHubPlatform(REPO, GitHubSettings(app_id=1, app_private_key=SecretStr(str(tmp_path / "app.pem")),
-                                             installation_id=2))
+    p = GitHubPlatform(
+        REPO, GitHubSettings(app_id=1, app_private_key=SecretStr(str(tmp_path / "app.pem")), installation_id=2)
+    )
     from github import Auth
 
     assert isinstance(p.gh.requester.auth, Auth.AppInstallationAuth)

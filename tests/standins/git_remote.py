@@ -42,12 +42,22 @@ class BareRemote:
             ident = ["-c", "user.name=Forge", "-c", "user.email=forge@localhost"]
             git(work, "fetch", "-q", "origin", head)
             if squash:
-                if subprocess.run(["git", "-C", str(work), "merge", "--squash", "FETCH_HEAD"],
-                                  capture_output=True, check=False).returncode != 0:
+                if (
+                    subprocess.run(
+                        ["git", "-C", str(work), "merge", "--squash", "FETCH_HEAD"], capture_output=True, check=False
+                    ).returncode
+                    != 0
+                ):
                     return None
                 git(work, *ident, "commit", "-q", "-m", message)
-            elif subprocess.run(["git", "-C", str(work), *ident, "merge", "--no-ff", "-m", message, "FETCH_HEAD"],
-                                capture_output=True, check=False).returncode != 0:
+            elif (
+                subprocess.run(
+                    ["git", "-C", str(work), *ident, "merge", "--no-ff", "-m", message, "FETCH_HEAD"],
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                != 0
+            ):
                 return None
             git(work, "push", "-q", "origin", f"HEAD:refs/heads/{base}")
             return git(work, "rev-parse", "HEAD")

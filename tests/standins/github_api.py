@@ -43,8 +43,15 @@ class FakeGitHub:
         return f"{self.owner}/{self.name}"
 
     def add_issue(self, number: int, title: str, body: str) -> None:
-        self.issues[number] = {"number": number, "title": title, "body": body, "state": "open",
-                               "user": {"login": "reporter"}, "labels": [], "pull_request": None}
+        self.issues[number] = {
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": "open",
+            "user": {"login": "reporter"},
+            "labels": [],
+            "pull_request": None,
+        }
 
     def calls(self, method: str | None = None) -> list[str]:
         return [f"{m} {p}" for m, p, _ in self.log if method is None or m == method]
@@ -59,10 +66,19 @@ class FakeGitHub:
 
     def _issue(self, i: dict[str, Any]) -> dict[str, Any]:
         n = i["number"]
-        return {"id": n, "number": n, "title": i["title"], "body": i["body"], "state": i["state"],
-                "user": self._user(i["user"]["login"]), "labels": i["labels"],
-                "url": self._api(f"/issues/{n}"), "html_url": f"https://github.test/{self.full}/issues/{n}",
-                "comments_url": self._api(f"/issues/{n}/comments"), "pull_request": i.get("pull_request")}
+        return {
+            "id": n,
+            "number": n,
+            "title": i["title"],
+            "body": i["body"],
+            "state": i["state"],
+            "user": self._user(i["user"]["login"]),
+            "labels": i["labels"],
+            "url": self._api(f"/issues/{n}"),
+            "html_url": f"https://github.test/{self.full}/issues/{n}",
+            "comments_url": self._api(f"/issues/{n}/comments"),
+            "pull_request": i.get("pull_request"),
+        }
 
     def _comment(self, c: dict[str, Any]) -> dict[str, Any]:
         return {**c, "url": self._api(f"/issues/comments/{c['id']}"), "user": self._user(c["user"])}
@@ -70,12 +86,21 @@ class FakeGitHub:
     def _pull(self, p: dict[str, Any]) -> dict[str, Any]:
         head_sha = self.remote.sha(p["head"]) or p.get("head_sha", "")
         n = p["number"]
-        return {"id": n, "number": n, "state": p["state"], "title": p["title"], "body": p["body"],
-                "url": self._api(f"/pulls/{n}"), "html_url": f"https://github.test/{self.full}/pull/{n}",
-                "head": {"ref": p["head"], "sha": head_sha, "label": f"{self.owner}:{p['head']}"},
-                "base": {"ref": p["base"], "sha": self.remote.sha(p["base"])},
-                "merged": p["merged"], "mergeable": p.get("mergeable", True), "draft": p.get("draft", False),
-                "merge_commit_sha": p.get("merge_commit_sha")}
+        return {
+            "id": n,
+            "number": n,
+            "state": p["state"],
+            "title": p["title"],
+            "body": p["body"],
+            "url": self._api(f"/pulls/{n}"),
+            "html_url": f"https://github.test/{self.full}/pull/{n}",
+            "head": {"ref": p["head"], "sha": head_sha, "label": f"{self.owner}:{p['head']}"},
+            "base": {"ref": p["base"], "sha": self.remote.sha(p["base"])},
+            "merged": p["merged"],
+            "mergeable": p.get("mergeable", True),
+            "draft": p.get("draft", False),
+            "merge_commit_sha": p.get("merge_commit_sha"),
+        }
 
     # ---- protocol ----------------------------------------------------------------------------
 
@@ -86,8 +111,7 @@ class FakeGitHub:
             self.log.append((req.method, req.path, body))
             auth = req.headers.get("authorization", "")
             if auth not in (f"token {self.token}", f"Bearer {self.token}"):
-                return Reply(401, {"message": "Bad credentials",
-                                   "documentation_url": "https://docs.github.com/rest"})
+                return Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
             for i, (pattern, reply) in enumerate(self.inject):
                 if re.search(pattern, f"{req.method} {url.path}"):
                     del self.inject[i]
@@ -105,21 +129,30 @@ class FakeGitHub:
     def _page(self, items: list[Any], path: str, q: dict[str, list[str]]) -> Reply:
         per = int(q.get("per_page", ["30"])[0])
         page = int(q.get("page", ["1"])[0])
-        chunk = items[(page - 1) * per: page * per]
+        chunk = items[(page - 1) * per : page * per]
         headers = {}
         if page * per < len(items):
             rest = "&".join(f"{k}={v[0]}" for k, v in q.items() if k not in ("page",))
             headers["link"] = f'<{self.base}{path}?{rest}&page={page + 1}>; rel="next"'
         return Reply(200, chunk, headers)
 
-    def _route(self, method: str, path: str, q: dict[str, list[str]], body: Any) -> Reply:  # noqa: C901
+    def _route(self, method: str, path: str, q: dict[str, list[str]], body: Any) -> Reply:
         prefix = f"/repos/{self.full}"
         if not path.startswith(prefix):
             return Reply(404, {"message": "Not Found"})
-        p = path[len(prefix):]
+        p = path[len(prefix) :]
         if p == "" and method == "GET":
-            return Reply(200, {"id": 1, "name": self.name, "full_name": self.full, "default_branch": "main",
-                               "url": self._api(""), "owner": self._user(self.owner)})
+            return Reply(
+                200,
+                {
+                    "id": 1,
+                    "name": self.name,
+                    "full_name": self.full,
+                    "default_branch": "main",
+                    "url": self._api(""),
+                    "owner": self._user(self.owner),
+                },
+            )
         if m := re.fullmatch(r"/issues/(\d+)", p):
             issue = self.issues.get(int(m[1]))
             return Reply(200, self._issue(issue)) if issue else Reply(404, {"message": "Not Found"})
@@ -143,8 +176,14 @@ class FakeGitHub:
             sha = self.remote.sha(m[1])
             if sha is None:
                 return Reply(404, {"message": "Not Found"})
-            return Reply(200, {"ref": f"refs/heads/{m[1]}", "url": self._api(f"/git/refs/heads/{m[1]}"),
-                               "object": {"sha": sha, "type": "commit", "url": self._api(f"/git/commits/{sha}")}})
+            return Reply(
+                200,
+                {
+                    "ref": f"refs/heads/{m[1]}",
+                    "url": self._api(f"/git/refs/heads/{m[1]}"),
+                    "object": {"sha": sha, "type": "commit", "url": self._api(f"/git/commits/{sha}")},
+                },
+            )
         if p == "/git/refs" and method == "POST":
             branch = body["ref"].removeprefix("refs/heads/")
             if self.remote.sha(branch):
@@ -159,20 +198,40 @@ class FakeGitHub:
         if p == "/pulls" and method == "GET":
             head = q.get("head", [""])[0].split(":")[-1]
             state = q.get("state", ["open"])[0]
-            found = [self._pull(x) for x in self.pulls.values()
-                     if (not head or x["head"] == head) and (state == "all" or x["state"] == state)]
+            found = [
+                self._pull(x)
+                for x in self.pulls.values()
+                if (not head or x["head"] == head) and (state == "all" or x["state"] == state)
+            ]
             return self._page(found, path, q)
         if p == "/pulls" and method == "POST":
             if any(x["head"] == body["head"] and x["state"] == "open" for x in self.pulls.values()):
-                return Reply(422, {"message": "Validation Failed", "errors": [
-                    {"resource": "PullRequest", "code": "custom",
-                     "message": f"A pull request already exists for {self.owner}:{body['head']}."}]})
+                return Reply(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {
+                                "resource": "PullRequest",
+                                "code": "custom",
+                                "message": f"A pull request already exists for {self.owner}:{body['head']}.",
+                            }
+                        ],
+                    },
+                )
             if not self.remote.sha(body["head"]):
                 return Reply(422, {"message": "Validation Failed", "errors": [{"field": "head", "code": "invalid"}]})
             n = max([*self.issues, *self.pulls, 0]) + 1
-            self.pulls[n] = {"number": n, "state": "open", "title": body["title"], "body": body.get("body", ""),
-                             "head": body["head"], "base": body["base"], "merged": False,
-                             "draft": body.get("draft", False)}
+            self.pulls[n] = {
+                "number": n,
+                "state": "open",
+                "title": body["title"],
+                "body": body.get("body", ""),
+                "head": body["head"],
+                "base": body["base"],
+                "merged": False,
+                "draft": body.get("draft", False),
+            }
             return Reply(201, self._pull(self.pulls[n]))
         if m := re.fullmatch(r"/pulls/(\d+)", p):
             pull = self.pulls.get(int(m[1]))
@@ -181,30 +240,46 @@ class FakeGitHub:
             pull = self.pulls[int(m[1])]
             if pull["merged"]:
                 return Reply(405, {"message": "Pull Request is not mergeable"})
-            sha = self.remote.merge(pull["head"], pull["base"], f"{pull['title']} (#{pull['number']})",
-                                    squash=(body or {}).get("merge_method") == "squash")
+            sha = self.remote.merge(
+                pull["head"],
+                pull["base"],
+                f"{pull['title']} (#{pull['number']})",
+                squash=(body or {}).get("merge_method") == "squash",
+            )
             if sha is None:
                 pull["mergeable"] = False
                 return Reply(405, {"message": "Pull Request is not mergeable"})
             pull.update(merged=True, state="closed", merge_commit_sha=sha, head_sha=self.remote.sha(pull["head"]))
             return Reply(200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"})
         if m := re.fullmatch(r"/pulls/(\d+)/comments", p):
-            return self._page([{**c, "url": self._api(f"/pulls/comments/{c['id']}"), "user": self._user(c["user"])}
-                               for c in self.review_comments.get(int(m[1]), [])], path, q)
+            return self._page(
+                [
+                    {**c, "url": self._api(f"/pulls/comments/{c['id']}"), "user": self._user(c["user"])}
+                    for c in self.review_comments.get(int(m[1]), [])
+                ],
+                path,
+                q,
+            )
         if re.fullmatch(r"/pulls/(\d+)/reviews", p):
             return self._page([], path, q)
         if m := re.fullmatch(r"/commits/([0-9a-f]{40})", p):
             return Reply(200, {"sha": m[1], "url": self._api(f"/commits/{m[1]}"), "commit": {"message": ""}})
         if (m := re.fullmatch(r"/statuses/([0-9a-f]{40})", p)) and method == "POST":
-            entry = {"context": body.get("context", "default"), "state": body["state"],
-                     "description": body.get("description", "")}
+            entry = {
+                "context": body.get("context", "default"),
+                "state": body["state"],
+                "description": body.get("description", ""),
+            }
             lst = [s for s in self.statuses.get(m[1], []) if s["context"] != entry["context"]]
             self.statuses[m[1]] = [*lst, entry]
             return Reply(201, {**entry, "id": next(_ids), "url": self._api(f"/statuses/{m[1]}")})
         if m := re.fullmatch(r"/commits/([0-9a-f]{40})/status", p):
             sts = self.statuses.get(m[1], [])
-            overall = "failure" if any(s["state"] in ("failure", "error") for s in sts) else (
-                "pending" if any(s["state"] == "pending" for s in sts) or not sts else "success")
+            overall = (
+                "failure"
+                if any(s["state"] in ("failure", "error") for s in sts)
+                else ("pending" if any(s["state"] == "pending" for s in sts) or not sts else "success")
+            )
             return Reply(200, {"state": overall, "statuses": sts, "sha": m[1], "total_count": len(sts)})
         if m := re.fullmatch(r"/commits/([0-9a-f]{40})/check-runs", p):
             runs = self.check_runs.get(m[1], [])
@@ -213,14 +288,22 @@ class FakeGitHub:
 
 
 def rate_limited(reset_in_s: int = 1) -> Reply:
-    return Reply(403, {"message": "API rate limit exceeded for installation ID 1.",
-                       "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"},
-                 {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + reset_in_s)})
+    return Reply(
+        403,
+        {
+            "message": "API rate limit exceeded for installation ID 1.",
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+        },
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + reset_in_s)},
+    )
 
 
 def secondary_limit(retry_after_s: int = 1) -> Reply:
-    return Reply(403, {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."},
-                 {"retry-after": str(retry_after_s)})
+    return Reply(
+        403,
+        {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."},
+        {"retry-after": str(retry_after_s)},
+    )
 
 
 __all__ = ["FakeGitHub", "json", "rate_limited", "secondary_limit"]

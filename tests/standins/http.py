@@ -50,7 +50,9 @@ def serve(responder: Responder) -> Iterator[StandIn]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
-            req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+            req = Request(
+                self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
+            )
             requests.append(req)
             reply = responder(req)
             if reply.delay_s:
@@ -67,7 +69,7 @@ def serve(responder: Responder) -> Iterator[StandIn]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
 
-        do_GET = do_PUT = do_PATCH = do_DELETE = do_POST  # noqa: N815
+        do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -1,0 +1,122 @@
+"""The GitLab platform through python-gitlab against a REST v4 stand-in and a bare remote."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from tamma.config import GitLabSettings
+from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
+from tamma.errors import MergeBlockedError, NotFoundError, PlatformError
+from tamma.models import RepoRef, TestReport
+from tamma.platforms.forge import PROGRESS_MARK
+from tamma.platforms.gitlab import GitLabPlatform
+from tests.standins.git_remote import BareRemote, git
+from tests.standins.gitlab_api import FakeGitLab, rate_limited
+from tests.standins.http import Reply, serve
+
+TOKEN = "glpat-standin-0123456789"
+PATH = "acme/platform/web"
+REPO = RepoRef(platform="gitlab", locator=PATH)
+ENC = "/api/v4/projects/acme%2Fplatform%2Fweb"
+
+
+@pytest.fixture
+def gl(tmp_path: Path) -> Iterator[tuple[FakeGitLab, GitLabPlatform]]:
+    remote = BareRemote.from_worktree(make_sample_repo(tmp_path / "src"), tmp_path / "remote.git")
+    fake = FakeGitLab(PATH, remote, TOKEN)
+    fake.add_issue(1, DEMO_TITLE, DEMO_BODY)
+    with serve(fake) as s:
+        fake.base = s.url
+        settings = GitLabSettings(token=SecretStr(TOKEN), base_url=s.url, git_url=str(remote.path))
+        yield fake, GitLabPlatform(REPO, settings, bot_login="tamma-bot")
+
+
+def push_commit(remote: BareRemote, branch: str, name: str, text: str, tmp: Path) -> None:
+    work = tmp / f"w-{time.monotonic_ns()}"
+    git(tmp, "clone", "-q", "--branch", branch, str(remote.path), str(work))
+    (work / name).write_text(text)
+    git(work, "add", name)
+    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"add {name}")
+    git(work, "push", "-q", "origin", f"HEAD:{branch}")
+
+
+async def test_issue_notes_and_errors(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    fake, platform = gl
+    issue = await platform.get_issue(1)
+    assert (issue.title, issue.author, issue.state) == (DEMO_TITLE, "reporter", "open")
+    with pytest.raises(NotFoundError):
+        await platform.get_issue(7)
+    fake.notes[1] = [{"id": i, "body": f"n{i}", "author": {"username": "x"}, "system": False} for i in range(130)]
+    await platform.upsert_progress(1, "one")
+    await platform.upsert_progress(1, "two")
+    await platform.comment_issue(1, "Rejected: scope")
+    await platform.comment_issue(1, "Rejected: scope")
+    assert fake.calls("POST") == [f"POST {ENC}/issues/1/notes"] * 2  # progress once, comment once
+    assert len(fake.calls("PUT")) == 1
+    assert next(n["body"] for n in fake.notes[1] if n["author"]["username"] == "tamma-bot") == f"{PROGRESS_MARK}\ntwo"
+    assert fake.calls()[0] == f"GET {ENC}/issues/1"
+
+
+async def test_token_rate_limit_and_server_errors(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    fake, platform = gl
+    wrong = GitLabPlatform(REPO, platform.settings.model_copy(update={"token": SecretStr("glpat-wrong")}))
+    with pytest.raises(PlatformError) as info:
+        await wrong.get_issue(1)
+    assert not info.value.retryable and "GITLAB_TOKEN" in info.value.message
+    fake.inject.append(("GET .*/issues/1$", rate_limited(9)))
+    with pytest.raises(PlatformError) as info:
+        await platform.get_issue(1)
+    assert info.value.retryable and info.value.retry_after_s == 9
+    before = len(fake.log)
+    fake.inject.append(("GET .*/issues/1$", rate_limited(1)))
+    with pytest.raises(PlatformError):
+        await platform.get_issue(1)
+    assert len(fake.log) == before + 1  # python-gitlab did not sleep and retry by itself
+
+
+async def test_branch_mr_ci_merge(gl: tuple[FakeGitLab, GitLabPlatform], tmp_path: Path) -> None:
+    fake, platform = gl
+    assert await platform.default_branch() == "main"
+    sha = await platform.ensure_branch("tamma/issue-1", "main")
+    assert await platform.ensure_branch("tamma/issue-1", "main") == sha
+    assert fake.calls("POST") == [f"POST {ENC}/repository/branches"]
+    push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    mr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Closes #1")
+    assert (await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Closes #1")).number == mr.number
+    assert len(fake.mrs) == 1
+    head = fake.remote.sha("tamma/issue-1") or ""
+    assert (await platform.ci_status(mr)).state == "pending"
+    await platform.report_tests(head, TestReport(passed=True, command="t", exit_code=0, summary="ok"))
+    fake.statuses[head].append({"id": 1, "name": "pipeline", "status": "running", "sha": head})
+    assert (await platform.ci_status(mr)).state == "pending"
+    fake.statuses[head][-1]["status"] = "success"
+    assert (await platform.ci_status(mr)).state == "success"
+    fake.approvals_left = 1
+    with pytest.raises(MergeBlockedError, match="more approval"):
+        await platform.merge_pull_request(mr.number)
+    fake.approvals_left = 0
+    merged = await platform.merge_pull_request(mr.number)
+    again = await platform.merge_pull_request(mr.number)
+    assert merged.sha and again.already_merged and again.sha == merged.sha
+    assert git(fake.remote.path, "show", "main:fix.txt") == "fixed"
+
+
+async def test_second_open_mr_conflict_is_reused(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    fake, platform = gl
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    first = await platform.create_pull_request("b", "main", "t", "")
+    fake.inject.append(("GET .*/merge_requests$", Reply(200, [])))  # the first look misses it (a race)
+    again = await platform.create_pull_request("b", "main", "t", "")
+    assert again.number == first.number and len(fake.mrs) == 1
+
+
+def test_clone_url_and_credentials() -> None:
+    p = GitLabPlatform(REPO, GitLabSettings(token=SecretStr("glpat-secret"), base_url="https://git.corp/gitlab"))
+    assert p.clone_url() == "https://git.corp/gitlab/acme/platform/web.git"
+    assert "glpat-secret" not in p.clone_url()
+    assert p.git_env()["GIT_CONFIG_KEY_0"] == "http.https://git.corp/.extraheader"
