@@ -39,7 +39,7 @@ from tamma.runtime.wiring import build_activities  # noqa: E402
 from tamma.runtime.worker import build_workers  # noqa: E402
 from tamma.workflows import search  # noqa: E402
 
-ACTIVITIES_PER_ISSUE = 10  # fetch, analyse, plan, branch, implement, tests, PR, CI, review, merge
+ACTIVITIES_PER_ISSUE = 13  # fetch, analyse, plan, progress, branch, implement, tests, PR, progress, CI, review, merge, progress
 
 
 def pct(values: list[float], q: float) -> float:
