@@ -3,7 +3,6 @@ remote on disk. Asserts the exact requests made, not only the outcome."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,15 +32,6 @@ def gh(tmp_path: Path) -> Iterator[tuple[FakeGitHub, GitHubPlatform]]:
         fake.base = s.url
         settings = GitHubSettings(token=SecretStr(TOKEN), base_url=s.url, git_url=str(remote.path))
         yield fake, GitHubPlatform(REPO, settings, bot_login="tamma-bot")
-
-
-def push_commit(remote: BareRemote, branch: str, name: str, text: str, tmp: Path) -> None:
-    work = tmp / f"w-{branch.replace('/', '-')}-{name}-{time.monotonic_ns()}"
-    git(tmp, "clone", "-q", "--branch", branch, str(remote.path), str(work))
-    (work / name).write_text(text)
-    git(work, "add", name)
-    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"add {name}")
-    git(work, "push", "-q", "origin", f"HEAD:{branch}")
 
 
 async def test_issue_and_errors(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
@@ -116,7 +106,7 @@ async def test_branch_and_pull_request_are_idempotent(gh: tuple[FakeGitHub, GitH
         "POST /repos/octo/hello/git/refs",
         "GET /repos/octo/hello/git/ref/heads/tamma/issue-1",
     ]
-    push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    fake.remote.push_file("tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
     fake.log.clear()
     pr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Fixes #1")
     again = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Fixes #1")
@@ -167,7 +157,7 @@ async def test_ci_rolls_up_check_runs_and_statuses(gh: tuple[FakeGitHub, GitHubP
 async def test_merge_squash_idempotent_and_conflict(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
     fake, platform = gh
     await platform.ensure_branch("tamma/issue-1", "main")
-    push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    fake.remote.push_file("tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
     pr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "")
     first = await platform.merge_pull_request(pr.number)
     second = await platform.merge_pull_request(pr.number)
@@ -176,8 +166,8 @@ async def test_merge_squash_idempotent_and_conflict(gh: tuple[FakeGitHub, GitHub
     assert git(fake.remote.path, "log", "-1", "--format=%P", "main").count(" ") == 0  # squashed: one parent
     assert len(fake.calls("PUT")) == 1
     fake.remote.create_branch("c", fake.remote.sha("main") or "")
-    push_commit(fake.remote, "c", "README.md", "theirs\n", tmp_path)
-    push_commit(fake.remote, "main", "README.md", "ours\n", tmp_path)
+    fake.remote.push_file("c", "README.md", "theirs\n", tmp_path)
+    fake.remote.push_file("main", "README.md", "ours\n", tmp_path)
     conflicted = await platform.create_pull_request("c", "main", "C", "")
     with pytest.raises(MergeBlockedError) as info:
         await platform.merge_pull_request(conflicted.number)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tests.standins.git_remote import BareRemote, git
 from tests.standins.gitlab_api import FakeGitLab, rate_limited
 from tests.standins.http import Reply, serve
 
-TOKEN = "glpat-standin-0123456789"
+TOKEN = "test-gitlab-token-1"
 PATH = "acme/platform/web"
 REPO = RepoRef(platform="gitlab", locator=PATH)
 ENC = "/api/v4/projects/acme%2Fplatform%2Fweb"
@@ -34,15 +33,6 @@ def gl(tmp_path: Path) -> Iterator[tuple[FakeGitLab, GitLabPlatform]]:
         fake.base = s.url
         settings = GitLabSettings(token=SecretStr(TOKEN), base_url=s.url, git_url=str(remote.path))
         yield fake, GitLabPlatform(REPO, settings, bot_login="tamma-bot")
-
-
-def push_commit(remote: BareRemote, branch: str, name: str, text: str, tmp: Path) -> None:
-    work = tmp / f"w-{time.monotonic_ns()}"
-    git(tmp, "clone", "-q", "--branch", branch, str(remote.path), str(work))
-    (work / name).write_text(text)
-    git(work, "add", name)
-    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"add {name}")
-    git(work, "push", "-q", "origin", f"HEAD:{branch}")
 
 
 async def test_issue_notes_and_errors(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
@@ -85,7 +75,7 @@ async def test_branch_mr_ci_merge(gl: tuple[FakeGitLab, GitLabPlatform], tmp_pat
     sha = await platform.ensure_branch("tamma/issue-1", "main")
     assert await platform.ensure_branch("tamma/issue-1", "main") == sha
     assert fake.calls("POST") == [f"POST {ENC}/repository/branches"]
-    push_commit(fake.remote, "tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    fake.remote.push_file("tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
     mr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Closes #1")
     assert (await platform.create_pull_request("tamma/issue-1", "main", "Fix", "Closes #1")).number == mr.number
     assert len(fake.mrs) == 1

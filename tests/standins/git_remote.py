@@ -31,6 +31,15 @@ class BareRemote:
     def create_branch(self, branch: str, sha: str) -> None:
         git(self.path, "update-ref", f"refs/heads/{branch}", sha)
 
+    def push_file(self, branch: str, name: str, text: str, scratch: Path) -> None:
+        """Commit `name` with `text` on `branch` from a fresh clone under `scratch`, and push."""
+        work = Path(tempfile.mkdtemp(prefix="push-", dir=scratch))
+        git(scratch, "clone", "-q", "--branch", branch, str(self.path), str(work))
+        (work / name).write_text(text)
+        git(work, "add", name)
+        git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"add {name}")
+        git(work, "push", "-q", "origin", f"HEAD:{branch}")
+
     def branches(self) -> list[str]:
         return git(self.path, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
 
