@@ -14,6 +14,8 @@ import hmac
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.api.events import Action, github_action, gitlab_action
 from tamma.api.metrics import Metrics
-from tamma.config import Settings
+from tamma.config import Settings, WebhookSettings
 from tamma.errors import TemporalUnavailable
 from tamma.models import ApprovalRequest, EventNote, IssueTaskInput
 from tamma.runtime.tasks import TaskService
@@ -60,6 +62,47 @@ def gitlab_token_ok(header: str | None, tokens: list[str]) -> bool:
     for token in tokens:
         ok |= hmac.compare_digest(token.encode(), header.encode())
     return ok
+
+
+@dataclass(frozen=True)
+class Forge:
+    """How one forge authenticates and names its deliveries."""
+
+    title: str
+    secrets_setting: str
+    auth_header: str
+    auth_header_title: str
+    event_header: str
+    event_header_title: str
+    delivery_header: str
+    authentic: Callable[[bytes, str | None, list[str]], bool]
+    interpret: Callable[[str, dict[str, Any], WebhookSettings], Action]
+
+
+_FORGES = {
+    "github": Forge(
+        "GitHub",
+        "github_secrets",
+        "x-hub-signature-256",
+        "X-Hub-Signature-256",
+        "x-github-event",
+        "X-GitHub-Event",
+        "x-github-delivery",
+        github_signature_ok,
+        github_action,
+    ),
+    "gitlab": Forge(
+        "GitLab",
+        "gitlab_tokens",
+        "x-gitlab-token",
+        "X-Gitlab-Token",
+        "x-gitlab-event",
+        "X-Gitlab-Event",
+        "x-gitlab-event-uuid",
+        lambda _body, header, tokens: gitlab_token_ok(header, tokens),
+        gitlab_action,
+    ),
+}
 
 
 class Deliveries:
@@ -136,35 +179,24 @@ class WebhookHub:
             raise WebhookError(400, "malformed body: the payload is not a JSON object")
         return data
 
-    async def github(self, request: Request) -> Reply:
-        secrets = [s.get_secret_value() for s in self.cfg.github_secrets]
+    async def receive(self, platform: str, request: Request) -> Reply:
+        """Authenticate, parse and act on one delivery from `platform` ("github" or "gitlab")."""
+        forge = _FORGES[platform]
+        secrets = [s.get_secret_value() for s in getattr(self.cfg, forge.secrets_setting)]
         if not secrets:
-            raise WebhookError(503, "GitHub webhooks are off: set webhooks.github_secrets (fail closed)")
+            raise WebhookError(
+                503, f"{forge.title} webhooks are off: set webhooks.{forge.secrets_setting} (fail closed)"
+            )
         body = await self.read_body(request)
-        if not github_signature_ok(body, request.headers.get("x-hub-signature-256"), secrets):
-            self.metrics.signature_failures.labels("github").inc()
-            raise WebhookError(401, "missing or invalid X-Hub-Signature-256")
-        event = request.headers.get("x-github-event")
+        if not forge.authentic(body, request.headers.get(forge.auth_header), secrets):
+            self.metrics.signature_failures.labels(platform).inc()
+            raise WebhookError(401, f"missing or invalid {forge.auth_header_title}")
+        event = request.headers.get(forge.event_header)
         if not event:
-            raise WebhookError(400, "missing X-GitHub-Event header")
+            raise WebhookError(400, f"missing {forge.event_header_title} header")
         payload = self.parse(body, request.headers.get("content-type", ""))
-        delivery = request.headers.get("x-github-delivery", "")
-        return await self._handle("github", event, delivery, lambda: github_action(event, payload, self.cfg))
-
-    async def gitlab(self, request: Request) -> Reply:
-        tokens = [s.get_secret_value() for s in self.cfg.gitlab_tokens]
-        if not tokens:
-            raise WebhookError(503, "GitLab webhooks are off: set webhooks.gitlab_tokens (fail closed)")
-        body = await self.read_body(request)
-        if not gitlab_token_ok(request.headers.get("x-gitlab-token"), tokens):
-            self.metrics.signature_failures.labels("gitlab").inc()
-            raise WebhookError(401, "missing or invalid X-Gitlab-Token")
-        event = request.headers.get("x-gitlab-event")
-        if not event:
-            raise WebhookError(400, "missing X-Gitlab-Event header")
-        payload = self.parse(body, request.headers.get("content-type", ""))
-        delivery = request.headers.get("x-gitlab-event-uuid", "")
-        return await self._handle("gitlab", event, delivery, lambda: gitlab_action(event, payload, self.cfg))
+        delivery = request.headers.get(forge.delivery_header, "")
+        return await self._handle(platform, event, delivery, lambda: forge.interpret(event, payload, self.cfg))
 
     async def _handle(self, platform: str, event: str, delivery: str, interpret: Any) -> Reply:
         async def work() -> Reply:
@@ -227,13 +259,10 @@ def _respond(reply: Reply) -> JSONResponse:
 async def _run(request: Request, platform: str) -> JSONResponse:
     hub: WebhookHub = request.app.state.hub
     try:
-        reply = await (hub.github(request) if platform == "github" else hub.gitlab(request))
+        reply = await hub.receive(platform, request)
     except WebhookError as exc:
-        hub.metrics.deliveries.labels(
-            platform,
-            request.headers.get("x-github-event" if platform == "github" else "x-gitlab-event", "unknown"),
-            f"http_{exc.status}",
-        ).inc()
+        event = request.headers.get(_FORGES[platform].event_header, "unknown")
+        hub.metrics.deliveries.labels(platform, event, f"http_{exc.status}").inc()
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
     return _respond(reply)
 

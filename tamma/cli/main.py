@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -270,17 +271,24 @@ def list_tasks(
     run_or_exit(lambda: asyncio.run(go()))
 
 
-@app.command()
-def approve(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."), reason: str = "") -> None:
-    """Approve a task's plan."""
+def _act(
+    ctx: typer.Context, task: str, repo: Path, act: Callable[[Session, str], Awaitable[object]], done: str
+) -> None:
+    """Approve, reject or cancel: each needs a worker to reach the workflow, then one call."""
 
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
             await _ensure_worker(session)
-            await session.tasks.approve(task_id(task, repo, session.settings), by="cli", reason=reason)
-            console.print("approved")
+            await act(session, task_id(task, repo, session.settings))
+            console.print(done)
 
     run_or_exit(lambda: asyncio.run(go()))
+
+
+@app.command()
+def approve(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."), reason: str = "") -> None:
+    """Approve a task's plan."""
+    _act(ctx, task, repo, lambda s, wid: s.tasks.approve(wid, by="cli", reason=reason), "approved")
 
 
 @app.command()
@@ -288,27 +296,13 @@ def reject(
     ctx: typer.Context, task: IdArg, reason: Annotated[str, typer.Option(help="why")], repo: RepoOpt = Path(".")
 ) -> None:
     """Reject a task's plan."""
-
-    async def go() -> None:
-        async with open_session(_settings(ctx), console, ctx.obj) as session:
-            await _ensure_worker(session)
-            await session.tasks.reject(task_id(task, repo, session.settings), by="cli", reason=reason)
-            console.print("rejected")
-
-    run_or_exit(lambda: asyncio.run(go()))
+    _act(ctx, task, repo, lambda s, wid: s.tasks.reject(wid, by="cli", reason=reason), "rejected")
 
 
 @app.command()
 def cancel(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path(".")) -> None:
     """Cancel a running task."""
-
-    async def go() -> None:
-        async with open_session(_settings(ctx), console, ctx.obj) as session:
-            await _ensure_worker(session)
-            await session.tasks.cancel(task_id(task, repo, session.settings))
-            console.print("cancel requested")
-
-    run_or_exit(lambda: asyncio.run(go()))
+    _act(ctx, task, repo, lambda s, wid: s.tasks.cancel(wid), "cancel requested")
 
 
 @app.command()

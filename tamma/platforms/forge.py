@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from tamma.models import CIStatus
 
 PROGRESS_MARK = "<!-- tamma:progress -->"
+T = TypeVar("T")
+
+
+def find_or_create(find: Callable[[], T | None], create: Callable[[], T], raced: Callable[[Exception], bool]) -> T:
+    """The idempotent write behind every forge step: return what an earlier attempt made; else
+    make it; if the forge answers that it exists already (`raced`), a racing attempt made it, so
+    look again and return that."""
+    found = find()
+    if found is not None:
+        return found
+    try:
+        return create()
+    except Exception as exc:
+        if raced(exc) and (again := find()) is not None:
+            return again
+        raise
 
 
 def comment_mark(body: str) -> str:

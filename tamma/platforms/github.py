@@ -28,7 +28,7 @@ from tamma.errors import (
     TammaError,
 )
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
-from tamma.platforms.forge import PROGRESS_MARK, comment_mark, git_auth_env, roll_up
+from tamma.platforms.forge import PROGRESS_MARK, comment_mark, find_or_create, git_auth_env, roll_up
 
 T = TypeVar("T")
 _NEEDS = "a token with repo scope (classic) or contents, issues, pull requests and statuses: write (fine-grained)"
@@ -170,20 +170,21 @@ class GitHubPlatform:
         return await self._call(f"repository {self.repo.locator}", lambda: self._repo.default_branch)
 
     async def ensure_branch(self, branch: str, base: str) -> str:
-        def ensure() -> str:
+        def find() -> str | None:
             try:
-                return self._repo.get_git_ref(f"heads/{branch}").object.sha
+                return str(self._repo.get_git_ref(f"heads/{branch}").object.sha)
             except GithubException as exc:
-                if exc.status != 404:
-                    raise
-            sha = self._repo.get_branch(base).commit.sha
-            try:
-                self._repo.create_git_ref(f"refs/heads/{branch}", sha)
-            except GithubException as exc:
-                if exc.status != 422:  # created meanwhile by a racing attempt
-                    raise
-                return self._repo.get_git_ref(f"heads/{branch}").object.sha
+                if exc.status == 404:
+                    return None
+                raise
+
+        def create() -> str:
+            sha = str(self._repo.get_branch(base).commit.sha)
+            self._repo.create_git_ref(f"refs/heads/{branch}", sha)
             return sha
+
+        def ensure() -> str:
+            return find_or_create(find, create, lambda e: isinstance(e, GithubException) and e.status == 422)
 
         return await self._call(f"branch {branch}", ensure)
 
@@ -216,17 +217,14 @@ class GitHubPlatform:
 
     async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
         def create() -> PullRequest:
-            found = self._find(branch)
-            if found is not None:
-                return found
-            try:
-                return self._pr(
+            # 422 "A pull request already exists": a racing attempt opened it; reuse that one.
+            return find_or_create(
+                lambda: self._find(branch),
+                lambda: self._pr(
                     self._repo.create_pull(base=base, head=branch, title=title, body=body, draft=self.settings.draft)
-                )
-            except GithubException as exc:
-                if exc.status == 422 and (again := self._find(branch)) is not None:
-                    return again  # "A pull request already exists": reuse it
-                raise
+                ),
+                lambda e: isinstance(e, GithubException) and e.status == 422,
+            )
 
         return await self._call(f"a pull request for {branch}", create)
 

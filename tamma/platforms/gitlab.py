@@ -21,7 +21,7 @@ from gitlab.exceptions import GitlabError
 from tamma.config import GitLabSettings
 from tamma.errors import ConfigError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError, TammaError
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
-from tamma.platforms.forge import PROGRESS_MARK, comment_mark, git_auth_env, roll_up
+from tamma.platforms.forge import PROGRESS_MARK, comment_mark, find_or_create, git_auth_env, roll_up
 
 T = TypeVar("T")
 _NEEDS = "a personal, project or group access token with the api scope (Developer role or higher)"
@@ -155,18 +155,21 @@ class GitLabPlatform:
         )
 
     async def ensure_branch(self, branch: str, base: str) -> str:
+        def find() -> str | None:
+            try:
+                return str(self._project.branches.get(branch).commit["id"])
+            except GitlabError as exc:
+                if exc.response_code == 404:
+                    return None
+                raise
+
         def ensure() -> str:
-            try:
-                return str(self._project.branches.get(branch).commit["id"])
-            except GitlabError as exc:
-                if exc.response_code != 404:
-                    raise
-            try:
-                return str(self._project.branches.create({"branch": branch, "ref": base}).commit["id"])
-            except GitlabError as exc:
-                if exc.response_code != 400:  # "Branch already exists": a racing attempt made it
-                    raise
-                return str(self._project.branches.get(branch).commit["id"])
+            # 400 "Branch already exists": a racing attempt made it.
+            return find_or_create(
+                find,
+                lambda: str(self._project.branches.create({"branch": branch, "ref": base}).commit["id"]),
+                lambda e: isinstance(e, GitlabError) and e.response_code == 400,
+            )
 
         return await self._call(f"branch {branch}", ensure)
 
@@ -200,26 +203,21 @@ class GitLabPlatform:
         return await self._call(f"merge request !{number}", lambda: self._mr(self._project.mergerequests.get(number)))
 
     async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+        def open_mr() -> PullRequest:
+            fields = {
+                "source_branch": branch,
+                "target_branch": base,
+                "title": title,
+                "description": body,
+                "remove_source_branch": True,
+            }
+            return self._mr(self._project.mergerequests.create(fields))
+
         def create() -> PullRequest:
-            found = self._find(branch)
-            if found is not None:
-                return found
-            try:
-                return self._mr(
-                    self._project.mergerequests.create(
-                        {
-                            "source_branch": branch,
-                            "target_branch": base,
-                            "title": title,
-                            "description": body,
-                            "remove_source_branch": True,
-                        }
-                    )
-                )
-            except GitlabError as exc:
-                if exc.response_code == 409 and (again := self._find(branch)) is not None:
-                    return again  # "Another open merge request already exists": reuse it
-                raise
+            # 409 "Another open merge request already exists": a racing attempt opened it; reuse it.
+            return find_or_create(
+                lambda: self._find(branch), open_mr, lambda e: isinstance(e, GitlabError) and e.response_code == 409
+            )
 
         return await self._call(f"a merge request for {branch}", create)
 

@@ -1,25 +1,32 @@
-"""A webhook-started task driven to a merge by webhook signals: assignment starts it, a
-`/tamma approve` comment from an owner approves it (once, however often it is redelivered)."""
+"""A webhook-started task driven to a merge by webhook signals, on the GitHub stand-in:
+assignment starts it, a `/tamma approve` comment from an owner approves it (once, however often
+it is redelivered), closing the issue stops it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from temporalio.client import Client
 
 from tamma.config import Settings
-from tamma.demo import make_demo
+from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
 from tamma.models import RepoRef, TaskStatus
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import github_headers, load, running_api, with_sections
 from tests.conftest import running_worker
+from tests.standins.git_remote import BareRemote, git
+from tests.standins.github_api import FakeGitHub
+from tests.standins.http import serve
 
 
 async def post(http: httpx.AsyncClient, payload: dict[str, Any], event: str, delivery: str) -> httpx.Response:
@@ -35,61 +42,63 @@ async def wait_status(service: TaskService, wid: str, status: TaskStatus) -> Non
     raise AssertionError(f"never {status}")
 
 
-async def test_assign_then_approve_by_comment_merges(
-    api_settings: Settings, client: Client, task_queue: str, tmp_path: Path
-) -> None:
-    settings = with_sections(api_settings, approval={"auto_approve": False}, llm={"transcript": str(DEMO_TRANSCRIPT)})
-    platform, _ = make_demo(tmp_path / "repo", settings.data_dir)
-    name = f"octo-{uuid.uuid4().hex[:8]}/hello"
-    activities = build_activities(settings)
-    # The forge's issue and git remote are stood in for by the local platform (GitHub's own
-    # platform is a separate piece); everything else is the real webhook → workflow path.
-    activities.platforms = lambda repo: platform  # type: ignore[assignment,return-value]
-    service = TaskService(client, task_queue)
+@dataclass
+class Flow:
+    http: httpx.AsyncClient
+    service: TaskService
+    github: FakeGitHub
+    assigned: dict[str, Any]
+
+
+@pytest.fixture
+async def flow(api_settings: Settings, client: Client, task_queue: str, tmp_path: Path) -> AsyncIterator[Flow]:
+    """The server, a worker, and a GitHub stand-in holding the demo issue: webhooks in, forge out."""
+    remote = BareRemote.from_worktree(make_sample_repo(tmp_path / "src"), tmp_path / "remote.git")
+    fake = FakeGitHub(f"octo-{uuid.uuid4().hex[:8]}", "hello", remote, "ghp_flow")
+    fake.add_issue(1, DEMO_TITLE, DEMO_BODY)
     assigned = load("github/issues/assigned.json")
-    assigned["repository"] = dict(assigned["repository"], full_name=name)
+    assigned["repository"] = dict(assigned["repository"], full_name=fake.full)
+    with serve(fake) as gh:
+        fake.base = gh.url
+        settings = with_sections(
+            api_settings,
+            approval={"auto_approve": False},
+            llm={"transcript": str(DEMO_TRANSCRIPT)},
+            github={"token": "ghp_flow", "base_url": gh.url, "git_url": str(remote.path)},
+        )
+        with running_api(settings, tmp_path / "t.toml") as url:
+            async with (
+                httpx.AsyncClient(base_url=url, timeout=30) as http,
+                running_worker(client, task_queue, build_activities(settings), settings),
+            ):
+                yield Flow(http, TaskService(client, task_queue), fake, assigned)
+
+
+async def test_assign_then_approve_by_comment_merges(flow: Flow) -> None:
     comment = load("github/issue_comment/created.json")
-    comment["repository"] = assigned["repository"]
+    comment["repository"] = flow.assigned["repository"]
     comment["comment"] = dict(
         comment["comment"], body="Looks good.\n/tamma approve ship it", author_association="OWNER"
     )
-    with running_api(settings, tmp_path / "t.toml") as url:
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30) as http,
-            running_worker(client, task_queue, activities, settings),
-        ):
-            started = await post(http, assigned, "issues", "d-assign")
-            wid = started.json()["task"]
-            assert wid == f"tamma:{RepoRef(platform='github', locator=name).key}#1"
-            await wait_status(service, wid, TaskStatus.AWAITING_APPROVAL)
-            first = await post(http, comment, "issue_comment", "d-approve")
-            assert first.status_code == 200 and first.json()["outcome"] == "signalled"
-            again = await post(http, comment, "issue_comment", "d-approve")
-            assert again.json().get("duplicate") is True
-            state = await service.handle(wid).result()
+    started = await post(flow.http, flow.assigned, "issues", "d-assign")
+    wid = started.json()["task"]
+    assert wid == f"tamma:{RepoRef(platform='github', locator=flow.github.full).key}#1"
+    await wait_status(flow.service, wid, TaskStatus.AWAITING_APPROVAL)
+    first = await post(flow.http, comment, "issue_comment", "d-approve")
+    assert first.status_code == 200 and first.json()["outcome"] == "signalled"
+    again = await post(flow.http, comment, "issue_comment", "d-approve")
+    assert again.json().get("duplicate") is True
+    state = await flow.service.handle(wid).result()
     assert state.status == TaskStatus.MERGED
     assert state.approval is not None and state.approval.by == "Codertocat" and state.approval.reason == "ship it"
+    assert "(page - 1)" in git(flow.github.remote.path, "show", "main:pager.py")
 
 
-async def test_closing_the_issue_stops_the_task(
-    api_settings: Settings, client: Client, task_queue: str, tmp_path: Path
-) -> None:
-    settings = with_sections(api_settings, approval={"auto_approve": False}, llm={"transcript": str(DEMO_TRANSCRIPT)})
-    platform, _ = make_demo(tmp_path / "repo", settings.data_dir)
-    name = f"octo-{uuid.uuid4().hex[:8]}/hello"
-    activities = build_activities(settings)
-    activities.platforms = lambda repo: platform  # type: ignore[assignment,return-value]
-    service = TaskService(client, task_queue)
-    assigned = load("github/issues/assigned.json")
-    assigned["repository"] = dict(assigned["repository"], full_name=name)
-    closed = {**assigned, "action": "closed"}
-    with running_api(settings, tmp_path / "t.toml") as url:
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30) as http,
-            running_worker(client, task_queue, activities, settings),
-        ):
-            wid = (await post(http, assigned, "issues", "a1")).json()["task"]
-            await wait_status(service, wid, TaskStatus.AWAITING_APPROVAL)
-            assert (await post(http, closed, "issues", "c1")).json()["outcome"] == "signalled"
-            state = await service.handle(wid).result()
+async def test_closing_the_issue_stops_the_task(flow: Flow) -> None:
+    closed = {**flow.assigned, "action": "closed"}
+    wid = (await post(flow.http, flow.assigned, "issues", "a1")).json()["task"]
+    await wait_status(flow.service, wid, TaskStatus.AWAITING_APPROVAL)
+    assert (await post(flow.http, closed, "issues", "c1")).json()["outcome"] == "signalled"
+    state = await flow.service.handle(wid).result()
     assert state.status == TaskStatus.CANCELLED and "closed" in state.error
+    assert flow.github.remote.branches() == ["main"]  # stopped before any branch was made

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from tests.standins.http import Reply, Request
+from tests.standins.http import Reply, Request, replay
 
 _ids = itertools.count(1)
 
@@ -84,16 +84,7 @@ def protocol_problem(req: Request, api_key: str) -> Reply | None:
 
 
 def scripted(replies: list[Reply | dict[str, Any]], api_key: str = "sk-ant-test") -> Callable[[Request], Reply]:
-    """Answer valid requests with `replies` in order (dicts are 200 message bodies)."""
-    queue = list(replies)
-
-    def respond(req: Request) -> Reply:
-        problem = protocol_problem(req, api_key)
-        if problem is not None:
-            return problem
-        if not queue:
-            return error(500, "api_error", "stand-in script exhausted")
-        nxt = queue.pop(0)
-        return nxt if isinstance(nxt, Reply) else Reply(200, nxt)
-
-    return respond
+    """Answer valid requests with `replies` in order (dicts are 200 bodies)."""
+    return replay(
+        replies, lambda req: protocol_problem(req, api_key), error(500, "api_error", "stand-in script exhausted")
+    )

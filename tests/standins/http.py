@@ -83,3 +83,20 @@ def serve(responder: Responder) -> Iterator[StandIn]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def replay(replies: list[Reply | Any], problem: Callable[[Request], Reply | None], exhausted: Reply) -> Responder:
+    """A responder that refuses what `problem` refuses (as the real API would), then answers
+    with `replies` in order (plain values are 200 bodies), then with `exhausted`."""
+    queue = list(replies)
+
+    def respond(req: Request) -> Reply:
+        refused = problem(req)
+        if refused is not None:
+            return refused
+        if not queue:
+            return exhausted
+        nxt = queue.pop(0)
+        return nxt if isinstance(nxt, Reply) else Reply(200, nxt)
+
+    return respond
