@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
+from temporalio.service import RPCError
 
-from tamma.errors import TammaError
+from tamma.errors import TammaError, TemporalUnavailable
 
 T = TypeVar("T")
 
@@ -18,5 +19,11 @@ def run_or_exit(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except TammaError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(exc.message, exc.exit_code)
+    except RPCError as exc:  # a Temporal answer no layer below expected: one line, not a traceback
+        _fail(f"Temporal answered {exc.status.name}: {exc.message}", TemporalUnavailable.exit_code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tamma.config import Settings
-from tamma.runtime.client import connect, ensure_search_attributes, resolve_address
+from tamma.runtime.client import EMBEDDED_NAMESPACE_WAIT_S, connect, ensure_search_attributes, resolve_address
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import build_workers
@@ -75,7 +75,12 @@ class Session:
 @asynccontextmanager
 async def open_session(settings: Settings, console: Console, config_file: Path | None = None) -> AsyncIterator[Session]:
     address, embedded = await asyncio.to_thread(resolve_address, settings)
-    client = await connect(address, settings.temporal.namespace, settings.temporal.connect_timeout_s)
+    client = await connect(
+        address,
+        settings.temporal.namespace,
+        settings.temporal.connect_timeout_s,
+        namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
+    )
     await ensure_search_attributes(client, settings.temporal.namespace)
     session = Session(
         settings, console, client, address, embedded, TaskService(client, settings.temporal.task_queue), config_file

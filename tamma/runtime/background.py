@@ -8,10 +8,11 @@ in the data dir; `tamma temporal stop` ends it (and only it) by that PID.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from tamma.runtime import pids
 
 
 def _pid_file(data_dir: Path) -> Path:
@@ -20,12 +21,8 @@ def _pid_file(data_dir: Path) -> Path:
 
 def running_pid(data_dir: Path) -> int | None:
     f = _pid_file(data_dir)
-    if not f.exists():
-        return None
-    pid = int(f.read_text(encoding="utf-8").strip() or 0)
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
+    pid = pids.read_pid(f)
+    if pid is None or not pids.runs(pid, "tamma"):
         f.unlink(missing_ok=True)
         return None
     return pid
@@ -53,10 +50,10 @@ def spawn_background_worker(data_dir: Path, config_file: Path | None = None) -> 
     return proc.pid
 
 
-def stop_background_worker(data_dir: Path) -> int | None:
+def stop_background_worker(data_dir: Path, grace_s: float = 40.0) -> int | None:
     pid = running_pid(data_dir)
     if pid is None:
         return None
-    os.kill(pid, signal.SIGTERM)
     _pid_file(data_dir).unlink(missing_ok=True)
+    pids.terminate(pid, grace_s)  # the worker drains its running activities first
     return pid

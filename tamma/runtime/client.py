@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.config import Settings
 from tamma.errors import TemporalUnavailable
 from tamma.runtime.embedded import ensure_embedded_server
 from tamma.workflows import search
+
+_NOT_READY = (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE)
+# How long a just-started embedded server may take to serve its namespace.
+EMBEDDED_NAMESPACE_WAIT_S = 30.0
 
 
 def resolve_address(settings: Settings) -> tuple[str, bool]:
@@ -25,9 +31,13 @@ def resolve_address(settings: Settings) -> tuple[str, bool]:
     return address, True
 
 
-async def connect(address: str, namespace: str = "default", timeout_s: float = 10.0) -> Client:
+async def connect(
+    address: str, namespace: str = "default", timeout_s: float = 10.0, namespace_wait_s: float = 0.0
+) -> Client:
+    """Connect and check the namespace is served; a server that has just started may listen before
+    its namespaces are loaded, so `namespace_wait_s` (the embedded server's case) waits that out."""
     try:
-        return await asyncio.wait_for(
+        client = await asyncio.wait_for(
             Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter),
             timeout=timeout_s,
         )
@@ -36,6 +46,27 @@ async def connect(address: str, namespace: str = "default", timeout_s: float = 1
             f"cannot reach Temporal at {address} ({str(exc).splitlines()[0][:200] or 'timeout'}); "
             "check temporal.address (TAMMA_TEMPORAL__ADDRESS) or unset it to use the embedded server"
         ) from None
+    await _wait_for_namespace(client, address, namespace, namespace_wait_s)
+    return client
+
+
+async def _wait_for_namespace(client: Client, address: str, namespace: str, wait_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace), timeout=timedelta(seconds=5)
+            )
+            return
+        except RPCError as exc:
+            if exc.status not in _NOT_READY or loop.time() >= deadline:
+                what = "is not served" if exc.status == RPCStatusCode.NOT_FOUND else f"cannot be read ({exc.message})"
+                raise TemporalUnavailable(
+                    f"Temporal namespace {namespace!r} {what} at {address}; check temporal.namespace "
+                    f"(TAMMA_TEMPORAL__NAMESPACE) or create it: temporal operator namespace create -n {namespace}"
+                ) from None
+        await asyncio.sleep(0.1)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:

@@ -6,7 +6,6 @@ the machine restarting; a second `tamma` reuses the server the first one started
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from tamma.errors import ConfigError, TemporalUnavailable
+from tamma.runtime import pids
 from tamma.workflows import search
 
 _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
@@ -49,9 +49,31 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
+def _pid_file(data_dir: Path) -> Path:
+    return data_dir / "temporal" / "server.pid"
+
+
+def _recorded_server(data_dir: Path) -> int | None:
+    pid = pids.read_pid(_pid_file(data_dir))
+    return pid if pid is not None and pids.runs(pid, "temporal") else None
+
+
 def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: float = 30.0) -> tuple[str, bool]:
-    """Return (address, started_now); start the dev server unless one already listens."""
+    """Return (address, started_now); start the dev server unless one already listens.
+
+    A server this user started that is still starting (another `tamma` launched it) or still
+    stopping (the port closes before it releases the SQLite file) is waited for first: starting a
+    second one on the same file fails with "database is locked".
+    """
     address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + wait_s
+    while (previous := _recorded_server(data_dir)) is not None and not port_open(port):
+        if time.monotonic() >= deadline:
+            raise TemporalUnavailable(
+                f"the embedded Temporal server (pid {previous}) neither listens on {address} nor exits; "
+                "`tamma temporal stop` ends it"
+            )
+        time.sleep(0.1)
     if port_open(port):
         return address, False
     folder = data_dir / "temporal"
@@ -75,8 +97,7 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
     ]
     # A new session detaches it from the terminal: Ctrl-C in `tamma start` must not stop it.
     proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    (folder / "server.pid").write_text(str(proc.pid), encoding="utf-8")
-    deadline = time.monotonic() + wait_s
+    _pid_file(data_dir).write_text(str(proc.pid), encoding="utf-8")
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise TemporalUnavailable(
@@ -88,15 +109,12 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
     raise TemporalUnavailable(f"the embedded Temporal server did not listen on {address} within {wait_s:.0f}s")
 
 
-def stop_embedded_server(data_dir: Path) -> bool:
-    """Stop the server this user's Tamma started (by its recorded PID); False if none."""
-    pid_file = data_dir / "temporal" / "server.pid"
-    if not pid_file.exists():
+def stop_embedded_server(data_dir: Path, grace_s: float = 15.0) -> bool:
+    """Stop the server this user's Tamma started (by its recorded PID) and wait until it has exited,
+    so its database file is free for the next start; False if none was running."""
+    pid = _recorded_server(data_dir)
+    _pid_file(data_dir).unlink(missing_ok=True)
+    if pid is None:
         return False
-    pid = int(pid_file.read_text(encoding="utf-8"))
-    pid_file.unlink()
-    try:
-        os.kill(pid, 15)
-    except ProcessLookupError:
-        return False
+    pids.terminate(pid, grace_s)
     return True

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tamma.runtime import pids
 from tamma.runtime.embedded import port_open
 
 pytestmark = pytest.mark.slow
@@ -61,10 +62,8 @@ def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:
         assert "pager#1" in listed.stdout and pid_file.read_text() == first_pid  # reused, not restarted
         stopped = tamma("temporal", "stop")
         assert "embedded server stopped" in stopped.stdout
-        for _ in range(100):
-            if not port_open(port):
-                break
-            subprocess.run(["sleep", "0.1"], check=True)
+        # stop returns once the server has exited, so the restart below finds its database free
+        assert not port_open(port) and not pids.alive(int(first_pid))
         after_restart = tamma("list", "--status", "merged")  # starts the server again on the same file
         assert "pager#1" in after_restart.stdout, after_restart.stdout + after_restart.stderr
     finally:
