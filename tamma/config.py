@@ -149,6 +149,9 @@ class ApiSettings(BaseModel):
     jwt_private_key: SecretStr | None = Field(default=None, description="RS256: PEM (or path) for `tamma token create`")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    rate_limit_per_min: int = Field(
+        default=300, ge=1, description="per client IP, for /api and /docs; webhooks have their own"
+    )
 
 
 class GitHubSettings(BaseModel):

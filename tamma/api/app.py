@@ -33,14 +33,17 @@ from tamma.runtime.tasks import TaskService
 access = logging.getLogger("tamma.access")
 log = logging.getLogger("tamma.api")
 _UNLIMITED = ("/live", "/health", "/ready", "/metrics")
+_WEBHOOKS = "/webhooks/"
 
 
 class Edge:
-    """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): per-IP rate limit,
-    latency metrics and a JSON access log line that never holds bodies, queries or headers."""
+    """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): per-IP rate limits
+    (one bucket set for webhooks, one for the API, so a busy forge cannot lock people out of the
+    API and a script polling the API cannot make the forge's deliveries fail), latency metrics
+    and a JSON access log line that never holds bodies, queries or headers."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter, metrics: Metrics) -> None:
-        self.app, self.limiter, self.metrics = app, limiter, metrics
+    def __init__(self, app: ASGIApp, webhook_limiter: RateLimiter, api_limiter: RateLimiter, metrics: Metrics) -> None:
+        self.app, self.webhook_limiter, self.api_limiter, self.metrics = app, webhook_limiter, api_limiter, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +54,7 @@ class Edge:
         client = (scope.get("client") or ("unknown", 0))[0]
         status = {"code": 500}
         if not path.startswith(_UNLIMITED):
-            wait = self.limiter.check(client)
+            wait = (self.webhook_limiter if path.startswith(_WEBHOOKS) else self.api_limiter).check(client)
             if wait:
                 body = json.dumps({"detail": "rate limit exceeded; retry later"}).encode()
                 await send(
@@ -139,7 +142,12 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
     errors.install(app)
     for router in (webhooks.router, tasks.router, config_routes.router, ops.router):
         app.include_router(router)
-    app.add_middleware(Edge, limiter=RateLimiter(settings.webhooks.rate_limit_per_min), metrics=metrics)
+    app.add_middleware(
+        Edge,
+        webhook_limiter=RateLimiter(settings.webhooks.rate_limit_per_min),
+        api_limiter=RateLimiter(settings.api.rate_limit_per_min),
+        metrics=metrics,
+    )
     return app
 
 

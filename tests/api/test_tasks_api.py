@@ -157,7 +157,21 @@ async def test_rate_limit_answers_429_then_recovers(api_settings: Settings, tmp_
             resp = await http.post("/webhooks/github", content=b"{}")
             assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
             assert (await http.get("/health")).status_code == 200  # operations are not limited
+            # the API's buckets are its own: the webhook flood did not spend them
+            assert (await http.get("/api/v1/tasks", headers=auth(limited, "viewer"))).status_code == 200
             await asyncio.sleep(1.2)
+            assert (await http.post("/webhooks/github", content=b"{}")).status_code == 401
+
+
+async def test_api_rate_limit_is_separate_from_webhooks(api_settings: Settings, tmp_path: Path) -> None:
+    limited = with_sections(api_settings, api={"rate_limit_per_min": 60})
+    with running_api(limited, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            codes = [(await http.get("/api/v1/tasks")).status_code for _ in range(70)]
+            assert codes.count(401) >= 60 and codes.count(429) >= 1 and set(codes) == {401, 429}
+            limited_resp = await http.get("/openapi.json")
+            assert limited_resp.status_code == 429 and int(limited_resp.headers["retry-after"]) >= 1
+            # webhooks still answer: a noisy API client does not make the forge's deliveries fail
             assert (await http.post("/webhooks/github", content=b"{}")).status_code == 401
 
 
