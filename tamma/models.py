@@ -182,10 +182,15 @@ class CIStatus(BaseModel):
 
 
 class ReviewComment(BaseModel):
+    """One piece of review feedback: a line comment, a reply in its thread, or a review's body."""
+
     id: int
     author: str
     body: str
     path: str = ""
+    line: int | None = Field(default=None, description="line in the new version of `path`")
+    thread: int | None = Field(default=None, description="id of the comment this one answers")
+    verdict: str = Field(default="", description="a review's state, e.g. CHANGES_REQUESTED")
 
 
 class MergeResult(BaseModel):

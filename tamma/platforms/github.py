@@ -258,14 +258,23 @@ class GitHubPlatform:
             pull = self._repo.get_pull(pr.number)
             me = self.bot_login.lower()
             out = [
-                ReviewComment(id=c.id, author=c.user.login, body=c.body, path=c.path or "")
+                ReviewComment(
+                    id=c.id,
+                    author=c.user.login,
+                    body=c.body,
+                    path=c.path or "",
+                    line=c.line or c.original_line or None,
+                    thread=c.in_reply_to_id or None,
+                )
                 for c in pull.get_review_comments()
                 if c.user and c.user.login.lower() != me
             ]
+            # A review's own body (the summary people write when they request changes or comment);
+            # negative ids keep them apart from line comments. Approvals ask for nothing.
             out += [
-                ReviewComment(id=-r.id, author=r.user.login if r.user else "", body=r.body)
+                ReviewComment(id=-r.id, author=r.user.login, body=r.body, verdict=r.state)
                 for r in pull.get_reviews()
-                if r.state == "CHANGES_REQUESTED" and r.body
+                if r.state in ("CHANGES_REQUESTED", "COMMENTED") and r.body and r.user and r.user.login.lower() != me
             ]
             return out
 

@@ -245,18 +245,31 @@ class GitLabPlatform:
         def collect() -> list[ReviewComment]:
             mr = self._project.mergerequests.get(pr.number, lazy=True)
             me = self.bot_login.lower()
-            return [
-                ReviewComment(
-                    id=n.id,
-                    author=n.author["username"],
-                    body=n.body,
-                    path=((getattr(n, "position", None) or {}).get("new_path") or ""),
-                )
-                for n in mr.notes.list(iterator=True)
-                if not n.system and n.author["username"].lower() != me
-            ]
+            out: list[ReviewComment] = []
+            # Discussions rather than flat notes: they carry the threads, and a thread someone
+            # resolved is settled and asks for nothing more.
+            for discussion in mr.discussions.list(iterator=True):
+                notes: list[dict[str, Any]] = discussion.attributes.get("notes") or []
+                if any(n.get("resolvable") and n.get("resolved") for n in notes):
+                    continue
+                root = notes[0]["id"] if notes and not discussion.attributes.get("individual_note") else None
+                for n in notes:
+                    if n.get("system") or n["author"]["username"].lower() == me:
+                        continue
+                    position = n.get("position") or {}
+                    out.append(
+                        ReviewComment(
+                            id=n["id"],
+                            author=n["author"]["username"],
+                            body=n["body"],
+                            path=position.get("new_path") or "",
+                            line=position.get("new_line"),
+                            thread=root if root != n["id"] else None,
+                        )
+                    )
+            return out
 
-        return await self._call(f"comments on !{pr.number}", collect)
+        return await self._call(f"discussions on !{pr.number}", collect)
 
     async def merge_pull_request(self, number: int) -> MergeResult:
         def merge() -> MergeResult:

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from tamma.policy import blocking_reasons
     from tamma.workflows import search
+    from tamma.workflows.review import review_feedback
 
 M = TypeVar("M")
 
@@ -336,10 +337,10 @@ class IssueWorkflow:
         comments: list[ReviewComment] = await self._activity(
             names.REVIEW_COMMENTS, PRRef(repo=self.inp.repo, pr_number=pr.number), list[ReviewComment]
         )
-        fresh = [c for c in comments if c.id not in self._seen_reviews]
-        self._seen_reviews.update(c.id for c in fresh)
+        feedback, fresh = review_feedback(comments, self._seen_reviews)
+        self._seen_reviews.update(fresh)
         self._end(record, "done", f"{len(fresh)} new comment(s)" if fresh else "no new comments")
-        return "\n".join(f"- {c.author} on {c.path or 'the PR'}: {c.body}" for c in fresh)
+        return feedback
 
     # ---- plumbing ----------------------------------------------------------------------------
 

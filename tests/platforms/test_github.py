@@ -199,3 +199,48 @@ def test_github_app_auth_is_accepted(tmp_path: Path) -> None:
     from github import Auth
 
     assert isinstance(p.gh.requester.auth, Auth.AppInstallationAuth)
+
+
+def line_comment(cid: int, user: str, body: str, line: int | None, reply_to: int | None = None) -> dict[str, object]:
+    """A pull-request review comment as GitHub's REST API describes it (the fields Tamma reads)."""
+    return {
+        "id": cid,
+        "pull_request_review_id": 77,
+        "path": "pager.py",
+        "line": line,
+        "original_line": 3,
+        "side": "RIGHT",
+        "in_reply_to_id": reply_to,
+        "body": body,
+        "user": user,
+    }
+
+
+async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    pr = await platform.create_pull_request("b", "main", "t", "")
+    fake.review_comments[pr.number] = [
+        line_comment(11, "alice", "Name the magic number", 4),
+        line_comment(12, "bob", "and say pages are 1-based", None, reply_to=11),  # outdated line → original
+        line_comment(13, "tamma-bot", "Done.", 4, reply_to=11),  # the bot's own reply asks nothing
+    ] + [line_comment(100 + i, "carol", f"nit {i}", 9) for i in range(120)]  # more than one page
+    fake.reviews[pr.number] = [
+        {"id": 5, "user": "alice", "body": "Close; two things.", "state": "CHANGES_REQUESTED"},
+        {"id": 6, "user": "dave", "body": "LGTM", "state": "APPROVED"},
+        {"id": 7, "user": "erin", "body": "", "state": "COMMENTED"},  # only line comments, no summary
+        {"id": 8, "user": "erin", "body": "One question inline.", "state": "COMMENTED"},
+    ]
+    fake.log.clear()
+    got = await platform.review_comments(pr)
+    by_id = {c.id: c for c in got}
+    assert (by_id[11].path, by_id[11].line, by_id[11].thread) == ("pager.py", 4, None)
+    assert (by_id[12].author, by_id[12].line, by_id[12].thread) == ("bob", 3, 11)
+    assert 13 not in by_id and len([c for c in got if c.author == "carol"]) == 120
+    assert [(c.id, c.verdict) for c in got if c.id < 0] == [(-5, "CHANGES_REQUESTED"), (-8, "COMMENTED")]
+    n = pr.number
+    assert fake.calls() == [  # no extra fetch of the PR itself; every list paginated
+        f"GET /repos/octo/hello/pulls/{n}/comments?per_page=100",
+        f"GET /repos/octo/hello/pulls/{n}/comments?page=2&per_page=100",
+        f"GET /repos/octo/hello/pulls/{n}/reviews?per_page=100",
+    ]

@@ -110,3 +110,59 @@ def test_clone_url_and_credentials() -> None:
     assert p.clone_url() == "https://git.corp/gitlab/acme/platform/web.git"
     assert "glpat-secret" not in p.clone_url()
     assert p.git_env()["GIT_CONFIG_KEY_0"] == "http.https://git.corp/.extraheader"
+
+
+def note(
+    nid: int, user: str, body: str, *, line: int | None = None, resolved: bool = False, system: bool = False
+) -> dict[str, object]:
+    """A merge-request note inside a discussion, as GitLab's Discussions API documents it."""
+    position = {"base_sha": "a", "head_sha": "b", "old_path": "pager.py", "new_path": "pager.py", "new_line": line}
+    return {
+        "id": nid,
+        "type": "DiffNote" if line else None,
+        "body": body,
+        "author": {"username": user},
+        "system": system,
+        "resolvable": line is not None,
+        "resolved": resolved,
+        **({"position": position} if line else {}),
+    }
+
+
+async def test_review_discussions_threads_and_resolved(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    fake, platform = gl
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    mr = await platform.create_pull_request("b", "main", "t", "")
+    fake.mr_discussions[mr.number] = [
+        {
+            "id": "d1",
+            "individual_note": False,
+            "notes": [
+                note(1, "alice", "Name the constant", line=4),
+                note(2, "bob", "+1, and a docstring", line=4),
+                note(3, "tamma-bot", "Done", line=4),
+            ],
+        },
+        {
+            "id": "d2",
+            "individual_note": False,
+            "notes": [
+                note(4, "carol", "Old nit", line=7, resolved=True),
+                note(5, "carol", "still?", line=7, resolved=True),
+            ],
+        },
+        {"id": "d3", "individual_note": True, "notes": [note(6, "dave", "Please also update the README")]},
+        {"id": "d4", "individual_note": True, "notes": [note(7, "root", "added 1 commit", system=True)]},
+    ] + [{"id": f"x{i}", "individual_note": True, "notes": [note(100 + i, "erin", f"nit {i}")]} for i in range(105)]
+    fake.log.clear()
+    got = await platform.review_comments(mr)
+    by_id = {c.id: c for c in got}
+    assert (by_id[1].path, by_id[1].line, by_id[1].thread) == ("pager.py", 4, None)
+    assert (by_id[2].author, by_id[2].thread) == ("bob", 1)  # a reply in alice's thread
+    assert 3 not in by_id and 4 not in by_id and 5 not in by_id and 7 not in by_id  # bot, resolved, system
+    assert (by_id[6].path, by_id[6].line, by_id[6].thread) == ("", None, None)
+    assert len([c for c in got if c.author == "erin"]) == 105  # the second page was read
+    assert [c for c in fake.calls() if "discussions" in c] == [
+        f"GET {ENC}/merge_requests/{mr.number}/discussions?per_page=100",
+        f"GET {ENC}/merge_requests/{mr.number}/discussions?per_page=100&page=2",
+    ]

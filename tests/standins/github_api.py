@@ -33,6 +33,7 @@ class FakeGitHub:
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     check_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     review_comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     log: list[tuple[str, str, Any]] = field(default_factory=list)
     inject: list[tuple[str, Reply]] = field(default_factory=list)  # (path regex, reply) served once
     crash_after: list[str] = field(default_factory=list)  # do the write, then answer 502 (once)
@@ -260,8 +261,12 @@ class FakeGitHub:
                 path,
                 q,
             )
-        if re.fullmatch(r"/pulls/(\d+)/reviews", p):
-            return self._page([], path, q)
+        if m := re.fullmatch(r"/pulls/(\d+)/reviews", p):
+            return self._page(
+                [{**r, "user": self._user(r["user"])} for r in self.reviews.get(int(m[1]), [])],
+                path,
+                q,
+            )
         if m := re.fullmatch(r"/commits/([0-9a-f]{40})", p):
             return Reply(200, {"sha": m[1], "url": self._api(f"/commits/{m[1]}"), "commit": {"message": ""}})
         if (m := re.fullmatch(r"/statuses/([0-9a-f]{40})", p)) and method == "POST":

@@ -28,7 +28,7 @@ class FakeGitLab:
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     mrs: dict[int, dict[str, Any]] = field(default_factory=dict)
-    mr_notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    mr_discussions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     approvals_left: int = 0
     log: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -159,8 +159,8 @@ class FakeGitLab:
         if m := re.fullmatch(r"/merge_requests/(\d+)", p):
             mr = self.mrs.get(int(m[1]))
             return Reply(200, self._mr(mr)) if mr else Reply(404, {"message": "404 Not found"})
-        if m := re.fullmatch(r"/merge_requests/(\d+)/notes", p):
-            return self._page(self.mr_notes.get(int(m[1]), []), raw_path, q)
+        if m := re.fullmatch(r"/merge_requests/(\d+)/discussions", p):
+            return self._page(self.mr_discussions.get(int(m[1]), []), raw_path, q)
         if re.fullmatch(r"/merge_requests/(\d+)/approvals", p):
             return Reply(
                 200,

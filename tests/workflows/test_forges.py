@@ -4,8 +4,10 @@ rate-limited response that delays and succeeds."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -38,9 +40,11 @@ def github(tmp_path: Path, settings: Settings) -> Iterator[tuple[FakeGitHub, Set
         yield fake, settings.model_copy(update={"github": gh})
 
 
-async def run(client: Client, task_queue: str, settings: Settings, repo: RepoRef) -> TaskState:
+async def run(
+    client: Client, task_queue: str, settings: Settings, repo: RepoRef, transcript: Path = DEMO_TRANSCRIPT
+) -> TaskState:
     service = TaskService(client, task_queue)
-    opts = settings.task_options(transcript=str(DEMO_TRANSCRIPT), retry_initial_s=0.2)
+    opts = settings.task_options(transcript=str(transcript), retry_initial_s=0.2)
     async with running_worker(client, task_queue, build_activities(settings), settings):
         wid, _ = await service.start(IssueTaskInput(repo=repo, issue_number=1, options=opts))
         return await service.handle(wid).result()
@@ -96,3 +100,80 @@ async def test_gitlab_issue_to_merged_mr(client: Client, task_queue: str, gitlab
     bot_notes = [n for n in fake.notes.get(1, []) if n["author"]["username"] == "tamma-bot"]
     assert len(bot_notes) == 1 and "merge" in bot_notes[0]["body"]
     assert state.merge_sha == fake.mrs[1]["squash_commit_sha"]
+
+
+def review_transcript(path: Path) -> Path:
+    """The demo recording plus a second coding session that answers the review below; the replay
+    checks the review reached the agent's prompt, threaded, or it stops with a mismatch."""
+    doc = json.loads(DEMO_TRANSCRIPT.read_text())
+    fixed = "    start = (page - 1) * per_page\n"
+    doc["exchanges"] += [
+        {
+            "purpose": "code",
+            "session": 2,
+            "expect": {
+                "prompt_contains": [
+                    "Review comments on the pull request",
+                    "- pager.py:3, alice: Say why the offset subtracts one",
+                    "  - reply from bob: pages are 1-based",
+                    "alice (changes requested): One thing inline.",
+                ]
+            },
+            "response": {
+                "text": "Adding the comment the reviewers asked for.",
+                "stop_reason": "tool_use",
+                "tool_calls": [
+                    {
+                        "id": "r1",
+                        "name": "edit_file",
+                        "input": {
+                            "path": "pager.py",
+                            "old_text": fixed,
+                            "new_text": "    # pages are 1-based\n" + fixed,
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "purpose": "code",
+            "session": 2,
+            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": "r2", "name": "run_tests", "input": {}}]},
+        },
+        {"purpose": "code", "session": 2, "response": {"text": "Explained the offset.", "stop_reason": "end_turn"}},
+    ]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def review_comment(cid: int, user: str, body: str, reply_to: int | None = None) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "path": "pager.py",
+        "line": 3,
+        "original_line": 3,
+        "in_reply_to_id": reply_to,
+        "body": body,
+        "user": user,
+    }
+
+
+async def test_github_review_round_then_merge(
+    client: Client, task_queue: str, github: tuple[FakeGitHub, Settings], tmp_path: Path
+) -> None:
+    fake, settings = github
+    pr_number = 2  # the stand-in numbers issues and pulls together; issue 1 exists
+    fake.review_comments[pr_number] = [
+        review_comment(11, "alice", "Say why the offset subtracts one"),
+        review_comment(12, "bob", "pages are 1-based", reply_to=11),
+    ]
+    fake.reviews[pr_number] = [{"id": 5, "user": "alice", "body": "One thing inline.", "state": "CHANGES_REQUESTED"}]
+    repo = RepoRef(platform="github", locator="octo/hello")
+    state = await run(client, task_queue, settings, repo, review_transcript(tmp_path / "review.json"))
+    assert state.status == TaskStatus.MERGED, state.error
+    assert fake.pulls[pr_number]["merged"]
+    assert "# pages are 1-based\n    start = (page - 1)" in git(fake.remote.path, "show", "main:pager.py")
+    reviews = [s.detail for s in state.steps if s.name == "review"]
+    assert reviews == ["3 new comment(s)", "no new comments"]  # answered once, then nothing new
+    trailers = git(fake.remote.path, "log", "--format=%(trailers:key=Tamma-Iteration,valueonly)", "tamma/issue-1")
+    assert [t for t in trailers.split() if t] == ["2", "1"]

@@ -1,0 +1,41 @@
+"""Review feedback as the coding agent reads it: new comments grouped by thread, each with where
+it points and, for a reply, the comment it answers. Pure and deterministic (workflow code)."""
+
+from __future__ import annotations
+
+from tamma.models import ReviewComment
+
+
+def _where(c: ReviewComment) -> str:
+    if c.path:
+        return f"{c.path}:{c.line}" if c.line else c.path
+    return "the change as a whole"
+
+
+def _quote(text: str, limit: int = 2000) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def review_feedback(comments: list[ReviewComment], seen: set[int]) -> tuple[str, list[int]]:
+    """(feedback text, ids now addressed) for the comments not in `seen`; "" when nothing is new.
+
+    A reply is shown under the comment it answers, so the agent reads "and also X" in context."""
+    fresh = [c for c in comments if c.id not in seen]
+    if not fresh:
+        return "", []
+    by_id = {c.id: c for c in comments}
+    roots: dict[int, list[ReviewComment]] = {}
+    for c in fresh:
+        roots.setdefault(c.thread if c.thread in by_id else c.id, []).append(c)
+    lines: list[str] = []
+    for root_id, group in roots.items():
+        root = by_id[root_id]
+        head = f"- {_where(root)}, {root.author}"
+        if root.verdict:
+            head += f" ({root.verdict.lower().replace('_', ' ')})"
+        new_root = root in group
+        lines.append(f"{head}: {_quote(root.body)}" if new_root else f"{head} (earlier): {_quote(root.body, 300)}")
+        lines += [f"  - reply from {c.author}: {_quote(c.body)}" for c in group if c is not root]
+    head = "Review comments on the pull request; address each one:\n"
+    return head + "\n".join(lines), [c.id for c in fresh]
