@@ -6,6 +6,7 @@ the machine restarting; a second `tamma` reuses the server the first one started
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -78,7 +79,9 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
         return address, False
     folder = data_dir / "temporal"
     folder.mkdir(parents=True, exist_ok=True)
-    log = (folder / "server.log").open("ab")
+    log_path = folder / "server.log"
+    log = log_path.open("ab")
+    log_start = log.tell()
     argv = [
         str(temporal_binary()),
         "server",
@@ -101,12 +104,43 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise TemporalUnavailable(
-                f"the embedded Temporal server exited (code {proc.returncode}); see {folder / 'server.log'}"
+                f"the embedded Temporal server exited (code {proc.returncode}): "
+                f"{_why_it_exited(log_path, log_start, port, ui_port)}; see {log_path}"
             )
         if port_open(port):
             return address, True
         time.sleep(0.1)
     raise TemporalUnavailable(f"the embedded Temporal server did not listen on {address} within {wait_s:.0f}s")
+
+
+def _why_it_exited(log_path: Path, offset: int, port: int, ui_port: int) -> str:
+    """The server's own reason, from what this start wrote to its log, with the setting to change."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            lines = f.read(256 * 1024).decode(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    reason = ""
+    for line in lines:
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                continue
+            if str(entry.get("level", "")).upper() in ("FATAL", "PANIC"):
+                reason = str(entry.get("message") or entry.get("msg") or text)
+        elif text.startswith("Error:"):
+            reason = text.removeprefix("Error:").strip()
+    if not reason:
+        return "no reason in its log"
+    if "address already in use" in reason:
+        return (
+            f"{reason[:300]} (another program holds port {port} or {ui_port}; set temporal.embedded_port "
+            "and temporal.embedded_ui_port, or TAMMA_TEMPORAL__EMBEDDED_PORT / __EMBEDDED_UI_PORT)"
+        )
+    return reason[:300]
 
 
 def stop_embedded_server(data_dir: Path, grace_s: float = 15.0) -> bool:

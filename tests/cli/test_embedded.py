@@ -4,7 +4,6 @@ file, later commands reuse it, work survives a restart, `tamma temporal stop` en
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,9 @@ import pytest
 
 from tamma.runtime import pids
 from tamma.runtime.embedded import port_open
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import jwt
 import pytest
 
 from tamma.config import Settings
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = "cli-jwt-secret-of-sufficient-length-1234"
@@ -53,9 +53,7 @@ def test_token_create_mints_a_verifiable_token(settings: Settings) -> None:
 
 
 def test_server_serves_and_stops_on_sigterm(settings: Settings) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamma", "server", "--host", "127.0.0.1", "--port", str(port)],
         env=env_for(settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from tamma.errors import TemporalUnavailable
 from tamma.runtime import pids
 from tamma.runtime.client import connect
 from tamma.runtime.embedded import ensure_embedded_server, port_open, stop_embedded_server
-from tests.cli.test_embedded import free_port
+from tests.ports import free_port
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
@@ -96,3 +97,20 @@ async def test_a_namespace_the_server_lacks_is_one_clear_error(temporal_address:
 async def test_connect_checks_the_namespace_it_is_given(temporal_address: str, client: Client) -> None:
     connected = await connect(temporal_address, namespace=client.namespace)
     assert connected.namespace == client.namespace
+
+
+@pytest.mark.slow
+def test_a_taken_ui_port_is_named_in_the_error(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        try:
+            with pytest.raises(TemporalUnavailable) as caught:
+                ensure_embedded_server(tmp_path, port, taken)
+        finally:
+            stop_embedded_server(tmp_path)
+    message = caught.value.message
+    assert f"127.0.0.1:{taken}: bind: address already in use" in message
+    assert "TAMMA_TEMPORAL__EMBEDDED_PORT" in message and "server.log" in message
