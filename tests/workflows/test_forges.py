@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,21 @@ from tests.standins.http import serve
 TOKEN = "ghp_e2e_token_abcdef"
 
 
-@pytest.fixture
-def github(tmp_path: Path, settings: Settings) -> Iterator[tuple[FakeGitHub, Settings]]:
+@contextmanager
+def github_standin(tmp_path: Path, settings: Settings, name: str) -> Iterator[tuple[FakeGitHub, Settings]]:
     remote = BareRemote.from_worktree(make_sample_repo(tmp_path / "src"), tmp_path / "remote.git")
-    fake = FakeGitHub("octo", "hello", remote, TOKEN)
+    fake = FakeGitHub("octo", name, remote, TOKEN)
     fake.add_issue(1, DEMO_TITLE, DEMO_BODY)
     with serve(fake) as s:
         fake.base = s.url
         gh = GitHubSettings(token=SecretStr(TOKEN), base_url=s.url, git_url=str(remote.path))
         yield fake, settings.model_copy(update={"github": gh})
+
+
+@pytest.fixture
+def github(tmp_path: Path, settings: Settings) -> Iterator[tuple[FakeGitHub, Settings]]:
+    with github_standin(tmp_path, settings, "hello") as both:
+        yield both
 
 
 async def run(
@@ -158,17 +165,24 @@ def review_comment(cid: int, user: str, body: str, reply_to: int | None = None) 
     }
 
 
+@pytest.fixture
+def github_review(tmp_path: Path, settings: Settings) -> Iterator[tuple[FakeGitHub, Settings]]:
+    # its own repository, so its workflow id is not the merged one of the test above
+    with github_standin(tmp_path, settings, "reviewed") as both:
+        yield both
+
+
 async def test_github_review_round_then_merge(
-    client: Client, task_queue: str, github: tuple[FakeGitHub, Settings], tmp_path: Path
+    client: Client, task_queue: str, github_review: tuple[FakeGitHub, Settings], tmp_path: Path
 ) -> None:
-    fake, settings = github
+    fake, settings = github_review
     pr_number = 2  # the stand-in numbers issues and pulls together; issue 1 exists
     fake.review_comments[pr_number] = [
         review_comment(11, "alice", "Say why the offset subtracts one"),
         review_comment(12, "bob", "pages are 1-based", reply_to=11),
     ]
     fake.reviews[pr_number] = [{"id": 5, "user": "alice", "body": "One thing inline.", "state": "CHANGES_REQUESTED"}]
-    repo = RepoRef(platform="github", locator="octo/hello")
+    repo = RepoRef(platform="github", locator="octo/reviewed")
     state = await run(client, task_queue, settings, repo, review_transcript(tmp_path / "review.json"))
     assert state.status == TaskStatus.MERGED, state.error
     assert fake.pulls[pr_number]["merged"]
