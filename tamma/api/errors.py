@@ -31,9 +31,13 @@ def status_for(exc: TammaError) -> int:
     return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500 if not exc.retryable else 503)
 
 
+def error_response(exc: TammaError) -> JSONResponse:
+    code = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    return JSONResponse({"detail": exc.message, "error": type(exc).__name__}, status_code=code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TammaError)
     async def tamma_error(request: Request, exc: TammaError) -> JSONResponse:
-        code = status_for(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-        return JSONResponse({"detail": exc.message, "error": type(exc).__name__}, status_code=code, headers=headers)
+        return error_response(exc)

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,15 +24,15 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from tamma.api.errors import error_response
 from tamma.api.events import Action, github_action, gitlab_action
 from tamma.api.metrics import Metrics
 from tamma.config import Settings, WebhookSettings
-from tamma.errors import TemporalUnavailable
+from tamma.errors import TammaError, TemporalUnavailable
 from tamma.models import ApprovalRequest, EventNote, IssueTaskInput
 from tamma.runtime.tasks import TaskService
 from tamma.workflows import search
 
-log = logging.getLogger("tamma.webhooks")
 router = APIRouter(tags=["webhooks"])
 Reply = tuple[int, dict[str, Any]]
 
@@ -215,8 +214,6 @@ class WebhookHub:
             reply = await work()
         outcome = "duplicate" if reply[1].get("duplicate") else reply[1]["outcome"]
         self.metrics.deliveries.labels(platform, event, outcome).inc()
-        if outcome == "ignored":
-            log.info("ignored %s %s delivery %s: %s", platform, event, delivery, reply[1]["reason"])
         return reply
 
     async def apply(self, action: Action, delivery: str) -> Reply:
@@ -252,19 +249,31 @@ class WebhookHub:
             raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
 
 
-def _respond(reply: Reply) -> JSONResponse:
-    return JSONResponse(reply[1], status_code=reply[0])
+PATHS = {"/webhooks/github": "github", "/webhooks/gitlab": "gitlab"}
 
 
-async def _run(request: Request, platform: str) -> JSONResponse:
+async def deliver(request: Request, platform: str) -> JSONResponse:
+    """One delivery, start to answer. What happened (event, delivery id, outcome, reason) goes to
+    `request.state.webhook` for the access log line: one line per delivery, ignored ones included."""
     hub: WebhookHub = request.app.state.hub
+    forge = _FORGES[platform]
+    event = request.headers.get(forge.event_header, "unknown")
+    note: dict[str, Any] = {"event": event, "delivery": request.headers.get(forge.delivery_header, "")}
+    request.state.webhook = note
     try:
         reply = await hub.receive(platform, request)
     except WebhookError as exc:
-        event = request.headers.get(_FORGES[platform].event_header, "unknown")
         hub.metrics.deliveries.labels(platform, event, f"http_{exc.status}").inc()
+        note.update(outcome="refused", reason=exc.detail)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
-    return _respond(reply)
+    except TammaError as exc:  # Temporal unreachable: 503, so the forge redelivers
+        hub.metrics.deliveries.labels(platform, event, "http_503").inc()
+        note.update(outcome="failed", reason=exc.message)
+        return error_response(exc)
+    note.update(outcome="duplicate" if reply[1].get("duplicate") else reply[1]["outcome"])
+    if "reason" in reply[1]:
+        note["reason"] = reply[1]["reason"]
+    return JSONResponse(reply[1], status_code=reply[0])
 
 
 @router.post(
@@ -273,7 +282,7 @@ async def _run(request: Request, platform: str) -> JSONResponse:
     responses={202: {"description": "ignored, with the reason"}, 401: {}, 413: {}, 415: {}, 503: {}},
 )
 async def github_webhook(request: Request) -> JSONResponse:
-    return await _run(request, "github")
+    return await deliver(request, "github")
 
 
 @router.post(
@@ -282,4 +291,4 @@ async def github_webhook(request: Request) -> JSONResponse:
     responses={202: {"description": "ignored, with the reason"}, 401: {}, 413: {}, 415: {}, 503: {}},
 )
 async def gitlab_webhook(request: Request) -> JSONResponse:
-    return await _run(request, "gitlab")
+    return await deliver(request, "gitlab")

@@ -378,8 +378,9 @@ def server(
     def go() -> None:
         import uvicorn
 
-        from tamma.api.app import access_log_config, create_app
+        from tamma.api.app import access_log_config, create_app, lean_log_records
 
+        lean_log_records()
         settings = _settings(ctx)
         app_ = create_app(settings, config_path=ctx.obj)
         # uvicorn drains, then re-raises the signal that stopped it; by then the shutdown was

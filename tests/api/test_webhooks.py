@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import urllib.parse
 import uuid
 from typing import Any
@@ -13,7 +14,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from tamma.api.webhooks import github_signature_ok
 from tamma.config import Settings
-from tests.api.conftest import FIXTURES, GITLAB_TOKEN, github_headers, load, running_api, with_sections
+from tests.api.conftest import FIXTURES, GITHUB_SECRET, GITLAB_TOKEN, github_headers, load, running_api, with_sections
 
 
 def test_github_known_answer_vector() -> None:
@@ -222,3 +223,53 @@ async def test_oddly_shaped_payloads_never_5xx(http: httpx.AsyncClient) -> None:
     for event, payload in cases:
         resp = await post_github(http, payload, event)
         assert resp.status_code in (200, 202, 400), (event, payload, resp.text)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def test_one_json_access_line_per_delivery_says_what_happened_and_holds_no_secret(
+    http: httpx.AsyncClient,
+) -> None:
+    lines = Lines()
+    access = logging.getLogger("tamma.access")
+    access.addHandler(lines)
+    level = access.level
+    access.setLevel(logging.INFO)  # as `tamma server` configures it
+    try:
+        name = f"octo-{uuid.uuid4().hex[:8]}/logged"
+        ignored = with_repo(load("github/issues/assigned.json"), name)
+        ignored["assignee"] = dict(ignored["assignee"], login="someone-else")
+        delivery = str(uuid.uuid4())
+        assert (await post_github(http, ignored, "issues", delivery)).status_code == 202
+        forged = await post_github(http, ignored, "issues", secret="not-the-secret")
+        assert forged.status_code == 401
+        await http.get(
+            "/api/v1/tasks?access_token=query-secret-123", headers={"authorization": "Bearer jwt-secret-456"}
+        )
+    finally:
+        access.removeHandler(lines)
+        access.setLevel(level)
+    parsed = [json.loads(line) for line in lines.lines]
+    hooks = [p for p in parsed if p["path"] == "/webhooks/github"]
+    assert len(hooks) == 2  # one line per delivery, not one per component
+    first, second = hooks
+    assert first["status"] == 202 and first["webhook"] == {
+        "event": "issues",
+        "delivery": delivery,
+        "outcome": "ignored",
+        "reason": "issue assigned to someone-else, not to Codertocat",
+    }
+    assert second["status"] == 401 and second["webhook"]["outcome"] == "refused"
+    assert "X-Hub-Signature-256" in second["webhook"]["reason"]
+    everything = "\n".join(lines.lines)
+    for secret in (GITHUB_SECRET, "not-the-secret", "query-secret-123", "jwt-secret-456", "Spelling error"):
+        assert secret not in everything  # no secrets, queries, headers or body contents
+    api = next(p for p in parsed if p["path"] == "/api/v1/tasks")
+    assert api["status"] == 401 and api["route"] == "/api/v1/tasks" and "webhook" not in api
