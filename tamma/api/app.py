@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import json
 import logging
 import logging.handlers
@@ -134,6 +135,10 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
                     "github_secrets" if platform == "GitHub" else "gitlab_tokens",
                 )
         probing = asyncio.create_task(app.state.probe.loop())
+        # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise stall requests now and then.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
