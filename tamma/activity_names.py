@@ -7,6 +7,7 @@ PLAN = "plan"
 CREATE_BRANCH = "create_branch"
 IMPLEMENT = "implement"
 RUN_TESTS = "run_tests"
+SELF_REVIEW = "self_review"
 OPEN_PR = "open_pr"
 CI_STATUS = "ci_status"
 REVIEW_COMMENTS = "review_comments"
@@ -16,7 +17,7 @@ PROGRESS = "update_progress"
 
 #: activities that hold a workspace and run code; they go to the heavy task queue, whose
 #: worker's concurrency bounds how many issues are being coded or tested at once.
-HEAVY = frozenset({IMPLEMENT, RUN_TESTS})
+HEAVY = frozenset({IMPLEMENT, RUN_TESTS, SELF_REVIEW})
 
 
 def heavy_queue(task_queue: str) -> str:

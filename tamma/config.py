@@ -58,6 +58,7 @@ class AgentSettings(BaseModel):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     bot_name: str = "Tamma"
     bot_email: str = "tamma@localhost"
+    review_diff_bytes: int = Field(default=200_000, ge=1000, description="the self-review reads at most this much diff")
 
 
 class ModelChoice(BaseModel):
@@ -119,6 +120,11 @@ class BudgetSettings(BaseModel):
 class WorkflowSettings(BaseModel):
     approval_timeout_s: float = 24 * 3600
     max_fix_attempts: int = 2
+    max_review_rounds: int = Field(default=2, ge=0, description="rounds of answering reviewers' comments")
+    self_review: bool = Field(
+        default=False, description="a model (llm.steps.review) reviews the diff before the PR is opened"
+    )
+    max_self_review_rounds: int = Field(default=1, ge=0)
     auto_merge: bool = True
     ci_poll_s: float = 30.0
     heartbeat_timeout_s: float = 30.0
@@ -225,6 +231,9 @@ class Settings(BaseSettings):
             policy=self.approval,
             approval_timeout_s=w.approval_timeout_s,
             max_fix_attempts=w.max_fix_attempts,
+            max_review_rounds=w.max_review_rounds,
+            self_review=w.self_review,
+            max_self_review_rounds=w.max_self_review_rounds,
             auto_merge=w.auto_merge,
             ci_poll_s=w.ci_poll_s,
             heartbeat_timeout_s=w.heartbeat_timeout_s,

@@ -95,6 +95,21 @@ class Plan(BaseModel):
     test_strategy: str = ""
 
 
+class ReviewFinding(BaseModel):
+    path: str = Field(default="", description="file the finding is about, relative to the repository root")
+    line: int | None = Field(default=None, description="line in the new version, when it is about one")
+    problem: str = Field(description="what is wrong, in one or two sentences")
+    suggestion: str = Field(default="", description="what to change")
+
+
+class SelfReview(BaseModel):
+    """A model's review of Tamma's own change, before anyone else sees it."""
+
+    approve: bool = Field(description="true when the change resolves the issue and is fit to open as a PR")
+    summary: str = Field(description="the verdict in one or two sentences")
+    findings: list[ReviewFinding] = Field(default_factory=list, description="problems that must be fixed first")
+
+
 class ApprovalPolicy(BaseModel):
     """When a plan may go ahead without a person saying yes."""
 
@@ -209,6 +224,7 @@ class StepName(StrEnum):
     TEST = "run tests"
     OPEN_PR = "open PR"
     CI = "CI"
+    SELF_REVIEW = "self-review"
     REVIEW = "review"
     MERGE = "merge"
 
@@ -245,6 +261,8 @@ class TaskOptions(BaseModel):
     approval_timeout_s: float = 24 * 3600
     max_fix_attempts: int = Field(default=2, ge=0)
     max_review_rounds: int = Field(default=2, ge=0)
+    self_review: bool = Field(default=False, description="a model reviews the diff before the PR is opened")
+    max_self_review_rounds: int = Field(default=1, ge=0, description="fix rounds the self-review may ask for")
     auto_merge: bool = True
     ci_poll_s: float = 30.0
     ci_timeout_s: float = 6 * 3600
@@ -286,6 +304,7 @@ class TaskState(BaseModel):
     error: str = ""
     usage: Usage = Field(default_factory=Usage)
     usage_by_step: dict[str, Usage] = Field(default_factory=dict)
+    self_review: SelfReview | None = Field(default=None, description="the last self-review's verdict")
     transcripts: list[str] = Field(default_factory=list, description="paths of recorded exchanges")
     note: str = Field(default="", description="set when this is a partial view (no worker answered)")
 
@@ -337,6 +356,22 @@ class ImplementInput(BaseModel):
     feedback: str = Field(default="", description="test failures or review comments to address")
     transcript: str | None = None
     budget_left: Budget = Field(default_factory=Budget, description="what this issue may still spend")
+
+
+class SelfReviewInput(BaseModel):
+    repo: RepoRef
+    issue: Issue
+    plan: Plan
+    branch: str
+    iteration: int = Field(description="the implement iteration under review")
+    transcript: str | None = None
+
+
+class SelfReviewResult(BaseModel):
+    review: SelfReview
+    diff_bytes: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    transcript_path: str = ""
 
 
 class TestInput(BaseModel):

@@ -44,6 +44,9 @@ from tamma.models import (
     PullRequest,
     RepoRef,
     ReviewComment,
+    SelfReview,
+    SelfReviewInput,
+    SelfReviewResult,
     TestInput,
     TestReport,
 )
@@ -65,6 +68,7 @@ class AgentConfig(BaseModel):
     sandbox: SandboxPolicy = SandboxPolicy()
     bot_name: str = "Tamma"
     bot_email: str = "tamma@localhost"
+    review_diff_bytes: int = 200_000
 
 
 class IssueActivities:
@@ -110,7 +114,7 @@ class IssueActivities:
         ]
 
     def heavy(self) -> list[Callable[..., object]]:
-        return [self.implement, self.run_tests]
+        return [self.implement, self.run_tests, self.self_review]
 
     # ---- light steps -------------------------------------------------------------------------
 
@@ -222,6 +226,23 @@ class IssueActivities:
                 transcript_path=_path_of(provider),
                 usage=provider.usage.model_copy(update={"agent_turns": outcome.turns}),
             )
+
+    @activity.defn(name=names.SELF_REVIEW)
+    @temporal_errors
+    async def self_review(self, inp: SelfReviewInput) -> SelfReviewResult:
+        """A model reads the branch's diff against the default branch and approves it or lists
+        what must change. Read-only: nothing is pushed, so a retry repeats nothing."""
+        platform = self.platforms(inp.repo)
+        base = await platform.default_branch()
+        async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
+            diff, truncated = await ws.diff_from(base, self.config.review_diff_bytes)
+        provider = self._provider("review", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
+        review = await provider.structured(
+            "review", prompts.REVIEW_SYSTEM, prompts.review_prompt(inp.issue, inp.plan, diff, truncated), SelfReview
+        )
+        return SelfReviewResult(
+            review=review, diff_bytes=len(diff.encode()), usage=provider.usage, transcript_path=_path_of(provider)
+        )
 
     @activity.defn(name=names.RUN_TESTS)
     @temporal_errors

@@ -54,6 +54,15 @@ class Workspace:
         value = await git("log", "-1", f"--format=%(trailers:key={TRAILER},valueonly)", cwd=self.root)
         return int(value) if value.strip().isdigit() else None
 
+    async def diff_from(self, base: str, limit_bytes: int) -> tuple[str, bool]:
+        """(unified diff of this branch since it left `base`, whether it was cut to `limit_bytes`)."""
+        await git("fetch", "--quiet", "origin", f"refs/heads/{base}", cwd=self.root, env=self.env)
+        diff = await git("diff", "--no-color", "FETCH_HEAD...HEAD", cwd=self.root)
+        data = diff.encode()
+        if len(data) <= limit_bytes:
+            return diff, False
+        return data[:limit_bytes].decode(errors="ignore"), True
+
     async def changed_files(self) -> list[str]:
         out = await git("status", "--porcelain", "--untracked-files=all", cwd=self.root)
         return [line[3:] for line in out.splitlines() if line]

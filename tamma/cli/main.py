@@ -18,7 +18,7 @@ from rich.markup import escape as esc
 from tamma.agent.sandbox import isolation_summary
 from tamma.cli.errors import run_or_exit
 from tamma.cli.follow import Detached, follow
-from tamma.cli.render import plan_panel, step_line, tasks_table, usage_table
+from tamma.cli.render import plan_panel, review_panel, step_line, tasks_table, usage_table
 from tamma.cli.session import Session, open_session
 from tamma.config import Settings, load_settings
 from tamma.demo import make_demo
@@ -245,6 +245,8 @@ def status(
                 console.print(step_line(record))
             if state.plan:
                 console.print(plan_panel(state.plan))
+            if state.self_review and state.self_review.findings:
+                console.print(review_panel(state.self_review))
             if state.usage.calls:
                 console.print(usage_table(state))
             if state.transcripts:

@@ -9,7 +9,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from tamma.models import Plan, StepRecord, TaskState, TaskSummary
+from tamma.models import Plan, SelfReview, StepRecord, TaskState, TaskSummary
 
 _MARK = {"done": ("✔", "green"), "failed": ("✘", "red"), "skipped": ("–", "dim")}
 
@@ -46,6 +46,16 @@ def plan_panel(plan: Plan) -> RenderableType:
         table.add_row(f"step {n}", f"{step.title}" + (f" — {step.detail}" if step.detail else ""))
     table.add_row("files", ", ".join(plan.files) or "-")
     table.add_row("estimate", f"{plan.estimate_hours:g} h")
+    return table
+
+
+def review_panel(review: SelfReview) -> RenderableType:
+    verdict = "approved" if review.approve else "changes asked"
+    table = Table(title=f"Self-review: {verdict}", show_header=False, expand=False)
+    table.add_row("summary", review.summary)
+    for f in review.findings:
+        where = f"{f.path}:{f.line}" if f.path and f.line else (f.path or "-")
+        table.add_row(where, f.problem + (f" — {f.suggestion}" if f.suggestion else ""))
     return table
 
 

@@ -1,10 +1,11 @@
 """The scripted provider: replays a recorded transcript, for tests and the offline demo.
 
 A transcript is JSON: ``{"format": "tamma-transcript/1", "exchanges": [...]}``. Each exchange
-has a ``purpose`` ("analysis", "plan", "code"), for code a ``session`` (the implement iteration)
-and a ``response``. Optional ``expect`` entries say what the request must look like
-(``prompt_contains``; for code turns, which recorded tool calls must have succeeded). When a
-request does not match, replay stops with TranscriptMismatch: it never improvises.
+has a ``purpose`` ("analysis", "plan", "code", "review"), a ``session`` (the implement
+iteration for code and review; 1 for analysis and plan) and a ``response``. Optional ``expect``
+entries say what the request must look like (``prompt_contains``; for code turns, which recorded
+tool calls must have succeeded). When a request does not match, replay stops with
+TranscriptMismatch: it never improvises.
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ class ScriptedProvider:
         )
 
     async def structured(self, purpose: str, system: str, prompt: str, schema: type[T]) -> T:
-        found = self._exchanges(purpose)
+        found = self._exchanges(purpose, self.session)
         if not found:
-            raise self._diverged(f"it holds no {purpose!r} answer")
+            raise self._diverged(f"it holds no {purpose!r} answer for session {self.session}")
         exchange = found[0]
         self._check_prompt(exchange, prompt)
         self.usage = self.usage.plus(exchange.usage)

@@ -129,6 +129,7 @@ def build_activities(settings: Settings) -> IssueActivities:
         sandbox=sandbox_policy(settings),
         bot_name=settings.agent.bot_name,
         bot_email=settings.agent.bot_email,
+        review_diff_bytes=settings.agent.review_diff_bytes,
     )
     return IssueActivities(
         platform_factory(settings),

@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
         PRRef,
         PullRequest,
         ReviewComment,
+        SelfReviewInput,
+        SelfReviewResult,
         StepName,
         StepRecord,
         TaskState,
@@ -51,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from tamma.policy import blocking_reasons
     from tamma.workflows import search
-    from tamma.workflows.review import review_feedback
+    from tamma.workflows.review import review_feedback, self_review_feedback
 
 M = TypeVar("M")
 
@@ -204,6 +206,8 @@ class IssueWorkflow:
             detail=lambda _: branch,
         )
         iteration = await self._implement_until_green(issue, plan, branch, iteration=0, feedback="")
+        if opts.self_review:
+            iteration = await self._self_review(issue, plan, branch, iteration)
         pr = await self._step(
             StepName.OPEN_PR,
             names.OPEN_PR,
@@ -306,6 +310,40 @@ class IssueWorkflow:
                 return iteration
             feedback = f"Tests failed: {report.summary}\n{report.output_tail}"
         raise StepFailed(f"tests still fail after {opts.max_fix_attempts + 1} attempts: {report.summary}")
+
+    async def _self_review(self, issue: Issue, plan: Plan, branch: str, iteration: int) -> int:
+        """A model reviews the green branch before it becomes a PR; what it finds goes back to
+        the agent (bounded), and the last verdict is kept in the state for people to read."""
+        for round_ in range(self.opts.max_self_review_rounds + 1):
+            result = await self._step(
+                StepName.SELF_REVIEW,
+                names.SELF_REVIEW,
+                SelfReviewInput(
+                    repo=self.inp.repo,
+                    issue=issue,
+                    plan=plan,
+                    branch=branch,
+                    iteration=iteration,
+                    transcript=self.opts.transcript,
+                ),
+                SelfReviewResult,
+                heavy=True,
+                detail=lambda r: (
+                    "approved"
+                    if r.review.approve or not r.review.findings
+                    else f"{len(r.review.findings)} finding(s): {r.review.summary}"
+                )[:300],
+            )
+            self._spend(StepName.SELF_REVIEW, result.usage, result.transcript_path)
+            review = self.state.self_review = result.review
+            if review.approve or not review.findings:
+                return iteration
+            if round_ == self.opts.max_self_review_rounds:
+                break
+            iteration = await self._implement_until_green(issue, plan, branch, iteration, self_review_feedback(review))
+        # Out of rounds: the change still goes up as a PR, with the open findings in its state,
+        # and people decide; a reviewer model is advice, not a gate on its own.
+        return iteration
 
     async def _wait_for_ci(self, pr: PullRequest) -> None:
         record = self._begin(StepName.CI)

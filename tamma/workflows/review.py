@@ -3,7 +3,7 @@ it points and, for a reply, the comment it answers. Pure and deterministic (work
 
 from __future__ import annotations
 
-from tamma.models import ReviewComment
+from tamma.models import ReviewComment, SelfReview
 
 
 def _where(c: ReviewComment) -> str:
@@ -39,3 +39,14 @@ def review_feedback(comments: list[ReviewComment], seen: set[int]) -> tuple[str,
         lines += [f"  - reply from {c.author}: {_quote(c.body)}" for c in group if c is not root]
     head = "Review comments on the pull request; address each one:\n"
     return head + "\n".join(lines), [c.id for c in fresh]
+
+
+def self_review_feedback(review: SelfReview) -> str:
+    """The self-review's findings as the coding agent reads them."""
+    lines = [f"A reviewer read your change and asks for fixes first: {_quote(review.summary, 500)}"]
+    for f in review.findings:
+        where = f"{f.path}:{f.line}" if f.path and f.line else (f.path or "the change as a whole")
+        lines.append(f"- {where}: {_quote(f.problem, 1000)}")
+        if f.suggestion:
+            lines.append(f"  suggestion: {_quote(f.suggestion, 1000)}")
+    return "\n".join(lines)
