@@ -14,6 +14,8 @@ from tests.standins.http import Reply, Request
 _DOC = json.loads(DEMO_TRANSCRIPT.read_text())
 _ANSWERS = {e["purpose"]: e["response"] for e in _DOC["exchanges"] if e["purpose"] != "code"}
 _CODE = [e["response"] for e in _DOC["exchanges"] if e["purpose"] == "code"]
+_ANSWERS["review"] = {"approve": True, "summary": "Resolves the issue as planned.", "findings": []}
+_KIND = {"Analysis": "analysis", "Plan": "plan", "SelfReview": "review"}
 
 
 def anthropic_brain(
@@ -29,7 +31,7 @@ def anthropic_brain(
         body = req.json
         usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
         if (body.get("tool_choice") or {}).get("name") == "answer":
-            kind = "analysis" if body["tools"][0]["input_schema"]["title"] == "Analysis" else "plan"
+            kind = _KIND[body["tools"][0]["input_schema"]["title"]]
             return Reply(
                 200, anthropic_api.message([anthropic_api.tool_use("answer", _ANSWERS[kind])], "tool_use", **usage)
             )
@@ -51,7 +53,7 @@ def openai_brain(api_key: str | None = None) -> Callable[[Request], Reply]:
         body = req.json
         choice = body.get("tool_choice")
         if isinstance(choice, dict) and choice["function"]["name"] == "answer":
-            kind = "analysis" if body["tools"][0]["function"]["parameters"]["title"] == "Analysis" else "plan"
+            kind = _KIND[body["tools"][0]["function"]["parameters"]["title"]]
             return Reply(200, openai_api.completion(None, [openai_api.call("answer", _ANSWERS[kind])]))
         turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
         r = _CODE[turn]

@@ -113,6 +113,31 @@ async def test_per_step_model_choice(client: Client, task_queue: str, settings: 
     assert [r.json["model"] for r in standin.requests][:2] == ["claude-haiku-4-5", "claude-sonnet-4-6"]
 
 
+async def test_self_review_on_its_own_provider_and_model(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    with serve(anthropic_brain(KEY)) as claude, serve(openai_brain()) as local:
+        s = with_llm(
+            settings,
+            anthropic_api_key=KEY,
+            anthropic_base_url=claude.url,
+            openai_base_url=f"{local.url}/v1",
+            model="claude-sonnet-4-6",
+            steps={"review": {"provider": "openai", "model": "qwen2.5-coder-32b"}},
+        )
+        state = await run_issue(client, task_queue, s, platform, issue.number, self_review=True)
+    assert state.status == TaskStatus.MERGED, state.error
+    assert len(claude.requests) == 6 and len(local.requests) == 1  # only the review went to the local server
+    [review] = local.requests
+    assert review.json["model"] == "qwen2.5-coder-32b"
+    assert review.json["tools"][0]["function"]["parameters"]["title"] == "SelfReview"
+    prompt = review.json["messages"][-1]["content"]
+    assert "<diff>" in prompt and "+    start = (page - 1) * per_page" in prompt
+    assert state.self_review is not None and state.self_review.approve
+    assert state.usage_by_step["self-review"].calls == 1
+
+
 async def test_rate_limited_call_waits_and_succeeds(
     client: Client, task_queue: str, settings: Settings, tmp_path: Path
 ) -> None:
