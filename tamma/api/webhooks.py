@@ -250,6 +250,7 @@ class WebhookHub:
 
 
 PATHS = {"/webhooks/github": "github", "/webhooks/gitlab": "gitlab"}
+_BEFORE_AUTH = frozenset({401, 413, 503})
 
 
 async def deliver(request: Request, platform: str) -> JSONResponse:
@@ -258,12 +259,16 @@ async def deliver(request: Request, platform: str) -> JSONResponse:
     hub: WebhookHub = request.app.state.hub
     forge = _FORGES[platform]
     event = request.headers.get(forge.event_header, "unknown")
-    note: dict[str, Any] = {"event": event, "delivery": request.headers.get(forge.delivery_header, "")}
+    # header values are the sender's: capped, so a forged request cannot blow up a log line
+    note: dict[str, Any] = {"event": event[:64], "delivery": request.headers.get(forge.delivery_header, "")[:100]}
     request.state.webhook = note
     try:
         reply = await hub.receive(platform, request)
     except WebhookError as exc:
-        hub.metrics.deliveries.labels(platform, event, f"http_{exc.status}").inc()
+        # Refused before the sender proved who it is (size, signature, webhooks off): its event
+        # header must not become a metric label, or forged requests could grow the registry.
+        label = "unauthenticated" if exc.status in _BEFORE_AUTH else event[:64]
+        hub.metrics.deliveries.labels(platform, label, f"http_{exc.status}").inc()
         note.update(outcome="refused", reason=exc.detail)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
     except TammaError as exc:  # Temporal unreachable: 503, so the forge redelivers

@@ -273,3 +273,12 @@ async def test_one_json_access_line_per_delivery_says_what_happened_and_holds_no
         assert secret not in everything  # no secrets, queries, headers or body contents
     api = next(p for p in parsed if p["path"] == "/api/v1/tasks")
     assert api["status"] == 401 and api["route"] == "/api/v1/tasks" and "webhook" not in api
+
+
+async def test_forged_requests_cannot_mint_metric_labels(http: httpx.AsyncClient) -> None:
+    junk = [f"forged-event-{uuid.uuid4().hex}" for _ in range(3)]
+    for event in junk:
+        assert (await post_github(http, {"zen": "x"}, event, secret="not-the-secret")).status_code == 401
+    metrics = (await http.get("/metrics")).text
+    assert not any(event in metrics for event in junk)
+    assert 'tamma_webhook_deliveries_total{event="unauthenticated",outcome="http_401",platform="github"}' in metrics
