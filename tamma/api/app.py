@@ -36,6 +36,7 @@ access = logging.getLogger("tamma.access")
 log = logging.getLogger("tamma.api")
 _UNLIMITED = ("/live", "/health", "/ready", "/metrics")
 _WEBHOOKS = "/webhooks/"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Edge:
@@ -95,7 +96,8 @@ class Edge:
     def _record(self, scope: Scope, status: int, started: float, client: str, route: str | None = None) -> None:
         elapsed = time.perf_counter() - started
         route = route or getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.latency.labels(scope["method"], route, str(status)).observe(elapsed)
+        method = scope["method"] if scope["method"] in _METHODS else "other"  # any token parses as a method
+        self.metrics.latency.labels(method, route, str(status)).observe(elapsed)
         if access.isEnabledFor(logging.INFO):
             line: dict[str, Any] = {
                 "method": scope["method"],

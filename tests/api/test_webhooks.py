@@ -279,6 +279,9 @@ async def test_forged_requests_cannot_mint_metric_labels(http: httpx.AsyncClient
     junk = [f"forged-event-{uuid.uuid4().hex}" for _ in range(3)]
     for event in junk:
         assert (await post_github(http, {"zen": "x"}, event, secret="not-the-secret")).status_code == 401
+    # methods outside the usual few are one label, whatever the parser lets through
+    assert (await http.request("PROPFIND", "/live")).status_code == 405
     metrics = (await http.get("/metrics")).text
-    assert not any(event in metrics for event in junk)
+    assert not any(event in metrics for event in junk) and "PROPFIND" not in metrics
+    assert 'method="other"' in metrics
     assert 'tamma_webhook_deliveries_total{event="unauthenticated",outcome="http_401",platform="github"}' in metrics
