@@ -4,7 +4,6 @@ rate-limited response that delays and succeeds."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.standins.github_api import FakeGitHub, rate_limited
 from tests.standins.gitlab_api import FakeGitLab
 from tests.standins.gitlab_api import rate_limited as gl_rate_limited
 from tests.standins.http import serve
+from tests.transcripts import comment_session, demo_exchanges, transcript_doc
 
 TOKEN = "ghp_e2e_token_abcdef"
 
@@ -112,44 +112,13 @@ async def test_gitlab_issue_to_merged_mr(client: Client, task_queue: str, gitlab
 def review_transcript(path: Path) -> Path:
     """The demo recording plus a second coding session that answers the review below; the replay
     checks the review reached the agent's prompt, threaded, or it stops with a mismatch."""
-    doc = json.loads(DEMO_TRANSCRIPT.read_text())
-    fixed = "    start = (page - 1) * per_page\n"
-    doc["exchanges"] += [
-        {
-            "purpose": "code",
-            "session": 2,
-            "expect": {
-                "prompt_contains": [
-                    "Review comments on the pull request",
-                    "- pager.py:3, alice: Say why the offset subtracts one",
-                    "  - reply from bob: pages are 1-based",
-                    "alice (changes requested): One thing inline.",
-                ]
-            },
-            "response": {
-                "text": "Adding the comment the reviewers asked for.",
-                "stop_reason": "tool_use",
-                "tool_calls": [
-                    {
-                        "id": "r1",
-                        "name": "edit_file",
-                        "input": {
-                            "path": "pager.py",
-                            "old_text": fixed,
-                            "new_text": "    # pages are 1-based\n" + fixed,
-                        },
-                    }
-                ],
-            },
-        },
-        {
-            "purpose": "code",
-            "session": 2,
-            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": "r2", "name": "run_tests", "input": {}}]},
-        },
-        {"purpose": "code", "session": 2, "response": {"text": "Explained the offset.", "stop_reason": "end_turn"}},
+    expect = [
+        "Review comments on the pull request",
+        "- pager.py:3, alice: Say why the offset subtracts one",
+        "  - reply from bob: pages are 1-based",
+        "alice (changes requested): One thing inline.",
     ]
-    path.write_text(json.dumps(doc))
+    path.write_text(transcript_doc(demo_exchanges() + comment_session(2, "pages are 1-based", expect)))
     return path
 
 
