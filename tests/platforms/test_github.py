@@ -3,6 +3,8 @@ remote on disk. Asserts the exact requests made, not only the outcome."""
 
 from __future__ import annotations
 
+import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,20 +187,70 @@ def test_git_credentials_stay_out_of_urls() -> None:
     assert enterprise.clone_url() == "https://ghe.corp/octo/hello.git"
 
 
-def test_github_app_auth_is_accepted(tmp_path: Path) -> None:
+def app_keys() -> tuple[bytes, bytes]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
-    (tmp_path / "app.pem").write_bytes(key)
-    p = GitHubPlatform(
-        REPO, GitHubSettings(app_id=1, app_private_key=SecretStr(str(tmp_path / "app.pem")), installation_id=2)
-    )
-    from github import Auth
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
 
-    assert isinstance(p.gh.requester.auth, Auth.AppInstallationAuth)
+
+@pytest.mark.parametrize(("ttl_s", "token_fetches"), [(3600, 1), (10, 2)])
+async def test_github_app_installation_token_is_fetched_and_refreshed_before_expiry(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path, ttl_s: int, token_fetches: int
+) -> None:
+    """App id + private key → a signed JWT → an installation token, used for the API and for git;
+    a token within 20 s of expiring is replaced before it is used (PyGithub's threshold)."""
+    fake, platform = gh
+    private, public = app_keys()
+    fake.app, fake.app_token_ttl_s = (42, public, 7), ttl_s
+    (tmp_path / "app.pem").write_bytes(private)
+    app_settings = platform.settings.model_copy(
+        update={
+            "token": None,
+            "app_id": 42,
+            "app_private_key": SecretStr(str(tmp_path / "app.pem")),
+            "installation_id": 7,
+        }
+    )
+    app_platform = GitHubPlatform(REPO, app_settings)
+    fake.log.clear()
+    assert (await app_platform.get_issue(1)).title == DEMO_TITLE
+    assert (await app_platform.get_issue(1)).title == DEMO_TITLE
+    calls = fake.calls()
+    assert calls.count("POST /app/installations/7/access_tokens") == token_fetches
+    assert calls.count("GET /repos/octo/hello/issues/1") == 2
+    # git gets the installation token (as the x-access-token user), never the App's key
+    over_https = GitHubPlatform(REPO, app_settings.model_copy(update={"git_url": "https://github.test/{repo}.git"}))
+    over_https.gh = app_platform.gh  # the same App session, so the same installation token
+    env = over_https.git_env()  # (a token about to expire is replaced here too)
+    newest = max(fake.installation_tokens, key=fake.installation_tokens.__getitem__)
+    basic = base64.b64encode(f"x-access-token:{newest}".encode()).decode()
+    assert env["GIT_CONFIG_VALUE_0"] == f"AUTHORIZATION: basic {basic}"
+    assert fake.installation_tokens[newest] > time.time()  # a live token, not an expired one
+
+
+async def test_github_app_with_the_wrong_key_is_refused_clearly(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    fake, platform = gh
+    fake.app = (42, app_keys()[1], 7)
+    (tmp_path / "other.pem").write_bytes(app_keys()[0])  # not the key GitHub knows for this App
+    wrong = platform.settings.model_copy(
+        update={
+            "token": None,
+            "app_id": 42,
+            "app_private_key": SecretStr(str(tmp_path / "other.pem")),
+            "installation_id": 7,
+        }
+    )
+    with pytest.raises(PlatformError) as info:
+        await GitHubPlatform(REPO, wrong).get_issue(1)
+    assert not info.value.retryable and "401" in info.value.message
 
 
 def line_comment(cid: int, user: str, body: str, line: int | None, reply_to: int | None = None) -> dict[str, object]:

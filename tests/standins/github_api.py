@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
+
 from tests.standins.git_remote import BareRemote
 from tests.standins.http import Reply, Request
 
@@ -38,6 +40,10 @@ class FakeGitHub:
     inject: list[tuple[str, Reply]] = field(default_factory=list)  # (path regex, reply) served once
     crash_after: list[str] = field(default_factory=list)  # do the write, then answer 502 (once)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # GitHub App auth: (app id, its public key PEM, installation id); installation tokens it issued
+    app: tuple[int, bytes, int] | None = None
+    app_token_ttl_s: int = 3600
+    installation_tokens: dict[str, float] = field(default_factory=dict)
 
     @property
     def full(self) -> str:
@@ -111,7 +117,9 @@ class FakeGitHub:
             body = req.json if req.raw else None
             self.log.append((req.method, req.path, body))
             auth = req.headers.get("authorization", "")
-            if auth not in (f"token {self.token}", f"Bearer {self.token}"):
+            if self.app and (m := re.fullmatch(r"/app/installations/(\d+)/access_tokens", url.path)):
+                return self._installation_token(req.method, int(m[1]), auth)
+            if auth not in (f"token {self.token}", f"Bearer {self.token}") and not self._installation_ok(auth):
                 return Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
             for i, (pattern, reply) in enumerate(self.inject):
                 if re.search(pattern, f"{req.method} {url.path}"):
@@ -126,6 +134,29 @@ class FakeGitHub:
             reply.headers.setdefault("x-ratelimit-remaining", "4999")
             reply.headers.setdefault("x-ratelimit-reset", str(int(time.time()) + 3600))
             return reply
+
+    def _installation_token(self, method: str, installation: int, auth: str) -> Reply:
+        """POST /app/installations/{id}/access_tokens: the App proves itself with an RS256 JWT
+        (iss = app id, at most 10 minutes long) and gets an installation token."""
+        assert self.app is not None
+        app_id, public_key, installation_id = self.app
+        if method != "POST" or installation != installation_id:
+            return Reply(404, {"message": "Not Found"})
+        try:
+            claims = jwt.decode(auth.removeprefix("Bearer "), public_key, algorithms=["RS256"])
+        except jwt.PyJWTError as exc:
+            return Reply(401, {"message": f"A JSON web token could not be decoded ({exc})"})
+        if str(claims.get("iss")) != str(app_id) or claims["exp"] - claims["iat"] > 600:
+            return Reply(401, {"message": "'Issuer' claim ('iss') must be an Integer"})
+        token = f"ghs_installation{next(_ids)}"
+        expires = time.time() + self.app_token_ttl_s
+        self.installation_tokens[token] = expires
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        return Reply(201, {"token": token, "expires_at": stamp, "permissions": {"issues": "write"}})
+
+    def _installation_ok(self, auth: str) -> bool:
+        token = auth.removeprefix("token ").removeprefix("Bearer ")
+        return self.installation_tokens.get(token, 0) > time.time()
 
     def _page(self, items: list[Any], path: str, q: dict[str, list[str]]) -> Reply:
         per = int(q.get("per_page", ["30"])[0])
