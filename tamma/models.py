@@ -332,6 +332,7 @@ class AnalyseInput(BaseModel):
     repo: RepoRef
     issue: Issue
     transcript: str | None = None
+    session: int = Field(default=1, description="planning round: 2 after the issue was edited once")
 
 
 class PlanInput(BaseModel):
@@ -339,6 +340,7 @@ class PlanInput(BaseModel):
     issue: Issue
     analysis: Analysis
     transcript: str | None = None
+    session: int = 1
 
 
 class BranchInput(BaseModel):

@@ -37,3 +37,10 @@ def comment_session(session: int, comment: str, expect: list[str]) -> list[dict[
 
 def transcript_doc(exchanges: list[dict[str, Any]]) -> str:
     return json.dumps({"format": "tamma-transcript/1", "description": "test recording", "exchanges": exchanges})
+
+
+def replanned(expect: list[str]) -> list[dict[str, Any]]:
+    """The demo's analysis and plan again as planning round 2 (after an edit of the issue); the
+    replay checks the edited text reached both prompts."""
+    again = [dict(e, session=2, expect={"prompt_contains": expect}) for e in demo_exchanges()]
+    return [e for e in again if e["purpose"] in ("analysis", "plan")]

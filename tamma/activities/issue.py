@@ -126,7 +126,7 @@ class IssueActivities:
     @activity.defn(name=names.ANALYSE)
     @temporal_errors
     async def analyse(self, inp: AnalyseInput) -> AnalyseOutput:
-        provider = self._provider("analysis", inp.repo, inp.issue.number, inp.transcript, 1)
+        provider = self._provider("analysis", inp.repo, inp.issue.number, inp.transcript, inp.session)
         analysis = await provider.structured(
             "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue), Analysis
         )
@@ -135,7 +135,7 @@ class IssueActivities:
     @activity.defn(name=names.PLAN)
     @temporal_errors
     async def plan(self, inp: PlanInput) -> PlanOutput:
-        provider = self._provider("plan", inp.repo, inp.issue.number, inp.transcript, 1)
+        provider = self._provider("plan", inp.repo, inp.issue.number, inp.transcript, inp.session)
         plan = await provider.structured(
             "plan", prompts.PLAN_SYSTEM, prompts.plan_prompt(inp.issue, inp.analysis), Plan
         )

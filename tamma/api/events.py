@@ -120,10 +120,18 @@ def _gh_issues(repo: RepoRef, action: str, p: dict[str, Any], cfg: WebhookSettin
         if label.lower() == cfg.trigger_label.lower():
             return Action(kind="start", repo=repo, issue=number, reason=f"labelled {label}")
         return ignore(f"label {label!r} is not the trigger label {cfg.trigger_label!r}")
-    if action == "closed" or (action == "unassigned" and assignee == bot):
+    if action in ("closed", "deleted") or (action == "unassigned" and assignee == bot):
         return Action(
             kind="signal", signal="issue_changed", repo=repo, issue=number, text=action, reason=f"issue {action}"
         )
+    if action == "edited":
+        changed = sorted(k for k in (p.get("changes") or {}) if k in ("title", "body"))
+        if changed:
+            what = " and ".join(changed)
+            return Action(
+                kind="signal", signal="issue_changed", repo=repo, issue=number, text="edited", reason=f"{what} edited"
+            )
+        return ignore("issues.edited changed neither title nor body")
     return ignore(f"issues.{action} does not concern Tamma")
 
 
@@ -229,6 +237,26 @@ def _gl_issue(repo: RepoRef, oa: dict[str, Any], p: dict[str, Any], cfg: Webhook
         )
     assignees = {a.get("username", "").lower() for a in p.get("assignees") or []}
     labels = {(lbl.get("title") or "").lower() for lbl in p.get("labels") or []}
+    changes = p.get("changes") or {}
+    bot = cfg.bot_login.lower()
+    if action == "update" and "assignees" in changes:
+        before = {a.get("username", "").lower() for a in (changes["assignees"] or {}).get("previous") or []}
+        if bot in before and bot not in assignees:
+            return Action(
+                kind="signal",
+                signal="issue_changed",
+                repo=repo,
+                issue=number,
+                text="unassigned",
+                reason="bot unassigned",
+            )
+    if action == "update" and not {"assignees", "labels"} & changes.keys():
+        changed = sorted(k for k in changes if k in ("title", "description"))
+        if changed:  # text edited, trigger untouched: the running task (if any) plans again
+            what = " and ".join(changed)
+            return Action(
+                kind="signal", signal="issue_changed", repo=repo, issue=number, text="edited", reason=f"{what} edited"
+            )
     if action in ("open", "reopen", "update"):
         if cfg.bot_login.lower() in assignees:
             return Action(kind="start", repo=repo, issue=number, reason=f"assigned to {cfg.bot_login}")

@@ -58,6 +58,10 @@ with workflow.unsafe.imports_passed_through():
 M = TypeVar("M")
 
 
+#: planning rounds per issue: edits while a plan awaits its decision re-plan at most 3 times
+MAX_PLANNING_ROUNDS = 4
+
+
 class StepFailed(Exception):
     """An activity failed for good; the message is the reason shown to the user."""
 
@@ -81,6 +85,7 @@ class IssueWorkflow:
         self._nudged = False
         self._seen_reviews: set[int] = set()
         self._stopped = ""
+        self._edited = False  # the issue's text changed while its plan awaited a decision
         # Webhook deliveries already applied; a redelivered event must change nothing.
         self._deliveries: list[str] = []
 
@@ -144,9 +149,14 @@ class IssueWorkflow:
 
     @workflow.signal
     def issue_changed(self, note: EventNote) -> None:
-        """The issue was closed or Tamma unassigned: stop at the next step boundary."""
-        if self._fresh(note.delivery) and note.kind in ("closed", "unassigned"):
+        """Closed, deleted or Tamma unassigned: stop at the next step boundary. Edited before the
+        plan was decided: plan again from the new text (after approval an edit changes nothing)."""
+        if not self._fresh(note.delivery):
+            return
+        if note.kind in ("closed", "deleted", "unassigned"):
             self._stopped = f"the issue was {note.kind} ({note.detail or 'on the forge'})"
+        elif note.kind == "edited" and self.state.approval is None:
+            self._edited = True
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -167,35 +177,15 @@ class IssueWorkflow:
 
     async def _work(self) -> None:
         repo, opts = self.inp.repo, self.opts
-        issue = await self._step(
-            StepName.FETCH,
-            names.FETCH_ISSUE,
-            IssueRef(repo=repo, number=self.inp.issue_number),
-            Issue,
-            detail=lambda i: i.title,
-        )
-        self.state.issue_title = issue.title
-        analysed = await self._step(
-            StepName.ANALYSE,
-            names.ANALYSE,
-            AnalyseInput(repo=repo, issue=issue, transcript=opts.transcript),
-            AnalyseOutput,
-            detail=lambda a: f"complexity {a.analysis.complexity}, risk {a.analysis.risk}",
-        )
-        analysis = self.state.analysis = analysed.analysis
-        self._spend(StepName.ANALYSE, analysed.usage, analysed.transcript_path)
-        planned = await self._step(
-            StepName.PLAN,
-            names.PLAN,
-            PlanInput(repo=repo, issue=issue, analysis=analysis, transcript=opts.transcript),
-            PlanOutput,
-            detail=lambda p: f"{len(p.plan.steps)} steps, {len(p.plan.files)} files, ~{p.plan.estimate_hours:g}h",
-        )
-        plan = self.state.plan = planned.plan
-        self._spend(StepName.PLAN, planned.usage, planned.transcript_path)
-        await self._progress()
-        if not await self._approval(issue, analysis, plan):
-            return
+        for session in range(1, MAX_PLANNING_ROUNDS + 1):
+            self._edited = False
+            issue, analysis, plan = await self._understand(session)
+            decided = await self._approval(issue, analysis, plan, may_replan=session < MAX_PLANNING_ROUNDS)
+            if decided is None:
+                continue  # the issue was edited while its plan waited: read it again, plan again
+            if not decided:
+                return
+            break
         branch = f"tamma/issue-{issue.number}"
         self.state.branch = branch
         await self._step(
@@ -236,10 +226,47 @@ class IssueWorkflow:
         self._finish(TaskStatus.MERGED, f"merged as {merged.sha[:10]}")
         await self._progress()
 
-    async def _approval(self, issue: Issue, analysis: Analysis, plan: Plan) -> bool:
+    async def _understand(self, session: int) -> tuple[Issue, Analysis, Plan]:
+        """Fetch the issue, analyse it, plan; `session` counts planning rounds (an edit adds one)."""
+        repo, opts = self.inp.repo, self.opts
+        issue = await self._step(
+            StepName.FETCH,
+            names.FETCH_ISSUE,
+            IssueRef(repo=repo, number=self.inp.issue_number),
+            Issue,
+            detail=lambda i: i.title,
+        )
+        self.state.issue_title = issue.title
+        analysed = await self._step(
+            StepName.ANALYSE,
+            names.ANALYSE,
+            AnalyseInput(repo=repo, issue=issue, transcript=opts.transcript, session=session),
+            AnalyseOutput,
+            detail=lambda a: f"complexity {a.analysis.complexity}, risk {a.analysis.risk}",
+        )
+        analysis = self.state.analysis = analysed.analysis
+        self._spend(StepName.ANALYSE, analysed.usage, analysed.transcript_path)
+        planned = await self._step(
+            StepName.PLAN,
+            names.PLAN,
+            PlanInput(repo=repo, issue=issue, analysis=analysis, transcript=opts.transcript, session=session),
+            PlanOutput,
+            detail=lambda p: f"{len(p.plan.steps)} steps, {len(p.plan.files)} files, ~{p.plan.estimate_hours:g}h",
+        )
+        plan = self.state.plan = planned.plan
+        self._spend(StepName.PLAN, planned.usage, planned.transcript_path)
+        await self._progress()
+        return issue, analysis, plan
+
+    async def _approval(self, issue: Issue, analysis: Analysis, plan: Plan, may_replan: bool = False) -> bool | None:
+        """True to go on, False when it ended (rejected, escalated), None to plan again because the
+        issue was edited while the plan waited."""
         reasons = blocking_reasons(self.opts.policy, analysis, plan)
         record = self._begin(StepName.APPROVAL)
-        if self.opts.yes or not reasons:
+        replan = may_replan and self._edited
+        if replan:
+            pass  # edited while it was being planned: this plan is already stale
+        elif self.opts.yes or not reasons:
             by = "--yes" if self.opts.yes else "policy"
             self._decision = ApprovalDecision(
                 approved=True,
@@ -252,7 +279,7 @@ class IssueWorkflow:
             self._set_status(TaskStatus.AWAITING_APPROVAL)
             try:
                 await workflow.wait_condition(
-                    lambda: self._decision is not None or bool(self._stopped),
+                    lambda: self._decision is not None or bool(self._stopped) or (may_replan and self._edited),
                     timeout=timedelta(seconds=self.opts.approval_timeout_s),
                 )
             except TimeoutError:
@@ -263,6 +290,10 @@ class IssueWorkflow:
             if self._stopped:
                 raise Stopped(self._stopped)
             self._set_status(TaskStatus.RUNNING)
+            replan = self._decision is None  # woken by an edit, not by a decision
+        if replan:
+            self._end(record, "skipped", "the issue was edited: planning again from the new text")
+            return None
         decision = self._decision
         assert decision is not None
         self.state.approval = decision

@@ -19,7 +19,6 @@ from temporalio.client import Client
 from tamma.config import Settings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
 from tamma.models import RepoRef, TaskStatus
-from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import github_headers, load, running_api, with_sections
@@ -27,6 +26,9 @@ from tests.conftest import running_worker
 from tests.standins.git_remote import BareRemote, git
 from tests.standins.github_api import FakeGitHub
 from tests.standins.http import serve
+from tests.transcripts import demo_exchanges, replanned, transcript_doc
+
+EDIT = "Edited: page 0 must raise ValueError too."
 
 
 async def post(http: httpx.AsyncClient, payload: dict[str, Any], event: str, delivery: str) -> httpx.Response:
@@ -54,6 +56,8 @@ class Flow:
 async def flow(api_settings: Settings, client: Client, task_queue: str, tmp_path: Path) -> AsyncIterator[Flow]:
     """The server, a worker, and a GitHub stand-in holding the demo issue: webhooks in, forge out."""
     remote = BareRemote.from_worktree(make_sample_repo(tmp_path / "src"), tmp_path / "remote.git")
+    transcript = tmp_path / "flow.json"
+    transcript.write_text(transcript_doc(demo_exchanges() + replanned([EDIT])))
     fake = FakeGitHub(f"octo-{uuid.uuid4().hex[:8]}", "hello", remote, "ghp_flow")
     fake.add_issue(1, DEMO_TITLE, DEMO_BODY)
     assigned = load("github/issues/assigned.json")
@@ -63,7 +67,7 @@ async def flow(api_settings: Settings, client: Client, task_queue: str, tmp_path
         settings = with_sections(
             api_settings,
             approval={"auto_approve": False},
-            llm={"transcript": str(DEMO_TRANSCRIPT)},
+            llm={"transcript": str(transcript)},
             github={"token": "ghp_flow", "base_url": gh.url, "git_url": str(remote.path)},
         )
         with running_api(settings, tmp_path / "t.toml") as url:
@@ -102,3 +106,35 @@ async def test_closing_the_issue_stops_the_task(flow: Flow) -> None:
     state = await flow.service.handle(wid).result()
     assert state.status == TaskStatus.CANCELLED and "closed" in state.error
     assert flow.github.remote.branches() == ["main"]  # stopped before any branch was made
+
+
+async def test_an_edit_while_the_plan_waits_plans_again_from_the_new_text(flow: Flow) -> None:
+    wid = (await post(flow.http, flow.assigned, "issues", "e-assign")).json()["task"]
+    await wait_status(flow.service, wid, TaskStatus.AWAITING_APPROVAL)
+    flow.github.issues[1]["body"] += "\n\n" + EDIT
+    edited = load("github/issues/edited.json")
+    edited["repository"] = flow.assigned["repository"]
+    edited["issue"] = dict(edited["issue"], number=1)
+    edited["changes"] = {"body": {"from": "the old text"}}
+    answer = await post(flow.http, edited, "issues", "e-edit")
+    assert answer.json()["outcome"] == "signalled" and answer.json()["reason"] == "body edited"
+    assert (await post(flow.http, edited, "issues", "e-edit")).json().get("duplicate") is True
+    # the replay only answers round 2 if the edited text is in the analysis and plan prompts
+    state = await wait_for_second_plan(flow.service, wid)
+    assert [s.status for s in state.steps if s.name == "approval"] == ["skipped", "running"]
+    approved = await flow.service.approve(wid, by="alice")
+    assert approved.plan is not None
+    final = await flow.service.handle(wid).result()
+    assert final.status == TaskStatus.MERGED, final.error
+    assert [s.name for s in final.steps].count("plan") == 2
+    title_only = {**edited, "changes": {}}  # a label or milestone edit asks for nothing
+    assert "neither title nor body" in (await post(flow.http, title_only, "issues", "e-none")).json()["reason"]
+
+
+async def wait_for_second_plan(service: TaskService, wid: str) -> Any:
+    for _ in range(200):
+        state = await service.state(wid)
+        if state.status == TaskStatus.AWAITING_APPROVAL and [s.name for s in state.steps].count("plan") == 2:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never planned again: {state.status} {state.error}")
