@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -450,6 +450,11 @@ class IssueWorkflow:
         try:
             return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
         except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                # The task was cancelled while this step ran: that is a cancellation, not a failed step.
+                if record is not None:
+                    self._end(record, "failed", "cancelled")
+                raise asyncio.CancelledError() from None
             cause = exc.cause
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
             if record is not None:

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from tamma.activities import IssueActivities
 from tamma.config import Settings
@@ -157,6 +157,39 @@ async def test_cancel(
         await wait_for_status(service, wid, TaskStatus.CANCELLED)
         with pytest.raises(InvalidInputError, match="already finished"):
             await service.cancel(wid)
+
+
+class StuckPlatform:
+    """A real LocalPlatform whose get_issue hangs until released (a slow forge)."""
+
+    def __init__(self, inner: LocalPlatform) -> None:
+        self.inner, self.release = inner, asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def get_issue(self, number: int) -> Issue:
+        await asyncio.wait_for(self.release.wait(), timeout=30)
+        return await self.inner.get_issue(number)
+
+
+async def test_cancel_while_a_step_runs_is_a_cancellation_not_a_failure(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    platform, issue = demo
+    stuck = StuckPlatform(platform)
+    activities.platforms = lambda repo: stuck  # type: ignore[assignment,return-value]
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        try:
+            wid, _ = await service.start(demo_input(platform, issue, settings))
+            await eventually(lambda: service.state(wid), lambda s: bool(s.steps) and s.steps[-1].status == "running")
+            await service.cancel(wid)
+            state = await wait_for_status(service, wid, TaskStatus.CANCELLED)
+        finally:
+            stuck.release.set()
+    assert state.steps[-1].name == "fetch issue" and state.steps[-1].detail == "cancelled"
+    assert (await service.handle(wid).describe()).status == WorkflowExecutionStatus.CANCELED
 
 
 class FlakyPlatform:
