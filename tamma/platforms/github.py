@@ -8,6 +8,7 @@ Temporal retries the activity, with the delay GitHub asks for on rate limits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,21 @@ from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, Rev
 from tamma.platforms.forge import PROGRESS_MARK, comment_mark, find_or_create, git_auth_env, roll_up
 
 T = TypeVar("T")
+log = logging.getLogger("tamma.github")
+
+# REST does not say whether a review thread is resolved; GraphQL does. One query per 100 threads.
+_THREADS = """
+query($owner: String!, $name: String!, $number: Int!, $after: String) {
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) {
+      reviewThreads(first: 100, after: $after) {
+        pageInfo { hasNextPage endCursor }
+        nodes { isResolved comments(first: 1) { nodes { databaseId } } }
+      }
+    }
+  }
+}
+"""
 _NEEDS = "a token with repo scope (classic) or contents, issues, pull requests and statuses: write (fine-grained)"
 
 
@@ -257,6 +273,7 @@ class GitHubPlatform:
         def collect() -> list[ReviewComment]:
             pull = self._repo.get_pull(pr.number)
             me = self.bot_login.lower()
+            resolved = self._resolved_threads(pr.number)
             out = [
                 ReviewComment(
                     id=c.id,
@@ -267,7 +284,7 @@ class GitHubPlatform:
                     thread=c.in_reply_to_id or None,
                 )
                 for c in pull.get_review_comments()
-                if c.user and c.user.login.lower() != me
+                if c.user and c.user.login.lower() != me and (c.in_reply_to_id or c.id) not in resolved
             ]
             # A review's own body (the summary people write when they request changes or comment);
             # negative ids keep them apart from line comments. Approvals ask for nothing.
@@ -279,6 +296,31 @@ class GitHubPlatform:
             return out
 
         return await self._call(f"reviews of #{pr.number}", collect)
+
+    def _resolved_threads(self, number: int) -> set[int]:
+        """Ids of the first comment of every resolved review thread (GraphQL); empty, with a
+        warning, when GraphQL is not available to this token or server."""
+        owner, name = self.repo.locator.split("/", 1)
+        roots: set[int] = set()
+        after: str | None = None
+        try:
+            while True:
+                _, data = self.gh.requester.graphql_query(
+                    _THREADS, {"owner": owner, "name": name, "number": number, "after": after}
+                )
+                threads = data["data"]["repository"]["pullRequest"]["reviewThreads"]
+                for t in threads["nodes"]:
+                    first = t["comments"]["nodes"]
+                    if t["isResolved"] and first and first[0].get("databaseId"):
+                        roots.add(int(first[0]["databaseId"]))
+                if not threads["pageInfo"]["hasNextPage"]:
+                    return roots
+                after = threads["pageInfo"]["endCursor"]
+        except (GithubException, KeyError, TypeError) as exc:
+            if isinstance(exc, GithubException) and (exc.status in (401, 403, 429) or exc.status >= 500):
+                raise  # credentials, rate limits, outages: the step fails or retries as for REST
+            log.warning("cannot tell resolved review threads of #%s apart (GraphQL: %s); reading them all", number, exc)
+            return set()
 
     async def merge_pull_request(self, number: int) -> MergeResult:
         def merge() -> MergeResult:

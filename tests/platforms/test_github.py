@@ -276,7 +276,10 @@ async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlat
         line_comment(11, "alice", "Name the magic number", 4),
         line_comment(12, "bob", "and say pages are 1-based", None, reply_to=11),  # outdated line → original
         line_comment(13, "tamma-bot", "Done.", 4, reply_to=11),  # the bot's own reply asks nothing
+        line_comment(20, "dave", "Old concern", 7),
+        line_comment(21, "alice", "Agreed, fixed upstream", 7, reply_to=20),
     ] + [line_comment(100 + i, "carol", f"nit {i}", 9) for i in range(120)]  # more than one page
+    fake.resolved = {20}  # dave's thread was resolved on GitHub: nothing in it is feedback
     fake.reviews[pr.number] = [
         {"id": 5, "user": "alice", "body": "Close; two things.", "state": "CHANGES_REQUESTED"},
         {"id": 6, "user": "dave", "body": "LGTM", "state": "APPROVED"},
@@ -289,10 +292,32 @@ async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlat
     assert (by_id[11].path, by_id[11].line, by_id[11].thread) == ("pager.py", 4, None)
     assert (by_id[12].author, by_id[12].line, by_id[12].thread) == ("bob", 3, 11)
     assert 13 not in by_id and len([c for c in got if c.author == "carol"]) == 120
+    assert 20 not in by_id and 21 not in by_id
     assert [(c.id, c.verdict) for c in got if c.id < 0] == [(-5, "CHANGES_REQUESTED"), (-8, "COMMENTED")]
     n = pr.number
     assert fake.calls() == [  # no extra fetch of the PR itself; every list paginated
+        "POST /graphql",  # 122 threads: two pages of review threads
+        "POST /graphql",
         f"GET /repos/octo/hello/pulls/{n}/comments?per_page=100",
         f"GET /repos/octo/hello/pulls/{n}/comments?page=2&per_page=100",
         f"GET /repos/octo/hello/pulls/{n}/reviews?per_page=100",
     ]
+
+
+async def test_review_threads_without_graphql_are_all_read_and_outages_retry(
+    gh: tuple[FakeGitHub, GitHubPlatform],
+) -> None:
+    fake, platform = gh
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    pr = await platform.create_pull_request("b", "main", "t", "")
+    fake.review_comments[pr.number] = [line_comment(20, "dave", "Old concern", 7)]
+    fake.resolved = {20}
+    # a server or token without GraphQL: resolution is unknown, so the comment counts (once)
+    fake.graphql_error = Reply(200, {"errors": [{"type": "FORBIDDEN", "message": "GraphQL is disabled"}]})
+    assert [c.id for c in await platform.review_comments(pr)] == [20]
+    fake.graphql_error = Reply(502, {"message": "Server Error"})  # an outage is not "no GraphQL"
+    with pytest.raises(PlatformError) as info:
+        await platform.review_comments(pr)
+    assert info.value.retryable
+    fake.graphql_error = None
+    assert await platform.review_comments(pr) == []

@@ -36,6 +36,8 @@ class FakeGitHub:
     check_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     review_comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    resolved: set[int] = field(default_factory=set)  # first-comment ids of resolved review threads
+    graphql_error: Reply | None = None  # answer GraphQL with this instead (e.g. not enabled)
     log: list[tuple[str, str, Any]] = field(default_factory=list)
     inject: list[tuple[str, Reply]] = field(default_factory=list)  # (path regex, reply) served once
     crash_after: list[str] = field(default_factory=list)  # do the write, then answer 502 (once)
@@ -125,6 +127,8 @@ class FakeGitHub:
                 if re.search(pattern, f"{req.method} {url.path}"):
                     del self.inject[i]
                     return reply
+            if url.path == "/graphql" and req.method == "POST":
+                return self.graphql_error or self._graphql(body)
             reply = self._route(req.method, url.path, parse_qs(url.query), body)
             for i, pattern in enumerate(self.crash_after):
                 if re.search(pattern, f"{req.method} {url.path}"):
@@ -134,6 +138,25 @@ class FakeGitHub:
             reply.headers.setdefault("x-ratelimit-remaining", "4999")
             reply.headers.setdefault("x-ratelimit-reset", str(int(time.time()) + 3600))
             return reply
+
+    def _graphql(self, body: dict[str, Any]) -> Reply:
+        """The one GraphQL query Tamma sends: a pull request's review threads, 100 a page, with
+        whether each is resolved and its first comment's REST id (`databaseId`)."""
+        query, v = body.get("query", ""), body.get("variables") or {}
+        if "reviewThreads" not in query or "isResolved" not in query or "databaseId" not in query:
+            return Reply(200, {"errors": [{"type": "INVALID", "message": "unexpected query"}]})
+        if (v.get("owner"), v.get("name")) != (self.owner, self.name):
+            return Reply(200, {"errors": [{"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}]})
+        roots = [c for c in self.review_comments.get(int(v["number"]), []) if not c.get("in_reply_to_id")]
+        start = int(v.get("after") or 0)
+        page = roots[start : start + 100]
+        nodes = [
+            {"isResolved": c["id"] in self.resolved, "comments": {"nodes": [{"databaseId": c["id"]}]}} for c in page
+        ]
+        more = start + 100 < len(roots)
+        info = {"hasNextPage": more, "endCursor": str(start + 100) if more else None}
+        threads = {"pageInfo": info, "nodes": nodes}
+        return Reply(200, {"data": {"repository": {"pullRequest": {"reviewThreads": threads}}}})
 
     def _installation_token(self, method: str, installation: int, auth: str) -> Reply:
         """POST /app/installations/{id}/access_tokens: the App proves itself with an RS256 JWT
