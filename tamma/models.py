@@ -206,6 +206,7 @@ class ReviewComment(BaseModel):
     line: int | None = Field(default=None, description="line in the new version of `path`")
     thread: int | None = Field(default=None, description="id of the comment this one answers")
     verdict: str = Field(default="", description="a review's state, e.g. CHANGES_REQUESTED")
+    discussion: str = Field(default="", description="GitLab: the discussion (thread) it belongs to")
 
 
 class MergeResult(BaseModel):
@@ -305,6 +306,7 @@ class TaskState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     usage_by_step: dict[str, Usage] = Field(default_factory=dict)
     self_review: SelfReview | None = Field(default=None, description="the last self-review's verdict")
+    review_replies: int = Field(default=0, description="review threads told which commit answers them")
     transcripts: list[str] = Field(default_factory=list, description="paths of recorded exchanges")
     note: str = Field(default="", description="set when this is a partial view (no worker answered)")
 
@@ -358,6 +360,13 @@ class ImplementInput(BaseModel):
     feedback: str = Field(default="", description="test failures or review comments to address")
     transcript: str | None = None
     budget_left: Budget = Field(default_factory=Budget, description="what this issue may still spend")
+
+
+class ReplyInput(BaseModel):
+    repo: RepoRef
+    pr_number: int
+    comments: list[ReviewComment] = Field(description="the feedback the commit answers")
+    commit: str
 
 
 class SelfReviewInput(BaseModel):

@@ -42,6 +42,7 @@ from tamma.models import (
     PlanOutput,
     PRRef,
     PullRequest,
+    ReplyInput,
     RepoRef,
     ReviewComment,
     SelfReview,
@@ -108,6 +109,7 @@ class IssueActivities:
             self.open_pr,
             self.ci_status,
             self.review_comments,
+            self.reply_to_reviews,
             self.merge,
             self.comment_issue,
             self.update_progress,
@@ -161,6 +163,12 @@ class IssueActivities:
     async def ci_status(self, ref: PRRef) -> CIStatus:
         platform = self.platforms(ref.repo)
         return await platform.ci_status(await platform.get_pull_request(ref.pr_number))
+
+    @activity.defn(name=names.REPLY_TO_REVIEWS)
+    @temporal_errors
+    async def reply_to_reviews(self, inp: ReplyInput) -> int:
+        platform = self.platforms(inp.repo)
+        return await platform.reply_to_reviews(await platform.get_pull_request(inp.pr_number), inp.comments, inp.commit)
 
     @activity.defn(name=names.REVIEW_COMMENTS)
     @temporal_errors

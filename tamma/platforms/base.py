@@ -53,6 +53,11 @@ class GitPlatform(Protocol):
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]: ...
 
+    async def reply_to_reviews(self, pr: PullRequest, comments: list[ReviewComment], commit: str) -> int:
+        """Answer each thread among `comments` once with "addressed in `commit`"; skip threads an
+        earlier attempt already answered for that commit. Returns how many replies it posted."""
+        ...
+
     async def merge_pull_request(self, number: int) -> MergeResult:
         """Merge, or report the merge an earlier attempt already made."""
         ...

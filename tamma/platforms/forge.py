@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from tamma.models import CIStatus
+from tamma.models import CIStatus, ReviewComment
 
 PROGRESS_MARK = "<!-- tamma:progress -->"
 T = TypeVar("T")
@@ -33,6 +33,24 @@ def find_or_create(find: Callable[[], T | None], create: Callable[[], T], raced:
 def comment_mark(body: str) -> str:
     """A hidden marker that identifies a comment by its content, so a retried post is skipped."""
     return f"<!-- tamma:{hashlib.sha256(body.encode()).hexdigest()[:16]} -->"
+
+
+def reply_mark(thread: int | str, commit: str) -> str:
+    return f"<!-- tamma:reply:{thread}:{commit[:12]} -->"
+
+
+def reply_text(commit: str, thread: int | str) -> str:
+    return f"Addressed in {commit[:10]}.\n\n{reply_mark(thread, commit)}"
+
+
+def threads_of(comments: list[ReviewComment]) -> dict[int, ReviewComment]:
+    """The first comment of each thread the feedback touched (line comments only; a review's own
+    body has no thread to answer in)."""
+    roots: dict[int, ReviewComment] = {}
+    for c in comments:
+        if c.id > 0 and (c.path or c.discussion):
+            roots.setdefault(c.thread or c.id, c)
+    return roots
 
 
 def git_auth_env(clone_url: str, user: str, token: str) -> dict[str, str]:

@@ -29,7 +29,16 @@ from tamma.errors import (
     TammaError,
 )
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
-from tamma.platforms.forge import PROGRESS_MARK, comment_mark, find_or_create, git_auth_env, roll_up
+from tamma.platforms.forge import (
+    PROGRESS_MARK,
+    comment_mark,
+    find_or_create,
+    git_auth_env,
+    reply_mark,
+    reply_text,
+    roll_up,
+    threads_of,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("tamma.github")
@@ -296,6 +305,27 @@ class GitHubPlatform:
             return out
 
         return await self._call(f"reviews of #{pr.number}", collect)
+
+    async def reply_to_reviews(self, pr: PullRequest, comments: list[ReviewComment], commit: str) -> int:
+        def reply() -> int:
+            pull = self._repo.get_pull(pr.number)
+            threads = threads_of(comments)
+            if not threads:
+                return 0
+            me = self.bot_login.lower()
+            done = {
+                c.in_reply_to_id
+                for c in pull.get_review_comments()
+                if c.user and c.user.login.lower() == me and reply_mark(c.in_reply_to_id, commit) in (c.body or "")
+            }
+            posted = 0
+            for root in threads:
+                if root not in done:  # a retried attempt skips what the lost answer had posted
+                    pull.create_review_comment_reply(root, reply_text(commit, root))
+                    posted += 1
+            return posted
+
+        return await self._call(f"replies on #{pr.number}", reply)
 
     def _resolved_threads(self, number: int) -> set[int]:
         """Ids of the first comment of every resolved review thread (GraphQL); empty, with a

@@ -21,7 +21,16 @@ from gitlab.exceptions import GitlabError
 from tamma.config import GitLabSettings
 from tamma.errors import ConfigError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError, TammaError
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
-from tamma.platforms.forge import PROGRESS_MARK, comment_mark, find_or_create, git_auth_env, roll_up
+from tamma.platforms.forge import (
+    PROGRESS_MARK,
+    comment_mark,
+    find_or_create,
+    git_auth_env,
+    reply_mark,
+    reply_text,
+    roll_up,
+    threads_of,
+)
 
 T = TypeVar("T")
 _NEEDS = "a personal, project or group access token with the api scope (Developer role or higher)"
@@ -259,6 +268,7 @@ class GitLabPlatform:
                     position = n.get("position") or {}
                     out.append(
                         ReviewComment(
+                            discussion=str(discussion.get_id()),
                             id=n["id"],
                             author=n["author"]["username"],
                             body=n["body"],
@@ -270,6 +280,21 @@ class GitLabPlatform:
             return out
 
         return await self._call(f"discussions on !{pr.number}", collect)
+
+    async def reply_to_reviews(self, pr: PullRequest, comments: list[ReviewComment], commit: str) -> int:
+        def reply() -> int:
+            mr = self._project.mergerequests.get(pr.number, lazy=True)
+            posted = 0
+            for root, c in threads_of(comments).items():
+                discussion = mr.discussions.get(c.discussion)
+                notes: list[dict[str, Any]] = discussion.attributes.get("notes") or []
+                if any(reply_mark(root, commit) in (n.get("body") or "") for n in notes):
+                    continue  # an earlier attempt answered this thread for this commit
+                discussion.notes.create({"body": reply_text(commit, root)})
+                posted += 1
+            return posted
+
+        return await self._call(f"replies on !{pr.number}", reply)
 
     async def merge_pull_request(self, number: int) -> MergeResult:
         def merge() -> MergeResult:

@@ -22,6 +22,7 @@ from typing import Any
 from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError
 from tamma.gitcmd import git, git_ok
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+from tamma.platforms.forge import reply_text, threads_of
 
 # Pushing into a non-bare repository's checked-out branch is refused by default; updateInstead
 # updates its working tree too, and still refuses (safely) when that tree has local changes.
@@ -237,6 +238,17 @@ class LocalPlatform:
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         return [ReviewComment.model_validate(c) for c in self._pr_record(pr.number)["reviews"]]
+
+    async def reply_to_reviews(self, pr: PullRequest, comments: list[ReviewComment], commit: str) -> int:
+        """Replies are kept in the PR record (`replies`), apart from the feedback itself."""
+        with self.store.locked():
+            record = self._pr_record(pr.number)
+            replies: list[dict[str, Any]] = record.setdefault("replies", [])
+            done = {(r["thread"], r["commit"]) for r in replies}
+            fresh = [t for t in threads_of(comments) if (t, commit) not in done]
+            replies += [{"thread": t, "commit": commit, "body": reply_text(commit, t)} for t in fresh]
+            self.store.write("pulls", pr.number, record)
+        return len(fresh)
 
     async def merge_pull_request(self, number: int) -> MergeResult:
         record = self._pr_record(number)

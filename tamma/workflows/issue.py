@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         PlanOutput,
         PRRef,
         PullRequest,
+        ReplyInput,
         ReviewComment,
         SelfReviewInput,
         SelfReviewResult,
@@ -84,6 +85,7 @@ class IssueWorkflow:
         self._decision: ApprovalDecision | None = None
         self._nudged = False
         self._seen_reviews: set[int] = set()
+        self._answering: list[ReviewComment] = []
         self._stopped = ""
         self._edited = False  # the issue's text changed while its plan awaited a decision
         # Webhook deliveries already applied; a redelivered event must change nothing.
@@ -213,6 +215,9 @@ class IssueWorkflow:
             if not feedback:
                 break
             iteration = await self._implement_until_green(issue, plan, branch, iteration, feedback)
+            # Versioned: histories recorded before replies existed replay without this activity.
+            if workflow.patched("reply-to-reviews"):
+                await self._reply_to_reviews(pr)
         else:
             raise StepFailed(f"review comments still open after {opts.max_review_rounds} rounds")
         if not opts.auto_merge:
@@ -408,6 +413,7 @@ class IssueWorkflow:
         )
         feedback, fresh = review_feedback(comments, self._seen_reviews)
         self._seen_reviews.update(fresh)
+        self._answering = [c for c in comments if c.id in fresh]
         self._end(record, "done", f"{len(fresh)} new comment(s)" if fresh else "no new comments")
         return feedback
 
@@ -488,6 +494,19 @@ class IssueWorkflow:
             )
         except StepFailed as exc:
             workflow.logger.warning("could not update the progress comment: %s", exc)
+
+    async def _reply_to_reviews(self, pr: PullRequest) -> None:
+        """Tell each review thread the new commit answers it. Best effort: a reviewer still sees
+        the commit if the reply cannot be posted."""
+        try:
+            posted = await self._activity(
+                names.REPLY_TO_REVIEWS,
+                ReplyInput(repo=self.inp.repo, pr_number=pr.number, comments=self._answering, commit=self.state.commit),
+                int,
+            )
+            self.state.review_replies += posted
+        except StepFailed as exc:
+            workflow.logger.warning("could not reply to the review threads: %s", exc)
 
     async def _comment(self, number: int, body: str) -> None:
         try:

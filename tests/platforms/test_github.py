@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from tamma.config import GitHubSettings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
 from tamma.errors import MergeBlockedError, NotFoundError, PlatformError
-from tamma.models import RepoRef, TestReport
+from tamma.models import RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import PROGRESS_MARK
 from tamma.platforms.github import GitHubPlatform
 from tests.standins.git_remote import BareRemote, git
@@ -321,3 +321,30 @@ async def test_review_threads_without_graphql_are_all_read_and_outages_retry(
     assert info.value.retryable
     fake.graphql_error = None
     assert await platform.review_comments(pr) == []
+
+
+async def test_replies_answer_each_thread_once_per_commit(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    pr = await platform.create_pull_request("b", "main", "t", "")
+    fake.review_comments[pr.number] = [
+        line_comment(11, "alice", "Name the magic number", 4),
+        line_comment(12, "bob", "and say pages are 1-based", 4, reply_to=11),
+        line_comment(30, "carol", "Typo", 9),
+    ]
+    feedback = await platform.review_comments(pr)
+    feedback.append(ReviewComment(id=-5, author="alice", body="Close.", verdict="CHANGES_REQUESTED"))
+    fake.log.clear()
+    assert await platform.reply_to_reviews(pr, feedback, "a" * 40) == 2  # two threads; a review body has none
+    assert await platform.reply_to_reviews(pr, feedback, "a" * 40) == 0  # a retry posts nothing twice
+    n = pr.number
+    assert fake.calls("POST") == [
+        f"POST /repos/octo/hello/pulls/{n}/comments/11/replies",
+        f"POST /repos/octo/hello/pulls/{n}/comments/30/replies",
+    ]
+    replies = [c for c in fake.review_comments[n] if c["user"] == "tamma-bot"]
+    assert [(c["in_reply_to_id"], c["body"].splitlines()[0]) for c in replies] == [
+        (11, "Addressed in aaaaaaaaaa."),
+        (30, "Addressed in aaaaaaaaaa."),
+    ]
+    assert await platform.review_comments(pr) == feedback[:-1]  # Tamma's own replies are not feedback

@@ -166,3 +166,29 @@ async def test_review_discussions_threads_and_resolved(gl: tuple[FakeGitLab, Git
         f"GET {ENC}/merge_requests/{mr.number}/discussions?per_page=100",
         f"GET {ENC}/merge_requests/{mr.number}/discussions?per_page=100&page=2",
     ]
+
+
+async def test_replies_answer_each_discussion_once_per_commit(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    fake, platform = gl
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    mr = await platform.create_pull_request("b", "main", "t", "")
+    fake.mr_discussions[mr.number] = [
+        {
+            "id": "d1",
+            "individual_note": False,
+            "notes": [note(1, "alice", "Name it", line=4), note(2, "bob", "+1", line=4)],
+        },
+        {"id": "d3", "individual_note": True, "notes": [note(6, "dave", "Update the README")]},
+    ]
+    feedback = await platform.review_comments(mr)
+    assert {c.discussion for c in feedback} == {"d1", "d3"}
+    fake.log.clear()
+    assert await platform.reply_to_reviews(mr, feedback, "b" * 40) == 2
+    assert await platform.reply_to_reviews(mr, feedback, "b" * 40) == 0
+    assert fake.calls("POST") == [
+        f"POST {ENC}/merge_requests/{mr.number}/discussions/d1/notes",
+        f"POST {ENC}/merge_requests/{mr.number}/discussions/d3/notes",
+    ]
+    bot = [n for d in fake.mr_discussions[mr.number] for n in d["notes"] if n["author"]["username"] == "tamma-bot"]
+    assert [n["body"].splitlines()[0] for n in bot] == ["Addressed in bbbbbbbbbb."] * 2
+    assert await platform.review_comments(mr) == feedback  # Tamma's own replies are not feedback

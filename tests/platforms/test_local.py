@@ -109,3 +109,16 @@ async def test_merge_conflict_is_blocked(platform: LocalPlatform) -> None:
     with pytest.raises(MergeBlockedError, match="does not merge cleanly"):
         await platform.merge_pull_request(pr.number)
     assert platform.list_pull_requests()[0].state == "open"
+
+
+async def test_review_comments_and_replies_kept_apart(platform: LocalPlatform) -> None:
+    await platform.ensure_branch("tamma/issue-1", "main")
+    commit_on_branch(platform.path, "tamma/issue-1", "new.txt", "hi\n")
+    pr = await platform.create_pull_request("tamma/issue-1", "main", "T", "B")
+    platform.add_review_comment(pr.number, "alice", "Name the constant", path="new.txt")
+    feedback = await platform.review_comments(pr)
+    assert [(c.author, c.path) for c in feedback] == [("alice", "new.txt")]
+    assert await platform.reply_to_reviews(pr, feedback, "c" * 40) == 1
+    assert await platform.reply_to_reviews(pr, feedback, "c" * 40) == 0  # once per commit
+    assert await platform.reply_to_reviews(pr, feedback, "d" * 40) == 1  # a later commit answers again
+    assert await platform.review_comments(pr) == feedback  # replies are not feedback

@@ -306,6 +306,14 @@ class FakeGitHub:
                 return Reply(405, {"message": "Pull Request is not mergeable"})
             pull.update(merged=True, state="closed", merge_commit_sha=sha, head_sha=self.remote.sha(pull["head"]))
             return Reply(200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"})
+        if (m := re.fullmatch(r"/pulls/(\d+)/comments/(\d+)/replies", p)) and method == "POST":
+            thread = self.review_comments.get(int(m[1]), [])
+            root = next((c for c in thread if c["id"] == int(m[2])), None)
+            if root is None or root.get("in_reply_to_id"):  # GitHub: replies go to the top-level comment
+                return Reply(404, {"message": "Not Found"})
+            c = {**root, "id": next(_ids), "body": body["body"], "user": "tamma-bot", "in_reply_to_id": root["id"]}
+            thread.append(c)
+            return Reply(201, {**c, "url": self._api(f"/pulls/comments/{c['id']}"), "user": self._user(c["user"])})
         if m := re.fullmatch(r"/pulls/(\d+)/comments", p):
             return self._page(
                 [

@@ -159,6 +159,15 @@ class FakeGitLab:
         if m := re.fullmatch(r"/merge_requests/(\d+)", p):
             mr = self.mrs.get(int(m[1]))
             return Reply(200, self._mr(mr)) if mr else Reply(404, {"message": "404 Not found"})
+        if m := re.fullmatch(r"/merge_requests/(\d+)/discussions/([0-9a-z]+)(/notes)?", p):
+            found = next((d for d in self.mr_discussions.get(int(m[1]), []) if d["id"] == m[2]), None)
+            if found is None:
+                return Reply(404, {"message": "404 Discussion Not Found"})
+            if m[3] and method == "POST":
+                n = {"id": next(_ids), "body": body["body"], "author": {"username": "tamma-bot"}, "system": False}
+                found["notes"].append(n)
+                return Reply(201, n)
+            return Reply(200, found)
         if m := re.fullmatch(r"/merge_requests/(\d+)/discussions", p):
             return self._page(self.mr_discussions.get(int(m[1]), []), raw_path, q)
         if re.fullmatch(r"/merge_requests/(\d+)/approvals", p):

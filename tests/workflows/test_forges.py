@@ -160,3 +160,9 @@ async def test_github_review_round_then_merge(
     assert reviews == ["3 new comment(s)", "no new comments"]  # answered once, then nothing new
     trailers = git(fake.remote.path, "log", "--format=%(trailers:key=Tamma-Iteration,valueonly)", "tamma/issue-1")
     assert [t for t in trailers.split() if t] == ["2", "1"]
+    # alice's thread is told which commit answers it, once; the review body has no thread
+    replies = [c for c in fake.review_comments[pr_number] if c["user"] == "tamma-bot"]
+    assert [(c["in_reply_to_id"], c["body"].splitlines()[0]) for c in replies] == [
+        (11, f"Addressed in {state.commit[:10]}.")
+    ]
+    assert state.review_replies == 1
