@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from tamma.config import GitHubSettings, GitLabSettings, Settings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
@@ -19,6 +21,7 @@ from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
+from tamma.workflows.issue import IssueWorkflow
 from tests.conftest import running_worker
 from tests.standins.git_remote import BareRemote, git
 from tests.standins.github_api import FakeGitHub, rate_limited
@@ -166,3 +169,10 @@ async def test_github_review_round_then_merge(
         (11, f"Addressed in {state.commit[:10]}.")
     ]
     assert state.review_replies == 1
+    # The recorded history replays on the current workflow code without a nondeterminism error
+    # (the reply step is behind workflow.patched, so older histories replay too).
+    history = await client.get_workflow_handle(state.workflow_id).fetch_history()
+    replayed = await Replayer(workflows=[IssueWorkflow], data_converter=pydantic_data_converter).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None
