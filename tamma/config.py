@@ -160,6 +160,15 @@ class ApiSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (OTEL_EXPORTER_OTLP_ENDPOINT is read too); "
+        "unset = no tracing",
+    )
+    service_name: str = Field(default="tamma", description="OTEL_SERVICE_NAME is read too")
+
+
 class GitHubSettings(BaseModel):
     token: SecretStr | None = Field(default=None, description="a PAT; GITHUB_TOKEN is read too")
     app_id: int | None = Field(default=None, description="GitHub App auth instead of a token")
@@ -197,6 +206,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     gitlab: GitLabSettings = Field(default_factory=GitLabSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -294,6 +304,13 @@ def _vendor_env_keys(overrides: dict[str, Any]) -> dict[str, Any]:
     result = dict(overrides)
     if llm and "llm" not in overrides:
         result["llm"] = llm
+    telemetry = {
+        key: os.environ[var]
+        for var, key in (("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"), ("OTEL_SERVICE_NAME", "service_name"))
+        if os.environ.get(var) and not os.environ.get(f"TAMMA_TELEMETRY__{key.upper()}")
+    }
+    if telemetry and "telemetry" not in overrides:
+        result["telemetry"] = telemetry
     for var, section in (("GITHUB_TOKEN", "github"), ("GITLAB_TOKEN", "gitlab")):
         if os.environ.get(var) and not os.environ.get(f"TAMMA_{section.upper()}__TOKEN") and section not in overrides:
             result[section] = {"token": os.environ[var]}

@@ -31,6 +31,7 @@ from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
 from tamma.runtime.client import resolve_address
 from tamma.runtime.tasks import TaskService
+from tamma.telemetry import tracing_interceptors
 
 access = logging.getLogger("tamma.access")
 log = logging.getLogger("tamma.api")
@@ -123,7 +124,11 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
             address, _ = await asyncio.to_thread(resolve_address, settings)
             # lazy: the server starts (and answers 503) even while Temporal is down.
             client = await Client.connect(
-                address, namespace=settings.temporal.namespace, lazy=True, data_converter=pydantic_data_converter
+                address,
+                namespace=settings.temporal.namespace,
+                lazy=True,
+                data_converter=pydantic_data_converter,
+                interceptors=tracing_interceptors(settings),
             )
         app.state.client = client
         app.state.tasks = TaskService(client, settings.temporal.task_queue)

@@ -24,6 +24,7 @@ from tamma.runtime.client import EMBEDDED_NAMESPACE_WAIT_S, connect, ensure_sear
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import build_workers
+from tamma.telemetry import tracing_interceptors
 
 CLI_IDENTITY = "tamma-cli"
 
@@ -80,6 +81,7 @@ async def open_session(settings: Settings, console: Console, config_file: Path |
         settings.temporal.namespace,
         settings.temporal.connect_timeout_s,
         namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
+        interceptors=tracing_interceptors(settings),
     )
     await ensure_search_attributes(client, settings.temporal.namespace)
     session = Session(

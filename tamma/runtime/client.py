@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,13 +33,19 @@ def resolve_address(settings: Settings) -> tuple[str, bool]:
 
 
 async def connect(
-    address: str, namespace: str = "default", timeout_s: float = 10.0, namespace_wait_s: float = 0.0
+    address: str,
+    namespace: str = "default",
+    timeout_s: float = 10.0,
+    namespace_wait_s: float = 0.0,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     """Connect and check the namespace is served; a server that has just started may listen before
     its namespaces are loaded, so `namespace_wait_s` (the embedded server's case) waits that out."""
     try:
         client = await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter),
+            Client.connect(
+                address, namespace=namespace, data_converter=pydantic_data_converter, interceptors=interceptors
+            ),
             timeout=timeout_s,
         )
     except (RuntimeError, OSError, TimeoutError) as exc:

@@ -19,6 +19,7 @@ from tamma.agent.sandbox import isolation_summary
 from tamma.config import Settings, WorkerSettings
 from tamma.runtime.client import EMBEDDED_NAMESPACE_WAIT_S, connect, ensure_search_attributes, resolve_address
 from tamma.runtime.wiring import build_activities, sandbox_policy
+from tamma.telemetry import tracing_interceptors
 from tamma.workflows.issue import IssueWorkflow
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
         settings.temporal.namespace,
         settings.temporal.connect_timeout_s,
         namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
+        interceptors=tracing_interceptors(settings),
     )
     await ensure_search_attributes(client, settings.temporal.namespace)
     workers = build_workers(client, settings.temporal.task_queue, build_activities(settings), settings.worker)
