@@ -163,11 +163,10 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
     errors.install(app)
     for router in (webhooks.router, tasks.router, config_routes.router, ops.router):
         app.include_router(router)
+    app.state.webhook_limiter = RateLimiter(settings.webhooks.rate_limit_per_min)
+    app.state.api_limiter = RateLimiter(settings.api.rate_limit_per_min)
     app.add_middleware(
-        Edge,
-        webhook_limiter=RateLimiter(settings.webhooks.rate_limit_per_min),
-        api_limiter=RateLimiter(settings.api.rate_limit_per_min),
-        metrics=metrics,
+        Edge, webhook_limiter=app.state.webhook_limiter, api_limiter=app.state.api_limiter, metrics=metrics
     )
     return app
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from tamma.api import webhooks
 from tamma.api.auth import Admin, Operator
-from tamma.config import Settings
+from tamma.config import Settings, load_settings
+from tamma.errors import ConfigError
 
 router = APIRouter(prefix="/api/v1", tags=["config"])
 REDACTED = "**********"
@@ -27,7 +30,27 @@ class Validation(BaseModel):
 class Written(BaseModel):
     written: str
     backup: str | None
-    restart_required: bool = True
+    applied: list[str] = Field(description="sections in effect now (webhooks, api, approval, workflow, budget)")
+    restart_required: list[str] = Field(description="changed sections read at start-up: restart server and workers")
+
+
+#: settings the server reads per request, so a new config file applies at once; the others
+#: (Temporal connection, worker, models, forges, data dir) are read at start-up or by the workers.
+LIVE_SECTIONS = ("webhooks", "api", "approval", "workflow", "budget")
+
+
+def apply_settings(app: FastAPI, new: Settings) -> tuple[list[str], list[str]]:
+    """Put the live sections of `new` into effect; return (applied, needing a restart)."""
+    old: Settings = app.state.settings
+    changed = [name for name in Settings.model_fields if getattr(old, name) != getattr(new, name)]
+    applied = [name for name in changed if name in LIVE_SECTIONS]
+    current = old.model_copy(update={name: getattr(new, name) for name in applied})
+    app.state.settings = current
+    hub: webhooks.WebhookHub = app.state.hub
+    hub.settings, hub.cfg = current, current.webhooks
+    app.state.webhook_limiter.configure(current.webhooks.rate_limit_per_min)
+    app.state.api_limiter.configure(current.api.rate_limit_per_min)
+    return applied, [name for name in changed if name not in LIVE_SECTIONS]
 
 
 def _errors(doc: dict[str, Any]) -> list[str]:
@@ -84,7 +107,14 @@ async def put_config(doc: dict[str, Any], request: Request, who: Admin) -> Any:
     tmp.write_text(tomli_w.dumps(_drop_none(doc)), encoding="utf-8")
     tmp.chmod(0o600)  # it may hold secrets
     tmp.replace(path)
-    return Written(written=str(path), backup=str(backup) if backup else None)
+    # What a restart would read (the file, then TAMMA_* and vendor variables on top), so the
+    # server and the file never disagree about what is in effect.
+    try:
+        effective = await asyncio.to_thread(load_settings, path)
+    except ConfigError as exc:  # e.g. an environment variable now clashes with the new file
+        return JSONResponse(Validation(valid=False, errors=[exc.message]).model_dump(), status_code=422)
+    applied, restart = apply_settings(request.app, effective)
+    return Written(written=str(path), backup=str(backup) if backup else None, applied=applied, restart_required=restart)
 
 
 def _unredacted(settings: Settings) -> dict[str, Any]:

@@ -10,10 +10,14 @@ import time
 
 class RateLimiter:
     def __init__(self, per_minute: int, max_clients: int = 100_000) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
         self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}
+        self.configure(per_minute)
+
+    def configure(self, per_minute: int) -> None:
+        """A new limit, effective for the next request (buckets keep what they hold, capped)."""
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
 
     def check(self, client: str) -> float:
         """0 when the request may proceed, else seconds until it may."""

@@ -7,6 +7,7 @@ import asyncio
 import json
 import tomllib
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from tamma.config import Settings
 from tamma.demo import make_demo, make_sample_repo
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.wiring import build_activities
-from tests.api.conftest import JWT_SECRET, auth, running_api, with_sections
+from tests.api.conftest import GITHUB_SECRET, JWT_SECRET, auth, github_headers, running_api, with_sections
 from tests.conftest import running_worker
 
 
@@ -130,6 +131,31 @@ async def test_config_read_validate_replace(http: httpx.AsyncClient, api_setting
     assert saved["worker"]["concurrency"] == 5
     assert saved["api"]["jwt_secret"] == JWT_SECRET  # the redacted placeholder kept the real value
     assert Path(written.json()["backup"]).read_text() == "[worker]\nconcurrency = 2\n"
+    # the worker section is read by the workers at their start: the answer says so
+    assert written.json()["applied"] == [] and written.json()["restart_required"] == ["worker"]
+
+
+async def test_a_rotated_webhook_secret_applies_without_a_restart(api_settings: Settings, tmp_path: Path) -> None:
+    admin = auth(api_settings, "admin")
+    body = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
+    with running_api(api_settings, tmp_path / "tamma.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+
+            async def ping(secret: str) -> int:
+                headers = github_headers(body, "ping", str(uuid.uuid4()), secret=secret)
+                return (await http.post("/webhooks/github", content=body, headers=headers)).status_code
+
+            assert await ping("the-new-secret") == 401
+            current = (await http.get("/api/v1/config", headers=admin)).json()
+            current["webhooks"]["github_secrets"] = ["the-new-secret"]  # the old ones are dropped
+            current["webhooks"]["rate_limit_per_min"] = 50_000
+            written = await http.put("/api/v1/config", json=current, headers=admin)
+            assert written.status_code == 200, written.text
+            assert written.json()["applied"] == ["webhooks"] and written.json()["restart_required"] == []
+            assert await ping("the-new-secret") == 200
+            assert await ping(GITHUB_SECRET) == 401
+            shown = (await http.get("/api/v1/config", headers=admin)).json()["webhooks"]
+            assert shown["rate_limit_per_min"] == 50_000 and "the-new-secret" not in json.dumps(shown)
 
 
 async def test_ops_endpoints(http: httpx.AsyncClient) -> None:
