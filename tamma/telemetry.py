@@ -15,7 +15,8 @@ from temporalio.client import Interceptor
 
 from tamma.config import Settings, TelemetrySettings
 
-if TYPE_CHECKING:  # the SDK is imported only when tracing is on
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on; FastAPI only by the server
+    from fastapi.telemetry import TelemetryConfig
     from opentelemetry.sdk.trace import TracerProvider
 
 _lock = threading.Lock()
@@ -33,6 +34,16 @@ def tracing_interceptors(settings: Settings) -> list[Interceptor]:
     tracer = _provider(t).get_tracer("tamma")
     # always_create_workflow_spans: a workflow started by another process still gets its spans.
     return [TracingInterceptor(tracer, always_create_workflow_spans=True)]
+
+
+def fastapi_telemetry(settings: Settings) -> TelemetryConfig:
+    """FastAPI's own request spans, on Tamma's provider when tracing is on (a webhook delivery and
+    the workflow it starts are then one trace), entirely off otherwise. Its metrics and logs stay
+    off: Prometheus serves the metrics, and its logs would carry validation messages."""
+    t = settings.telemetry
+    if not t.otlp_endpoint:
+        return {"tracing": False, "metrics": False, "logs": False}
+    return {"tracer_provider": _provider(t), "tracing": True, "metrics": False, "logs": False}
 
 
 def _provider(t: TelemetrySettings) -> TracerProvider:

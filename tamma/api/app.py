@@ -31,7 +31,7 @@ from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
 from tamma.runtime.client import resolve_address
 from tamma.runtime.tasks import TaskService
-from tamma.telemetry import tracing_interceptors
+from tamma.telemetry import fastapi_telemetry, tracing_interceptors
 
 access = logging.getLogger("tamma.access")
 log = logging.getLogger("tamma.api")
@@ -156,6 +156,7 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
         version="0.1.0",
         lifespan=lifespan,
         description="Webhooks, task API and operations for the Tamma development agent.",
+        telemetry=fastapi_telemetry(settings),
     )
     app.state.settings = settings
     app.state.metrics = metrics
