@@ -10,6 +10,8 @@ from collections.abc import Callable
 from rich.live import Live
 from rich.markup import escape
 from rich.prompt import Confirm, Prompt
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 
 from tamma.cli.render import plan_panel, step_line, steps_table
 from tamma.cli.session import Session
@@ -65,11 +67,21 @@ async def _watch(session: Session, wid: str, interactive: bool, poll_s: float) -
                 if live:
                     live.start()
             if state.status.finished:
-                return state
+                return await _closed(session, wid, state)
             await asyncio.sleep(poll_s)
     finally:
         if live:
             live.stop()
+
+
+async def _closed(session: Session, wid: str, state: TaskState, wait_s: float = 60.0) -> TaskState:
+    """The status is final, but the workflow may still be posting its last progress update, and
+    this process's worker may be the one to do it: wait (bounded) for the workflow to close, so
+    leaving does not strand that step until some other worker comes by."""
+    try:
+        return await asyncio.wait_for(session.tasks.handle(wid).result(), timeout=wait_s)
+    except (WorkflowFailureError, RPCError, TimeoutError):  # cancelled ones fail; the state says why
+        return state
 
 
 def _pause(live: Live | None, action: Callable[[], object]) -> None:
