@@ -20,11 +20,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tamma.config import Settings
-from tamma.runtime.client import EMBEDDED_NAMESPACE_WAIT_S, connect, ensure_search_attributes, resolve_address
+from tamma.runtime.client import open_client
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import build_workers
-from tamma.telemetry import tracing_interceptors
 
 CLI_IDENTITY = "tamma-cli"
 
@@ -75,15 +74,7 @@ class Session:
 
 @asynccontextmanager
 async def open_session(settings: Settings, console: Console, config_file: Path | None = None) -> AsyncIterator[Session]:
-    address, embedded = await asyncio.to_thread(resolve_address, settings)
-    client = await connect(
-        address,
-        settings.temporal.namespace,
-        settings.temporal.connect_timeout_s,
-        namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
-        interceptors=tracing_interceptors(settings),
-    )
-    await ensure_search_attributes(client, settings.temporal.namespace)
+    client, address, embedded = await open_client(settings)
     session = Session(
         settings, console, client, address, embedded, TaskService(client, settings.temporal.task_queue), config_file
     )

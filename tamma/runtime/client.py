@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from tamma.config import Settings
 from tamma.errors import TemporalUnavailable
 from tamma.runtime.embedded import ensure_embedded_server
+from tamma.telemetry import tracing_interceptors
 from tamma.workflows import search
 
 _NOT_READY = (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE)
@@ -93,3 +94,20 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
     except RPCError as exc:
         if "already" not in str(exc).lower():
             raise
+
+
+async def open_client(settings: Settings) -> tuple[Client, str, bool]:
+    """What every launcher (CLI, worker) does first: (client, address, embedded). Starts the
+    embedded server when no address is configured, waits for its namespace, registers the
+    search attributes, and carries the tracing interceptor when tracing is on."""
+    address, embedded = await asyncio.to_thread(resolve_address, settings)
+    t = settings.temporal
+    client = await connect(
+        address,
+        t.namespace,
+        t.connect_timeout_s,
+        namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
+        interceptors=tracing_interceptors(settings),
+    )
+    await ensure_search_attributes(client, t.namespace)
+    return client, address, embedded

@@ -17,9 +17,8 @@ from tamma.activities import IssueActivities
 from tamma.activity_names import heavy_queue
 from tamma.agent.sandbox import isolation_summary
 from tamma.config import Settings, WorkerSettings
-from tamma.runtime.client import EMBEDDED_NAMESPACE_WAIT_S, connect, ensure_search_attributes, resolve_address
+from tamma.runtime.client import open_client
 from tamma.runtime.wiring import build_activities, sandbox_policy
-from tamma.telemetry import tracing_interceptors
 from tamma.workflows.issue import IssueWorkflow
 
 log = logging.getLogger(__name__)
@@ -74,15 +73,7 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings, ready: Callable[[str], None] | None = None) -> None:
     """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return."""
-    address, embedded = resolve_address(settings)
-    client = await connect(
-        address,
-        settings.temporal.namespace,
-        settings.temporal.connect_timeout_s,
-        namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
-        interceptors=tracing_interceptors(settings),
-    )
-    await ensure_search_attributes(client, settings.temporal.namespace)
+    client, address, _ = await open_client(settings)
     workers = build_workers(client, settings.temporal.task_queue, build_activities(settings), settings.worker)
     stop = asyncio.Event()
     install_stop_handlers(stop)
