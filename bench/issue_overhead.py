@@ -27,19 +27,21 @@ from temporalio.worker import Worker
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from noop_workflow import NoopChain, noop  # noqa: E402
+from noop_workflow import NoopChain, noop
 
-from tamma.config import Settings  # noqa: E402
-from tamma.demo import make_demo  # noqa: E402
-from tamma.models import IssueTaskInput, TaskStatus  # noqa: E402
-from tamma.providers.scripted import DEMO_TRANSCRIPT  # noqa: E402
-from tamma.runtime.embedded import temporal_binary  # noqa: E402
-from tamma.runtime.tasks import TaskService  # noqa: E402
-from tamma.runtime.wiring import build_activities  # noqa: E402
-from tamma.runtime.worker import build_workers  # noqa: E402
-from tamma.workflows import search  # noqa: E402
+from tamma.config import Settings
+from tamma.demo import make_demo
+from tamma.models import IssueTaskInput, TaskStatus
+from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tamma.runtime.embedded import temporal_binary
+from tamma.runtime.tasks import TaskService
+from tamma.runtime.wiring import build_activities
+from tamma.runtime.worker import build_workers
+from tamma.workflows import search
 
-ACTIVITIES_PER_ISSUE = 13  # fetch, analyse, plan, progress, branch, implement, tests, PR, progress, CI, review, merge, progress
+ACTIVITIES_PER_ISSUE = (
+    13  # fetch, analyse, plan, progress, branch, implement, tests, PR, progress, CI, review, merge, progress
+)
 
 
 def pct(values: list[float], q: float) -> float:
