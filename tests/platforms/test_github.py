@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from tamma.config import GitHubSettings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
 from tamma.errors import MergeBlockedError, NotFoundError, PlatformError
-from tamma.models import RepoRef, ReviewComment, TestReport
+from tamma.models import PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import PROGRESS_MARK
 from tamma.platforms.github import GitHubPlatform
 from tests.standins.git_remote import BareRemote, git
@@ -141,8 +141,7 @@ async def test_pull_request_race_reuses_the_existing_one(gh: tuple[FakeGitHub, G
 
 async def test_ci_rolls_up_check_runs_and_statuses(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
     fake, platform = gh
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    pr = await platform.create_pull_request("b", "main", "t", "")
+    pr = await open_pr(fake, platform)
     head = fake.remote.sha("b") or ""
     assert (await platform.ci_status(pr)).state == "pending"  # nothing reported yet
     await platform.report_tests(head, TestReport(passed=True, command="t", exit_code=0, summary="2 passed"))
@@ -187,6 +186,19 @@ def test_git_credentials_stay_out_of_urls() -> None:
     assert enterprise.clone_url() == "https://ghe.corp/octo/hello.git"
 
 
+async def open_pr(fake: FakeGitHub, platform: GitHubPlatform) -> PullRequest:
+    """A pull request for a fresh branch `b` (no changes) on the stand-in."""
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    return await platform.create_pull_request("b", "main", "t", "")
+
+
+def as_app(settings: GitHubSettings, key: Path) -> GitHubSettings:
+    """The same GitHub settings, authenticating as App 42, installation 7, with the key at `key`."""
+    return settings.model_copy(
+        update={"token": None, "app_id": 42, "app_private_key": SecretStr(str(key)), "installation_id": 7}
+    )
+
+
 def app_keys() -> tuple[bytes, bytes]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -209,14 +221,7 @@ async def test_github_app_installation_token_is_fetched_and_refreshed_before_exp
     private, public = app_keys()
     fake.app, fake.app_token_ttl_s = (42, public, 7), ttl_s
     (tmp_path / "app.pem").write_bytes(private)
-    app_settings = platform.settings.model_copy(
-        update={
-            "token": None,
-            "app_id": 42,
-            "app_private_key": SecretStr(str(tmp_path / "app.pem")),
-            "installation_id": 7,
-        }
-    )
+    app_settings = as_app(platform.settings, tmp_path / "app.pem")
     app_platform = GitHubPlatform(REPO, app_settings)
     fake.log.clear()
     assert (await app_platform.get_issue(1)).title == DEMO_TITLE
@@ -240,14 +245,7 @@ async def test_github_app_with_the_wrong_key_is_refused_clearly(
     fake, platform = gh
     fake.app = (42, app_keys()[1], 7)
     (tmp_path / "other.pem").write_bytes(app_keys()[0])  # not the key GitHub knows for this App
-    wrong = platform.settings.model_copy(
-        update={
-            "token": None,
-            "app_id": 42,
-            "app_private_key": SecretStr(str(tmp_path / "other.pem")),
-            "installation_id": 7,
-        }
-    )
+    wrong = as_app(platform.settings, tmp_path / "other.pem")
     with pytest.raises(PlatformError) as info:
         await GitHubPlatform(REPO, wrong).get_issue(1)
     assert not info.value.retryable and "401" in info.value.message
@@ -270,8 +268,7 @@ def line_comment(cid: int, user: str, body: str, line: int | None, reply_to: int
 
 async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
     fake, platform = gh
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    pr = await platform.create_pull_request("b", "main", "t", "")
+    pr = await open_pr(fake, platform)
     fake.review_comments[pr.number] = [
         line_comment(11, "alice", "Name the magic number", 4),
         line_comment(12, "bob", "and say pages are 1-based", None, reply_to=11),  # outdated line → original
@@ -308,8 +305,7 @@ async def test_review_threads_without_graphql_are_all_read_and_outages_retry(
     gh: tuple[FakeGitHub, GitHubPlatform],
 ) -> None:
     fake, platform = gh
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    pr = await platform.create_pull_request("b", "main", "t", "")
+    pr = await open_pr(fake, platform)
     fake.review_comments[pr.number] = [line_comment(20, "dave", "Old concern", 7)]
     fake.resolved = {20}
     # a server or token without GraphQL: resolution is unknown, so the comment counts (once)
@@ -325,8 +321,7 @@ async def test_review_threads_without_graphql_are_all_read_and_outages_retry(
 
 async def test_replies_answer_each_thread_once_per_commit(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
     fake, platform = gh
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    pr = await platform.create_pull_request("b", "main", "t", "")
+    pr = await open_pr(fake, platform)
     fake.review_comments[pr.number] = [
         line_comment(11, "alice", "Name the magic number", 4),
         line_comment(12, "bob", "and say pages are 1-based", 4, reply_to=11),

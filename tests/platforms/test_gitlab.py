@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from tamma.config import GitLabSettings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
 from tamma.errors import MergeBlockedError, NotFoundError, PlatformError
-from tamma.models import RepoRef, TestReport
+from tamma.models import PullRequest, RepoRef, TestReport
 from tamma.platforms.forge import PROGRESS_MARK
 from tamma.platforms.gitlab import GitLabPlatform
 from tests.standins.git_remote import BareRemote, git
@@ -98,8 +98,7 @@ async def test_branch_mr_ci_merge(gl: tuple[FakeGitLab, GitLabPlatform], tmp_pat
 
 async def test_second_open_mr_conflict_is_reused(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
     fake, platform = gl
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    first = await platform.create_pull_request("b", "main", "t", "")
+    first = await open_mr(fake, platform)
     fake.inject.append(("GET .*/merge_requests$", Reply(200, [])))  # the first look misses it (a race)
     again = await platform.create_pull_request("b", "main", "t", "")
     assert again.number == first.number and len(fake.mrs) == 1
@@ -129,31 +128,32 @@ def note(
     }
 
 
+def discussion(did: str, *notes: dict[str, object], single: bool = False) -> dict[str, object]:
+    return {"id": did, "individual_note": single, "notes": list(notes)}
+
+
+async def open_mr(fake: FakeGitLab, platform: GitLabPlatform) -> PullRequest:
+    """A merge request for a fresh branch `b` (no changes) on the stand-in."""
+    fake.remote.create_branch("b", fake.remote.sha("main") or "")
+    return await platform.create_pull_request("b", "main", "t", "")
+
+
 async def test_review_discussions_threads_and_resolved(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
     fake, platform = gl
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    mr = await platform.create_pull_request("b", "main", "t", "")
+    mr = await open_mr(fake, platform)
     fake.mr_discussions[mr.number] = [
-        {
-            "id": "d1",
-            "individual_note": False,
-            "notes": [
-                note(1, "alice", "Name the constant", line=4),
-                note(2, "bob", "+1, and a docstring", line=4),
-                note(3, "tamma-bot", "Done", line=4),
-            ],
-        },
-        {
-            "id": "d2",
-            "individual_note": False,
-            "notes": [
-                note(4, "carol", "Old nit", line=7, resolved=True),
-                note(5, "carol", "still?", line=7, resolved=True),
-            ],
-        },
-        {"id": "d3", "individual_note": True, "notes": [note(6, "dave", "Please also update the README")]},
-        {"id": "d4", "individual_note": True, "notes": [note(7, "root", "added 1 commit", system=True)]},
-    ] + [{"id": f"x{i}", "individual_note": True, "notes": [note(100 + i, "erin", f"nit {i}")]} for i in range(105)]
+        discussion(
+            "d1",
+            note(1, "alice", "Name the constant", line=4),
+            note(2, "bob", "+1, and a docstring", line=4),
+            note(3, "tamma-bot", "Done", line=4),
+        ),
+        discussion(
+            "d2", note(4, "carol", "Old nit", line=7, resolved=True), note(5, "carol", "still?", line=7, resolved=True)
+        ),
+        discussion("d3", note(6, "dave", "Please also update the README"), single=True),
+        discussion("d4", note(7, "root", "added 1 commit", system=True), single=True),
+    ] + [discussion(f"x{i}", note(100 + i, "erin", f"nit {i}"), single=True) for i in range(105)]
     fake.log.clear()
     got = await platform.review_comments(mr)
     by_id = {c.id: c for c in got}
@@ -170,15 +170,10 @@ async def test_review_discussions_threads_and_resolved(gl: tuple[FakeGitLab, Git
 
 async def test_replies_answer_each_discussion_once_per_commit(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
     fake, platform = gl
-    fake.remote.create_branch("b", fake.remote.sha("main") or "")
-    mr = await platform.create_pull_request("b", "main", "t", "")
+    mr = await open_mr(fake, platform)
     fake.mr_discussions[mr.number] = [
-        {
-            "id": "d1",
-            "individual_note": False,
-            "notes": [note(1, "alice", "Name it", line=4), note(2, "bob", "+1", line=4)],
-        },
-        {"id": "d3", "individual_note": True, "notes": [note(6, "dave", "Update the README")]},
+        discussion("d1", note(1, "alice", "Name it", line=4), note(2, "bob", "+1", line=4)),
+        discussion("d3", note(6, "dave", "Update the README"), single=True),
     ]
     feedback = await platform.review_comments(mr)
     assert {c.discussion for c in feedback} == {"d1", "d3"}

@@ -159,14 +159,22 @@ async def test_cancel(
             await service.cancel(wid)
 
 
-class StuckPlatform:
-    """A real LocalPlatform whose get_issue hangs until released (a slow forge)."""
+class WrappedPlatform:
+    """A real LocalPlatform with one method replaced by the subclass; everything else passes through."""
 
     def __init__(self, inner: LocalPlatform) -> None:
-        self.inner, self.release = inner, asyncio.Event()
+        self.inner = inner
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
+
+
+class StuckPlatform(WrappedPlatform):
+    """get_issue hangs until released (a slow forge)."""
+
+    def __init__(self, inner: LocalPlatform) -> None:
+        super().__init__(inner)
+        self.release = asyncio.Event()
 
     async def get_issue(self, number: int) -> Issue:
         await asyncio.wait_for(self.release.wait(), timeout=30)
@@ -192,14 +200,12 @@ async def test_cancel_while_a_step_runs_is_a_cancellation_not_a_failure(
     assert (await service.handle(wid).describe()).status == WorkflowExecutionStatus.CANCELED
 
 
-class FlakyPlatform:
-    """A real LocalPlatform whose get_issue fails `failures` times first, counting calls."""
+class FlakyPlatform(WrappedPlatform):
+    """get_issue fails `failures` times first, counting calls."""
 
     def __init__(self, inner: LocalPlatform, failures: int, error: type[TammaError] = PlatformError) -> None:
-        self.inner, self.failures, self.error, self.calls = inner, failures, error, 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.failures, self.error, self.calls = failures, error, 0
 
     async def get_issue(self, number: int) -> Issue:
         self.calls += 1
