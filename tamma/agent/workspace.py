@@ -19,10 +19,13 @@ TRAILER = "Tamma-Iteration"
 
 
 class Workspace:
-    def __init__(self, root: Path, branch: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, branch: str, env: dict[str, str] | None = None, url: str = "") -> None:
         self.root = root
         self.branch = branch
         self.env = env or {}
+        # Fetches and pushes name the URL Tamma cloned, never `origin`: sandboxed code cannot
+        # write .git/config, and even without a sandbox it must not redirect a push.
+        self.url = url
 
     @classmethod
     async def clone(cls, url: str, branch: str, work_dir: Path, env: dict[str, str] | None = None) -> Workspace:
@@ -30,7 +33,7 @@ class Workspace:
         work_dir.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="ws-", dir=work_dir))
         await git("clone", "--quiet", "--branch", branch, "--single-branch", url, str(root), env=env)
-        return cls(root, branch, env)
+        return cls(root, branch, env, url)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -56,12 +59,21 @@ class Workspace:
 
     async def diff_from(self, base: str, limit_bytes: int) -> tuple[str, bool]:
         """(unified diff of this branch since it left `base`, whether it was cut to `limit_bytes`)."""
-        await git("fetch", "--quiet", "origin", f"refs/heads/{base}", cwd=self.root, env=self.env)
-        diff = await git("diff", "--no-color", "FETCH_HEAD...HEAD", cwd=self.root)
+        await git("fetch", "--quiet", self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
+        diff = await git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "FETCH_HEAD...HEAD", cwd=self.root)
         data = diff.encode()
         if len(data) <= limit_bytes:
             return diff, False
         return data[:limit_bytes].decode(errors="ignore"), True
+
+    async def branch_files(self, base: str, limit: int = 3000) -> list[str]:
+        """Every path this branch adds, changes, deletes or renames since it left `base`: what the
+        blocked-path policy is checked against (the plan's own file list is only advice)."""
+        await git("fetch", "--quiet", self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
+        out = await git(
+            "-c", "core.quotePath=false", "diff", "--name-only", "--no-renames", "FETCH_HEAD...HEAD", cwd=self.root
+        )
+        return out.splitlines()[:limit]
 
     async def changed_files(self) -> list[str]:
         out = await git("status", "--porcelain", "--untracked-files=all", cwd=self.root)
@@ -74,5 +86,5 @@ class Workspace:
         await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
         await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
-        await git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env)
+        await git("push", "--quiet", self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env)
         return await self.head()

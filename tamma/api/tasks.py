@@ -9,6 +9,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -17,7 +18,8 @@ from pydantic import BaseModel, Field
 
 from tamma.api.auth import Operator, Viewer
 from tamma.api.events import allowed_repo
-from tamma.errors import InvalidInputError
+from tamma.config import Settings
+from tamma.errors import InvalidInputError, PermissionDenied
 from tamma.models import MAX_ISSUE, IssueTaskInput, RepoRef, TaskState, TaskSummary
 from tamma.platforms.local import local_repo_ref
 from tamma.runtime.tasks import TaskService
@@ -54,9 +56,10 @@ def _service(request: Request) -> TaskService:
     return svc
 
 
-def parse_repository(value: str) -> RepoRef:
+def parse_repository(value: str, settings: Settings) -> RepoRef:
     platform, _, locator = value.partition(":")
     if platform == "local" and locator:
+        check_local_allowed(settings, locator)
         return local_repo_ref(locator)
     if platform in ("github", "gitlab") and locator.count("/") >= 1 and " " not in locator:
         return RepoRef(platform=platform, locator=locator.strip("/"))
@@ -65,11 +68,33 @@ def parse_repository(value: str) -> RepoRef:
     )
 
 
+def check_local_allowed(settings: Settings, locator: str) -> None:
+    """A local repository is reachable over HTTP only when the operator said so: named as
+    'local:/path' in webhooks.repositories or under one of api.local_roots. Checked before the
+    path is touched, so a caller learns nothing about the server's disk from the answer."""
+    path = Path(locator).expanduser()
+    if not path.is_absolute():
+        raise InvalidInputError(f"local repository {locator!r} must be an absolute path")
+    real = path.resolve()
+    named = {
+        Path(r.partition(":")[2]).expanduser().resolve()
+        for r in settings.webhooks.repositories
+        if r.startswith("local:")
+    }
+    roots = [root.expanduser().resolve() for root in settings.api.local_roots]
+    if real in named or any(real.is_relative_to(root) for root in roots):
+        return
+    raise PermissionDenied(
+        f"local repository {locator!r} is not allowed through the API: name it as 'local:{locator}' in "
+        "webhooks.repositories or put it under api.local_roots"
+    )
+
+
 @router.post("/tasks", status_code=201, response_model=TaskCreated, summary="Start (or attach to) an issue's task")
 async def create_task(body: TaskCreate, request: Request, who: Operator) -> TaskCreated:
-    repo = parse_repository(body.repository)
     settings = request.app.state.settings
-    if not allowed_repo(settings.webhooks, repo.platform, repo.locator):
+    repo = parse_repository(body.repository, settings)
+    if repo.platform != "local" and not allowed_repo(settings.webhooks, repo.platform, repo.locator):
         raise InvalidInputError(f"repository {repo.key} is not in webhooks.repositories")
     inp = IssueTaskInput(repo=repo, issue_number=body.issue, options=settings.task_options(yes=body.yes))
     wid, created = await _service(request).start(inp, rerun=body.rerun)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape as esc
 
-from tamma.agent.sandbox import isolation_summary
+from tamma.agent.sandbox import require_isolation
 from tamma.cli.errors import run_or_exit
 from tamma.cli.follow import Detached, follow
 from tamma.cli.render import plan_panel, review_panel, step_line, tasks_table, usage_table
@@ -30,7 +30,7 @@ from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.background import spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import stop_embedded_server
 from tamma.runtime.process import exit_now
-from tamma.runtime.wiring import detect_repo, platform_factory, provider_description, sandbox_policy
+from tamma.runtime.wiring import detect_repo, platform_factory, provider_description
 from tamma.runtime.worker import serve
 from tamma.workflows import search
 
@@ -145,9 +145,10 @@ async def run_task(
     config_file: Path | None = None,
 ) -> int:
     console.print(f"LLM: {provider_description(settings, transcript)}")
+    sandbox = require_isolation(settings.agent.sandbox)  # refuse before anything starts
     async with open_session(settings, console, config_file) as session:
         _print_server(session)
-        console.print(f"Sandbox: {isolation_summary(sandbox_policy(settings))}")
+        console.print(f"Sandbox: {sandbox}")
         options = settings.task_options(yes=yes, transcript=transcript)
         wid, created = await session.tasks.start(IssueTaskInput(repo=ref, issue_number=number, options=options), rerun)
         console.print(f"{'Started' if created else 'Attached to'} [bold]{wid}[/]")

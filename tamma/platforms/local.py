@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError
-from tamma.gitcmd import git, git_ok
+from tamma.gitcmd import SAFE_FLAGS, git, git_env, git_ok
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import reply_text, threads_of
 
 # Pushing into a non-bare repository's checked-out branch is refused by default; updateInstead
 # updates its working tree too, and still refuses (safely) when that tree has local changes.
-_RECEIVE_PACK = "git -c receive.denyCurrentBranch=updateInstead receive-pack"
+_RECEIVE_PACK = f"git {SAFE_FLAGS} -c receive.denyCurrentBranch=updateInstead receive-pack"
 
 
 def resolve_local_repo(path: Path | str) -> Path:
@@ -36,7 +36,9 @@ def resolve_local_repo(path: Path | str) -> Path:
         raise InvalidInputError(f"{p} does not exist; pass a git repository path with --repo")
 
     def rev_parse(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(p), "rev-parse", *args], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(p), "rev-parse", *args], capture_output=True, text=True, check=False, env=git_env()
+        )
         if out.returncode != 0:
             raise InvalidInputError(f"{p} is not a git repository; run `git init` there or pass --repo PATH")
         return out.stdout.strip()
@@ -48,7 +50,11 @@ def resolve_local_repo(path: Path | str) -> Path:
 
 def remote_url(repo_path: Path, remote: str = "origin") -> str:
     out = subprocess.run(
-        ["git", "-C", str(repo_path), "remote", "get-url", remote], capture_output=True, text=True, check=False
+        ["git", "-C", str(repo_path), "remote", "get-url", remote],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=git_env(),
     )
     return out.stdout.strip() if out.returncode == 0 else ""
 

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from tamma.activities import AgentConfig, IssueActivities
 from tamma.activities.issue import PlatformFactory, ProviderFactory
-from tamma.agent.sandbox import SandboxPolicy
 from tamma.config import DEFAULT_MODELS, ModelChoice, Settings
 from tamma.errors import ConfigError, ProviderError
 from tamma.models import RepoRef
@@ -113,23 +112,12 @@ def provider_factory(settings: Settings) -> ProviderFactory:
     return make
 
 
-def sandbox_policy(settings: Settings) -> SandboxPolicy:
-    s = settings.agent.sandbox
-    return SandboxPolicy(
-        timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb, file_size_mb=s.file_size_mb, network=s.network
-    )
-
-
 def build_activities(settings: Settings) -> IssueActivities:
     config = AgentConfig(
         work_dir=settings.data_dir / "work",
         artifacts_dir=settings.data_dir / "artifacts",
-        max_turns=settings.agent.max_turns,
-        test_command=settings.agent.test_command,
-        sandbox=sandbox_policy(settings),
-        bot_name=settings.agent.bot_name,
-        bot_email=settings.agent.bot_email,
-        review_diff_bytes=settings.agent.review_diff_bytes,
+        envs_dir=settings.data_dir / "envs",
+        agent=settings.agent,
     )
     return IssueActivities(
         platform_factory(settings),

@@ -15,10 +15,10 @@ from temporalio.worker import Worker
 
 from tamma.activities import IssueActivities
 from tamma.activity_names import heavy_queue
-from tamma.agent.sandbox import isolation_summary
+from tamma.agent.sandbox import require_isolation
 from tamma.config import Settings, WorkerSettings
 from tamma.runtime.client import open_client
-from tamma.runtime.wiring import build_activities, sandbox_policy
+from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,11 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 async def serve(settings: Settings, ready: Callable[[str], None] | None = None) -> None:
-    """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return."""
+    """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return.
+    A worker that cannot isolate agent code refuses to start (unless the operator opted out)."""
+    sandbox = await asyncio.to_thread(require_isolation, settings.agent.sandbox)
+    if settings.agent.sandbox.backend == "none":
+        log.warning("agent.sandbox.backend = none: agent code runs WITHOUT isolation, with this user's rights")
     client, address, _ = await open_client(settings)
     workers = build_workers(client, settings.temporal.task_queue, build_activities(settings), settings.worker)
     stop = asyncio.Event()
@@ -81,6 +85,6 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
         ready(
             f"worker polling {settings.temporal.task_queue!r} (+heavy, concurrency "
             f"{settings.worker.concurrency}) on {address}; sandbox: "
-            f"{isolation_summary(sandbox_policy(settings))}"
+            f"{sandbox}"
         )
     await run_workers(workers, stop)

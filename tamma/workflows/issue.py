@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         TestReport,
         Usage,
     )
-    from tamma.policy import blocking_reasons
+    from tamma.policy import blocked_files, blocking_reasons
     from tamma.workflows import search
     from tamma.workflows.review import review_feedback, self_review_feedback
 
@@ -90,6 +90,8 @@ class IssueWorkflow:
         self._edited = False  # the issue's text changed while its plan awaited a decision
         # Webhook deliveries already applied; a redelivered event must change nothing.
         self._deliveries: list[str] = []
+        self._branch_files: list[str] = []  # what the branch really changes, from the last implement
+        self._cleared: set[str] = set()  # blocked files a person has approved
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -200,6 +202,9 @@ class IssueWorkflow:
         iteration = await self._implement_until_green(issue, plan, branch, iteration=0, feedback="")
         if opts.self_review:
             iteration = await self._self_review(issue, plan, branch, iteration)
+        # Versioned: histories recorded before the gate existed replay without it.
+        if workflow.patched("blocked-paths-on-diff") and not await self._diff_gate(issue, "before its PR opens"):
+            return
         pr = await self._step(
             StepName.OPEN_PR,
             names.OPEN_PR,
@@ -222,6 +227,8 @@ class IssueWorkflow:
             raise StepFailed(f"review comments still open after {opts.max_review_rounds} rounds")
         if not opts.auto_merge:
             self._finish(TaskStatus.PR_OPEN, f"PR ready: {pr.url}")
+            return
+        if workflow.patched("blocked-paths-on-diff") and not await self._diff_gate(issue, "before merge"):
             return
         merged = await self._step(
             StepName.MERGE, names.MERGE, PRRef(repo=repo, pr_number=pr.number), MergeResult, detail=lambda m: m.sha[:10]
@@ -310,6 +317,45 @@ class IssueWorkflow:
         self._end(record, "done", f"approved by {decision.by}")
         return True
 
+    async def _diff_gate(self, issue: Issue, when: str) -> bool:
+        """The blocked-path policy on the files the branch really changes (the plan's list is only
+        the model's advice): a hit a person has not yet approved waits for one. True to go on."""
+        fresh = [f for f in blocked_files(self.opts.policy, self._branch_files) if f not in self._cleared]
+        if not fresh:
+            return True
+        record = self._begin(StepName.APPROVAL)
+        shown = ", ".join(fresh[:10]) + (f" and {len(fresh) - 10} more" if len(fresh) > 10 else "")
+        record.detail = f"needs a person: the change touches blocked paths ({shown}) {when}"
+        self._decision = None
+        self._set_status(TaskStatus.AWAITING_APPROVAL)
+        await self._comment(
+            issue.number,
+            f"Tamma's change touches blocked paths ({shown}); it waits for a person {when}: "
+            f"`tamma approve {issue.number}` or a `/tamma approve` comment.",
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or bool(self._stopped),
+                timeout=timedelta(seconds=self.opts.approval_timeout_s),
+            )
+        except TimeoutError:
+            self._end(record, "failed", "no decision in time: escalated")
+            self._finish(TaskStatus.ESCALATED, "approval of blocked paths timed out")
+            return False
+        if self._stopped:
+            raise Stopped(self._stopped)
+        self._set_status(TaskStatus.RUNNING)
+        decision = self._decision
+        assert decision is not None
+        self.state.approval = decision
+        if not decision.approved:
+            self._end(record, "failed", f"rejected by {decision.by}: {decision.reason}")
+            self._finish(TaskStatus.REJECTED, decision.reason or "rejected")
+            return False
+        self._cleared.update(fresh)
+        self._end(record, "done", f"blocked paths approved by {decision.by}")
+        return True
+
     async def _implement_until_green(self, issue: Issue, plan: Plan, branch: str, iteration: int, feedback: str) -> int:
         repo, opts = self.inp.repo, self.opts
         for _ in range(opts.max_fix_attempts + 1):
@@ -332,6 +378,7 @@ class IssueWorkflow:
                 detail=lambda r, n=iteration: f"iteration {n}: {r.commit[:10]}{' (reused)' if r.reused else ''}",
             )
             self.state.commit = result.commit
+            self._branch_files = result.branch_files
             self._spend(StepName.IMPLEMENT, result.usage, result.transcript_path)
             report = await self._step(
                 StepName.TEST,
