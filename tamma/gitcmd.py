@@ -47,6 +47,10 @@ SAFE_CONFIG: tuple[tuple[str, str], ...] = (
 #: The same overrides as `-c` flags, for a git that git itself spawns with a cleared
 #: environment (the receive-pack of a local push does not inherit GIT_CONFIG_COUNT).
 SAFE_FLAGS = " ".join(f"-c {key}={value}" for key, value in SAFE_CONFIG if value)
+#: For clone/fetch/push over a local path: the git on the other side runs with these flags, so
+#: the hooks of the repository being pushed into (pre-receive, update, post-receive...) stay off.
+UPLOAD_PACK = f"--upload-pack=git {SAFE_FLAGS} upload-pack"
+RECEIVE_PACK = f"--receive-pack=git {SAFE_FLAGS} receive-pack"
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

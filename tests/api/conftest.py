@@ -60,7 +60,7 @@ def api_settings(settings: Settings, tmp_path: Path) -> Settings:
             "authorized_users": ["root"],
             "rate_limit_per_min": 100_000,
         },
-        api={"jwt_secret": JWT_SECRET, "rate_limit_per_min": 100_000},
+        api={"jwt_secret": JWT_SECRET, "rate_limit_per_min": 100_000, "local_roots": [str(tmp_path)]},
     )
 
 

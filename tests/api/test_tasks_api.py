@@ -11,10 +11,12 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.client import Client
 
 from tamma.config import Settings
 from tamma.demo import make_demo, make_sample_repo
+from tamma.errors import PermissionDenied
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import GITHUB_SECRET, JWT_SECRET, auth, github_headers, running_api, with_sections
@@ -212,3 +214,34 @@ async def test_local_repository_must_exist(http: httpx.AsyncClient, api_settings
         headers=auth(api_settings, "operator"),
     )
     assert resp.status_code == 400 and "does not exist" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("where", ["/", "/etc", "{home}", "{tmp}/../elsewhere", "relative/path"])
+async def test_local_repositories_outside_the_allowlist_are_refused(
+    http: httpx.AsyncClient, api_settings: Settings, tmp_path: Path, where: str
+) -> None:
+    """An operator token cannot point Tamma at any git repository on the server's disk: only
+    those under api.local_roots (here tmp_path) or named in webhooks.repositories."""
+    path = where.format(home=Path.home(), tmp=tmp_path)
+    resp = await http.post(
+        "/api/v1/tasks", json={"repository": f"local:{path}", "issue": 1}, headers=auth(api_settings, "operator")
+    )
+    assert resp.status_code in (400, 403), resp.text
+    assert "does not exist" not in resp.text and "not a git repository" not in resp.text  # nothing learned
+
+
+async def test_a_local_repository_named_in_the_allowlist_is_accepted(
+    http: httpx.AsyncClient, api_settings: Settings, tmp_path: Path
+) -> None:
+    from tamma.api.tasks import check_local_allowed
+
+    named = tmp_path.parent / f"{tmp_path.name}-named"
+    narrow = api_settings.model_copy(
+        update={
+            "api": api_settings.api.model_copy(update={"local_roots": []}),
+            "webhooks": api_settings.webhooks.model_copy(update={"repositories": [f"local:{named}"]}),
+        }
+    )
+    check_local_allowed(narrow, str(named))  # named: allowed
+    with pytest.raises(PermissionDenied):
+        check_local_allowed(narrow, str(tmp_path / "r"))  # no longer under a root

@@ -5,7 +5,6 @@ budgets enforced, secrets kept out of every request."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from temporalio.client import Client
@@ -28,7 +27,7 @@ PLANTED = "sk-planted-never-leak-42"
 
 def with_llm(settings: Settings, **llm: object) -> Settings:
     agent = settings.agent.model_copy(
-        update={"test_command": f"sh -c 'env; exec {sys.executable} -m unittest discover'"}
+        update={"test_command": "env; python3 -m unittest discover"}
     )
     return settings.model_copy(update={"llm": LLMSettings.model_validate(llm), "agent": agent})
 

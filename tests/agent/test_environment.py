@@ -1,0 +1,131 @@
+"""The repository's setup step: inside the sandbox, network only to allowlisted registries
+through Tamma's proxy, cached per lockfile; the tests themselves run with no network."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tamma.agent.environment import prepare_environment, run_in_environment, setup_command
+from tamma.agent.proxy import EgressProxy
+from tamma.agent.sandbox import SandboxPolicy, probe_bwrap
+from tamma.config import DEFAULT_SETUP_HOSTS
+from tamma.redact import Redactor
+
+pytestmark = pytest.mark.skipif(not probe_bwrap()[0], reason=f"bwrap unavailable: {probe_bwrap()[1]}")
+
+# A test that imports a PyPI package installed by setup, and tries to reach another host.
+TEST_FILE = """\
+import unittest, urllib.request
+import iniconfig
+
+
+class T(unittest.TestCase):
+    def test_dependency_is_installed(self):
+        self.assertTrue(iniconfig.__file__.startswith("/tamma/env/"))
+
+    def test_network_is_closed(self):
+        try:
+            urllib.request.urlopen("https://example.com", timeout=5)
+        except OSError as exc:
+            print("NETWORK REFUSED", exc)
+        else:
+            self.fail("the test reached the network")
+"""
+
+
+def sample_repo(path: Path, requirement: str = "iniconfig==2.0.0") -> Path:
+    path.mkdir(parents=True)
+    (path / "requirements.txt").write_text(requirement + "\n")
+    (path / "test_dep.py").write_text(TEST_FILE)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+@pytest.mark.slow
+async def test_setup_installs_through_the_proxy_and_tests_run_offline(tmp_path: Path) -> None:
+    repo = sample_repo(tmp_path / "repo")
+    envs, policy, redactor = tmp_path / "envs", SandboxPolicy(timeout_s=240), Redactor()
+    env = await prepare_environment(repo, "local:sample", None, envs, policy, redactor, DEFAULT_SETUP_HOSTS)
+    assert env.result is not None and env.result.exit_code == 0, env.result.output
+    assert env.env_dir is not None and not env.cached
+    result = await run_in_environment("python3 -m unittest -v", repo, env, policy, redactor)
+    assert result.exit_code == 0, result.output
+    assert "NETWORK REFUSED" in result.output
+    # The same lockfiles again (a new iteration's fresh clone): reused, nothing re-run.
+    again = await prepare_environment(repo, "local:sample", None, envs, policy, redactor, DEFAULT_SETUP_HOSTS)
+    assert again.cached and again.env_dir == env.env_dir and again.result is None
+    # A changed lockfile is a new environment.
+    (repo / "requirements.txt").write_text("iniconfig==2.0.0\n# pinned\n")
+    changed = await prepare_environment(repo, "local:sample", None, envs, policy, redactor, DEFAULT_SETUP_HOSTS)
+    assert changed.env_dir != env.env_dir
+
+
+async def test_setup_reaches_only_allowlisted_hosts(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    fetch = "python3 -c \"import urllib.request as u; u.urlopen('{url}', timeout=5)\""
+    script = (
+        f"{fetch.format(url=f'http://127.0.0.1:{port}/x')}; echo direct=$?; "
+        f"{fetch.format(url='https://evil.example/x')}; echo evil=$?"
+    )
+    env = await prepare_environment(
+        repo, "local:x", script, tmp_path / "envs", SandboxPolicy(timeout_s=60), Redactor(), DEFAULT_SETUP_HOSTS
+    )
+    assert env.result is not None
+    out = env.result.output
+    assert "direct=0" not in out and "evil=0" not in out
+    assert "403" in out  # the proxy's refusal reached the package manager
+    assert "evil.example:443" in out and "127.0.0.1" in out  # and Tamma says what was refused
+    with pytest.raises(BlockingIOError):
+        srv.accept()  # nothing connected to the local listener
+    srv.close()
+
+
+async def test_failed_setup_is_reported_and_nothing_is_cached(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    envs = tmp_path / "envs"
+    env = await prepare_environment(
+        repo, "local:x", "echo broken deps; exit 3", envs, SandboxPolicy(timeout_s=30), Redactor(), []
+    )
+    assert env.failed and env.env_dir is None
+    result = await run_in_environment("true", repo, env, SandboxPolicy(), Redactor())
+    assert result.exit_code == 3 and "broken deps" in result.output and "setup failed" in result.output
+    assert not any(envs.iterdir())
+
+
+def test_setup_command_detection(tmp_path: Path) -> None:
+    assert setup_command(tmp_path, None) is None
+    assert setup_command(tmp_path, "make deps") == "make deps"
+    assert setup_command(tmp_path, "") is None  # explicitly off
+    (tmp_path / "requirements.txt").write_text("x\n")
+    assert "-r requirements.txt" in (setup_command(tmp_path, None) or "")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname="x"\n[project.optional-dependencies]\ntest=["pytest"]\n')
+    assert "-e '.[test]'" in (setup_command(tmp_path, None) or "")
+    (tmp_path / ".tamma").mkdir()
+    (tmp_path / ".tamma" / "setup.sh").write_text("echo hi\n")
+    assert setup_command(tmp_path, None) == "sh .tamma/setup.sh"
+
+
+async def test_proxy_refuses_unlisted_hosts_and_odd_ports(tmp_path: Path) -> None:
+    sock = tmp_path / "p.sock"
+    async with EgressProxy(sock, ["pypi.org", "*.pythonhosted.org"], upstream="") as proxy:
+        assert proxy.permits("files.pythonhosted.org") and proxy.permits("PyPI.org.")
+        assert not proxy.permits("pypi.org.evil.com") and not proxy.permits("pythonhosted.org.evil")
+        for request in (b"CONNECT evil.com:443 HTTP/1.1\r\n\r\n", b"CONNECT pypi.org:22 HTTP/1.1\r\n\r\n"):
+            reader, writer = await asyncio.open_unix_connection(str(sock))
+            writer.write(request)
+            answer = await reader.read(1000)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 403"), answer
+    assert proxy.refused == ["evil.com:443", "pypi.org:22"]
