@@ -89,5 +89,7 @@ class Workspace:
         await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
         await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
-        await git("push", "--quiet", RECEIVE_PACK, self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env)
+        await git(
+            "push", "--quiet", RECEIVE_PACK, self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env
+        )
         return await self.head()

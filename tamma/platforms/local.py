@@ -276,7 +276,14 @@ class LocalPlatform:
     async def _merge_and_push(self, pr: PullRequest) -> str:
         with tempfile.TemporaryDirectory(prefix="tamma-merge-") as tmp:
             await git("clone", "--quiet", UPLOAD_PACK, "--branch", pr.base, str(self.path), tmp)
-            await git("fetch", "--quiet", UPLOAD_PACK, "origin", f"refs/heads/{pr.branch}:refs/remotes/origin/{pr.branch}", cwd=tmp)
+            await git(
+                "fetch",
+                "--quiet",
+                UPLOAD_PACK,
+                "origin",
+                f"refs/heads/{pr.branch}:refs/remotes/origin/{pr.branch}",
+                cwd=tmp,
+            )
             ident = ["-c", "user.name=Tamma", "-c", "user.email=tamma@localhost"]
             try:
                 await git(
