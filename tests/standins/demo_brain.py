@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tests.standins import anthropic_api, openai_api
@@ -23,7 +24,11 @@ def anthropic_brain(
     input_tokens: int = 100,
     output_tokens: int = 20,
     before: Callable[[Request], Reply | None] | None = None,
+    code: list[dict[str, Any]] | None = None,
 ) -> Callable[[Request], Reply]:
+    """`code`: the coding turns to answer with (default: the demo's)."""
+    turns = code if code is not None else _CODE
+
     def respond(req: Request) -> Reply:
         problem = anthropic_api.protocol_problem(req, api_key) or (before(req) if before else None)
         if problem is not None:
@@ -36,7 +41,7 @@ def anthropic_brain(
                 200, anthropic_api.message([anthropic_api.tool_use("answer", _ANSWERS[kind])], "tool_use", **usage)
             )
         turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
-        r = _CODE[turn]
+        r = turns[turn]
         content = ([anthropic_api.text(r["text"])] if r.get("text") else []) + [
             anthropic_api.tool_use(c["name"], c["input"], c["id"]) for c in r.get("tool_calls", [])
         ]
