@@ -105,3 +105,34 @@ async def eventually(probe: Any, ok: Any, timeout_s: float = 10.0) -> Any:
         if ok(value) or asyncio.get_running_loop().time() > deadline:
             return value
         await asyncio.sleep(0.1)
+
+
+def sandbox_backends() -> list[Any]:
+    """The isolating backends to run a sandbox test on: bwrap always; the container backend with
+    the image in TAMMA_TEST_SANDBOX_IMAGE (.ci/sandbox-image.sh builds one). Where no engine runs
+    the container case is skipped with the reason, except when TAMMA_REQUIRE_CONTAINER=1 (CI):
+    then it runs and fails, so CI can never lose it silently."""
+    import os
+
+    from tamma.agent.sandbox import probe_container
+
+    image = os.environ.get("TAMMA_TEST_SANDBOX_IMAGE", "")
+    required = os.environ.get("TAMMA_REQUIRE_CONTAINER") == "1"
+    engine, why = probe_container("auto", image) if image else (None, "TAMMA_TEST_SANDBOX_IMAGE is not set")
+    container = pytest.param(
+        "container",
+        marks=[
+            pytest.mark.container,
+            pytest.mark.skipif(engine is None and not required, reason=f"no container sandbox here: {why}"),
+        ],
+    )
+    return ["bwrap", container]
+
+
+def sandbox_policy(backend: str, **limits: Any) -> Any:
+    import os
+
+    from tamma.agent.sandbox import SandboxPolicy
+
+    image = os.environ.get("TAMMA_TEST_SANDBOX_IMAGE", "python:3.11-slim")
+    return SandboxPolicy(backend=backend, image=image, **limits)  # type: ignore[arg-type]

@@ -50,3 +50,43 @@ def test_secrets_are_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     s = load_settings(data_dir=tmp_path)
     assert "sk-ant-xyz" not in repr(s) and "sk-ant-xyz" not in s.model_dump_json()
     assert s.secrets() == ["sk-ant-xyz"]
+
+
+def test_secrets_are_found_by_walking_every_secret_setting(tmp_path: Path) -> None:
+    """Every SecretStr anywhere in the schema is a secret, including the forge tokens and a PEM
+    key given as a path (whose content is what could leak)."""
+    pem = tmp_path / "app.pem"
+    pem.write_text(
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAsecretkeymaterial0123456789\n-----END RSA PRIVATE KEY-----\n"
+    )
+    s = load_settings(
+        data_dir=tmp_path,
+        github={"token": "ghp_tok_123456", "app_private_key": str(pem)},
+        gitlab={"token": "glpat-tok-123456"},
+        webhooks={"github_secrets": ["wh-one-1234", "wh-two-1234"], "gitlab_tokens": ["gl-hook-1234"]},
+        api={"jwt_secret": "jwt-secret-1234", "jwt_private_key": "-----BEGIN KEY-----x"},
+        llm={"openai_api_key": "sk-openai-1234"},
+    )
+    found = s.secrets()
+    for value in (
+        "ghp_tok_123456",
+        "glpat-tok-123456",
+        "wh-one-1234",
+        "wh-two-1234",
+        "gl-hook-1234",
+        "jwt-secret-1234",
+        "sk-openai-1234",
+        str(pem),
+    ):
+        assert value in found, value
+    assert any("secretkeymaterial" in v for v in found)  # the key file's content, not only its path
+
+
+def test_redactor_hides_secrets_and_their_encodings() -> None:
+    import base64
+
+    from tamma.redact import REDACTED, Redactor
+
+    r = Redactor(["sk-ant-abcdef123", "ab"])  # too short to redact safely: ignored
+    text = f"key sk-ant-abcdef123 b64 {base64.b64encode(b'sk-ant-abcdef123').decode()} lab"
+    assert r(text) == f"key {REDACTED} b64 {REDACTED}== lab"  # the padding says nothing

@@ -57,6 +57,8 @@ WORKSPACE = "/workspace"  # where isolating backends show the workspace
 ENV_DIR = "/tamma/env"  # where they show the repository's cached environment
 PROXY_SOCKET = "/tamma/proxy.sock"
 SANDBOX_UID = 1000
+# What the container engine's own client needs from Tamma's environment (never passed inside).
+_ENGINE_ENV = ("PATH", "HOME", "XDG_RUNTIME_DIR", "CONTAINERS_CONF", "CONTAINER_HOST", "DOCKER_HOST", "DOCKER_CONFIG")
 _SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Files under the read-only system that hold secrets of the host; masked in every sandbox.
@@ -293,6 +295,10 @@ def _container_argv(
     argv = [engine, "run", "--rm", "--name", name, "--network", "host" if policy.network else "none"]
     argv += ["--read-only", "--tmpfs", "/tmp:rw,exec", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--pids-limit", str(policy.nproc)]
+    argv += ["--memory", f"{policy.memory_mb}m", "--ulimit", f"nofile={policy.nofile}:{policy.nofile}"]
+    argv += ["--ulimit", f"cpu={policy.cpu_s}:{policy.cpu_s}", "--ulimit", f"nproc={policy.nproc}:{policy.nproc}"]
+    fsize = policy.file_size_mb * 1024 * 1024
+    argv += ["--ulimit", f"fsize={fsize}:{fsize}"]
     argv += ["-v", f"{mounts.workspace}:{WORKSPACE}:rw", "-w", WORKSPACE]
     if (mounts.workspace / ".git").exists():
         argv += ["-v", f"{mounts.workspace / '.git'}:{WORKSPACE}/.git:ro"]
@@ -355,7 +361,7 @@ async def run_sandboxed(
             env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra)
             name = f"tamma-sandbox-{uuid.uuid4().hex[:12]}"
             argv = _container_argv(engine, name, command, mounts, policy, env)
-            cwd, run_env = str(mounts.workspace), {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
+            cwd, run_env = str(mounts.workspace), {k: v for k, v in os.environ.items() if k in _ENGINE_ENV}
             cleanup = functools.partial(_remove_container, engine, name)
         else:
             env = _environment(str(mounts.workspace), str(mounts.env_dir) if mounts.env_dir else None, extra)
@@ -421,4 +427,6 @@ def _kill_group(pid: int) -> None:
 
 
 def _remove_container(engine: str, name: str) -> None:
+    # Killing the client leaves the container running: kill it (SIGKILL, no grace), then remove.
+    subprocess.run([engine, "kill", name], capture_output=True, timeout=30, check=False)
     subprocess.run([engine, "rm", "--force", name], capture_output=True, timeout=30, check=False)

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from tamma.activities import IssueActivities
 from tamma.activity_names import heavy_queue
+from tamma.agent.environment import sweep_builds
 from tamma.agent.sandbox import require_isolation
 from tamma.config import Settings, WorkerSettings
 from tamma.runtime.client import open_client
@@ -75,6 +76,7 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return.
     A worker that cannot isolate agent code refuses to start (unless the operator opted out)."""
     sandbox = await asyncio.to_thread(require_isolation, settings.agent.sandbox)
+    await sweep_builds(settings.data_dir / "envs")  # environments a killed worker left half-built
     if settings.agent.sandbox.backend == "none":
         log.warning("agent.sandbox.backend = none: agent code runs WITHOUT isolation, with this user's rights")
     client, address, _ = await open_client(settings)

@@ -15,6 +15,7 @@ from tamma.agent.proxy import EgressProxy
 from tamma.agent.sandbox import SandboxPolicy, probe_bwrap
 from tamma.config import DEFAULT_SETUP_HOSTS
 from tamma.redact import Redactor
+from tests.conftest import sandbox_backends, sandbox_policy
 
 pytestmark = pytest.mark.skipif(not probe_bwrap()[0], reason=f"bwrap unavailable: {probe_bwrap()[1]}")
 
@@ -65,7 +66,8 @@ async def test_setup_installs_through_the_proxy_and_tests_run_offline(tmp_path: 
     assert changed.env_dir != env.env_dir
 
 
-async def test_setup_reaches_only_allowlisted_hosts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", sandbox_backends())
+async def test_setup_reaches_only_allowlisted_hosts(tmp_path: Path, backend: str) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     srv = socket.socket()
@@ -79,7 +81,13 @@ async def test_setup_reaches_only_allowlisted_hosts(tmp_path: Path) -> None:
         f"{fetch.format(url='https://evil.example/x')}; echo evil=$?"
     )
     env = await prepare_environment(
-        repo, "local:x", script, tmp_path / "envs", SandboxPolicy(timeout_s=60), Redactor(), DEFAULT_SETUP_HOSTS
+        repo,
+        "local:x",
+        script,
+        tmp_path / "envs",
+        sandbox_policy(backend, timeout_s=60),
+        Redactor(),
+        DEFAULT_SETUP_HOSTS,
     )
     assert env.result is not None
     out = env.result.output

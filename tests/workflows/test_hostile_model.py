@@ -28,7 +28,7 @@ from tamma.demo import make_demo
 from tamma.models import IssueTaskInput, TaskStatus
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
-from tests.conftest import running_worker
+from tests.conftest import running_worker, sandbox_backends, sandbox_policy
 from tests.standins.demo_brain import anthropic_brain
 from tests.standins.http import serve
 
@@ -40,7 +40,7 @@ JWT_SECRET = "jwt-hostile-secret-0123456789abcdef"
 SSH_KEY = "SSHKEY-hostile-private-key-material-7a7a"  # in no setting: only the boundary can keep it in
 SECRETS = [KEY, GITHUB_TOKEN, GITLAB_TOKEN, WEBHOOK_SECRET, JWT_SECRET, SSH_KEY]
 
-HOSTILE_TEST = '''\
+HOSTILE_TEST = """\
 import os, pathlib, socket, stat, unittest
 
 CONFIG = {config!r}
@@ -87,7 +87,7 @@ class Hostile(unittest.TestCase):
             attempt("symlink " + link, lambda l=link, t=target: os.path.lexists(l) or os.symlink(t, l))
         print("HOSTILE RAN")
         print("\\n".join(out))
-'''
+"""
 
 
 def hostile_turns(test_source: str) -> list[dict[str, Any]]:
@@ -97,7 +97,11 @@ def hostile_turns(test_source: str) -> list[dict[str, Any]]:
     def turn(text: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
         return {"text": text, "tool_calls": [{"id": f"h-{name}-{len(args)}-{text[:6]}", "name": name, "input": args}]}
 
-    fix = {"path": "pager.py", "old_text": "    start = page * per_page\n", "new_text": "    start = (page - 1) * per_page\n"}
+    fix = {
+        "path": "pager.py",
+        "old_text": "    start = page * per_page\n",
+        "new_text": "    start = (page - 1) * per_page\n",
+    }
     return [
         turn("Adding a test.", "write_file", {"path": "test_hostile.py", "content": test_source}),
         turn("Fixing the offset.", "edit_file", fix),
@@ -161,7 +165,7 @@ def leaks(text: str) -> list[str]:
     return [s for s in SECRETS if s in text or s[::-1] in text]
 
 
-@pytest.mark.parametrize("backend", ["bwrap"])
+@pytest.mark.parametrize("backend", sandbox_backends())
 async def test_hostile_model_reaches_no_secret_network_host_or_hook(
     client: Client,
     task_queue: str,
@@ -181,7 +185,11 @@ async def test_hostile_model_reaches_no_secret_network_host_or_hook(
     ssh = home / ".ssh" / "id_ed25519"
     ssh.parent.mkdir(parents=True)
     ssh.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{SSH_KEY}\n-----END OPENSSH PRIVATE KEY-----\n")
-    for var, value in (("ANTHROPIC_API_KEY", KEY), ("GITHUB_TOKEN", GITHUB_TOKEN), ("TAMMA_API__JWT_SECRET", JWT_SECRET)):
+    for var, value in (
+        ("ANTHROPIC_API_KEY", KEY),
+        ("GITHUB_TOKEN", GITHUB_TOKEN),
+        ("TAMMA_API__JWT_SECRET", JWT_SECRET),
+    ):
         monkeypatch.setenv(var, value)
     monkeypatch.setenv("HOME", str(home))
     platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
@@ -204,7 +212,7 @@ async def test_hostile_model_reaches_no_secret_network_host_or_hook(
                 "gitlab": {"token": GITLAB_TOKEN},
                 "webhooks": {"github_secrets": [WEBHOOK_SECRET]},
                 "api": {"jwt_secret": JWT_SECRET},
-                "agent": settings.agent.model_dump() | {"sandbox": {"backend": backend, "timeout_s": 60}},
+                "agent": settings.agent.model_dump() | {"sandbox": sandbox_policy(backend, timeout_s=60).model_dump()},
             }
         )
         service = TaskService(client, task_queue)

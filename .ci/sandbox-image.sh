@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The container sandbox backend's engine and image, for CI on a machine with no registry:
+# Debian's podman (runc: crun refuses this kind of VM's hybrid cgroups), a containers.conf that
+# asks for no more rlimits than the VM grants, and an image `tamma-sandbox:bookworm` made with
+# debootstrap (minbase + python3 + venv), imported into podman. Idempotent; prints the
+# environment the tests need (CONTAINERS_CONF, TAMMA_TEST_SANDBOX_IMAGE) on stdout.
+set -euo pipefail
+WORK=${WORK:-/tmp/tamma-ci-containers}
+IMAGE=localhost/tamma-sandbox:bookworm
+mkdir -p "$WORK"
+log() { printf '== %s\n' "$*" >&2; }
+
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
+  log "apt: podman runc debootstrap"
+  { apt-get install -y -q podman runc debootstrap uidmap >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q podman runc debootstrap uidmap >/dev/null; }; } >&2
+fi
+
+nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
+nofile=$(ulimit -Hn)
+cat >"$WORK/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+CONF
+export CONTAINERS_CONF="$WORK/containers.conf"
+
+if ! podman image exists "$IMAGE"; then
+  MIRROR=${MIRROR:-$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
+    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//' | awk '{print $1}' | { grep -m1 debian || true; })}
+  [ -n "$MIRROR" ] || { echo "no Debian mirror in apt's sources: set MIRROR" >&2; exit 1; }
+  R="$WORK/rootfs"
+  if [ ! -x "$R/usr/bin/python3" ] || [ ! -e "$R/usr/lib/python3.11/ensurepip" ]; then
+    log "debootstrap bookworm minbase + python3 from $MIRROR"
+    rm -rf "$R"
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1
+    rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/*
+  fi
+  log "podman import $IMAGE"
+  tar -C "$R" -c . | podman import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' - "$IMAGE" >/dev/null
+fi
+podman run --rm --network none "$IMAGE" python3 -c 'print("sandbox image runs")' >&2
+echo "export CONTAINERS_CONF=$WORK/containers.conf TAMMA_TEST_SANDBOX_IMAGE=$IMAGE"

@@ -1,0 +1,84 @@
+"""Blocked paths are enforced on what the branch really changes, not on the model's plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from tamma.config import Settings
+from tamma.demo import make_demo
+from tamma.models import IssueTaskInput, StepName, TaskStatus
+from tamma.runtime.tasks import TaskService
+from tamma.runtime.wiring import build_activities
+from tests.conftest import eventually, running_worker
+from tests.transcripts import demo_exchanges, transcript_doc
+from tests.workflows.test_issue_workflow import wait_for_status
+
+FIX = {
+    "path": "pager.py",
+    "old_text": "    start = page * per_page\n",
+    "new_text": "    start = (page - 1) * per_page\n",
+}
+WORKFLOW_FILE = {"path": ".github/workflows/x.yml", "content": "on: push\njobs: {}\n"}
+
+
+def sneaky_transcript(tmp_path: Path) -> Path:
+    """The demo's low-risk plan (it names only pager.py), then a coding session that also edits a
+    CI workflow: the plan passes the policy, the change must not."""
+    planning = [e for e in demo_exchanges() if e["purpose"] in ("analysis", "plan")]
+    assert all(".github" not in f for e in planning if e["purpose"] == "plan" for f in e["response"]["files"])
+    calls = [("edit_file", FIX), ("write_file", WORKFLOW_FILE), ("run_tests", {})]
+    code: list[dict[str, Any]] = [
+        {
+            "purpose": "code",
+            "session": 1,
+            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": f"c{i}", "name": name, "input": args}]},
+        }
+        for i, (name, args) in enumerate(calls)
+    ]
+    code.append({"purpose": "code", "session": 1, "response": {"text": "Done.", "stop_reason": "end_turn"}})
+    path = tmp_path / "sneaky.json"
+    path.write_text(transcript_doc(planning + code))
+    return path
+
+
+async def test_a_change_to_a_blocked_path_waits_for_a_person_although_the_plan_passed(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    service = TaskService(client, task_queue)
+    opts = settings.task_options(transcript=str(sneaky_transcript(tmp_path)), retry_initial_s=0.1)
+    assert opts.policy.auto_approve and opts.auto_merge
+    async with running_worker(client, task_queue, build_activities(settings), settings):
+        wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+        waiting = await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=60)
+        approvals = [s for s in waiting.steps if s.name == StepName.APPROVAL]
+        assert approvals[0].status == "done" and "policy" in approvals[0].detail  # the plan itself passed
+        assert ".github/workflows/x.yml" in approvals[-1].detail and "blocked" in approvals[-1].detail
+        assert platform.list_pull_requests() == []  # it stopped before the PR opened
+
+        async def comments() -> list[str]:
+            return [c["body"] for c in platform.issue_comments(issue.number)]
+
+        told = await eventually(comments, lambda bodies: any("blocked paths" in b for b in bodies))
+        assert any("blocked paths" in b and f"tamma approve {issue.number}" in b for b in told)
+        await service.approve(wid, by="alice", reason="the workflow file is fine")
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.MERGED, state.error
+    assert state.approval is not None and state.approval.by == "alice"
+
+
+async def test_rejecting_a_blocked_change_ends_it_without_a_merge(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    service = TaskService(client, task_queue)
+    opts = settings.task_options(transcript=str(sneaky_transcript(tmp_path)), retry_initial_s=0.1)
+    async with running_worker(client, task_queue, build_activities(settings), settings):
+        wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+        await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=60)
+        await service.reject(wid, by="bob", reason="no CI changes")
+        state = await service.handle(wid).result()
+    assert state.status == TaskStatus.REJECTED and platform.list_pull_requests() == []
