@@ -136,3 +136,34 @@ def sandbox_policy(backend: str, **limits: Any) -> Any:
 
     image = os.environ.get("TAMMA_TEST_SANDBOX_IMAGE", "python:3.11-slim")
     return SandboxPolicy(backend=backend, image=image, **limits)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def tcp_listener() -> Iterator[tuple[int, list[str]]]:
+    """A real TCP server on 127.0.0.1 recording every connection made to it (the peer), for
+    tests in which sandboxed code tries to reach the network."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.2)
+    got: list[str] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = srv.accept()
+            except OSError:
+                continue
+            got.append(str(peer))
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1], got
+    stop.set()
+    thread.join()
+    srv.close()

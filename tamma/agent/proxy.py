@@ -22,16 +22,6 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALLOW = [
-    "pypi.org",
-    "files.pythonhosted.org",
-    "registry.npmjs.org",
-    "registry.yarnpkg.com",
-    "index.crates.io",
-    "static.crates.io",
-    "proxy.golang.org",
-    "sum.golang.org",
-]
 _MAX_HEAD = 16 * 1024
 
 

@@ -1,5 +1,8 @@
 """Runs *inside* the sandbox (stdlib only, any Python 3.8+): offers the egress proxy's Unix
-socket as 127.0.0.1:PORT, the only network the setup step has. Usage: forward.py PORT SOCKET READY_FILE"""
+socket as 127.0.0.1:PORT, the only network the setup step has. Usage: forward.py PORT SOCKET READY_FILE
+
+It is run by whatever python3 the sandbox has, outside Tamma's package, so it imports nothing
+of Tamma's: its small `pipe` repeats the one in proxy.py on purpose."""
 
 import asyncio
 import contextlib

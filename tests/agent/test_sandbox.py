@@ -4,10 +4,7 @@ default backend) and, where the test is about what survives without it, under `n
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,33 +36,6 @@ def workspace(tmp_path: Path) -> Path:
     return ws
 
 
-@pytest.fixture
-def listener() -> Iterator[tuple[int, list[bytes]]]:
-    """A real TCP server on 127.0.0.1 that records every connection sandboxed code makes."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    srv.settimeout(0.2)
-    got: list[bytes] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            got.append(b"connected")
-            conn.close()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield srv.getsockname()[1], got
-    stop.set()
-    t.join()
-    srv.close()
-
-
 CONNECT = (
     'python3 -c "import socket; s=socket.socket(); s.settimeout(2); '
     "print('connect', s.connect_ex(('127.0.0.1', {port})))\""
@@ -73,8 +43,8 @@ CONNECT = (
 
 
 @pytest.mark.parametrize("backend", sandbox_backends())
-async def test_no_network_unless_configured(workspace: Path, listener: tuple[int, list[bytes]], backend: str) -> None:
-    port, got = listener
+async def test_no_network_unless_configured(workspace: Path, tcp_listener: tuple[int, list[str]], backend: str) -> None:
+    port, got = tcp_listener
     isolated = await run_sandboxed(CONNECT.format(port=port), workspace, sandbox_policy(backend, timeout_s=20))
     assert isolated.exit_code == 0, isolated.output
     assert "connect 0" not in isolated.output and got == []
@@ -83,7 +53,7 @@ async def test_no_network_unless_configured(workspace: Path, listener: tuple[int
     allowed = await run_sandboxed(
         CONNECT.format(port=port), workspace, sandbox_policy(backend, timeout_s=20, network=True)
     )
-    assert "connect 0" in allowed.output and got == [b"connected"]
+    assert "connect 0" in allowed.output and len(got) == 1
 
 
 @pytest.mark.parametrize("backend", [*sandbox_backends(), "none"])

@@ -9,7 +9,8 @@ from temporalio.client import Client
 
 from tamma.config import Settings
 from tamma.demo import make_demo
-from tamma.models import IssueTaskInput, StepName, TaskStatus
+from tamma.models import Issue, IssueTaskInput, StepName, TaskStatus
+from tamma.platforms.local import LocalPlatform
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.conftest import eventually, running_worker
@@ -44,15 +45,20 @@ def sneaky_transcript(tmp_path: Path) -> Path:
     return path
 
 
+async def start_sneaky(service: TaskService, settings: Settings, tmp_path: Path) -> tuple[str, LocalPlatform, Issue]:
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    opts = settings.task_options(transcript=str(sneaky_transcript(tmp_path)), retry_initial_s=0.1)
+    assert opts.policy.auto_approve and opts.auto_merge
+    wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+    return wid, platform, issue
+
+
 async def test_a_change_to_a_blocked_path_waits_for_a_person_although_the_plan_passed(
     client: Client, task_queue: str, settings: Settings, tmp_path: Path
 ) -> None:
-    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
     service = TaskService(client, task_queue)
-    opts = settings.task_options(transcript=str(sneaky_transcript(tmp_path)), retry_initial_s=0.1)
-    assert opts.policy.auto_approve and opts.auto_merge
     async with running_worker(client, task_queue, build_activities(settings), settings):
-        wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+        wid, platform, issue = await start_sneaky(service, settings, tmp_path)
         waiting = await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=60)
         approvals = [s for s in waiting.steps if s.name == StepName.APPROVAL]
         assert approvals[0].status == "done" and "policy" in approvals[0].detail  # the plan itself passed
@@ -73,11 +79,9 @@ async def test_a_change_to_a_blocked_path_waits_for_a_person_although_the_plan_p
 async def test_rejecting_a_blocked_change_ends_it_without_a_merge(
     client: Client, task_queue: str, settings: Settings, tmp_path: Path
 ) -> None:
-    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
     service = TaskService(client, task_queue)
-    opts = settings.task_options(transcript=str(sneaky_transcript(tmp_path)), retry_initial_s=0.1)
     async with running_worker(client, task_queue, build_activities(settings), settings):
-        wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+        wid, platform, _ = await start_sneaky(service, settings, tmp_path)
         await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=60)
         await service.reject(wid, by="bob", reason="no CI changes")
         state = await service.handle(wid).result()

@@ -13,10 +13,7 @@ import base64
 import json
 import logging
 import os
-import socket
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,32 +113,6 @@ def hostile_turns(test_source: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture
-def listener() -> Iterator[tuple[int, list[str]]]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    srv.settimeout(0.2)
-    got: list[str] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, peer = srv.accept()
-            except OSError:
-                continue
-            got.append(str(peer))
-            conn.close()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield srv.getsockname()[1], got
-    stop.set()
-    t.join()
-    srv.close()
-
-
 def decoded_history(history_json: str) -> str:
     """Every payload of the workflow's history, base64-decoded, as one text."""
     parts: list[str] = []
@@ -171,13 +142,13 @@ async def test_hostile_model_reaches_no_secret_network_host_or_hook(
     task_queue: str,
     settings: Settings,
     tmp_path: Path,
-    listener: tuple[int, list[str]],
+    tcp_listener: tuple[int, list[str]],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     backend: str,
 ) -> None:
     caplog.set_level(logging.INFO)
-    port, connections = listener
+    port, connections = tcp_listener
     home = tmp_path / "home"
     config = home / ".config" / "tamma" / "config.toml"
     config.parent.mkdir(parents=True)

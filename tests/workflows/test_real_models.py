@@ -26,9 +26,7 @@ PLANTED = "sk-planted-never-leak-42"
 
 
 def with_llm(settings: Settings, **llm: object) -> Settings:
-    agent = settings.agent.model_copy(
-        update={"test_command": "env; python3 -m unittest discover"}
-    )
+    agent = settings.agent.model_copy(update={"test_command": "env; python3 -m unittest discover"})
     return settings.model_copy(update={"llm": LLMSettings.model_validate(llm), "agent": agent})
 
 
