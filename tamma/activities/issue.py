@@ -25,7 +25,7 @@ from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import Workspace
 from tamma.config import AgentSettings
-from tamma.errors import ProviderError
+from tamma.errors import ProviderError, SandboxError
 from tamma.models import (
     AnalyseInput,
     AnalyseOutput,
@@ -297,7 +297,15 @@ class IssueActivities:
                     )
                 )
             command = resolve_test_command(ws.root, agent.test_command)
-            return await run_in_environment(command, ws.root, environment[0], agent.sandbox, self.redactor)
+            before = ws.git_fingerprint()
+            result = await run_in_environment(command, ws.root, environment[0], agent.sandbox, self.redactor)
+            if ws.git_fingerprint() != before:
+                raise SandboxError(
+                    "code run for the tests changed the workspace's .git (config, hooks or info): refusing to "
+                    "commit from it; this is an attack or a broken test suite",
+                    retryable=False,
+                )
+            return result
 
         return run
 

@@ -52,6 +52,22 @@ class Workspace:
             raise InvalidInputError(f"path {relative!r} is inside .git, which the agent may not touch")
         return target
 
+    def git_fingerprint(self) -> str:
+        """A digest of what in .git could make git run code (config, hooks, info/): compared
+        before and after sandboxed code ran, so a change there is caught even on a backend that
+        cannot make .git read-only."""
+        import hashlib
+
+        h = hashlib.sha256()
+        git_dir = self.root / ".git"
+        for path in [git_dir / "config", *sorted((git_dir / "hooks").glob("*")), *sorted((git_dir / "info").glob("*"))]:
+            h.update(str(path.relative_to(git_dir)).encode() + b"\0")
+            if path.is_file() and not path.is_symlink():
+                h.update(path.read_bytes())
+            elif path.is_symlink():
+                h.update(str(path.readlink()).encode())
+        return h.hexdigest()
+
     async def head(self) -> str:
         return await git("rev-parse", "HEAD", cwd=self.root)
 

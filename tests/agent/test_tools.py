@@ -156,3 +156,13 @@ async def test_tool_results_are_redacted(tmp_path: Path) -> None:
     for name, args in [("read_file", {"path": "settings.py"}), ("search", {"pattern": "TOKEN"}), ("run_tests", {})]:
         out, _ = await call(tb, name, **args)
         assert SECRET not in out and REDACTED in out, name
+
+
+async def test_huge_files_are_neither_read_nor_searched(toolbox: Toolbox) -> None:
+    from tamma.agent.tools import MAX_FILE_BYTES
+
+    (toolbox.ws.root / "huge.txt").write_text("needle\n" + "x" * MAX_FILE_BYTES)
+    out, err = await call(toolbox, "read_file", path="huge.txt")
+    assert err and "larger than" in out
+    out, err = await call(toolbox, "search", pattern="needle")
+    assert not err and "huge.txt" not in out
