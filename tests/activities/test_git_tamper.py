@@ -37,7 +37,7 @@ async def test_a_test_run_that_changes_git_is_refused(settings: Settings, tmp_pa
     )
     activities = build_activities(s)
     ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
-    with pytest.raises(SandboxError, match="changed the workspace's .git"):
+    with pytest.raises(SandboxError, match=r"changed the workspace's \.git"):
         await activities._test_runner(local_repo_ref(repo), ws)()
 
 
