@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 Level = Literal["low", "medium", "high"]
 LEVEL_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
@@ -29,13 +29,30 @@ class RepoRef(BaseModel):
         return f"{self.platform}:{self.locator}"
 
 
-class Budget(BaseModel):
-    """Per-issue limits the workflow enforces; None means unlimited."""
+class Strict(BaseModel):
+    """A model that refuses keys it does not declare: settings sections and the settings-shaped
+    parts of a task's options, so a typo is an error, never a silently ignored value."""
 
-    max_tokens: int | None = None
-    max_cost_usd: float | None = None
-    max_agent_turns: int | None = None
-    max_wall_s: float | None = None
+    model_config = ConfigDict(extra="forbid")
+
+
+def _unlimited(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() in ("unlimited", "none", "null") else value
+
+
+Limit = Annotated[int | None, BeforeValidator(_unlimited)]
+FloatLimit = Annotated[float | None, BeforeValidator(_unlimited)]
+
+
+class Budget(Strict):
+    """Per-issue limits the workflow enforces. The defaults are safety limits; None (null in
+    YAML/JSON, "unlimited" in TOML or an environment variable) removes one."""
+
+    # No lower bounds: the workflow carries what is *left* in this model, which reaches zero.
+    max_tokens: Limit = 3_000_000
+    max_cost_usd: FloatLimit = 10.0
+    max_agent_turns: Limit = 120
+    max_wall_s: FloatLimit = 4 * 3600.0
 
 
 class Usage(BaseModel):
@@ -110,7 +127,7 @@ class SelfReview(BaseModel):
     findings: list[ReviewFinding] = Field(default_factory=list, description="problems that must be fixed first")
 
 
-class ApprovalPolicy(BaseModel):
+class ApprovalPolicy(Strict):
     """When a plan may go ahead without a person saying yes."""
 
     auto_approve: bool = True
@@ -125,7 +142,7 @@ class ApprovalPolicy(BaseModel):
 SandboxBackend = Literal["auto", "bwrap", "container", "none"]
 
 
-class SandboxPolicy(BaseModel):
+class SandboxPolicy(Strict):
     """How commands the agent causes to run (tests, setup) are fenced. One declaration: the
     settings' ``agent.sandbox`` section is this model."""
 
@@ -284,23 +301,38 @@ class StepRecord(BaseModel):
     detail: str = ""
 
 
-class TaskOptions(BaseModel):
-    """Per-task knobs carried in the workflow input, so workflow code never reads settings."""
+class WorkflowOptions(Strict):
+    """How a task's workflow behaves; declared once: the settings' ``[workflow]`` section is this
+    model, and every task carries a copy in its input (workflow code never reads settings)."""
 
-    yes: bool = Field(default=False, description="approve the plan without asking")
-    policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
-    approval_timeout_s: float = 24 * 3600
-    max_fix_attempts: int = Field(default=2, ge=0)
-    max_review_rounds: int = Field(default=2, ge=0)
+    approval_timeout_s: float = Field(default=24 * 3600, gt=0, description="then the task is escalated")
+    max_fix_attempts: int = Field(default=2, ge=0, description="implement again after failing tests")
+    max_review_rounds: int = Field(default=2, ge=0, description="rounds of answering reviewers' comments")
     self_review: bool = Field(default=False, description="a model reviews the diff before the PR is opened")
     max_self_review_rounds: int = Field(default=1, ge=0, description="fix rounds the self-review may ask for")
     auto_merge: bool = True
-    ci_poll_s: float = 30.0
-    ci_timeout_s: float = 6 * 3600
-    heartbeat_timeout_s: float = 30.0
-    step_timeout_s: float = 1800.0
-    retry_attempts: int = Field(default=3, ge=1)
-    retry_initial_s: float = 1.0
+    ci_poll_s: float = Field(default=30.0, gt=0, description="fallback poll of CI when no webhook arrives")
+    ci_timeout_s: float = Field(default=6 * 3600, gt=0)
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    step_timeout_s: float = Field(default=1800.0, gt=0, description="longest implement or test step")
+    retry_attempts: int = Field(default=3, ge=1, description="attempts per step, the first included")
+    retry_initial_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> WorkflowOptions:
+        if self.heartbeat_timeout_s >= self.step_timeout_s:
+            raise ValueError(
+                f"heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) must be below step_timeout_s "
+                f"({self.step_timeout_s:g}): a dead worker is noticed by its missing heartbeat"
+            )
+        return self
+
+
+class TaskOptions(WorkflowOptions):
+    """Per-task knobs carried in the workflow input: the workflow options plus the task's own."""
+
+    yes: bool = Field(default=False, description="approve the plan without asking")
+    policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     transcript: str | None = Field(default=None, description="replay this recording instead of calling a model")
     budget: Budget = Field(default_factory=Budget)
 

@@ -29,8 +29,11 @@ def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     "text,match",
     [
         ("[temporal\n", "not valid TOML"),
-        ("[worker]\nconcurrency = 0\n", "invalid setting 'worker.concurrency'"),
-        ("[nonsense]\nx = 1\n", "invalid setting 'nonsense'"),
+        (
+            "[worker]\nconcurrency = 0\n",
+            r"worker\.concurrency: Input should be greater than or equal to 1 \(in .*tamma\.toml:2\)",
+        ),
+        ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
     ],
 )
 def test_bad_config_file(tmp_path: Path, text: str, match: str) -> None:
@@ -61,7 +64,7 @@ def test_secrets_are_found_by_walking_every_secret_setting(tmp_path: Path) -> No
     )
     s = load_settings(
         data_dir=tmp_path,
-        github={"token": "ghp_tok_123456", "app_private_key": str(pem)},
+        github={"token": "ghp_tok_123456", "app_private_key": str(pem), "app_id": 1, "installation_id": 2},
         gitlab={"token": "glpat-tok-123456"},
         webhooks={"github_secrets": ["wh-one-1234", "wh-two-1234"], "gitlab_tokens": ["gl-hook-1234"]},
         api={"jwt_secret": "jwt-secret-1234", "jwt_private_key": "-----BEGIN KEY-----x"},

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import yaml
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from tamma.api import webhooks
 from tamma.api.auth import Admin, Operator
-from tamma.config import Settings, load_settings
+from tamma.config import Settings, load_settings, read_config_file, read_layers
 from tamma.errors import ConfigError
 
 router = APIRouter(prefix="/api/v1", tags=["config"])
@@ -61,17 +65,6 @@ def _errors(doc: dict[str, Any]) -> list[str]:
     return []
 
 
-def _keep_redacted(new: Any, old: Any) -> Any:
-    """A secret sent back as the redacted placeholder keeps its current value."""
-    if isinstance(new, dict):
-        return {k: _keep_redacted(v, old.get(k) if isinstance(old, dict) else None) for k, v in new.items()}
-    if isinstance(new, list):
-        return [
-            _keep_redacted(v, old[i] if isinstance(old, list) and i < len(old) else None) for i, v in enumerate(new)
-        ]
-    return old if new == REDACTED else new
-
-
 @router.get("/config", summary="Current settings, secrets redacted")
 async def get_config(request: Request, who: Operator) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
@@ -88,49 +81,85 @@ async def validate_config(doc: dict[str, Any], who: Operator) -> Validation:
 @router.put(
     "/config",
     response_model=Written,
-    summary="Replace the settings file (admin; backed up first)",
+    summary="Replace the settings file (admin; validated first, backed up, replaced atomically)",
     responses={422: {"model": Validation}},
 )
 async def put_config(doc: dict[str, Any], request: Request, who: Admin) -> Any:
+    path: Path = request.app.state.config_path
     settings: Settings = request.app.state.settings
-    current = _unredacted(settings)
-    doc = _keep_redacted(doc, current)
+    try:
+        on_disk = read_config_file(path) if path.exists() else {}
+        environment = read_layers(path if path.exists() else None).environment
+    except ConfigError as exc:
+        return JSONResponse(Validation(valid=False, errors=[exc.message]).model_dump(), status_code=422)
+    # A placeholder keeps what the *file* holds (a secret reference stays a reference); a secret
+    # that came from the environment is not in the file and is never written into it.
+    doc = _keep_redacted(doc, on_disk)
+    doc = _without_environment(doc, environment, settings.model_dump(mode="json"))
     errors = _errors(doc)
     if errors:
         return JSONResponse(Validation(valid=False, errors=errors).model_dump(), status_code=422)
-    path: Path = request.app.state.config_path
+    # Validate exactly what a restart would read (this file, then TAMMA_* on top) from a temp file
+    # beside the real one; only a valid file replaces it, atomically.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    tmp = Path(name)
     backup = None
-    if path.exists():
-        backup = path.with_name(f"{path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.copy2(path, backup)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps(_drop_none(doc)), encoding="utf-8")
-    tmp.chmod(0o600)  # it may hold secrets
-    tmp.replace(path)
-    # What a restart would read (the file, then TAMMA_* and vendor variables on top), so the
-    # server and the file never disagree about what is in effect.
     try:
-        effective = await asyncio.to_thread(load_settings, path)
-    except ConfigError as exc:  # e.g. an environment variable now clashes with the new file
-        return JSONResponse(Validation(valid=False, errors=[exc.message]).model_dump(), status_code=422)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(_serialise(_drop_none(doc), path.suffix))
+        tmp.chmod(0o600)  # it may hold secrets
+        try:
+            effective = await asyncio.to_thread(load_settings, tmp)
+        except ConfigError as exc:
+            return JSONResponse(Validation(valid=False, errors=[exc.message]).model_dump(), status_code=422)
+        if path.exists():
+            backup = path.with_name(f"{path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.copy2(path, backup)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     applied, restart = apply_settings(request.app, effective)
     return Written(written=str(path), backup=str(backup) if backup else None, applied=applied, restart_required=restart)
 
 
-def _unredacted(settings: Settings) -> dict[str, Any]:
-    def reveal(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        if isinstance(value, BaseModel):
-            return {k: reveal(getattr(value, k)) for k in type(value).model_fields}
-        if isinstance(value, dict):
-            return {k: reveal(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [reveal(v) for v in value]
-        return str(value) if isinstance(value, Path) else value
+_DROP = object()
 
-    revealed: dict[str, Any] = reveal(settings)
-    return revealed
+
+def _keep_redacted(new: Any, old: Any) -> Any:
+    """Placeholders take the file's own value; one the file does not hold is left out."""
+    if isinstance(new, dict):
+        kept = {k: _keep_redacted(v, old.get(k) if isinstance(old, dict) else None) for k, v in new.items()}
+        return {k: v for k, v in kept.items() if v is not _DROP}
+    if isinstance(new, list):
+        olds = old if isinstance(old, list) else []
+        items = [_keep_redacted(v, olds[i] if i < len(olds) else None) for i, v in enumerate(new)]
+        kept_items = [v for v in items if v is not _DROP]
+        return _DROP if items and not kept_items else kept_items
+    if new == REDACTED:
+        return old if old is not None else _DROP
+    return new
+
+
+def _without_environment(doc: Any, environment: Any, effective: Any) -> Any:
+    """Leave out values in effect because an environment variable set them (what GET showed),
+    so a round trip never copies the environment into the file."""
+    if not isinstance(doc, dict) or not isinstance(environment, dict):
+        return doc
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        here = effective.get(key) if isinstance(effective, dict) else None
+        if key in environment and not isinstance(environment[key], dict) and value == here:
+            continue
+        out[key] = _without_environment(value, environment.get(key), here) if key in environment else value
+    return out
+
+
+def _serialise(doc: dict[str, Any], suffix: str) -> str:
+    if suffix == ".json":
+        return json.dumps(doc, indent=2) + "\n"
+    if suffix in (".yaml", ".yml"):
+        return str(yaml.safe_dump(doc, sort_keys=False))
+    return tomli_w.dumps(doc)
 
 
 def _drop_none(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.markup import escape as esc
 
 from tamma.agent.sandbox import require_isolation
+from tamma.cli.config_cmd import config_app
 from tamma.cli.errors import run_or_exit
 from tamma.cli.follow import Detached, follow
 from tamma.cli.render import plan_panel, review_panel, step_line, tasks_table, usage_table
@@ -41,10 +44,13 @@ token_app = typer.Typer(no_args_is_help=True, help="API tokens (JWT).")
 app.add_typer(issue_app, name="issue")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(token_app, name="token")
+app.add_typer(config_app, name="config")
 console = Console(highlight=False)
 
 RepoOpt = Annotated[Path, typer.Option("--repo", help="the git repository (any path inside it)")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="settings file (.toml, .yaml, .json); TAMMA_ENV layers one on it")
+]
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -52,9 +58,37 @@ def _settings(ctx: typer.Context) -> Settings:
     return load_settings(path)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tamma {version('tamma')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root(ctx: typer.Context, config: ConfigOpt = None) -> None:
+def root(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
     ctx.obj = config
+    _show_config_warnings()
+
+
+class _WarningLine(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {escape(record.getMessage())}")
+
+
+def _show_config_warnings() -> None:
+    """Warnings about settings (an exposed secret file) as one yellow line each."""
+    logger = logging.getLogger("tamma.config")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
+        logger.propagate = False
 
 
 # ---- issues ----------------------------------------------------------------------------------

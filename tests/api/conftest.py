@@ -50,7 +50,12 @@ def running_api(settings: Settings, config_path: Path | None = None) -> Iterator
 
 
 @pytest.fixture
-def api_settings(settings: Settings, tmp_path: Path) -> Settings:
+def api_settings(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    # Secrets come from the environment, as in a deployment, so the settings a restart (or PUT
+    # /config) reads again hold them too.
+    monkeypatch.setenv("TAMMA_API__JWT_SECRET", JWT_SECRET)
+    monkeypatch.setenv("TAMMA_WEBHOOKS__GITHUB_SECRETS", json.dumps([GITHUB_SECRET, "previous-secret"]))
+    monkeypatch.setenv("TAMMA_WEBHOOKS__GITLAB_TOKENS", json.dumps([GITLAB_TOKEN]))
     return with_sections(
         settings,
         webhooks={

@@ -131,13 +131,19 @@ async def test_config_read_validate_replace(http: httpx.AsyncClient, api_setting
     assert written.status_code == 200, written.text
     saved = tomllib.loads(path.read_text())
     assert saved["worker"]["concurrency"] == 5
-    assert saved["api"]["jwt_secret"] == JWT_SECRET  # the redacted placeholder kept the real value
+    # The secrets came from the environment: never copied into the file, still in effect.
+    assert "jwt_secret" not in saved["api"] and "github_secrets" not in saved["webhooks"]
+    assert JWT_SECRET not in path.read_text() and GITHUB_SECRET not in path.read_text()
+    assert (path.stat().st_mode & 0o777) == 0o600
     assert Path(written.json()["backup"]).read_text() == "[worker]\nconcurrency = 2\n"
     # the worker section is read by the workers at their start: the answer says so
     assert written.json()["applied"] == [] and written.json()["restart_required"] == ["worker"]
 
 
-async def test_a_rotated_webhook_secret_applies_without_a_restart(api_settings: Settings, tmp_path: Path) -> None:
+async def test_a_rotated_webhook_secret_applies_without_a_restart(
+    api_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TAMMA_WEBHOOKS__GITHUB_SECRETS")  # here they live in the file, rotated by PUT
     admin = auth(api_settings, "admin")
     body = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
     with running_api(api_settings, tmp_path / "tamma.toml") as url:
@@ -158,6 +164,33 @@ async def test_a_rotated_webhook_secret_applies_without_a_restart(api_settings: 
             assert await ping(GITHUB_SECRET) == 401
             shown = (await http.get("/api/v1/config", headers=admin)).json()["webhooks"]
             assert shown["rate_limit_per_min"] == 50_000 and "the-new-secret" not in json.dumps(shown)
+
+
+async def test_put_config_keeps_references_and_leaves_a_bad_file_untouched(
+    api_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret reference in the file survives a round trip as the reference; a document that
+    fails only once the environment is applied (what a restart reads) is refused, file unchanged."""
+    path = tmp_path / "tamma.yaml"
+    monkeypatch.setenv("HOOK_SECRET_FROM_ENV", "resolved-hook-secret-123")
+    monkeypatch.delenv("TAMMA_WEBHOOKS__GITHUB_SECRETS")
+    path.write_text("webhooks:\n  github_secrets: ['env:HOOK_SECRET_FROM_ENV']\n")
+    admin = auth(api_settings, "admin")
+    with running_api(api_settings, path) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            current = (await http.get("/api/v1/config", headers=admin)).json()
+            current["workflow"]["max_fix_attempts"] = 4
+            written = await http.put("/api/v1/config", json=current, headers=admin)
+            assert written.status_code == 200, written.text
+            saved = path.read_text()
+            assert "env:HOOK_SECRET_FROM_ENV" in saved and "resolved-hook-secret-123" not in saved
+            before = path.read_text()
+            monkeypatch.setenv("TAMMA_WORKFLOW__HEARTBEAT_TIMEOUT_S", "100")  # fine with the current file...
+            current["workflow"]["step_timeout_s"] = 60  # ...but not with this one
+            refused = await http.put("/api/v1/config", json=current, headers=admin)
+            assert refused.status_code == 422 and "heartbeat_timeout_s" in refused.text
+            assert path.read_text() == before
+            assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tamma")] == []  # no temp left
 
 
 async def test_ops_endpoints(http: httpx.AsyncClient) -> None:

@@ -1,0 +1,56 @@
+"""The one settings schema (``schema``), secret references (``secrets``) and the loader
+(``loader``): formats, layering, precedence and errors that say where."""
+
+from tamma.config.loader import (
+    deep_merge,
+    explain,
+    find_config_file,
+    load_settings,
+    read_config_file,
+    read_layers,
+    secret_paths,
+    unknown_key,
+)
+from tamma.config.schema import (
+    DEFAULT_MODELS,
+    DEFAULT_PRICES,
+    DEFAULT_SETUP_HOSTS,
+    AgentSettings,
+    ApiSettings,
+    GitHubSettings,
+    GitLabSettings,
+    LLMSettings,
+    ModelChoice,
+    Price,
+    Settings,
+    TelemetrySettings,
+    TemporalSettings,
+    WebhookSettings,
+    WorkerSettings,
+)
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "DEFAULT_PRICES",
+    "DEFAULT_SETUP_HOSTS",
+    "AgentSettings",
+    "ApiSettings",
+    "GitHubSettings",
+    "GitLabSettings",
+    "LLMSettings",
+    "ModelChoice",
+    "Price",
+    "Settings",
+    "TelemetrySettings",
+    "TemporalSettings",
+    "WebhookSettings",
+    "WorkerSettings",
+    "deep_merge",
+    "explain",
+    "find_config_file",
+    "load_settings",
+    "read_config_file",
+    "read_layers",
+    "secret_paths",
+    "unknown_key",
+]

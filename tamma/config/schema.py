@@ -1,0 +1,264 @@
+"""The settings schema: one declaration per setting. Every section refuses keys it does not
+declare (``Strict``), secrets are ``Secret`` (a SecretStr that may be a reference: ``env:NAME``,
+``file:/run/secrets/x``, ``aws-sm:ID``, ``vault:PATH#KEY``, resolved when settings are read), and
+cross-field rules are validated here so nothing that validates can crash later.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tamma.config.secrets import Secret
+from tamma.models import ApprovalPolicy, Budget, SandboxPolicy, Strict, TaskOptions, WorkflowOptions
+from tamma.redact import secret_values
+
+
+class TemporalSettings(Strict):
+    address: str | None = Field(
+        default=None, description="host:port of a Temporal frontend; unset = embedded dev server"
+    )
+    namespace: str = "default"
+    task_queue: str = "tamma"
+    embedded_port: int = Field(default=7233, ge=1, le=65535)
+    embedded_ui_port: int = Field(default=8233, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> TemporalSettings:
+        if self.embedded_port == self.embedded_ui_port:
+            raise ValueError(f"embedded_port and embedded_ui_port are both {self.embedded_port}; pick two ports")
+        return self
+
+
+class WorkerSettings(Strict):
+    concurrency: int = Field(default=3, ge=1, description="issues' heavy steps run at once")
+    light_concurrency: int = Field(default=20, ge=1)
+    graceful_shutdown_s: float = Field(default=30.0, ge=0)
+    sticky_schedule_to_start_s: float = Field(default=3.0, gt=0)
+
+
+DEFAULT_SETUP_HOSTS = [
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    "index.crates.io",
+    "static.crates.io",
+    "proxy.golang.org",
+    "sum.golang.org",
+]
+
+
+class AgentSettings(Strict):
+    max_turns: int = Field(default=30, ge=1)
+    test_command: str | None = Field(
+        default=None, description="a shell command line run inside the sandbox; unset = detect from the repo"
+    )
+    setup_command: str | None = Field(
+        default=None,
+        description="prepares the repository's environment inside the sandbox; unset = .tamma/setup.sh or "
+        "detected (pip into a venv, npm ci); empty = no setup",
+    )
+    setup_allow_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SETUP_HOSTS),
+        description="the only hosts the setup step may reach (through Tamma's proxy); '*.example.com' allowed",
+    )
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
+    bot_name: str = "Tamma"
+    bot_email: str = "tamma@localhost"
+    review_diff_bytes: int = Field(default=200_000, ge=1000, description="the self-review reads at most this much diff")
+
+
+class ModelChoice(Strict):
+    """Which provider and model answer one step (analysis, plan, code, review)."""
+
+    provider: Literal["anthropic", "openai", "scripted"] | None = None
+    model: str | None = None
+
+
+class Price(Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float = Field(default=0.0, ge=0)
+    cache_write: float = Field(default=0.0, ge=0)
+
+
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini"}
+# Published list prices where we know them; a model missing here is accounted at $0 (tokens are
+# still counted): add it under llm.prices. Sonnet 4.6 is assumed to keep Sonnet 4.5's prices.
+DEFAULT_PRICES = {
+    "claude-sonnet-4-6": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+    "claude-sonnet-4-5": Price(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+    "claude-opus-4-1": Price(input=15.0, output=75.0, cache_read=1.5, cache_write=18.75),
+    "claude-haiku-4-5": Price(input=1.0, output=5.0, cache_read=0.1, cache_write=1.25),
+    "gpt-4o": Price(input=2.5, output=10.0, cache_read=1.25),
+    "gpt-4o-mini": Price(input=0.15, output=0.6, cache_read=0.075),
+}
+
+
+class LLMSettings(Strict):
+    provider: Literal["auto", "scripted", "anthropic", "openai"] = Field(
+        default="auto", description="auto: anthropic with an Anthropic key, openai with a base URL or key"
+    )
+    model: str | None = Field(default=None, description="unset: the provider's default model")
+    steps: dict[Literal["analysis", "plan", "code", "review"], ModelChoice] = Field(default_factory=dict)
+    transcript: Path | None = Field(default=None, description="recording for the scripted provider")
+    anthropic_api_key: Secret | None = None
+    anthropic_base_url: str | None = None
+    openai_api_key: Secret | None = None
+    openai_base_url: str | None = None
+    max_tokens: int = Field(default=8192, ge=256)
+    timeout_s: float = Field(default=120.0, gt=0)
+    output_retries: int = Field(default=2, ge=0, description="re-asks after a malformed or empty answer")
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    record: bool = Field(default=True, description="record every exchange (secrets redacted)")
+
+
+class WebhookSettings(Strict):
+    github_secrets: list[Secret] = Field(default_factory=list, description="several during a rotation")
+    gitlab_tokens: list[Secret] = Field(default_factory=list)
+    bot_login: str = Field(default="tamma-bot", description="the bot's user on GitHub / GitLab")
+    trigger_label: str = "tamma"
+    authorized_associations: list[str] = Field(default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"])
+    authorized_users: list[str] = Field(default_factory=list, description="always allowed to command Tamma")
+    repositories: list[str] = Field(
+        default_factory=list, description="allowlist: 'github:owner/name', 'gitlab:group/project'"
+    )
+    max_body_bytes: int = 5 * 1024 * 1024
+    rate_limit_per_min: int = Field(default=100, ge=1)
+
+
+class ApiSettings(Strict):
+    host: str = "0.0.0.0"
+    port: int = 3000
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: Secret | None = Field(default=None, description="HS256 shared secret")
+    jwt_public_key: str | None = Field(default=None, description="RS256: PEM text or a path to it")
+    jwt_private_key: Secret | None = Field(default=None, description="RS256: PEM (or path) for `tamma token create`")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    rate_limit_per_min: int = Field(
+        default=300, ge=1, description="per client IP, for /api and /docs; webhooks have their own"
+    )
+    local_roots: list[Path] = Field(
+        default_factory=list,
+        description="local repositories under these directories may be started through the API; others "
+        "only when named 'local:/path' in webhooks.repositories",
+    )
+
+
+class TelemetrySettings(Strict):
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (OTEL_EXPORTER_OTLP_ENDPOINT is read too); "
+        "unset = no tracing",
+    )
+    service_name: str = Field(default="tamma", description="OTEL_SERVICE_NAME is read too")
+
+
+class GitHubSettings(Strict):
+    token: Secret | None = Field(default=None, description="a PAT; GITHUB_TOKEN is read too")
+    app_id: int | None = Field(default=None, description="GitHub App auth instead of a token")
+    app_private_key: Secret | None = Field(default=None, description="the App's PEM key (text or path)")
+    installation_id: int | None = None
+    base_url: str = Field(default="https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3")
+    git_url: str | None = Field(default=None, description="clone URL template with {repo}; default from base_url")
+    merge_method: Literal["merge", "squash", "rebase"] = "squash"
+    draft: bool = False
+    timeout_s: float = 30.0
+
+
+class GitLabSettings(Strict):
+    token: Secret | None = Field(default=None, description="personal, project or group token; GITLAB_TOKEN too")
+    base_url: str = "https://gitlab.com"
+    git_url: str | None = Field(default=None, description="clone URL template with {repo}; default from base_url")
+    squash: bool = True
+    timeout_s: float = 30.0
+
+
+# The merged config files reach settings_customise_sources (a classmethod pydantic calls for
+# us) through this context variable, set by the loader around one construction.
+FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("tamma_file_values", default=None)
+
+
+class _FileValues(PydanticBaseSettingsSource):
+    """The config files' values (base file, then the TAMMA_ENV file over it), already merged."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ answers for all fields at once
+
+    def __call__(self) -> dict[str, Any]:
+        return FILE_VALUES.get() or {}
+
+
+class Settings(BaseSettings):
+    """All of Tamma's settings. Precedence, strongest first: arguments (CLI flags), TAMMA_*
+    environment variables, the TAMMA_ENV-specific file, the base file, defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAMMA_",
+        env_nested_delimiter="__",
+        env_parse_none_str="null",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("tamma")))
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    workflow: WorkflowOptions = Field(default_factory=WorkflowOptions)
+    budget: Budget = Field(default_factory=Budget)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
+    gitlab: GitLabSettings = Field(default_factory=GitLabSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileValues(settings_cls)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        """Rules across sections: what would otherwise validate here and fail at first use."""
+        api, gh = self.api, self.github
+        if api.jwt_algorithm == "RS256" and not api.jwt_public_key:
+            raise ValueError("api.jwt_algorithm is RS256 but api.jwt_public_key is unset: set the PEM (or its path)")
+        app = [gh.app_id is not None, gh.app_private_key is not None, gh.installation_id is not None]
+        if any(app) and not all(app):
+            raise ValueError(
+                "github App auth needs all of github.app_id, github.app_private_key and github.installation_id"
+            )
+        for name, choice in self.llm.steps.items():
+            if choice.provider == "scripted" and self.llm.transcript is None:
+                raise ValueError(f"llm.steps.{name}.provider is scripted but llm.transcript is unset")
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value Tamma holds (each SecretStr setting, found by walking the schema,
+        so one declared tomorrow is covered too), for sandboxes and redaction to keep out."""
+        return list(dict.fromkeys(secret_values(self)))
+
+    def task_options(self, **overrides: Any) -> TaskOptions:
+        """A task's options: the workflow section, the approval policy and the budget, with this
+        task's own choices on top; validated, so a bad override is an error here, not in a worker."""
+        values = {**self.workflow.model_dump(), "policy": self.approval, "budget": self.budget, **overrides}
+        return TaskOptions.model_validate(values)
