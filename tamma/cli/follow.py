@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from rich.live import Live
 from rich.markup import escape
-from rich.prompt import Confirm, Prompt
+from rich.text import Text
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
@@ -49,13 +49,17 @@ async def _watch(session: Session, wid: str, interactive: bool, poll_s: float) -
     live = Live(console=console, refresh_per_second=10, transient=False) if console.is_terminal else None
     if live:
         live.start()
+    note, polls = "", 0
     try:
         while True:
             state = await session.tasks.state(wid)
+            if polls % 4 == 0:  # about once a second: is a step waiting to be retried?
+                note = await session.tasks.retry_note(wid) if state.status == TaskStatus.RUNNING else ""
+            polls += 1
             if live:
-                live.update(steps_table(state))
+                live.update(steps_table(state, note))
             else:
-                _print_changes(state, printed, console.print)
+                _print_changes(state, printed, console.print, note)
             if state.plan and not plan_shown and state.status == TaskStatus.AWAITING_APPROVAL and live:
                 plan_shown = True
                 live.stop()
@@ -90,13 +94,16 @@ def _pause(live: Live | None, action: Callable[[], object]) -> None:
     action()
 
 
-def _print_changes(state: TaskState, printed: dict[int, str], out: Callable[[object], None]) -> None:
+def _print_changes(state: TaskState, printed: dict[int, str], out: Callable[[object], None], note: str = "") -> None:
     for n, record in enumerate(state.steps):
         if record.status != "running" and printed.get(n) != record.status:
             printed[n] = record.status
             out(step_line(record))
             if record.name == StepName.PLAN and state.plan:
                 out(plan_panel(state.plan))
+        elif record.status == "running" and note and printed.get(n) != note:
+            printed[n] = note  # a retry: say so once per change, on the step's own line
+            out(step_line(record, note))
 
 
 async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) -> None:
@@ -105,12 +112,37 @@ async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) 
     console.print(f"[yellow]Approval needed[/] ({escape(reasons)})")
     if not (interactive and sys.stdin.isatty()):
         console.print(
-            f"Waiting for a decision: [bold]tamma approve {wid}[/] or [bold]tamma reject {wid} --reason ...[/]"
+            f"Waiting for a decision: [bold]tamma approve {escape(wid)}[/] or "
+            f"[bold]tamma reject {escape(wid)} --reason ...[/]"
         )
         return
-    approved = await asyncio.to_thread(Confirm.ask, "Approve this plan?", console=console)
-    if approved:
+    while (answer := (await _read_line(session, "Approve this plan? [y/n]: ")).lower()) not in ("y", "yes", "n", "no"):
+        console.print("Please answer y or n.")
+    if answer.startswith("y"):
         await session.tasks.approve(wid, by="cli")
     else:
-        reason = await asyncio.to_thread(Prompt.ask, "Reason", console=console, default="rejected at the prompt")
+        reason = await _read_line(session, "Reason (rejected at the prompt): ") or "rejected at the prompt"
         await session.tasks.reject(wid, by="cli", reason=reason)
+
+
+async def _read_line(session: Session, prompt: str) -> str:
+    """A line from the terminal, read on the event loop: Ctrl-C (which cancels the watcher)
+    ends the wait at once, and no thread is left reading stdin after the CLI detached."""
+    session.console.print(Text(prompt), end="")
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        line = sys.stdin.readline()
+        if not answer.done():
+            answer.set_result(line)
+
+    loop.add_reader(fd, readable)
+    try:
+        line = await answer
+    finally:
+        loop.remove_reader(fd)
+    if not line:
+        raise Detached()  # end of input: nobody is there to answer
+    return line.strip()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +34,7 @@ from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.providers.recording import compile_recording
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.background import spawn_background_worker, stop_background_worker
-from tamma.runtime.embedded import stop_embedded_server
+from tamma.runtime.embedded import recorded_ports, stop_embedded_server
 from tamma.runtime.process import exit_now
 from tamma.runtime.wiring import detect_repo, platform_factory, provider_description
 from tamma.runtime.worker import serve
@@ -73,9 +76,33 @@ def root(
     show_version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="write a verbose log (tracebacks included) to a file")] = False,
 ) -> None:
     ctx.obj = config
     _show_config_warnings()
+    _log_to_file(debug)
+
+
+def _log_to_file(debug: bool) -> None:
+    """Logs never go to the terminal, where they would tear the live view (a retried step's
+    traceback): warnings go to a log file, everything with --debug, which names its file."""
+    import platformdirs
+
+    folder = Path(platformdirs.user_log_dir("tamma"))
+    folder.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    if debug:
+        path = folder / f"debug-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+        root.setLevel(logging.DEBUG)
+        Console(stderr=True, highlight=False).print(f"[dim]debug log: {esc(str(path))}[/]")
+    else:
+        from logging.handlers import RotatingFileHandler
+
+        handler = RotatingFileHandler(folder / "cli.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8")
+        handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
 
 
 class _WarningLine(logging.Handler):
@@ -85,10 +112,11 @@ class _WarningLine(logging.Handler):
 
 def _show_config_warnings() -> None:
     """Warnings about settings (an exposed secret file) as one yellow line each."""
-    logger = logging.getLogger("tamma.config")
-    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
-        logger.addHandler(_WarningLine(logging.WARNING))
-        logger.propagate = False
+    for name in ("tamma.config", "tamma.notice"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+            logger.addHandler(_WarningLine(logging.WARNING))
+            logger.propagate = False
 
 
 # ---- issues ----------------------------------------------------------------------------------
@@ -185,10 +213,10 @@ async def run_task(
         console.print(f"Sandbox: {sandbox}")
         options = settings.task_options(yes=yes, transcript=transcript)
         wid, created = await session.tasks.start(IssueTaskInput(repo=ref, issue_number=number, options=options), rerun)
-        console.print(f"{'Started' if created else 'Attached to'} [bold]{wid}[/]")
+        console.print(f"{'Started' if created else 'Attached to'} [bold]{esc(wid)}[/]")
         _print_ui_link(session, wid)
         if detach:
-            console.print(f"Follow it with: tamma status {wid} --follow")
+            console.print(f"Follow it with: tamma status {esc(wid)} --follow")
             return 0
         return await _follow_to_end(session, wid)
 
@@ -200,11 +228,11 @@ async def _follow_to_end(session: Session, wid: str) -> int:
         state = await follow(session, wid, interactive=True)
     except Detached:
         await session.stop_worker()
-        console.print(f"\nDetached from {wid}; the task is durable in Temporal and goes on.")
+        console.print(f"\nDetached from {esc(wid)}; the task is durable in Temporal and goes on.")
         if started:
             pid = spawn_background_worker(session.settings.data_dir, session.config_file)
             console.print(f"A background worker (pid {pid}) carries on; `tamma temporal stop` ends it.")
-        console.print(f"Reattach: [bold]tamma status {wid} --follow[/]")
+        console.print(f"Reattach: [bold]tamma status {esc(wid)} --follow[/]")
         return 130
     return _report(state)
 
@@ -227,7 +255,7 @@ def _report(state: TaskState) -> int:
             f" ({state.pull_request.url if state.pull_request else ''})"
         )
     elif state.status == TaskStatus.PR_OPEN:
-        console.print(f"[green]PR open[/]: {state.pull_request.url if state.pull_request else ''}")
+        console.print(f"[green]PR open[/]: {esc(state.pull_request.url) if state.pull_request else ''}")
     else:
         console.print(
             f"[red]{state.status.value}[/]: {esc(state.error or (state.approval.reason if state.approval else ''))}"
@@ -240,10 +268,15 @@ def _print_server(session: Session) -> None:
     console.print(f"Temporal: {kind} at {session.address}")
 
 
+def _ui_url(session: Session) -> str:
+    t = session.settings.temporal
+    _, port = recorded_ports(session.settings.data_dir, t.embedded_port, t.embedded_ui_port)
+    return f"http://127.0.0.1:{port}/namespaces/{t.namespace}/workflows"
+
+
 def _print_ui_link(session: Session, wid: str) -> None:
     if session.embedded:
-        port = session.settings.temporal.embedded_ui_port
-        console.print(f"Web UI: http://127.0.0.1:{port}/namespaces/{session.settings.temporal.namespace}/workflows")
+        console.print(f"Web UI: {_ui_url(session)}")
 
 
 def task_id(arg: str, repo: Path, settings: Settings) -> str:
@@ -285,7 +318,7 @@ def status(
             if state.usage.calls:
                 console.print(usage_table(state))
             if state.transcripts:
-                console.print(f"Recorded exchanges: {Path(state.transcripts[0]).parent}")
+                console.print(f"Recorded exchanges: {esc(str(Path(state.transcripts[0]).parent))}")
             if state.error:
                 console.print(f"[red]error:[/] {esc(state.error)}")
             return 0
@@ -296,14 +329,25 @@ def status(
 @app.command("list")
 def list_tasks(
     ctx: typer.Context,
-    status_: Annotated[str | None, typer.Option("--status")] = None,
+    status_: Annotated[
+        TaskStatus | None, typer.Option("--status", case_sensitive=False, help="only tasks in this state")
+    ] = None,
     repository: Annotated[str | None, typer.Option("--repository", help="e.g. local:/path")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="at most this many, newest first")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """List tasks from Temporal's visibility store."""
+    """List tasks from Temporal's visibility store (full ids, as `tamma status` takes them)."""
 
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
-            console.print(tasks_table(await session.tasks.list(status_, repository)))
+            rows = await session.tasks.list(status_.value if status_ else None, repository, limit=limit + 1)
+        shown, more = rows[:limit], len(rows) > limit
+        if as_json:
+            typer.echo(json.dumps([r.model_dump(mode="json") for r in shown], indent=2))
+            return
+        console.print(tasks_table(shown))
+        if more:
+            console.print(f"[dim]more tasks than {limit}: tamma list --limit {limit * 2}[/]")
 
     run_or_exit(lambda: asyncio.run(go()))
 
@@ -377,6 +421,13 @@ def demo(
             check=False,
         ).stdout
         console.print(f"\ngit log main:\n{esc(log)}")
+        if settings.temporal.address is None:
+            t = settings.temporal
+            _, ui = recorded_ports(settings.data_dir, t.embedded_port, t.embedded_ui_port)
+            console.print(
+                f"The embedded Temporal server keeps running (the task's history stays there): open its Web UI at "
+                f"http://127.0.0.1:{ui}/namespaces/{t.namespace}/workflows; stop it with [bold]tamma temporal stop[/]."
+            )
         return code
 
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))

@@ -7,6 +7,7 @@ the machine restarting; a second `tamma` reuses the server the first one started
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from tamma.errors import ConfigError, TemporalUnavailable
 from tamma.runtime import pids
 from tamma.workflows import search
 
+notice = logging.getLogger("tamma.notice")  # shown to the person at the terminal, in yellow
 _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
 
 
@@ -54,9 +56,43 @@ def _pid_file(data_dir: Path) -> Path:
     return data_dir / "temporal" / "server.pid"
 
 
+def _ports_file(data_dir: Path) -> Path:
+    return data_dir / "temporal" / "server-ports.json"
+
+
 def _recorded_server(data_dir: Path) -> int | None:
     pid = pids.read_pid(_pid_file(data_dir))
     return pid if pid is not None and pids.runs(pid, "temporal") else None
+
+
+def recorded_ports(data_dir: Path, port: int, ui_port: int) -> tuple[int, int]:
+    """The ports this user's embedded server was started on (it may have moved off the
+    configured ones because another program held them); the configured ones otherwise."""
+    try:
+        doc = json.loads(_ports_file(data_dir).read_text(encoding="utf-8"))
+        return int(doc["port"]), int(doc["ui_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return port, ui_port
+
+
+def _free_pair(port: int, ui_port: int, tries: int = 200) -> tuple[int, int]:
+    for offset in range(1, tries):
+        candidate = (port + offset, ui_port + offset)
+        if all(_bindable(p) for p in candidate):
+            return candidate
+    raise TemporalUnavailable(
+        f"ports {port} and {ui_port} and the {tries} pairs after them are taken; set temporal.embedded_port "
+        "and temporal.embedded_ui_port to free ports"
+    )
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: float = 30.0) -> tuple[str, bool]:
@@ -66,17 +102,30 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
     stopping (the port closes before it releases the SQLite file) is waited for first: starting a
     second one on the same file fails with "database is locked".
     """
-    address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + wait_s
-    while (previous := _recorded_server(data_dir)) is not None and not port_open(port):
+    ours, _ = recorded_ports(data_dir, port, ui_port)
+    while (previous := _recorded_server(data_dir)) is not None and not port_open(ours):
         if time.monotonic() >= deadline:
             raise TemporalUnavailable(
-                f"the embedded Temporal server (pid {previous}) neither listens on {address} nor exits; "
+                f"the embedded Temporal server (pid {previous}) neither listens on 127.0.0.1:{ours} nor exits; "
                 "`tamma temporal stop` ends it"
             )
         time.sleep(0.1)
-    if port_open(port):
-        return address, False
+    if _recorded_server(data_dir) is not None and port_open(ours):
+        return f"127.0.0.1:{ours}", False  # ours: recorded PID, running `temporal`, on its recorded port
+    if not (_bindable(port) and _bindable(ui_port)):
+        # Someone else's program (another user's Temporal, anything) holds the port: never adopt
+        # it, move over and say so.
+        taken = port if not _bindable(port) else ui_port
+        port, ui_port = _free_pair(port, ui_port)
+        notice.warning(
+            "port %s is held by a program that is not this user's embedded Temporal server; the embedded "
+            "server runs on %s (Web UI %s) instead (set temporal.embedded_port / embedded_ui_port to choose)",
+            taken,
+            port,
+            ui_port,
+        )
+    address = f"127.0.0.1:{port}"
     folder = data_dir / "temporal"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "server.log"
@@ -101,6 +150,7 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
     # A new session detaches it from the terminal: Ctrl-C in `tamma start` must not stop it.
     proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     _pid_file(data_dir).write_text(str(proc.pid), encoding="utf-8")
+    _ports_file(data_dir).write_text(json.dumps({"port": port, "ui_port": ui_port}), encoding="utf-8")
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise TemporalUnavailable(
@@ -148,6 +198,7 @@ def stop_embedded_server(data_dir: Path, grace_s: float = 15.0) -> bool:
     so its database file is free for the next start; False if none was running."""
     pid = _recorded_server(data_dir)
     _pid_file(data_dir).unlink(missing_ok=True)
+    _ports_file(data_dir).unlink(missing_ok=True)
     if pid is None:
         return False
     pids.terminate(pid, grace_s)

@@ -7,7 +7,7 @@ Tamma's search attributes, described by the workflow's `state` query or result.
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -142,6 +142,26 @@ class TaskService:
         )
         resp = await self.client.workflow_service.describe_task_queue(req)
         return bool(resp.pollers)
+
+    async def retry_note(self, wid: str) -> str:
+        """'retrying in 2s (429 rate limited, attempt 2/3)' while a step waits to be retried,
+        else ''. From Temporal's own record of the pending activity, so a person sees the retry
+        in the step line instead of a traceback."""
+        try:
+            desc = await self.handle(wid).describe(rpc_timeout=timedelta(seconds=5))
+        except RPCError:
+            return ""
+        for pending in desc.raw_description.pending_activities:
+            if pending.attempt <= 1 and not pending.HasField("last_failure"):
+                continue
+            reason = pending.last_failure.message.splitlines()[0][:100] if pending.HasField("last_failure") else ""
+            wait = ""
+            if pending.HasField("next_attempt_schedule_time"):
+                left = (pending.next_attempt_schedule_time.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
+                wait = f" in {max(0, round(left))}s" if left > 0 else ""
+            most = pending.maximum_attempts or "unlimited"
+            return f"retrying{wait} ({reason}; attempt {pending.attempt}/{most})"
+        return ""
 
     async def approve(self, wid: str, by: str, reason: str = "") -> TaskState:
         return await self._decide(wid, IssueWorkflow.approve, ApprovalRequest(by=by, reason=reason))

@@ -100,17 +100,22 @@ async def test_connect_checks_the_namespace_it_is_given(temporal_address: str, c
 
 
 @pytest.mark.slow
-def test_a_taken_ui_port_is_named_in_the_error(tmp_path: Path) -> None:
-    port = free_port()
+@pytest.mark.parametrize("which", ["port", "ui_port"])
+def test_a_foreign_program_on_the_port_is_never_adopted(
+    tmp_path: Path, which: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something that is not this user's embedded server listens where it would: Tamma starts its
+    own on the next free pair, says so, and finds that one again next time."""
+    port, ui = free_port(), free_port()
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
+        squatter.bind(("127.0.0.1", port if which == "port" else ui))
         squatter.listen()
-        taken = squatter.getsockname()[1]
         try:
-            with pytest.raises(TemporalUnavailable) as caught:
-                ensure_embedded_server(tmp_path, port, taken)
+            address, started = ensure_embedded_server(tmp_path, port, ui)
+            moved = int(address.rsplit(":", 1)[1])
+            assert started and moved != port
+            assert "is held by a program that is not this user's embedded Temporal server" in caplog.text
+            assert f"runs on {moved}" in caplog.text
+            assert ensure_embedded_server(tmp_path, port, ui) == (address, False)  # its own, found again
         finally:
             stop_embedded_server(tmp_path)
-    message = caught.value.message
-    assert f"127.0.0.1:{taken}: bind: address already in use" in message
-    assert "TAMMA_TEMPORAL__EMBEDDED_PORT" in message and "server.log" in message

@@ -1,0 +1,135 @@
+"""The CLI as a person meets it: untrusted text shown literally, `list` that validates and pages,
+retries shown on the step line (never a traceback), Ctrl-C at the approval prompt, --version."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tamma.config import Settings
+from tamma.demo import make_sample_repo
+from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tamma.runtime.background import running_pid
+from tests.cli.conftest import tamma
+from tests.standins import anthropic_api
+from tests.standins.demo_brain import anthropic_brain
+from tests.standins.http import Reply, Request, serve
+
+pytestmark = pytest.mark.slow
+
+
+def test_version(cli_env: dict[str, str]) -> None:
+    done = tamma(cli_env, "--version")
+    assert done.returncode == 0 and done.stdout.startswith("tamma ")
+
+
+def test_markup_in_an_issue_title_is_shown_literally(cli_env: dict[str, str], repo: Path) -> None:
+    title = "Fix [/] paginate [bold red]now[/bold red] \\[x]"
+    assert tamma(cli_env, "issue", "create", title, cwd=repo).returncode == 0
+    run = tamma(cli_env, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
+    assert run.returncode == 0, run.stdout + run.stderr
+    status = tamma(cli_env, "status", "1", cwd=repo)
+    assert status.returncode == 0, status.stderr
+    assert title in status.stdout and "Traceback" not in status.stdout + status.stderr
+
+
+def test_list_validates_pages_and_speaks_json(cli_env: dict[str, str], repo: Path, tmp_path: Path) -> None:
+    bogus = tamma(cli_env, "list", "--status", "bogus")
+    assert bogus.returncode == 2 and "bogus" in bogus.stderr and "merged" in bogus.stderr  # the choices
+    repos = [repo, make_sample_repo(tmp_path / "second")]
+    for r in repos:
+        assert tamma(cli_env, "issue", "create", "Fix off-by-one in paginate()", cwd=r).returncode == 0
+        assert tamma(cli_env, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT), cwd=r).returncode == 0
+    ids = {f"tamma:local:{r}#1" for r in repos}
+    deadline = time.monotonic() + 20
+    while True:  # visibility is eventually consistent
+        rows = json.loads(tamma(cli_env, "list", "--json", "--status", "merged").stdout)
+        if ids <= {r["workflow_id"] for r in rows} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ids <= {r["workflow_id"] for r in rows} and all(r["status"] == "merged" for r in rows)
+    one = tamma(cli_env, "list", "--limit", "1")
+    assert "more tasks than 1" in one.stdout and "tamma list --limit 2" in one.stdout
+    narrow = tamma(dict(cli_env, COLUMNS="60"), "list", "--repository", f"local:{repo}")
+    assert f"tamma:local:{repo}#1" in narrow.stdout.replace("\n", "").replace(" ", "").replace("│", "")
+
+
+def test_a_retried_step_is_a_line_not_a_traceback(cli_env: dict[str, str], repo: Path) -> None:
+    key = "sk-ant-cli-retry-0123456789"
+    limited: list[Request] = []
+
+    def once_429(req: Request) -> Reply | None:
+        if not limited:
+            limited.append(req)
+            return anthropic_api.error(429, "rate_limit_error", "Number of requests exceeded", {"retry-after": "2"})
+        return None
+
+    assert tamma(cli_env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
+    with serve(anthropic_brain(key, before=once_429)) as model:
+        env = dict(cli_env, ANTHROPIC_API_KEY=key, ANTHROPIC_BASE_URL=model.url, TAMMA_WORKFLOW__RETRY_INITIAL_S="2")
+        run = tamma(env, "start", "--issue", "1", cwd=repo)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert "rate limit (429)" in out, out  # the reason, on the step line
+    assert "retrying" in out and "attempt 2/3" in out
+    assert "Merged tamma/issue-1" in out
+
+
+def test_ctrl_c_at_the_approval_prompt_detaches_cleanly(
+    cli_env: dict[str, str], repo: Path, settings: Settings
+) -> None:
+    env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
+    assert tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tamma", "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT)],
+        env=env,
+        cwd=str(repo),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 160),
+    )
+    try:
+        child.expect("Approve this plan\\? \\[y/n\\]: ")
+        child.sendintr()  # Ctrl-C, through the terminal
+        child.expect("Detached from")
+        child.expect(pexpect.EOF, timeout=20)  # and it ends: no prompt left reading stdin
+        child.close()
+        assert child.exitstatus == 130
+        status = tamma(env, "status", "1", cwd=repo)
+        assert "[awaiting_approval]" in status.stdout  # the task waits, durable
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+        tamma(env, "temporal", "stop")
+    assert running_pid(settings.data_dir) is None
+
+
+def test_the_prompt_takes_an_answer_through_a_terminal(cli_env: dict[str, str], repo: Path) -> None:
+    env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
+    assert tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tamma", "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT)],
+        env=env,
+        cwd=str(repo),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 160),
+    )
+    try:
+        child.expect("Approve this plan\\? \\[y/n\\]: ")
+        child.sendline("maybe")
+        child.expect("Please answer y or n")
+        child.sendline("y")
+        child.expect(r"tamma/issue-1 as [0-9a-f]{10}")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
