@@ -33,7 +33,7 @@ from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.providers.recording import compile_recording
 from tamma.providers.scripted import DEMO_TRANSCRIPT
-from tamma.runtime.background import spawn_background_worker, stop_background_worker
+from tamma.runtime.background import running_pid, spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import recorded_ports, stop_embedded_server
 from tamma.runtime.process import exit_now
 from tamma.runtime.wiring import detect_repo, platform_factory, provider_description
@@ -212,6 +212,7 @@ async def run_task(
         _print_server(session)
         console.print(f"Sandbox: {sandbox}")
         options = settings.task_options(yes=yes, transcript=transcript)
+        await _warn_about_drift(session)
         wid, created = await session.tasks.start(IssueTaskInput(repo=ref, issue_number=number, options=options), rerun)
         console.print(f"{'Started' if created else 'Attached to'} [bold]{esc(wid)}[/]")
         _print_ui_link(session, wid)
@@ -219,6 +220,23 @@ async def run_task(
             console.print(f"Follow it with: tamma status {esc(wid)} --follow")
             return 0
         return await _follow_to_end(session, wid)
+
+
+async def _warn_about_drift(session: Session) -> None:
+    drifted = await session.drifted_workers()
+    if not drifted:
+        return
+    background = running_pid(session.settings.data_dir)
+    how = (
+        f"`tamma temporal stop` ends the background worker (pid {background}); the next command starts one "
+        "with these settings"
+        if background
+        else "restart those workers with the new settings"
+    )
+    console.print(
+        f"[yellow]warning:[/] {esc(', '.join(drifted))} run(s) with settings other than this shell's "
+        f"(started before a change, or configured differently) and may run this task: {how}"
+    )
 
 
 async def _follow_to_end(session: Session, wid: str) -> int:
@@ -251,8 +269,8 @@ async def _ensure_worker(session: Session) -> None:
 def _report(state: TaskState) -> int:
     if state.status == TaskStatus.MERGED:
         console.print(
-            f"[green]Merged[/] {state.branch} as {state.merge_sha[:10]}"
-            f" ({state.pull_request.url if state.pull_request else ''})"
+            f"[green]Merged[/] {esc(state.branch)} as {state.merge_sha[:10]}"
+            f" ({esc(state.pull_request.url) if state.pull_request else ''})"
         )
     elif state.status == TaskStatus.PR_OPEN:
         console.print(f"[green]PR open[/]: {esc(state.pull_request.url) if state.pull_request else ''}")

@@ -23,7 +23,7 @@ from tamma.config import Settings
 from tamma.runtime.client import open_client
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
-from tamma.runtime.worker import build_workers
+from tamma.runtime.worker import CONFIG_MARK, build_workers
 
 CLI_IDENTITY = "tamma-cli"
 
@@ -53,6 +53,24 @@ class Session:
             not p.identity.startswith(CLI_IDENTITY) and p.last_access_time.ToDatetime(UTC) > recent
             for p in resp.pollers
         )
+
+    async def drifted_workers(self) -> list[str]:
+        """Identities of workers polling the queue with settings other than this shell's (they
+        started before the settings changed, or were given others)."""
+        mine = f"{CONFIG_MARK}{self.settings.fingerprint()}"
+        recent = datetime.now(UTC) - timedelta(seconds=60)
+        found: list[str] = []
+        for queue_type in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            req = DescribeTaskQueueRequest(
+                namespace=self.settings.temporal.namespace,
+                task_queue=TaskQueue(name=self.settings.temporal.task_queue),
+                task_queue_type=queue_type,
+            )
+            resp = await self.client.workflow_service.describe_task_queue(req)
+            for p in resp.pollers:
+                if p.last_access_time.ToDatetime(UTC) > recent and CONFIG_MARK in p.identity and mine not in p.identity:
+                    found.append(p.identity.split(" ")[0])
+        return sorted(set(found))
 
     async def start_worker(self) -> bool:
         """Run a worker here unless external workers serve the queue; True if one started."""

@@ -6,6 +6,8 @@ cross-field rules are validated here so nothing that validates can crash later.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -256,6 +258,16 @@ class Settings(BaseSettings):
         """Every secret value Tamma holds (each SecretStr setting, found by walking the schema,
         so one declared tomorrow is covered too), for sandboxes and redaction to keep out."""
         return list(dict.fromkeys(secret_values(self)))
+
+    def fingerprint(self) -> str:
+        """A short digest of what a worker's behaviour depends on (secrets by their hash), which
+        workers announce in their identity so a launcher can tell one runs with other settings."""
+        sections = ("data_dir", "temporal", "worker", "agent", "llm", "github", "gitlab", "telemetry")
+        doc = self.model_dump(mode="json", include=set(sections))
+        digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode())
+        for secret in sorted(self.secrets()):
+            digest.update(hashlib.sha256(secret.encode()).digest())
+        return digest.hexdigest()[:12]
 
     def task_options(self, **overrides: Any) -> TaskOptions:
         """A task's options: the workflow section, the approval policy and the budget, with this

@@ -23,6 +23,7 @@ from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
 
 log = logging.getLogger(__name__)
+CONFIG_MARK = "cfg:"  # in a worker's identity: the fingerprint of the settings it runs with
 
 
 def build_workers(
@@ -80,7 +81,10 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     if settings.agent.sandbox.backend == "none":
         log.warning("agent.sandbox.backend = none: agent code runs WITHOUT isolation, with this user's rights")
     client, address, _ = await open_client(settings)
-    workers = build_workers(client, settings.temporal.task_queue, build_activities(settings), settings.worker)
+    identity = f"tamma-worker-{os.getpid()}@{socket.gethostname()} {CONFIG_MARK}{settings.fingerprint()}"
+    workers = build_workers(
+        client, settings.temporal.task_queue, build_activities(settings), settings.worker, identity=identity
+    )
     stop = asyncio.Event()
     install_stop_handlers(stop)
     if ready:

@@ -133,3 +133,34 @@ def test_the_prompt_takes_an_answer_through_a_terminal(cli_env: dict[str, str], 
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+def test_start_warns_when_a_running_worker_has_other_settings(cli_env: dict[str, str], repo: Path) -> None:
+    """A worker started before a setting changed keeps its old settings: `tamma start` says so."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    old = dict(cli_env, TAMMA_AGENT__TEST_COMMAND="python3 -m unittest")
+    worker = subprocess.Popen(
+        [sys.executable, str(root / "worker.py")],
+        env=old,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tamma(cli_env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
+        new = dict(cli_env, TAMMA_AGENT__TEST_COMMAND="python3 -m unittest -v")
+        deadline = time.monotonic() + 30
+        while True:  # until the worker's first poll is visible
+            run = tamma(new, "start", "--issue", "1", "--detach", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
+            if "other than this shell" in run.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert "other than this shell" in run.stdout and f"tamma-worker-{worker.pid}@" in run.stdout, run.stdout
+        same = tamma(old, "start", "--issue", "1", "--detach", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
+        assert same.returncode == 0 and "Attached to" in same.stdout
+        assert "other than this shell" not in same.stdout  # the worker's own settings: no warning
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
