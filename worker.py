@@ -13,6 +13,7 @@ import sys
 from tamma.config import load_settings
 from tamma.errors import TammaError
 from tamma.runtime.process import exit_now
+from tamma.runtime.reload import RESTART, reexec
 from tamma.runtime.worker import serve
 
 
@@ -20,10 +21,12 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
-        asyncio.run(serve(settings, ready=lambda msg: logging.getLogger("tamma.worker").info(msg)))
+        code = asyncio.run(serve(settings, ready=lambda msg: logging.getLogger("tamma.worker").info(msg)))
     except TammaError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    if code == RESTART:
+        reexec()  # new settings: a fresh process, same PID
     return 0
 
 

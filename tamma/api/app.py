@@ -30,6 +30,7 @@ from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
 from tamma.runtime.client import resolve_address
+from tamma.runtime.reload import changed_keys, watch_settings, watched_files
 from tamma.runtime.tasks import TaskService
 from tamma.telemetry import fastapi_telemetry, tracing_interceptors
 
@@ -114,7 +115,12 @@ class Edge:
             access.info(json.dumps(line))
 
 
-def create_app(settings: Settings, client: Client | None = None, config_path: Path | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, client: Client | None = None, config_path: Path | None = None, reload: bool = True
+) -> FastAPI:
+    """The web server. With `reload`, an edit of its config file applies the per-request sections
+    at once (webhook secrets, rate limits, API keys, approval, workflow, budget) and names the
+    sections that need a restart; an invalid edit is refused and the running settings stay."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -142,6 +148,7 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
                     "github_secrets" if platform == "GitHub" else "gitlab_tokens",
                 )
         probing = asyncio.create_task(app.state.probe.loop())
+        reloading = asyncio.create_task(_reload_on_change(app)) if reload else None
         # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall requests now and then.
         gc.collect()
@@ -150,6 +157,8 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
             yield
         finally:
             probing.cancel()
+            if reloading is not None:
+                reloading.cancel()
 
     app = FastAPI(
         title="Tamma",
@@ -170,6 +179,25 @@ def create_app(settings: Settings, client: Client | None = None, config_path: Pa
         Edge, webhook_limiter=app.state.webhook_limiter, api_limiter=app.state.api_limiter, metrics=metrics
     )
     return app
+
+
+async def _reload_on_change(app: FastAPI) -> None:
+    path: Path = app.state.config_path
+
+    async def apply(new: Settings) -> None:
+        old: Settings = app.state.settings
+        keys = changed_keys(old, new)
+        if not keys:
+            return
+        applied, restart = config_routes.apply_settings(app, new)
+        log.warning(
+            "config file changed (%s): applied now: %s; needs a restart: %s",
+            ", ".join(keys),
+            ", ".join(applied) or "-",
+            ", ".join(restart) or "-",
+        )
+
+    await watch_settings(watched_files(path), apply, path)
 
 
 def queued_stdout() -> logging.Handler:

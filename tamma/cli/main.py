@@ -36,6 +36,7 @@ from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.background import running_pid, spawn_background_worker, stop_background_worker
 from tamma.runtime.embedded import recorded_ports, stop_embedded_server
 from tamma.runtime.process import exit_now
+from tamma.runtime.reload import RESTART, reexec
 from tamma.runtime.wiring import detect_repo, platform_factory, provider_description
 from tamma.runtime.worker import serve
 from tamma.workflows import search
@@ -407,7 +408,9 @@ def cancel(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path(".")) -> None:
 @app.command()
 def worker(ctx: typer.Context) -> None:
     """Run a worker (like `python worker.py`) until SIGTERM or Ctrl-C."""
-    run_or_exit(lambda: asyncio.run(serve(_settings(ctx), ready=console.print)))
+    code = run_or_exit(lambda: asyncio.run(serve(_settings(ctx), ready=console.print, config_file=ctx.obj)))
+    if code == RESTART:
+        reexec()  # its config file changed what a worker does: start again with the new settings
 
 
 @app.command()

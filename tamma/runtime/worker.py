@@ -9,6 +9,7 @@ import signal
 import socket
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -19,6 +20,7 @@ from tamma.agent.environment import sweep_builds
 from tamma.agent.sandbox import require_isolation
 from tamma.config import Settings, WorkerSettings
 from tamma.runtime.client import open_client
+from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
 
@@ -73,9 +75,12 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def serve(settings: Settings, ready: Callable[[str], None] | None = None) -> None:
-    """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return.
-    A worker that cannot isolate agent code refuses to start (unless the operator opted out)."""
+async def serve(
+    settings: Settings, ready: Callable[[str], None] | None = None, config_file: Path | None = None, reload: bool = True
+) -> int:
+    """The worker process: connect, poll both queues until SIGTERM/SIGINT, drain, return 0; or,
+    when its config file changes what a worker does, drain and return RESTART (the launcher
+    re-execs). A worker that cannot isolate agent code refuses to start (unless opted out)."""
     sandbox = await asyncio.to_thread(require_isolation, settings.agent.sandbox)
     await sweep_builds(settings.data_dir / "envs")  # environments a killed worker left half-built
     if settings.agent.sandbox.backend == "none":
@@ -87,10 +92,28 @@ async def serve(settings: Settings, ready: Callable[[str], None] | None = None) 
     )
     stop = asyncio.Event()
     install_stop_handlers(stop)
+    restart: list[str] = []
+
+    async def changed(new: Settings) -> None:
+        if new.fingerprint() == settings.fingerprint():
+            log.info("config file changed; nothing a worker uses differs")
+            return
+        restart.extend(changed_keys(settings, new))
+        log.warning("settings changed (%s): draining in-flight steps, then restarting", ", ".join(restart))
+        stop.set()
+
+    watcher = (
+        asyncio.create_task(watch_settings(watched_files(config_file), changed, config_file, stop)) if reload else None
+    )
     if ready:
         ready(
             f"worker polling {settings.temporal.task_queue!r} (+heavy, concurrency "
             f"{settings.worker.concurrency}) on {address}; sandbox: "
             f"{sandbox}"
         )
-    await run_workers(workers, stop)
+    try:
+        await run_workers(workers, stop)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    return RESTART if restart else 0
