@@ -24,6 +24,7 @@ from tamma.agent.sandbox import require_isolation
 from tamma.cli.config_cmd import config_app
 from tamma.cli.errors import run_or_exit
 from tamma.cli.follow import Detached, follow
+from tamma.cli.init_cmd import init
 from tamma.cli.render import plan_panel, review_panel, step_line, tasks_table, usage_table
 from tamma.cli.session import Session, open_session
 from tamma.config import Settings, load_settings
@@ -49,6 +50,7 @@ app.add_typer(issue_app, name="issue")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
+app.command("init")(init)
 console = Console(highlight=False)
 
 RepoOpt = Annotated[Path, typer.Option("--repo", help="the git repository (any path inside it)")]

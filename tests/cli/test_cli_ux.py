@@ -164,3 +164,56 @@ def test_start_warns_when_a_running_worker_has_other_settings(cli_env: dict[str,
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+
+
+def test_init_wizard_through_a_terminal_writes_a_private_valid_file(cli_env: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "conf" / "tamma.toml"
+    env = dict(cli_env, GITHUB_TOKEN="ghp_wizard_token_0123", ANTHROPIC_API_KEY="sk-ant-wizard-0123")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "tamma", "init"], env=env, cwd=str(tmp_path), encoding="utf-8", timeout=30
+    )
+    try:
+        child.expect("Write the config to")
+        child.sendline(str(target))
+        child.expect("Where are your issues")
+        child.sendline("gihtub")  # a typo: asked again
+        child.expect("Please select one of the available options")
+        child.sendline("github")
+        child.expect("github token")
+        child.sendline("")  # the default: env:GITHUB_TOKEN
+        child.expect("API base URL")
+        child.sendline("")
+        child.expect("Which model provider")
+        child.sendline("anthropic")
+        child.expect("Anthropic API key")
+        child.sendline("")
+        child.expect("Approve low-risk plans automatically")
+        child.sendline("n")
+        child.expect("Webhook secret")
+        child.sendline("")  # generate
+        child.expect("Wrote")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+    text = target.read_text()
+    assert (target.stat().st_mode & 0o777) == 0o600
+    assert 'token = "env:GITHUB_TOKEN"' in text and "ghp_wizard_token_0123" not in text  # a reference, not the value
+    assert "auto_approve = false" in text
+    checked = tamma(env, "--config", str(target), "config", "validate")
+    assert checked.returncode == 0 and "valid" in checked.stdout, checked.stdout + checked.stderr
+    shown = tamma(env, "--config", str(target), "config", "show", "--sources")
+    row = next(line for line in shown.stdout.splitlines() if line.startswith("github.token"))
+    assert "********" in row and "ghp_wizard_token_0123" not in shown.stdout
+    assert "tamma.toml:" in next(line for line in shown.stdout.splitlines() if line.startswith("approval.auto_approve"))
+
+
+def test_init_non_interactive_refuses_to_overwrite(cli_env: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "tamma.toml"
+    target.write_text("# mine\n")
+    done = tamma(cli_env, "init", "--non-interactive", "--path", str(target), cwd=tmp_path)
+    assert done.returncode == 1 and target.read_text() == "# mine\n"
+    done = tamma(
+        cli_env, "init", "--non-interactive", "--path", str(target), "--force", "--provider", "none", cwd=tmp_path
+    )
+    assert done.returncode == 0 and "[approval]" in target.read_text()
