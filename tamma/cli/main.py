@@ -25,12 +25,14 @@ from tamma.cli.config_cmd import config_app
 from tamma.cli.errors import run_or_exit
 from tamma.cli.follow import Detached, follow
 from tamma.cli.init_cmd import init
+from tamma.cli.picker import pick_issue
 from tamma.cli.render import plan_panel, review_panel, step_line, tasks_table, usage_table
 from tamma.cli.session import Session, open_session
 from tamma.config import Settings, load_settings
 from tamma.demo import make_demo
 from tamma.errors import ConfigError, InvalidInputError
 from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
+from tamma.platforms.base import GitPlatform
 from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.providers.recording import compile_recording
 from tamma.providers.scripted import DEMO_TRANSCRIPT
@@ -168,7 +170,7 @@ def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> No
 @app.command()
 def start(
     ctx: typer.Context,
-    issue: Annotated[int, typer.Option("--issue", help="issue number")],
+    issue: Annotated[int | None, typer.Option("--issue", help="issue number (omit it to pick one)")] = None,
     repo: RepoOpt = Path("."),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="approve the plan without asking")] = False,
     rerun: Annotated[bool, typer.Option(help="start again even if the issue was already done")] = False,
@@ -181,11 +183,17 @@ def start(
 
 
 async def _start(
-    ctx: typer.Context, number: int, repo: Path, yes: bool, rerun: bool, detach: bool, transcript: Path | None
+    ctx: typer.Context, number: int | None, repo: Path, yes: bool, rerun: bool, detach: bool, transcript: Path | None
 ) -> int:
     settings = _settings(ctx)
     ref = detect_repo(settings, repo)
-    await platform_factory(settings)(ref).get_issue(number)  # fail before creating anything
+    platform = platform_factory(settings)(ref)
+    if number is None:
+        number = await _pick(platform, ref)
+        if number is None:
+            console.print("No issue chosen.")
+            return 1
+    await platform.get_issue(number)  # fail before creating anything
     return await run_task(
         settings,
         ref,
@@ -196,6 +204,19 @@ async def _start(
         transcript=str(transcript.resolve()) if transcript else None,
         config_file=ctx.obj,
     )
+
+
+async def _pick(platform: GitPlatform, ref: RepoRef) -> int | None:
+    """`tamma start` without --issue: a picker over the open issues, when a person is there."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise InvalidInputError(
+            "pass --issue N (there is no terminal to pick an issue in); `tamma issue list` lists them"
+        )
+    issues = await platform.open_issues()
+    if not issues:
+        raise InvalidInputError(f"{ref.key} has no open issue; create one (`tamma issue create TITLE`) or pass --issue")
+    chosen = await pick_issue(issues, ref.key)
+    return chosen.number if chosen else None
 
 
 async def run_task(

@@ -140,17 +140,23 @@ class GitHubPlatform:
             i = self._repo.get_issue(number)
             if i.pull_request is not None:
                 raise NotFoundError(f"#{number} in {self.repo.locator} is a pull request, not an issue")
-            return Issue(
-                number=i.number,
-                title=i.title,
-                body=i.body or "",
-                author=i.user.login if i.user else "",
-                state="closed" if i.state == "closed" else "open",
-                labels=[lbl.name for lbl in i.labels],
-                url=i.html_url,
-            )
+            return _issue(i)
 
         return await self._call(f"issue #{number} of {self.repo.locator}", get)
+
+    async def open_issues(self, limit: int = 200) -> list[Issue]:
+        """Open issues, newest first (pull requests, which GitHub lists as issues, left out)."""
+
+        def listing() -> list[Issue]:
+            found: list[Issue] = []
+            for i in self._repo.get_issues(state="open"):
+                if i.pull_request is None:
+                    found.append(_issue(i))
+                if len(found) >= limit:
+                    break
+            return found
+
+        return await self._call(f"open issues of {self.repo.locator}", listing)
 
     async def comment_issue(self, number: int, body: str) -> None:
         marked = f"{body}\n\n{comment_mark(body)}"
@@ -368,3 +374,15 @@ class GitHubPlatform:
 
 
 __all__ = ["GitHubPlatform", "github", "map_github_error"]
+
+
+def _issue(i: Any) -> Issue:
+    return Issue(
+        number=i.number,
+        title=i.title,
+        body=i.body or "",
+        author=i.user.login if i.user else "",
+        state="closed" if i.state == "closed" else "open",
+        labels=[lbl.name for lbl in i.labels],
+        url=i.html_url,
+    )

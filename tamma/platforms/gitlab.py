@@ -109,19 +109,23 @@ class GitLabPlatform:
     # ---- issues ------------------------------------------------------------------------------
 
     async def get_issue(self, number: int) -> Issue:
-        def get() -> Issue:
-            i = self._project.issues.get(number)
-            return Issue(
-                number=i.iid,
-                title=i.title,
-                body=i.description or "",
-                author=(i.author or {}).get("username", ""),
-                state="closed" if i.state == "closed" else "open",
-                labels=list(i.labels or []),
-                url=i.web_url,
-            )
+        return await self._call(
+            f"issue #{number} of {self.repo.locator}", lambda: _issue(self._project.issues.get(number))
+        )
 
-        return await self._call(f"issue #{number} of {self.repo.locator}", get)
+    async def open_issues(self, limit: int = 200) -> list[Issue]:
+        """Open issues, newest first."""
+
+        def listing() -> list[Issue]:
+            pages = self._project.issues.list(state="opened", order_by="created_at", iterator=True, per_page=100)
+            found: list[Issue] = []
+            for i in pages:
+                found.append(_issue(i))
+                if len(found) >= limit:
+                    break
+            return found
+
+        return await self._call(f"open issues of {self.repo.locator}", listing)
 
     async def comment_issue(self, number: int, body: str) -> None:
         def post() -> None:
@@ -311,3 +315,15 @@ class GitLabPlatform:
             return MergeResult(merged=True, sha=self._mr(done).merge_sha)
 
         return await self._call(f"the merge of !{number}", merge)
+
+
+def _issue(i: Any) -> Issue:
+    return Issue(
+        number=i.iid,
+        title=i.title,
+        body=i.description or "",
+        author=(i.author or {}).get("username", ""),
+        state="closed" if i.state == "closed" else "open",
+        labels=list(i.labels or []),
+        url=i.web_url,
+    )

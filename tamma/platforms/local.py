@@ -147,6 +147,9 @@ class LocalPlatform:
             raise NotFoundError(f"issue #{number} does not exist in {self.path}; list issues with `tamma issue list`")
         return record
 
+    async def open_issues(self, limit: int = 200) -> list[Issue]:
+        return [i for i in reversed(self.list_issues()) if i.state == "open"][:limit]
+
     async def get_issue(self, number: int) -> Issue:
         return Issue.model_validate(_issue_fields(self._issue_record(number)))
 

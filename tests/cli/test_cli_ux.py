@@ -217,3 +217,52 @@ def test_init_non_interactive_refuses_to_overwrite(cli_env: dict[str, str], tmp_
         cli_env, "init", "--non-interactive", "--path", str(target), "--force", "--provider", "none", cwd=tmp_path
     )
     assert done.returncode == 0 and "[approval]" in target.read_text()
+
+
+def test_start_without_an_issue_opens_a_picker(cli_env: dict[str, str], repo: Path) -> None:
+    for title, body in (
+        ("Add a changelog", "Keep a CHANGELOG.md."),
+        ("Fix off-by-one in paginate()", "page 1 returns the second page; see pager.py"),
+        ("Document the [/] markup", "Text with [bold]markup[/bold] shown as is."),
+    ):
+        assert tamma(cli_env, "issue", "create", title, "--body", body, cwd=repo).returncode == 0
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tamma", "start", "--transcript", str(DEMO_TRANSCRIPT)],
+        env=cli_env,
+        cwd=str(repo),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(30, 140),
+    )
+    try:
+        child.expect("search:")
+        child.expect("Document the")  # newest first, preview of the highlighted one
+        child.send("pagn")  # fuzzy: the letters in order
+        child.expect("page 1 returns the second page")  # the preview follows the filter
+        child.send("\r")
+        child.expect(r"tamma:local:.*#2")
+        child.expect(r"tamma/issue-2 as [0-9a-f]{10}")
+        child.expect(pexpect.EOF)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def test_start_without_an_issue_and_without_a_terminal_says_what_to_do(cli_env: dict[str, str], repo: Path) -> None:
+    done = tamma(cli_env, "start", cwd=repo)
+    assert done.returncode != 0 and "pass --issue N" in done.stderr
+
+
+def test_fuzzy_rank_prefers_tight_matches() -> None:
+    from tamma.cli.picker import fuzzy_rank
+    from tamma.models import Issue
+
+    issues = [
+        Issue(number=1, title="paginate bug"),
+        Issue(number=2, title="p a g i n a t e"),
+        Issue(number=3, title="x"),
+    ]
+    assert [i.number for i in fuzzy_rank("pagin", issues)] == [1, 2]
+    assert [i.number for i in fuzzy_rank("#3", issues)] == [3]
+    assert [i.number for i in fuzzy_rank("", issues)] == [3, 2, 1]

@@ -343,3 +343,16 @@ async def test_replies_answer_each_thread_once_per_commit(gh: tuple[FakeGitHub, 
         (30, "Addressed in aaaaaaaaaa."),
     ]
     assert await platform.review_comments(pr) == feedback[:-1]  # Tamma's own replies are not feedback
+
+
+async def test_open_issues_for_the_picker_skip_pull_requests_and_page(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:
+    fake, platform = gh
+    for n in range(2, 150):
+        fake.add_issue(n, f"Issue {n}", "")
+    fake.issues[5]["pull_request"] = {"url": "x"}  # GitHub lists pull requests among issues
+    fake.issues[6]["state"] = "closed"
+    issues = await platform.open_issues()
+    numbers = [i.number for i in issues]
+    assert numbers == sorted(set(range(1, 150)) - {5, 6}, reverse=True)  # newest first, both pages
+    assert len([c for c in fake.calls() if c.startswith("GET /repos/octo/hello/issues")]) >= 2, fake.calls()
+    assert len(await platform.open_issues(limit=3)) == 3

@@ -187,3 +187,13 @@ async def test_replies_answer_each_discussion_once_per_commit(gl: tuple[FakeGitL
     bot = [n for d in fake.mr_discussions[mr.number] for n in d["notes"] if n["author"]["username"] == "tamma-bot"]
     assert [n["body"].splitlines()[0] for n in bot] == ["Addressed in bbbbbbbbbb."] * 2
     assert await platform.review_comments(mr) == feedback  # Tamma's own replies are not feedback
+
+
+async def test_open_issues_for_the_picker(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    fake, platform = gl
+    for n in range(2, 30):
+        fake.add_issue(n, f"Issue {n}", "")
+    fake.issues[7]["state"] = "closed"
+    issues = await platform.open_issues()
+    assert [i.number for i in issues] == sorted(set(range(1, 30)) - {7}, reverse=True)
+    assert issues[-1].title == DEMO_TITLE and issues[-1].author == "reporter"

@@ -208,6 +208,10 @@ class FakeGitHub:
                     "owner": self._user(self.owner),
                 },
             )
+        if p == "/issues" and method == "GET":  # GitHub lists pull requests among issues
+            state = q.get("state", ["open"])[0]
+            found = [i for _, i in sorted(self.issues.items(), reverse=True) if state == "all" or i["state"] == state]
+            return self._page([self._issue(i) for i in found], path, q)
         if m := re.fullmatch(r"/issues/(\d+)", p):
             issue = self.issues.get(int(m[1]))
             return Reply(200, self._issue(issue)) if issue else Reply(404, {"message": "Not Found"})

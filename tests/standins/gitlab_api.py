@@ -102,6 +102,10 @@ class FakeGitLab:
                     "web_url": f"https://gitlab.test/{self.path}",
                 },
             )
+        if p == "/issues" and method == "GET":
+            state = q.get("state", ["all"])[0]
+            found = [i for _, i in sorted(self.issues.items(), reverse=True) if state == "all" or i["state"] == state]
+            return self._page(found, raw_path, q)
         if m := re.fullmatch(r"/issues/(\d+)", p):
             issue = self.issues.get(int(m[1]))
             return Reply(200, issue) if issue else Reply(404, {"message": "404 Not found"})
