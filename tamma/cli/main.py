@@ -86,6 +86,14 @@ def root(
     ctx.obj = config
     _show_config_warnings()
     _log_to_file(debug)
+    if ctx.invoked_subcommand in INTERACTIVE and sys.stdout.isatty():
+        from importlib.metadata import version
+
+        console.print(f"[bold cyan]Tamma[/] {version('tamma')} [dim]· tamma --help · tamma config show --sources[/]")
+
+
+#: commands a person watches: they open with a one-line banner (never in pipes or --json output)
+INTERACTIVE = {"start", "demo", "init", "replay", "worker", "server"}
 
 
 def _log_to_file(debug: bool) -> None:

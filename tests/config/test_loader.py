@@ -186,3 +186,19 @@ def test_a_world_readable_file_with_a_secret_is_warned_about(tmp_path: Path, cap
     reference.write_text(f'[api]\njwt_secret = "file:{tmp_path / "jwt"}"\n')
     load_settings(reference)
     assert caplog.text == ""  # private, or only a reference: nothing to warn about
+
+
+def test_the_published_schema_is_current_and_validates_a_config() -> None:
+    """docs/settings.schema.json (for editors) is what `tamma config schema` prints today, and it
+    accepts a real config while refusing a typo, as the loader does."""
+    import jsonschema
+
+    from tamma.config import Settings
+
+    published = json.loads((Path(__file__).resolve().parents[2] / "docs" / "settings.schema.json").read_text())
+    current = Settings.model_json_schema()
+    current.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Tamma settings"})
+    assert published == current, "regenerate: tamma config schema > docs/settings.schema.json"
+    jsonschema.validate({"approval": {"auto_approve": False}, "agent": {"sandbox": {"backend": "bwrap"}}}, published)
+    with pytest.raises(jsonschema.ValidationError, match="auto_aprove"):
+        jsonschema.validate({"approval": {"auto_aprove": False}}, published)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from tamma.config import load_settings
 from tamma.errors import ConfigError
 from tests.ports import free_port
+from tests.standins.http import Reply, Request, serve
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +86,37 @@ def test_aws_secrets_manager_reference(tmp_path: Path, aws: str) -> None:
     cfg.write_text('[api]\njwt_secret = "aws-sm:tamma/missing"\n')
     with pytest.raises(ConfigError, match=r"api\.jwt_secret: aws-sm:tamma/missing could not be read: ResourceNotFound"):
         load_settings(cfg)
+
+
+def vault_kv2(token: str, secrets: dict[str, dict[str, str]]) -> Callable[[Request], Reply]:
+    """Vault's KV v2 read API as documented (GET /v1/<mount>/data/<path>, X-Vault-Token)."""
+
+    def respond(req: Request) -> Reply:
+        if req.headers.get("x-vault-token") != token:
+            return Reply(403, {"errors": ["permission denied"]})
+        if req.method != "GET" or "/data/" not in req.path:
+            return Reply(404, {"errors": []})
+        mount, _, path = req.path.removeprefix("/v1/").split("?")[0].partition("/data/")
+        data = secrets.get(f"{mount}:{path}")
+        if data is None:
+            return Reply(404, {"errors": []})
+        meta = {"created_time": "2026-11-22T00:00:00Z", "deletion_time": "", "destroyed": False, "version": 3}
+        return Reply(200, {"data": {"data": data, "metadata": meta}, "lease_duration": 0, "renewable": False})
+
+    return respond
+
+
+def test_vault_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = {"secret:tamma/prod": {"jwt": "jwt-from-vault-123"}, "kv:ci/github": {"token": "ghp_from_vault_123"}}
+    with serve(vault_kv2("vault-root-token", store)) as vault:
+        monkeypatch.setenv("VAULT_ADDR", vault.url)
+        monkeypatch.setenv("VAULT_TOKEN", "vault-root-token")
+        cfg = tmp_path / "tamma.toml"
+        cfg.write_text('[api]\njwt_secret = "vault:tamma/prod#jwt"\n[github]\ntoken = "vault:kv:ci/github#token"\n')
+        s = load_settings(cfg)
+        assert s.api.jwt_secret is not None and s.api.jwt_secret.get_secret_value() == "jwt-from-vault-123"
+        assert s.github.token is not None and s.github.token.get_secret_value() == "ghp_from_vault_123"
+        assert [r.headers.get("x-vault-token") for r in vault.requests] == ["vault-root-token"] * 2
+        monkeypatch.setenv("VAULT_TOKEN", "wrong")
+        with pytest.raises(ConfigError, match=r"api\.jwt_secret: vault:tamma/prod#jwt could not be read: Forbidden"):
+            load_settings(cfg)
