@@ -266,3 +266,22 @@ def test_fuzzy_rank_prefers_tight_matches() -> None:
     assert [i.number for i in fuzzy_rank("pagin", issues)] == [1, 2]
     assert [i.number for i in fuzzy_rank("#3", issues)] == [3]
     assert [i.number for i in fuzzy_rank("", issues)] == [3, 2, 1]
+
+
+def test_debug_names_its_log_file_and_the_banner_is_for_terminals_only(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = dict(cli_env, XDG_STATE_HOME=str(tmp_path / "state"), HOME=str(tmp_path))
+    done = tamma(env, "--debug", "config", "path", cwd=tmp_path)
+    line = next(x for x in done.stderr.splitlines() if x.startswith("debug log: "))
+    assert Path(line.removeprefix("debug log: ").strip()).is_file()
+    piped = tamma(env, "init", "--non-interactive", "--path", str(tmp_path / "a.toml"), cwd=tmp_path)
+    assert piped.returncode == 0 and "Tamma 0." not in piped.stdout  # no banner in a pipe
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "tamma", "init", "--non-interactive", "--path", str(tmp_path / "b.toml")],
+        env=env,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=30,
+    )
+    child.expect(r"Tamma\S* \d+\.\d+")  # the banner, on a terminal (styled)
+    child.expect(pexpect.EOF)

@@ -46,6 +46,8 @@ def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:
         assert f"Temporal: embedded dev server at 127.0.0.1:{port}" in demo.stdout
         assert f"Web UI: http://127.0.0.1:{ui}/" in demo.stdout
         assert "Merge !1: Fix off-by-one in paginate()" in demo.stdout
+        flat = " ".join(demo.stdout.split())
+        assert "keeps running" in flat and "tamma temporal stop" in flat  # the demo says how to stop it
         assert (tmp_path / "data" / "temporal" / "tamma.db").exists()
         first_pid = pid_file.read_text()
         for _ in range(50):  # visibility is eventually consistent
