@@ -3,7 +3,7 @@
 # Debian's podman (runc: crun refuses this kind of VM's hybrid cgroups), a containers.conf that
 # asks for no more rlimits than the VM grants, and an image `tamma-sandbox:bookworm` made with
 # debootstrap (minbase + python3 + venv), imported into podman. Idempotent; prints the
-# environment the tests need (CONTAINERS_CONF, TAMMA_TEST_SANDBOX_IMAGE) on stdout.
+# environment the tests need (CONTAINERS_CONF, SANDBOX_TEST_IMAGE) on stdout.
 set -euo pipefail
 WORK=${WORK:-/tmp/tamma-ci-containers}
 IMAGE=localhost/tamma-sandbox:bookworm
@@ -42,4 +42,4 @@ if ! podman image exists "$IMAGE"; then
   tar -C "$R" -c . | podman import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' - "$IMAGE" >/dev/null
 fi
 podman run --rm --network none "$IMAGE" python3 -c 'print("sandbox image runs")' >&2
-echo "export CONTAINERS_CONF=$WORK/containers.conf TAMMA_TEST_SANDBOX_IMAGE=$IMAGE"
+echo "export CONTAINERS_CONF=$WORK/containers.conf SANDBOX_TEST_IMAGE=$IMAGE"

@@ -160,7 +160,7 @@ async def sandbox_cost(runs: int) -> None:
         }
         if probe_bwrap()[0]:
             cases["bwrap"] = lambda: timed(command, ws.root, SandboxPolicy(backend="bwrap"))
-        image = os.environ.get("TAMMA_TEST_SANDBOX_IMAGE", SandboxPolicy().image)
+        image = os.environ.get("SANDBOX_TEST_IMAGE", SandboxPolicy().image)
         if probe_container("auto", image)[0]:
             cases[f"container ({image})"] = lambda: timed(
                 command, ws.root, SandboxPolicy(backend="container", image=image)

@@ -109,16 +109,16 @@ async def eventually(probe: Any, ok: Any, timeout_s: float = 10.0) -> Any:
 
 def sandbox_backends() -> list[Any]:
     """The isolating backends to run a sandbox test on: bwrap always; the container backend with
-    the image in TAMMA_TEST_SANDBOX_IMAGE (.ci/sandbox-image.sh builds one). Where no engine runs
-    the container case is skipped with the reason, except when TAMMA_REQUIRE_CONTAINER=1 (CI):
+    the image in SANDBOX_TEST_IMAGE (.ci/sandbox-image.sh builds one). Where no engine runs
+    the container case is skipped with the reason, except when SANDBOX_TEST_REQUIRE_CONTAINER=1 (CI):
     then it runs and fails, so CI can never lose it silently."""
     import os
 
     from tamma.agent.sandbox import probe_container
 
-    image = os.environ.get("TAMMA_TEST_SANDBOX_IMAGE", "")
-    required = os.environ.get("TAMMA_REQUIRE_CONTAINER") == "1"
-    engine, why = probe_container("auto", image) if image else (None, "TAMMA_TEST_SANDBOX_IMAGE is not set")
+    image = os.environ.get("SANDBOX_TEST_IMAGE", "")
+    required = os.environ.get("SANDBOX_TEST_REQUIRE_CONTAINER") == "1"
+    engine, why = probe_container("auto", image) if image else (None, "SANDBOX_TEST_IMAGE is not set")
     container = pytest.param(
         "container",
         marks=[
@@ -134,7 +134,7 @@ def sandbox_policy(backend: str, **limits: Any) -> Any:
 
     from tamma.agent.sandbox import SandboxPolicy
 
-    image = os.environ.get("TAMMA_TEST_SANDBOX_IMAGE", "python:3.11-slim")
+    image = os.environ.get("SANDBOX_TEST_IMAGE", "python:3.11-slim")
     return SandboxPolicy(backend=backend, image=image, **limits)  # type: ignore[arg-type]
 
 
