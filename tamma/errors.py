@@ -37,10 +37,12 @@ class TammaError(Exception):
         self.retry_after_s = retry_after_s
         if retryable is not None:
             self.retryable = retryable
+        #: model usage billed by the attempt that failed (and earlier ones), for the task's totals
+        self.usage: dict[str, object] | None = None
 
     def details(self) -> list[object]:
         """Extra data for the workflow (kept small: it enters history)."""
-        return []
+        return [{"usage": self.usage}] if self.usage else []
 
 
 class ConfigError(TammaError):
@@ -103,7 +105,7 @@ class BudgetExceeded(TammaError):
         self.spent = spent or {}
 
     def details(self) -> list[object]:
-        return [self.spent]
+        return [self.spent, *super().details()]
 
 
 class SandboxError(TammaError):

@@ -241,6 +241,7 @@ class PullRequest(BaseModel):
 class CIStatus(BaseModel):
     state: Literal["pending", "success", "failure"]
     detail: str = ""
+    sha: str = Field(default="", description="the head commit this state is about")
 
 
 class ReviewComment(BaseModel):
@@ -313,7 +314,7 @@ class WorkflowOptions(Strict):
     auto_merge: bool = True
     ci_poll_s: float = Field(default=30.0, gt=0, description="fallback poll of CI when no webhook arrives")
     ci_timeout_s: float = Field(default=6 * 3600, gt=0)
-    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=10.0, gt=0, description="a dead worker's step moves after this")
     step_timeout_s: float = Field(default=1800.0, gt=0, description="longest implement or test step")
     retry_attempts: int = Field(default=3, ge=1, description="attempts per step, the first included")
     retry_initial_s: float = Field(default=1.0, gt=0)
@@ -465,6 +466,7 @@ class OpenPRInput(BaseModel):
 class PRRef(BaseModel):
     repo: RepoRef
     pr_number: int
+    head_sha: str = Field(default="", description="merge only if the branch is still at this commit")
 
 
 class CommentInput(BaseModel):

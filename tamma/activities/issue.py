@@ -6,7 +6,6 @@ commit, pull request, merge) and returns it rather than making it twice.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from temporalio import activity
 
 from tamma import activity_names as names
 from tamma.activities.errors import temporal_errors
+from tamma.activities.heartbeat import earlier_usage, heartbeating, report_progress
 from tamma.agent import prompts
 from tamma.agent.environment import Environment, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
@@ -25,7 +25,7 @@ from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import Workspace
 from tamma.config import AgentSettings
-from tamma.errors import ProviderError, SandboxError
+from tamma.errors import ProviderError, SandboxError, TammaError
 from tamma.models import (
     AnalyseInput,
     AnalyseOutput,
@@ -52,6 +52,7 @@ from tamma.models import (
     SelfReviewResult,
     TestInput,
     TestReport,
+    Usage,
 )
 from tamma.platforms.base import GitPlatform
 from tamma.providers.base import LLMProvider
@@ -123,35 +124,42 @@ class IssueActivities:
 
     @activity.defn(name=names.FETCH_ISSUE)
     @temporal_errors
+    @heartbeating
     async def fetch_issue(self, ref: IssueRef) -> Issue:
         return await self.platforms(ref.repo).get_issue(ref.number)
 
     @activity.defn(name=names.ANALYSE)
     @temporal_errors
+    @heartbeating
     async def analyse(self, inp: AnalyseInput) -> AnalyseOutput:
         provider = self._provider("analysis", inp.repo, inp.issue.number, inp.transcript, inp.session)
-        analysis = await provider.structured(
-            "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue), Analysis
-        )
-        return AnalyseOutput(analysis=analysis, usage=provider.usage, transcript_path=_path_of(provider))
+        async with _spending(provider) as spent:
+            analysis = await provider.structured(
+                "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue), Analysis
+            )
+        return AnalyseOutput(analysis=analysis, usage=spent(), transcript_path=_path_of(provider))
 
     @activity.defn(name=names.PLAN)
     @temporal_errors
+    @heartbeating
     async def plan(self, inp: PlanInput) -> PlanOutput:
         provider = self._provider("plan", inp.repo, inp.issue.number, inp.transcript, inp.session)
-        plan = await provider.structured(
-            "plan", prompts.PLAN_SYSTEM, prompts.plan_prompt(inp.issue, inp.analysis), Plan
-        )
-        return PlanOutput(plan=plan, usage=provider.usage, transcript_path=_path_of(provider))
+        async with _spending(provider) as spent:
+            plan = await provider.structured(
+                "plan", prompts.PLAN_SYSTEM, prompts.plan_prompt(inp.issue, inp.analysis), Plan
+            )
+        return PlanOutput(plan=plan, usage=spent(), transcript_path=_path_of(provider))
 
     @activity.defn(name=names.CREATE_BRANCH)
     @temporal_errors
+    @heartbeating
     async def create_branch(self, inp: BranchInput) -> str:
         platform = self.platforms(inp.repo)
         return await platform.ensure_branch(inp.branch, await platform.default_branch())
 
     @activity.defn(name=names.OPEN_PR)
     @temporal_errors
+    @heartbeating
     async def open_pr(self, inp: OpenPRInput) -> PullRequest:
         platform = self.platforms(inp.repo)
         steps = "\n".join(f"- {s.title}" for s in inp.plan.steps)
@@ -161,34 +169,40 @@ class IssueActivities:
 
     @activity.defn(name=names.CI_STATUS)
     @temporal_errors
+    @heartbeating
     async def ci_status(self, ref: PRRef) -> CIStatus:
         platform = self.platforms(ref.repo)
         return await platform.ci_status(await platform.get_pull_request(ref.pr_number))
 
     @activity.defn(name=names.REPLY_TO_REVIEWS)
     @temporal_errors
+    @heartbeating
     async def reply_to_reviews(self, inp: ReplyInput) -> int:
         platform = self.platforms(inp.repo)
         return await platform.reply_to_reviews(await platform.get_pull_request(inp.pr_number), inp.comments, inp.commit)
 
     @activity.defn(name=names.REVIEW_COMMENTS)
     @temporal_errors
+    @heartbeating
     async def review_comments(self, ref: PRRef) -> list[ReviewComment]:
         platform = self.platforms(ref.repo)
         return await platform.review_comments(await platform.get_pull_request(ref.pr_number))
 
     @activity.defn(name=names.MERGE)
     @temporal_errors
+    @heartbeating
     async def merge(self, ref: PRRef) -> MergeResult:
-        return await self.platforms(ref.repo).merge_pull_request(ref.pr_number)
+        return await self.platforms(ref.repo).merge_pull_request(ref.pr_number, ref.head_sha)
 
     @activity.defn(name=names.COMMENT)
     @temporal_errors
+    @heartbeating
     async def comment_issue(self, inp: CommentInput) -> None:
         await self.platforms(inp.repo).comment_issue(inp.issue_number, inp.body)
 
     @activity.defn(name=names.PROGRESS)
     @temporal_errors
+    @heartbeating
     async def update_progress(self, inp: CommentInput) -> None:
         await self.platforms(inp.repo).upsert_progress(inp.issue_number, inp.body)
 
@@ -196,9 +210,10 @@ class IssueActivities:
 
     @activity.defn(name=names.IMPLEMENT)
     @temporal_errors
+    @heartbeating
     async def implement(self, inp: ImplementInput) -> ImplementResult:
         platform = self.platforms(inp.repo)
-        async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
+        async with self._workspace(platform, inp.branch) as ws:
             if await ws.head_iteration() == inp.iteration:
                 # An earlier attempt pushed this iteration and died before reporting it.
                 return ImplementResult(
@@ -209,58 +224,61 @@ class IssueActivities:
                 )
             provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
             toolbox = Toolbox(ws, self._test_runner(inp.repo, ws), self.redactor)
-            outcome = await run_agent(
-                provider,
-                toolbox,
-                prompts.CODE_SYSTEM,
-                prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
-                self.config.agent.max_turns,
-                lambda turn, what: activity.heartbeat(f"turn {turn}: {what}"),
-                budget=inp.budget_left,
-                output_retries=self.output_retries,
-            )
-            changed = await ws.changed_files()
-            message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
-            agent = self.config.agent
-            sha = await ws.commit_and_push(message, inp.iteration, agent.bot_name, agent.bot_email)
-            if sha is None:
-                raise ProviderError(
-                    f"the coding agent finished iteration {inp.iteration} without changing any file",
-                    retryable=False,
+            async with _spending(provider) as spent:
+                outcome = await run_agent(
+                    provider,
+                    toolbox,
+                    prompts.CODE_SYSTEM,
+                    prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
+                    self.config.agent.max_turns,
+                    lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}),
+                    budget=inp.budget_left,
+                    output_retries=self.output_retries,
                 )
-            return ImplementResult(
-                commit=sha,
-                changed_files=changed,
-                summary=outcome.summary[:2000],
-                turns=outcome.turns,
-                transcript_path=_path_of(provider),
-                usage=provider.usage.model_copy(update={"agent_turns": outcome.turns}),
-                branch_files=await ws.branch_files(await platform.default_branch()),
-            )
+                changed = await ws.changed_files()
+                message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
+                agent = self.config.agent
+                sha = await ws.commit_and_push(message, inp.iteration, agent.bot_name, agent.bot_email)
+                if sha is None:
+                    raise ProviderError(
+                        f"the coding agent finished iteration {inp.iteration} without changing any file",
+                        retryable=False,
+                    )
+                return ImplementResult(
+                    commit=sha,
+                    changed_files=changed,
+                    summary=outcome.summary[:2000],
+                    turns=outcome.turns,
+                    transcript_path=_path_of(provider),
+                    usage=spent().model_copy(update={"agent_turns": outcome.turns}),
+                    branch_files=await ws.branch_files(await platform.default_branch()),
+                )
 
     @activity.defn(name=names.SELF_REVIEW)
     @temporal_errors
+    @heartbeating
     async def self_review(self, inp: SelfReviewInput) -> SelfReviewResult:
         """A model reads the branch's diff against the default branch and approves it or lists
         what must change. Read-only: nothing is pushed, so a retry repeats nothing."""
         platform = self.platforms(inp.repo)
         base = await platform.default_branch()
-        async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
+        async with self._workspace(platform, inp.branch) as ws:
             diff, truncated = await ws.diff_from(base, self.config.agent.review_diff_bytes)
         diff = self.redactor(diff)
         provider = self._provider("review", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
-        review = await provider.structured(
-            "review", prompts.REVIEW_SYSTEM, prompts.review_prompt(inp.issue, inp.plan, diff, truncated), SelfReview
-        )
+        prompt = prompts.review_prompt(inp.issue, inp.plan, diff, truncated)
+        async with _spending(provider) as spent:
+            review = await provider.structured("review", prompts.REVIEW_SYSTEM, prompt, SelfReview)
         return SelfReviewResult(
-            review=review, diff_bytes=len(diff.encode()), usage=provider.usage, transcript_path=_path_of(provider)
+            review=review, diff_bytes=len(diff.encode()), usage=spent(), transcript_path=_path_of(provider)
         )
 
     @activity.defn(name=names.RUN_TESTS)
     @temporal_errors
+    @heartbeating
     async def run_tests(self, inp: TestInput) -> TestReport:
         platform = self.platforms(inp.repo)
-        async with _heartbeating(), self._workspace(platform, inp.branch) as ws:
+        async with self._workspace(platform, inp.branch) as ws:
             command = resolve_test_command(ws.root, self.config.agent.test_command)
             result = await self._test_runner(inp.repo, ws)()
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
@@ -327,20 +345,20 @@ class IssueActivities:
 
 
 @asynccontextmanager
-async def _heartbeating(every_s: float = 2.0) -> AsyncIterator[None]:
-    """Heartbeat in the background so a long test run still proves this worker is alive;
-    a worker that dies stops heartbeating and Temporal retries the step elsewhere."""
+async def _spending(provider: LLMProvider) -> AsyncIterator[Callable[[], Usage]]:
+    """Model usage of this attempt plus what earlier attempts reported in their heartbeats: in
+    every heartbeat from now on, in the result, and on a failure (so the workflow counts it)."""
+    earlier = earlier_usage()
 
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every_s)
+    def total() -> Usage:
+        return earlier.plus(provider.usage)
 
-    task = asyncio.create_task(beat())
+    report_progress(lambda: {"usage": total().model_dump()})
     try:
-        yield
-    finally:
-        task.cancel()
+        yield total
+    except TammaError as exc:
+        exc.usage = total().model_dump()
+        raise
 
 
 def _path_of(provider: LLMProvider) -> str:

@@ -109,3 +109,21 @@ class Workspace:
             "push", "--quiet", RECEIVE_PACK, self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env
         )
         return await self.head()
+
+
+def sweep_workspaces(work_dir: Path, older_than_s: float) -> int:
+    """Remove workspaces that no step can still be using (a killed worker leaves its clone):
+    those not touched for longer than the longest step may run. Returns how many went."""
+    import time
+
+    if not work_dir.is_dir():
+        return 0
+    gone = 0
+    for ws in work_dir.glob("ws-*"):
+        try:
+            if time.time() - ws.stat().st_mtime > older_than_s:
+                shutil.rmtree(ws, ignore_errors=True)
+                gone += 1
+        except OSError:
+            continue
+    return gone

@@ -41,6 +41,16 @@ _WEBHOOKS = "/webhooks/"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+MAX_HEADER_BYTES = 32 * 1024  # all headers of one request; forges send a few hundred bytes
+
+
+async def _answer(send: Send, status: int, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class Edge:
     """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware): per-IP rate limits
     (one bucket set for webhooks, one for the API, so a busy forge cannot lock people out of the
@@ -58,6 +68,11 @@ class Edge:
         path: str = scope["path"]
         client = (scope.get("client") or ("unknown", 0))[0]
         status = {"code": 500}
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            # No forge or API client sends this much; refuse before any of it is looked at.
+            await _answer(send, 431, {"detail": f"request headers exceed {MAX_HEADER_BYTES} bytes"})
+            self._record(scope, 431, started, client)
+            return
         if not path.startswith(_UNLIMITED):
             wait = (self.webhook_limiter if path.startswith(_WEBHOOKS) else self.api_limiter).check(client)
             if wait:

@@ -13,10 +13,10 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.api.errors import error_response
-from tamma.api.events import Action, github_action, gitlab_action
+from tamma.api.events import GITHUB_EVENTS, GITLAB_EVENTS, Action, github_action, gitlab_action
 from tamma.api.metrics import Metrics
 from tamma.config import Settings, WebhookSettings
 from tamma.errors import TammaError, TemporalUnavailable
@@ -203,7 +203,8 @@ class WebhookHub:
                 action: Action = interpret()
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
                 # Signed, valid JSON, but not shaped like the event it claims to be.
-                return 400, {"outcome": "rejected", "reason": f"{event} payload has an unexpected shape: {exc!r}"[:300]}
+                what = f"{event[:64]} payload has an unexpected shape: {exc!r}"
+                return 400, {"outcome": "rejected", "reason": what[:300]}
             return await self.apply(action, f"{platform}:{delivery}" if delivery else "")
 
         if delivery:
@@ -213,7 +214,7 @@ class WebhookHub:
         else:
             reply = await work()
         outcome = "duplicate" if reply[1].get("duplicate") else reply[1]["outcome"]
-        self.metrics.deliveries.labels(platform, event, outcome).inc()
+        self.metrics.deliveries.labels(platform, event_label(platform, event), outcome).inc()
         return reply
 
     async def apply(self, action: Action, delivery: str) -> Reply:
@@ -225,20 +226,21 @@ class WebhookHub:
         try:
             if action.kind == "start":
                 inp = IssueTaskInput(repo=action.repo, issue_number=action.issue, options=self.settings.task_options())
-                await self.tasks.ensure_started(inp, rerun=action.rerun)
-                self.metrics.workflows.labels("started").inc()
-                return 200, {"outcome": "started", "task": wid, "reason": action.reason}
+                started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
+                outcome = "started" if started else "attached"  # "started" only when a run began
+                self.metrics.workflows.labels(outcome).inc()
+                return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
             handle = self.client.get_workflow_handle(wid)
-            rpc = timedelta(seconds=5)
+            rpc = timedelta(seconds=RPC_S)
             if action.kind == "cancel":
-                await handle.cancel(rpc_timeout=rpc)
+                await _within(handle.cancel(rpc_timeout=rpc))
                 return 200, {"outcome": "cancelled", "task": wid, "reason": action.reason}
             arg: Any = (
                 ApprovalRequest(by=action.by, reason=action.text, delivery=delivery)
                 if action.signal in ("approve_signal", "reject_signal")
                 else EventNote(kind=action.text, delivery=delivery, detail=action.reason)
             )
-            await handle.signal(action.signal or "", arg, rpc_timeout=rpc)
+            await _within(handle.signal(action.signal or "", arg, rpc_timeout=rpc))
             self.metrics.workflows.labels("signalled").inc()
             return 200, {"outcome": "signalled", "task": wid, "signal": action.signal, "reason": action.reason}
         except RPCError as exc:
@@ -247,6 +249,26 @@ class WebhookHub:
             raise TemporalUnavailable(f"Temporal refused the {action.kind}: {exc.message}") from None
         except RuntimeError as exc:  # the lazy client could not connect
             raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
+
+
+#: GitHub gives up on a delivery after 10 s: with Temporal down, answer 503 well before that (the
+#: SDK retries an RPC on its own inside its timeout, so the whole call is bounded here too).
+DEADLINE_S = 2.0
+RPC_S = 1.5
+T = TypeVar("T")
+
+
+async def _within(call: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(call, timeout=DEADLINE_S)
+    except TimeoutError:
+        raise TemporalUnavailable(f"Temporal did not answer within {DEADLINE_S:g}s") from None
+
+
+def event_label(platform: str, event: str) -> str:
+    """A metric label for the event a sender named: known names, else "other"."""
+    known = GITHUB_EVENTS if platform == "github" else GITLAB_EVENTS
+    return event if event in known else "other"
 
 
 PATHS = {"/webhooks/github": "github", "/webhooks/gitlab": "gitlab"}
@@ -267,17 +289,18 @@ async def deliver(request: Request, platform: str) -> JSONResponse:
     except WebhookError as exc:
         # Refused before the sender proved who it is (size, signature, webhooks off): its event
         # header must not become a metric label, or forged requests could grow the registry.
-        label = "unauthenticated" if exc.status in _BEFORE_AUTH else event[:64]
+        label = "unauthenticated" if exc.status in _BEFORE_AUTH else event_label(platform, event)
         hub.metrics.deliveries.labels(platform, label, f"http_{exc.status}").inc()
         note.update(outcome="refused", reason=exc.detail)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
     except TammaError as exc:  # Temporal unreachable: 503, so the forge redelivers
-        hub.metrics.deliveries.labels(platform, event, "http_503").inc()
+        hub.metrics.deliveries.labels(platform, event_label(platform, event), "http_503").inc()
         note.update(outcome="failed", reason=exc.message)
         return error_response(exc)
     note.update(outcome="duplicate" if reply[1].get("duplicate") else reply[1]["outcome"])
     if "reason" in reply[1]:
-        note["reason"] = reply[1]["reason"]
+        # Reasons can quote what the sender sent: capped for the reply and the log line alike.
+        reply[1]["reason"] = note["reason"] = str(reply[1]["reason"])[:300]
     return JSONResponse(reply[1], status_code=reply[0])
 
 

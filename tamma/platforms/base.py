@@ -62,6 +62,7 @@ class GitPlatform(Protocol):
         earlier attempt already answered for that commit. Returns how many replies it posted."""
         ...
 
-    async def merge_pull_request(self, number: int) -> MergeResult:
-        """Merge, or report the merge an earlier attempt already made."""
+    async def merge_pull_request(self, number: int, sha: str = "") -> MergeResult:
+        """Merge, or report the merge an earlier attempt already made. With `sha`, only if the
+        branch is still at that commit (the one CI passed on); else MergeBlockedError."""
         ...

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import github
 import requests
 from github import Auth, Github, GithubException
+from github.GithubObject import NotSet
 
 from tamma.config import GitHubSettings
 from tamma.errors import (
@@ -280,7 +281,7 @@ class GitHubPlatform:
                     states.append((run.name, "success" if ok else "failure"))
             for st in commit.get_combined_status().statuses:
                 states.append((st.context, {"success": "success", "pending": "pending"}.get(st.state, "failure")))
-            return roll_up(states)
+            return roll_up(states).model_copy(update={"sha": head})
 
         return await self._call(f"CI of #{pr.number}", status)
 
@@ -358,14 +359,22 @@ class GitHubPlatform:
             log.warning("cannot tell resolved review threads of #%s apart (GraphQL: %s); reading them all", number, exc)
             return set()
 
-    async def merge_pull_request(self, number: int) -> MergeResult:
+    async def merge_pull_request(self, number: int, sha: str = "") -> MergeResult:
         def merge() -> MergeResult:
             pull = self._repo.get_pull(number)
             if pull.merged:
                 return MergeResult(merged=True, sha=pull.merge_commit_sha or "", already_merged=True)
             if pull.mergeable is False:
                 raise MergeBlockedError(f"#{number} has conflicts with {pull.base.ref}; resolve them and retry")
-            status = pull.merge(merge_method=self.settings.merge_method)
+            if sha and pull.head.sha != sha:
+                raise _moved(number, sha, pull.head.sha)
+            try:
+                # GitHub refuses (409) if the head moved between our look and the merge.
+                status = pull.merge(merge_method=self.settings.merge_method, sha=sha or NotSet)
+            except GithubException as exc:
+                if exc.status == 409:
+                    raise _moved(number, sha, "a newer commit") from None
+                raise
             if not status.merged:
                 raise MergeBlockedError(f"GitHub did not merge #{number}: {status.message}")
             return MergeResult(merged=True, sha=status.sha)
@@ -374,6 +383,13 @@ class GitHubPlatform:
 
 
 __all__ = ["GitHubPlatform", "github", "map_github_error"]
+
+
+def _moved(number: int, tested: str, now: str) -> MergeBlockedError:
+    return MergeBlockedError(
+        f"#{number} moved after CI passed on {tested[:10]} (head is now {now[:10]}): an untested commit is "
+        "not merged; retry the task to test and merge the new head"
+    )
 
 
 def _issue(i: Any) -> Issue:

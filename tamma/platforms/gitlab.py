@@ -250,7 +250,7 @@ class GitLabPlatform:
         def status() -> CIStatus:
             head = self._project.mergerequests.get(pr.number).sha
             statuses = self._project.commits.get(head, lazy=True).statuses.list(iterator=True)
-            return roll_up([(s.name, _CI.get(s.status, "pending")) for s in statuses])
+            return roll_up([(s.name, _CI.get(s.status, "pending")) for s in statuses]).model_copy(update={"sha": head})
 
         return await self._call(f"CI of !{pr.number}", status)
 
@@ -300,7 +300,7 @@ class GitLabPlatform:
 
         return await self._call(f"replies on !{pr.number}", reply)
 
-    async def merge_pull_request(self, number: int) -> MergeResult:
+    async def merge_pull_request(self, number: int, sha: str = "") -> MergeResult:
         def merge() -> MergeResult:
             mr = self._project.mergerequests.get(number)
             if mr.state == "merged":
@@ -308,7 +308,14 @@ class GitLabPlatform:
             approvals = mr.approvals.get()
             if getattr(approvals, "approvals_left", 0):
                 raise MergeBlockedError(f"!{number} needs {approvals.approvals_left} more approval(s)")
-            mr.merge(squash=self.settings.squash, should_remove_source_branch=True)
+            if sha and mr.sha != sha:
+                raise MergeBlockedError(
+                    f"!{number} moved after CI passed on {sha[:10]} (head is now {str(mr.sha)[:10]}): an untested "
+                    "commit is not merged; retry the task to test and merge the new head"
+                )
+            # GitLab refuses (409) if the source branch moved since `sha`.
+            extra: dict[str, Any] = {"sha": sha} if sha else {}
+            mr.merge(squash=self.settings.squash, should_remove_source_branch=True, **extra)
             done = self._project.mergerequests.get(number)
             if done.state != "merged":
                 raise MergeBlockedError(f"GitLab did not merge !{number} (state {done.state})")

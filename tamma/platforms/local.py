@@ -77,6 +77,8 @@ class LocalStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
+        """An exclusive lock on this repository's records, across processes. Never hold it across
+        an await (see create_pull_request)."""
         with open(self.root / ".lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -190,18 +192,23 @@ class LocalPlatform:
     # ---- pull requests -----------------------------------------------------------------------
 
     async def find_pull_request(self, branch: str) -> PullRequest | None:
+        return self._open_pull_request(branch)
+
+    def _open_pull_request(self, branch: str) -> PullRequest | None:
         for record in reversed(self.store.all("pulls")):
             if record["branch"] == branch and record["state"] != "closed":
                 return PullRequest.model_validate(_pr_fields(record))
         return None
 
     async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+        # Everything that awaits happens before the lock: a file lock held across an await would
+        # block this event loop for good when another coroutine here asks for the same lock.
+        head = await git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
         with self.store.locked():
-            existing = await self.find_pull_request(branch)
+            existing = self._open_pull_request(branch)
             if existing is not None:
                 return existing
             number = self.store.next_number("pulls")
-            head = await git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
             pr = PullRequest(
                 number=number,
                 branch=branch,
@@ -242,8 +249,8 @@ class LocalPlatform:
         head = await git("rev-parse", f"refs/heads/{pr.branch}", cwd=self.path)
         status = self.store.read("statuses", head)
         if status is None:
-            return CIStatus(state="pending", detail=f"no test run recorded for {head[:10]}")
-        return CIStatus(state=status["state"], detail=status["detail"])
+            return CIStatus(state="pending", detail=f"no test run recorded for {head[:10]}", sha=head)
+        return CIStatus(state=status["state"], detail=status["detail"], sha=head)
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         return [ReviewComment.model_validate(c) for c in self._pr_record(pr.number)["reviews"]]
@@ -259,12 +266,17 @@ class LocalPlatform:
             self.store.write("pulls", pr.number, record)
         return len(fresh)
 
-    async def merge_pull_request(self, number: int) -> MergeResult:
+    async def merge_pull_request(self, number: int, sha: str = "") -> MergeResult:
         record = self._pr_record(number)
         if record["state"] == "merged":
             return MergeResult(merged=True, sha=record["merge_sha"], already_merged=True)
         pr = PullRequest.model_validate(_pr_fields(record))
         head = await git("rev-parse", f"refs/heads/{pr.branch}", cwd=self.path)
+        if sha and head != sha:
+            raise MergeBlockedError(
+                f"!{number} moved after CI passed on {sha[:10]} (head is now {head[:10]}): an untested commit is "
+                "not merged; retry the task to test and merge the new head"
+            )
         if await git_ok("merge-base", "--is-ancestor", head, f"refs/heads/{pr.base}", cwd=self.path):
             # An earlier attempt pushed the merge but died before recording it.
             sha = await git("rev-parse", f"refs/heads/{pr.base}", cwd=self.path)

@@ -6,7 +6,6 @@ Tamma's search attributes, described by the workflow's `state` query or result.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -66,28 +65,31 @@ class TaskService:
         )
         return wid, True
 
-    async def ensure_started(self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0) -> str:
-        """One RPC, for webhooks: start the issue's workflow or land on the running one.
+    async def ensure_started(self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0) -> bool:
+        """One RPC, for webhooks: start the issue's workflow unless one exists; True only when a
+        run was started (False: a run was already there, running or, without `rerun`, finished).
 
         Without `rerun` a finished workflow is not started again (a redelivered or repeated
         trigger must not redo merged work); with it (`/tamma retry`) a finished one is.
         """
         wid = search.workflow_id(inp.repo.key, inp.issue_number)
-        # A workflow that finished before (and may not be redone) is not an error here.
-        with contextlib.suppress(WorkflowAlreadyStartedError):
+        try:
             await self.client.start_workflow(
                 IssueWorkflow.run,
                 inp,
                 id=wid,
                 task_queue=self.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                # FAIL, not USE_EXISTING: the error is how we learn that this call started nothing.
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
                 if rerun
                 else WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=_attributes(inp),
                 rpc_timeout=timedelta(seconds=rpc_timeout_s),
             )
-        return wid
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
 
     async def _describe(self, wid: str) -> tuple[WorkflowExecutionStatus | None, str | None] | None:
         try:

@@ -18,6 +18,7 @@ from tamma.activities import IssueActivities
 from tamma.activity_names import heavy_queue
 from tamma.agent.environment import sweep_builds
 from tamma.agent.sandbox import require_isolation
+from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
 from tamma.runtime.client import open_client
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
@@ -83,6 +84,10 @@ async def serve(
     re-execs). A worker that cannot isolate agent code refuses to start (unless opted out)."""
     sandbox = await asyncio.to_thread(require_isolation, settings.agent.sandbox)
     await sweep_builds(settings.data_dir / "envs")  # environments a killed worker left half-built
+    stale = max(3600.0, 2 * settings.workflow.step_timeout_s)  # no live step can be older
+    swept = await asyncio.to_thread(sweep_workspaces, settings.data_dir / "work", stale)
+    if swept:
+        log.info("removed %d workspace(s) left by workers that died", swept)
     if settings.agent.sandbox.backend == "none":
         log.warning("agent.sandbox.backend = none: agent code runs WITHOUT isolation, with this user's rights")
     client, address, _ = await open_client(settings)

@@ -92,6 +92,7 @@ class IssueWorkflow:
         self._deliveries: list[str] = []
         self._branch_files: list[str] = []  # what the branch really changes, from the last implement
         self._cleared: set[str] = set()  # blocked files a person has approved
+        self._ci_sha = ""  # the head commit the last green CI was about
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -230,8 +231,14 @@ class IssueWorkflow:
             return
         if workflow.patched("blocked-paths-on-diff") and not await self._diff_gate(issue, "before merge"):
             return
+        # Versioned: pinning the merge to the commit CI passed on is newer than some histories.
+        pinned = self._ci_sha if workflow.patched("merge-pins-ci-sha") else ""
         merged = await self._step(
-            StepName.MERGE, names.MERGE, PRRef(repo=repo, pr_number=pr.number), MergeResult, detail=lambda m: m.sha[:10]
+            StepName.MERGE,
+            names.MERGE,
+            PRRef(repo=repo, pr_number=pr.number, head_sha=pinned),
+            MergeResult,
+            detail=lambda m: m.sha[:10],
         )
         self.state.merge_sha = merged.sha
         self.state.pull_request = pr.model_copy(update={"state": "merged", "merge_sha": merged.sha})
@@ -438,6 +445,7 @@ class IssueWorkflow:
             status = await self._activity(names.CI_STATUS, PRRef(repo=self.inp.repo, pr_number=pr.number), CIStatus)
             if status.state == "success":
                 self._end(record, "done", status.detail)
+                self._ci_sha = status.sha
                 return
             if status.state == "failure":
                 self._end(record, "failed", status.detail)
@@ -499,7 +507,12 @@ class IssueWorkflow:
                 "start_to_close_timeout": timedelta(seconds=o.step_timeout_s),
             }
         else:
-            extra = {"start_to_close_timeout": timedelta(seconds=min(o.step_timeout_s, 300))}
+            # Every activity heartbeats (tamma.activities.heartbeat): a dead worker's step is retried
+            # after the heartbeat timeout (seconds), not after its start-to-close timeout (minutes).
+            extra = {
+                "start_to_close_timeout": timedelta(seconds=min(o.step_timeout_s, 300)),
+                "heartbeat_timeout": timedelta(seconds=o.heartbeat_timeout_s),
+            }
         try:
             return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
         except ActivityError as exc:
@@ -512,9 +525,17 @@ class IssueWorkflow:
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
             if record is not None:
                 self._end(record, "failed", reason)
+            billed = _billed(cause)
+            if billed is not None:
+                # What the failed attempts of a model step were billed for counts toward the
+                # task's totals and budgets too.
+                self.state.usage = self.state.usage.plus(billed)
+                if record is not None:
+                    step = record.name.value
+                    self.state.usage_by_step[step] = self.state.usage_by_step.get(step, Usage()).plus(billed)
             if isinstance(cause, ApplicationError) and cause.type == "BudgetExceeded":
                 spent = cause.details[0] if cause.details else {}
-                if isinstance(spent, dict):
+                if billed is None and isinstance(spent, dict):  # recorded before failures carried usage
                     self.state.usage = self.state.usage.plus(Usage.model_validate(spent))
                 raise BudgetStop(f"{name}: {reason}") from None
             raise StepFailed(f"{name} failed: {reason}") from None
@@ -620,3 +641,13 @@ class IssueWorkflow:
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BUDGET_EXCEEDED):
             self.state.error = message
         self._set_status(status)
+
+
+def _billed(cause: BaseException | None) -> Usage | None:
+    """The model usage a failed activity reported in its failure details, if any."""
+    if not isinstance(cause, ApplicationError):
+        return None
+    for detail in cause.details:
+        if isinstance(detail, dict) and isinstance(detail.get("usage"), dict):
+            return Usage.model_validate(detail["usage"])
+    return None

@@ -7,6 +7,7 @@ import json
 import logging
 import urllib.parse
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -285,3 +286,57 @@ async def test_forged_requests_cannot_mint_metric_labels(http: httpx.AsyncClient
     assert not any(event in metrics for event in junk) and "PROPFIND" not in metrics
     assert 'method="other"' in metrics
     assert 'tamma_webhook_deliveries_total{event="unauthenticated",outcome="http_401",platform="github"}' in metrics
+
+
+async def test_huge_headers_are_refused_at_the_edge(http: httpx.AsyncClient) -> None:
+    """A 1 MB header (the issue measured 64 MB ones taking the server from 94 to 812 MB)."""
+    resp = await http.post(
+        "/webhooks/github", content=b"{}", headers={"x-github-event": "issues", "x-padding": "a" * 1_000_000}
+    )
+    assert resp.status_code == 431 and "exceed" in resp.json()["detail"]
+    assert (await http.get("/live")).status_code == 200  # and the server carries on
+
+
+async def test_a_signed_sender_cannot_mint_metric_labels_or_long_replies(
+    http: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    body = b'{"zen": "x"}'
+    for n in range(30):
+        event = f"made_up_event_{n}_" + "x" * 2000
+        resp = await http.post("/webhooks/github", content=body, headers=github_headers(body, event, f"d-{n}"))
+        assert resp.status_code in (202, 400) and len(resp.text) < 1000
+    metrics = (await http.get("/metrics")).text
+    assert "made_up_event" not in metrics and 'event="other"' in metrics
+
+
+async def test_a_second_start_is_attached_not_started(http: httpx.AsyncClient, client: Client) -> None:
+    """Two deliveries (different delivery ids) that both ask to start the same issue: the first
+    starts a run, the second lands on it and says so ("attached"); one start is counted."""
+    payload = with_repo(load("github/issues/assigned.json"), f"octo-{uuid.uuid4().hex[:8]}/twice")
+    first = await post_github(http, payload, "issues")
+    second = await post_github(http, payload, "issues")
+    assert first.json()["outcome"] == "started", first.text
+    assert second.json()["outcome"] == "attached", second.text
+    metrics = (await http.get("/metrics")).text
+    assert 'tamma_workflows_total{operation="attached"} 1.0' in metrics
+    await client.get_workflow_handle(first.json()["task"]).terminate("test over")
+
+
+async def test_temporal_down_answers_503_within_seconds(api_settings: Settings, tmp_path: Path) -> None:
+    """GitHub gives up on a delivery after 10 s; with Temporal unreachable the answer is a 503
+    (so it redelivers) in about the 2 s deadline."""
+    import time
+
+    from tests.ports import free_port
+
+    down = api_settings.model_copy(
+        update={"temporal": api_settings.temporal.model_copy(update={"address": f"127.0.0.1:{free_port()}"})}
+    )
+    payload = with_repo(load("github/issues/assigned.json"), "octo/down")
+    with running_api(down, tmp_path / "tamma.toml") as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            started = time.monotonic()
+            resp = await post_github(http, payload, "issues")
+            took = time.monotonic() - started
+    assert resp.status_code == 503, resp.text
+    assert took < 5, took  # well inside GitHub's 10 s (the deadline is 2 s; slack for a loaded CI)

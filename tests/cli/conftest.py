@@ -44,5 +44,3 @@ def tamma(
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_sample_repo(tmp_path / "repo")
-
-

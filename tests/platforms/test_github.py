@@ -356,3 +356,23 @@ async def test_open_issues_for_the_picker_skip_pull_requests_and_page(gh: tuple[
     assert numbers == sorted(set(range(1, 150)) - {5, 6}, reverse=True)  # newest first, both pages
     assert len([c for c in fake.calls() if c.startswith("GET /repos/octo/hello/issues")]) >= 2, fake.calls()
     assert len(await platform.open_issues(limit=3)) == 3
+
+
+async def test_merge_is_pinned_to_the_commit_ci_passed_on(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    """F5: a push after green CI is not merged untested; the merge names the tested head."""
+    fake, platform = gh
+    await platform.ensure_branch("tamma/issue-1", "main")
+    fake.remote.push_file("tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    pr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "")
+    tested = (await platform.ci_status(pr)).sha
+    assert tested == fake.remote.sha("tamma/issue-1")
+    fake.remote.push_file("tamma/issue-1", "late.txt", "untested\n", tmp_path)  # after CI went green
+    with pytest.raises(MergeBlockedError, match="moved after CI passed") as info:
+        await platform.merge_pull_request(pr.number, sha=tested)
+    assert not info.value.retryable and not fake.pulls[pr.number]["merged"]
+    merged = await platform.merge_pull_request(pr.number, sha=fake.remote.sha("tamma/issue-1") or "")
+    assert merged.merged
+    [put] = [body for method, path, body in fake.log if method == "PUT"]
+    assert put["sha"] == fake.pulls[pr.number]["head_sha"]  # the SHA GitHub checks the head against

@@ -197,3 +197,21 @@ async def test_open_issues_for_the_picker(gl: tuple[FakeGitLab, GitLabPlatform])
     issues = await platform.open_issues()
     assert [i.number for i in issues] == sorted(set(range(1, 30)) - {7}, reverse=True)
     assert issues[-1].title == DEMO_TITLE and issues[-1].author == "reporter"
+
+
+async def test_merge_is_pinned_to_the_commit_ci_passed_on(
+    gl: tuple[FakeGitLab, GitLabPlatform], tmp_path: Path
+) -> None:
+    fake, platform = gl
+    await platform.ensure_branch("tamma/issue-1", "main")
+    fake.remote.push_file("tamma/issue-1", "fix.txt", "fixed\n", tmp_path)
+    mr = await platform.create_pull_request("tamma/issue-1", "main", "Fix", "")
+    tested = (await platform.ci_status(mr)).sha
+    fake.remote.push_file("tamma/issue-1", "late.txt", "untested\n", tmp_path)
+    with pytest.raises(MergeBlockedError, match="moved after CI passed"):
+        await platform.merge_pull_request(mr.number, sha=tested)
+    merged = await platform.merge_pull_request(mr.number, sha=fake.remote.sha("tamma/issue-1") or "")
+    assert merged.merged
+    [(path, body)] = [(p, b) for m, p, b in fake.log if m == "PUT" and p.split("?")[0].endswith("/merge")]
+    head = fake.remote.sha("tamma/issue-1") or ""
+    assert f"sha={head}" in path or (body or {}).get("sha") == head  # the SHA GitLab checks the head against

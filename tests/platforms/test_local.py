@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tamma.agent.workspace import Workspace
 from tamma.demo import make_sample_repo
 from tamma.errors import InvalidInputError, MergeBlockedError, NotFoundError
 from tamma.models import TestReport
@@ -122,3 +123,53 @@ async def test_review_comments_and_replies_kept_apart(platform: LocalPlatform) -
     assert await platform.reply_to_reviews(pr, feedback, "c" * 40) == 0  # once per commit
     assert await platform.reply_to_reviews(pr, feedback, "d" * 40) == 1  # a later commit answers again
     assert await platform.review_comments(pr) == feedback  # replies are not feedback
+
+
+def test_no_file_lock_is_held_across_an_await(tmp_path: Path) -> None:
+    """A coroutine opening a PR while another coroutine on the same loop writes an issue record:
+    with the store's file lock held across an await, the second one's (blocking) lock froze the
+    event loop for good. Run in a child process so the old behaviour fails by timeout, not hang."""
+    import subprocess
+    import sys
+    import textwrap
+
+    repo = make_sample_repo(tmp_path / "repo")
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from tamma.platforms.local import LocalPlatform, local_repo_ref
+
+        async def main():
+            p = LocalPlatform(local_repo_ref({str(repo)!r}), Path({str(tmp_path / "data")!r}))
+            await p.ensure_branch("feature", "main")
+
+            async def meanwhile():
+                await asyncio.sleep(0)
+                p.create_issue("written while a PR is being opened")
+
+            await asyncio.gather(p.create_pull_request("feature", "main", "t", "b"), meanwhile())
+            print("done", len(p.list_pull_requests()), len(p.list_issues()))
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["done", "1", "1"]
+
+
+async def test_merge_is_pinned_to_the_commit_ci_passed_on(tmp_path: Path) -> None:
+    repo = make_sample_repo(tmp_path / "repo")
+    platform = LocalPlatform(local_repo_ref(repo), tmp_path / "data")
+    await platform.ensure_branch("feature", "main")
+    ws = await Workspace.clone(str(repo), "feature", tmp_path / "work")
+    (ws.root / "a.py").write_text("a = 1\n")
+    tested = await ws.commit_and_push("tested", 1, "T", "t@x")
+    pr = await platform.create_pull_request("feature", "main", "t", "b")
+    assert (await platform.ci_status(pr)).sha == tested
+    (ws.root / "b.py").write_text("b = 1\n")
+    await ws.commit_and_push("pushed after CI", 2, "T", "t@x")
+    with pytest.raises(MergeBlockedError, match="moved after CI passed"):
+        await platform.merge_pull_request(pr.number, sha=tested)
+    assert not (repo / "a.py").exists()  # nothing untested reached main

@@ -299,6 +299,9 @@ class FakeGitHub:
             pull = self.pulls[int(m[1])]
             if pull["merged"]:
                 return Reply(405, {"message": "Pull Request is not mergeable"})
+            wanted = (body or {}).get("sha")
+            if wanted and wanted != self.remote.sha(pull["head"]):  # as GitHub documents it
+                return Reply(409, {"message": "Head branch was modified. Review and try the merge again."})
             sha = self.remote.merge(
                 pull["head"],
                 pull["base"],

@@ -188,6 +188,9 @@ class FakeGitLab:
             if mr["state"] != "opened":
                 return Reply(405, {"message": "405 Method Not Allowed"})
             squash = str(body.get("squash", q.get("squash", [""])[0])).lower() == "true"
+            wanted = body.get("sha") or q.get("sha", [""])[0]
+            if wanted and wanted != self.remote.sha(mr["source_branch"]):  # as GitLab documents it
+                return Reply(409, {"message": "SHA does not match HEAD of source branch"})
             sha = self.remote.merge(mr["source_branch"], mr["target_branch"], mr["title"], squash=squash)
             if sha is None:
                 return Reply(406, {"message": "Branch cannot be merged"})

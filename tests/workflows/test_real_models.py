@@ -178,3 +178,28 @@ async def test_bad_key_fails_fast_naming_the_setting(
     assert state.status == TaskStatus.FAILED and "ANTHROPIC_API_KEY" in state.error
     assert "sk-ant-revoked" not in state.model_dump_json()
     assert len(standin.requests) == 1  # non-retryable: no second attempt
+
+
+async def test_usage_of_a_failed_attempt_still_counts(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    """The coding step's first attempt is billed for two turns, then the model server fails; the
+    retry runs the whole session (four turns). The task's totals are what the server billed: 8
+    answers, not the 6 of the attempts that succeeded."""
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    seen: list[Request] = []
+
+    def fail_the_fifth(req: Request) -> Reply | None:
+        seen.append(req)
+        if len(seen) == 5:  # analysis, plan, two coding turns, then this
+            return anthropic_api.error(500, "api_error", "Internal server error")
+        return None
+
+    with serve(anthropic_brain(KEY, before=fail_the_fifth)) as standin:
+        s = with_llm(settings, anthropic_api_key=KEY, anthropic_base_url=standin.url)
+        state = await run_issue(client, task_queue, s, platform, issue.number)
+    assert state.status == TaskStatus.MERGED, state.error
+    billed = len(standin.requests) - 1  # every answer but the 500
+    assert billed == 8
+    assert state.usage.calls == billed and state.usage.input_tokens == 100 * billed
+    assert state.usage_by_step["implement"].calls == 6

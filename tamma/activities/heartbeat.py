@@ -1,0 +1,72 @@
+"""Every activity heartbeats while it runs, so a worker that dies is noticed within the
+heartbeat timeout (seconds) and the step retried elsewhere, instead of waiting out a
+start-to-close timeout of minutes.
+
+The heartbeat carries the step's progress when it reports one (`report_progress`): the model
+usage of this attempt and of earlier ones. Temporal hands the last heartbeat's details to the
+next attempt (`activity.info().heartbeat_details`), which is how usage billed by an attempt that
+died or failed still reaches the task's totals and budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, ParamSpec, TypeVar
+
+from temporalio import activity
+
+from tamma.models import Usage
+
+P = ParamSpec("P")
+R = TypeVar("R")
+BEAT_S = 1.0  # Temporal throttles what it sends to the server; beating often costs nothing
+
+_progress: ContextVar[dict[str, Callable[[], Any]] | None] = ContextVar("tamma_progress", default=None)
+
+
+def heartbeating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not activity.in_activity():
+            return await fn(*args, **kwargs)
+        holder: dict[str, Callable[[], Any]] = {}
+        token = _progress.set(holder)
+
+        async def beat() -> None:
+            while True:
+                report = holder.get("progress")
+                if report is None:
+                    activity.heartbeat()
+                else:
+                    activity.heartbeat(report())
+                await asyncio.sleep(BEAT_S)
+
+        task = asyncio.create_task(beat())
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            task.cancel()
+            _progress.reset(token)
+
+    return wrapper
+
+
+def report_progress(progress: Callable[[], Any]) -> None:
+    """What this activity's heartbeats carry from now on (and one heartbeat at once)."""
+    holder = _progress.get()
+    if holder is not None:
+        holder["progress"] = progress
+        activity.heartbeat(progress())
+
+
+def earlier_usage() -> Usage:
+    """Model usage that earlier attempts of this activity reported in their last heartbeat."""
+    if not activity.in_activity():
+        return Usage()
+    details = activity.info().heartbeat_details
+    if not details or not isinstance(details[0], dict) or "usage" not in details[0]:
+        return Usage()
+    return Usage.model_validate(details[0]["usage"])
