@@ -166,3 +166,20 @@ async def test_huge_files_are_neither_read_nor_searched(toolbox: Toolbox) -> Non
     assert err and "larger than" in out
     out, err = await call(toolbox, "search", pattern="needle")
     assert not err and "huge.txt" not in out
+
+
+def test_stale_workspaces_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from tamma.agent.workspace import sweep_workspaces
+
+    work = tmp_path / "work"
+    stale, fresh, other = work / "ws-dead", work / "ws-live", work / "not-a-workspace"
+    for d in (stale, fresh, other):
+        (d / "sub").mkdir(parents=True)
+    old = time.time() - 7200
+    for d in (stale, other):
+        os.utime(d, (old, old))
+    assert sweep_workspaces(work, older_than_s=3600) == 1
+    assert not stale.exists() and fresh.exists() and other.exists()
