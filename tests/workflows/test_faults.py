@@ -74,6 +74,7 @@ async def test_a_worker_killed_in_a_light_step_costs_seconds(
     assert fetch.status == "done"
     # The whole issue (fetch retried elsewhere, then everything else) finished within seconds of
     # the kill; before, the fetch alone waited out a 300 s start-to-close timeout.
+    print(f"recovered {recovered_s:.1f}s after the kill")
     assert recovered_s < 30, recovered_s
     assert sum(1 for _, path, _ in fake.log if path.endswith("/issues/1")) >= 2  # it was retried
     assert isinstance(fake, FakeGitHub)

@@ -106,7 +106,11 @@ async def test_gitlab_issue_to_merged_mr(client: Client, task_queue: str, gitlab
     assert len(fake.mrs) == 1 and fake.mrs[1]["state"] == "merged"
     assert fake.calls("POST").count("POST /api/v4/projects/acme%2Fplatform%2Fweb/merge_requests") == 1
     merges = [c for c in fake.calls("PUT") if "/merge_requests/1/merge" in c]
-    assert merges == ["PUT /api/v4/projects/acme%2Fplatform%2Fweb/merge_requests/1/merge?squash=True"]
+    tested = state.tests[-1]  # the merge is pinned to the head CI passed on
+    head = git(fake.remote.path, "rev-parse", "tamma/issue-1")
+    assert tested.passed and merges == [
+        f"PUT /api/v4/projects/acme%2Fplatform%2Fweb/merge_requests/1/merge?squash=True&sha={head}"
+    ]
     bot_notes = [n for n in fake.notes.get(1, []) if n["author"]["username"] == "tamma-bot"]
     assert len(bot_notes) == 1 and "merge" in bot_notes[0]["body"]
     assert state.merge_sha == fake.mrs[1]["squash_commit_sha"]
