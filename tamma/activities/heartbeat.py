@@ -37,12 +37,14 @@ def heartbeating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
         async def beat() -> None:
             while True:
+                # The first beat waits: most steps end sooner, and a heartbeat is a write on the
+                # server (the timeout still counts from the step's start).
+                await asyncio.sleep(BEAT_S)
                 report = holder.get("progress")
                 if report is None:
                     activity.heartbeat()
                 else:
                     activity.heartbeat(report())
-                await asyncio.sleep(BEAT_S)
 
         task = asyncio.create_task(beat())
         try:
@@ -54,12 +56,13 @@ def heartbeating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return wrapper
 
 
-def report_progress(progress: Callable[[], Any]) -> None:
-    """What this activity's heartbeats carry from now on (and one heartbeat at once)."""
+def report_progress(progress: Callable[[], Any], now: bool = False) -> None:
+    """What this activity's heartbeats carry from now on; with `now`, one heartbeat at once."""
     holder = _progress.get()
     if holder is not None:
         holder["progress"] = progress
-        activity.heartbeat(progress())
+        if now:
+            activity.heartbeat(progress())
 
 
 def earlier_usage() -> Usage:

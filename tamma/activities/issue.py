@@ -231,7 +231,7 @@ class IssueActivities:
                     prompts.CODE_SYSTEM,
                     prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
                     self.config.agent.max_turns,
-                    lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}),
+                    lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}, now=True),
                     budget=inp.budget_left,
                     output_retries=self.output_retries,
                 )
