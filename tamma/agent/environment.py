@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import time
 import tomllib
 import uuid
 from dataclasses import dataclass
@@ -219,7 +220,6 @@ async def run_in_environment(
 
 async def sweep_builds(envs_dir: Path, older_than_s: float = 3600) -> None:
     """Remove half-built environments that a killed worker left behind."""
-    import time
 
     def sweep() -> None:
         if not envs_dir.is_dir():

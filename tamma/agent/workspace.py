@@ -8,8 +8,10 @@ retry can tell that its iteration already landed and must not be done twice.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from tamma.errors import InvalidInputError
@@ -56,8 +58,6 @@ class Workspace:
         """A digest of what in .git could make git run code (config, hooks, info/): compared
         before and after sandboxed code ran, so a change there is caught even on a backend that
         cannot make .git read-only."""
-        import hashlib
-
         h = hashlib.sha256()
         git_dir = self.root / ".git"
         for path in [git_dir / "config", *sorted((git_dir / "hooks").glob("*")), *sorted((git_dir / "info").glob("*"))]:
@@ -114,8 +114,6 @@ class Workspace:
 def sweep_workspaces(work_dir: Path, older_than_s: float) -> int:
     """Remove workspaces that no step can still be using (a killed worker leaves its clone):
     those not touched for longer than the longest step may run. Returns how many went."""
-    import time
-
     if not work_dir.is_dir():
         return 0
     gone = 0

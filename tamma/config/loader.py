@@ -186,13 +186,21 @@ def _put(target: dict[str, Any], keys: list[str], value: Any) -> None:
     target[keys[-1]] = value
 
 
-def _has(values: dict[str, Any], keys: list[str]) -> bool:
+_MISSING = object()
+
+
+def _get(values: dict[str, Any], keys: list[str]) -> Any:
+    """The value at `keys` in nested dicts, or _MISSING."""
     node: Any = values
     for key in keys:
         if not isinstance(node, dict) or key not in node:
-            return False
+            return _MISSING
         node = node[key]
-    return True
+    return node
+
+
+def _has(values: dict[str, Any], keys: list[str]) -> bool:
+    return _get(values, keys) is not _MISSING
 
 
 def _variable_prefix(names: dict[str, str], dotted: str) -> str:
@@ -351,11 +359,9 @@ def warn_if_exposed(path: Path, values: dict[str, Any]) -> list[str]:
 
 
 def _holds_secret(values: dict[str, Any], keys: list[str]) -> bool:
-    node: Any = values
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return False
-        node = node[key]
+    node = _get(values, keys)
+    if node is _MISSING:
+        return False
     items = node if isinstance(node, list) else [node]
     return any(item and not is_reference(item) for item in items)
 

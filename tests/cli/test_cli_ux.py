@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pexpect
@@ -23,9 +25,11 @@ from tests.standins.http import Reply, Request, serve
 pytestmark = pytest.mark.slow
 
 
-def in_terminal(env: dict[str, str], cwd: Path, *args: str, rows: int = 40, cols: int = 160) -> pexpect.spawn:
-    """`tamma ARGS` on a real pseudo-terminal (prompts, full-screen UI and Ctrl-C as a person has them)."""
-    return pexpect.spawn(
+@contextmanager
+def in_terminal(env: dict[str, str], cwd: Path, *args: str, rows: int = 40, cols: int = 160) -> Iterator[pexpect.spawn]:
+    """`tamma ARGS` on a real pseudo-terminal (prompts, full-screen UI and Ctrl-C as a person has
+    them); ended on the way out if the test left it running."""
+    child = pexpect.spawn(
         sys.executable,
         ["-m", "tamma", *args],
         env=env,
@@ -34,6 +38,11 @@ def in_terminal(env: dict[str, str], cwd: Path, *args: str, rows: int = 40, cols
         timeout=60,
         dimensions=(rows, cols),
     )
+    try:
+        yield child
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
 
 
 def test_version(cli_env: dict[str, str]) -> None:
@@ -73,7 +82,7 @@ def test_list_validates_pages_and_speaks_json(cli_env: dict[str, str], repo: Pat
 
 
 def test_a_retried_step_is_a_line_not_a_traceback(cli_env: dict[str, str], repo: Path) -> None:
-    key = "sk-ant-cli-retry-0123456789"
+    key = "sk-ant-FAKE-cli-retry"
     limited: list[Request] = []
 
     def once_429(req: Request) -> Reply | None:
@@ -99,19 +108,17 @@ def test_ctrl_c_at_the_approval_prompt_detaches_cleanly(
 ) -> None:
     env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
     assert tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
-    child = in_terminal(env, repo, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT))
     try:
-        child.expect("Approve this plan\\? \\[y/n\\]: ")
-        child.sendintr()  # Ctrl-C, through the terminal
-        child.expect("Detached from")
-        child.expect(pexpect.EOF, timeout=20)  # and it ends: no prompt left reading stdin
-        child.close()
-        assert child.exitstatus == 130
-        status = tamma(env, "status", "1", cwd=repo)
-        assert "[awaiting_approval]" in status.stdout  # the task waits, durable
+        with in_terminal(env, repo, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT)) as child:
+            child.expect("Approve this plan\\? \\[y/n\\]: ")
+            child.sendintr()  # Ctrl-C, through the terminal
+            child.expect("Detached from")
+            child.expect(pexpect.EOF, timeout=20)  # and it ends: no prompt left reading stdin
+            child.close()
+            assert child.exitstatus == 130
+            status = tamma(env, "status", "1", cwd=repo)
+            assert "[awaiting_approval]" in status.stdout  # the task waits, durable
     finally:
-        if child.isalive():
-            child.terminate(force=True)
         tamma(env, "temporal", "stop")
     assert running_pid(settings.data_dir) is None
 
@@ -119,17 +126,13 @@ def test_ctrl_c_at_the_approval_prompt_detaches_cleanly(
 def test_the_prompt_takes_an_answer_through_a_terminal(cli_env: dict[str, str], repo: Path) -> None:
     env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
     assert tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
-    child = in_terminal(env, repo, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT))
-    try:
+    with in_terminal(env, repo, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT)) as child:
         child.expect("Approve this plan\\? \\[y/n\\]: ")
         child.sendline("maybe")
         child.expect("Please answer y or n")
         child.sendline("y")
         child.expect(r"tamma/issue-1 as [0-9a-f]{10}")
         child.expect(pexpect.EOF)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
 
 
 def test_start_warns_when_a_running_worker_has_other_settings(cli_env: dict[str, str], repo: Path) -> None:
@@ -166,8 +169,7 @@ def test_start_warns_when_a_running_worker_has_other_settings(cli_env: dict[str,
 def test_init_wizard_through_a_terminal_writes_a_private_valid_file(cli_env: dict[str, str], tmp_path: Path) -> None:
     target = tmp_path / "conf" / "tamma.toml"
     env = dict(cli_env, GITHUB_TOKEN="ghp_wizard_token_0123", ANTHROPIC_API_KEY="sk-ant-wizard-0123")
-    child = in_terminal(env, tmp_path, "init")
-    try:
+    with in_terminal(env, tmp_path, "init") as child:
         child.expect("Write the config to")
         child.sendline(str(target))
         child.expect("Where are your issues")
@@ -188,9 +190,6 @@ def test_init_wizard_through_a_terminal_writes_a_private_valid_file(cli_env: dic
         child.sendline("")  # generate
         child.expect("Wrote")
         child.expect(pexpect.EOF)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
     text = target.read_text()
     assert (target.stat().st_mode & 0o777) == 0o600
     assert 'token = "env:GITHUB_TOKEN"' in text and "ghp_wizard_token_0123" not in text  # a reference, not the value
@@ -221,8 +220,7 @@ def test_start_without_an_issue_opens_a_picker(cli_env: dict[str, str], repo: Pa
         ("Document the [/] markup", "Text with [bold]markup[/bold] shown as is."),
     ):
         assert tamma(cli_env, "issue", "create", title, "--body", body, cwd=repo).returncode == 0
-    child = in_terminal(cli_env, repo, "start", "--transcript", str(DEMO_TRANSCRIPT), rows=30, cols=140)
-    try:
+    with in_terminal(cli_env, repo, "start", "--transcript", str(DEMO_TRANSCRIPT), rows=30, cols=140) as child:
         child.expect("search:")
         child.expect("Document the")  # newest first, preview of the highlighted one
         child.send("pagn")  # fuzzy: the letters in order
@@ -231,9 +229,6 @@ def test_start_without_an_issue_opens_a_picker(cli_env: dict[str, str], repo: Pa
         child.expect(r"tamma:local:.*#2")
         child.expect(r"tamma/issue-2 as [0-9a-f]{10}")
         child.expect(pexpect.EOF)
-    finally:
-        if child.isalive():
-            child.terminate(force=True)
 
 
 def test_start_without_an_issue_and_without_a_terminal_says_what_to_do(cli_env: dict[str, str], repo: Path) -> None:
@@ -262,6 +257,6 @@ def test_debug_names_its_log_file_and_the_banner_is_for_terminals_only(cli_env: 
     assert Path(line.removeprefix("debug log: ").strip()).is_file()
     piped = tamma(env, "init", "--non-interactive", "--path", str(tmp_path / "a.toml"), cwd=tmp_path)
     assert piped.returncode == 0 and "Tamma 0." not in piped.stdout  # no banner in a pipe
-    child = in_terminal(env, tmp_path, "init", "--non-interactive", "--path", str(tmp_path / "b.toml"))
-    child.expect(r"Tamma\S* \d+\.\d+")  # the banner, on a terminal (styled)
-    child.expect(pexpect.EOF)
+    with in_terminal(env, tmp_path, "init", "--non-interactive", "--path", str(tmp_path / "b.toml")) as child:
+        child.expect(r"Tamma\S* \d+\.\d+")  # the banner, on a terminal (styled)
+        child.expect(pexpect.EOF)

@@ -29,9 +29,9 @@ from tests.conftest import running_worker, sandbox_backends, sandbox_policy
 from tests.standins.demo_brain import anthropic_brain
 from tests.standins.http import serve
 
-KEY = "sk-ant-hostile-0123456789abcdef"
-GITHUB_TOKEN = "ghp_hostileGithubToken0123456789"
-GITLAB_TOKEN = "glpat-hostileGitlabToken012345"
+KEY = "sk-ant-FAKE-hostile"
+GITHUB_TOKEN = "ghp_FAKEhostile"
+GITLAB_TOKEN = "glpat-FAKE-hostile"
 WEBHOOK_SECRET = "whsec-hostile-webhook-secret-42"
 JWT_SECRET = "jwt-hostile-secret-0123456789abcdef"
 SSH_KEY = "SSHKEY-hostile-private-key-material-7a7a"  # in no setting: only the boundary can keep it in
