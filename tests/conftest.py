@@ -167,3 +167,21 @@ def tcp_listener() -> Iterator[tuple[int, list[str]]]:
     stop.set()
     thread.join()
     srv.close()
+
+
+#: golden histories of representative runs, replayed against the current workflow code
+HISTORIES = Path(__file__).parent / "fixtures" / "histories"
+
+
+async def keep_history(client: Client, workflow_id: str, name: str) -> None:
+    """With RECORD_HISTORIES=1, save this run's event history as the golden history `name`
+    (tests/workflows/test_replay.py replays every one on the current code). Recording is a
+    deliberate act — run it on the code *before* a workflow change, commit the files, then change
+    the code — so an ordinary test run never rewrites them."""
+    import os
+
+    if os.environ.get("RECORD_HISTORIES") != "1":
+        return
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())

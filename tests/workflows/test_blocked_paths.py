@@ -13,7 +13,7 @@ from tamma.models import Issue, IssueTaskInput, StepName, TaskStatus
 from tamma.platforms.local import LocalPlatform
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
-from tests.conftest import eventually, running_worker
+from tests.conftest import eventually, keep_history, running_worker
 from tests.transcripts import demo_exchanges, transcript_doc
 from tests.workflows.test_issue_workflow import wait_for_status
 
@@ -74,6 +74,7 @@ async def test_a_change_to_a_blocked_path_waits_for_a_person_although_the_plan_p
         state = await service.handle(wid).result()
     assert state.status == TaskStatus.MERGED, state.error
     assert state.approval is not None and state.approval.by == "alice"
+    await keep_history(client, wid, "blocked-path-approved")
 
 
 async def test_rejecting_a_blocked_change_ends_it_without_a_merge(

@@ -22,7 +22,7 @@ from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
-from tests.conftest import running_worker
+from tests.conftest import keep_history, running_worker
 from tests.standins.git_remote import BareRemote, git
 from tests.standins.github_api import FakeGitHub, rate_limited
 from tests.standins.gitlab_api import FakeGitLab
@@ -173,6 +173,7 @@ async def test_github_review_round_then_merge(
         (11, f"Addressed in {state.commit[:10]}.")
     ]
     assert state.review_replies == 1
+    await keep_history(client, state.workflow_id, "github-review-round")
     # The recorded history replays on the current workflow code without a nondeterminism error
     # (the reply step is behind workflow.patched, so older histories replay too).
     history = await client.get_workflow_handle(state.workflow_id).fetch_history()

@@ -16,7 +16,7 @@ from tamma.platforms.local import LocalPlatform
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
-from tests.conftest import eventually, running_worker
+from tests.conftest import eventually, keep_history, running_worker
 
 
 def git(repo: LocalPlatform, *args: str) -> str:
@@ -38,6 +38,7 @@ async def test_issue_becomes_merged_branch(
         state = await service.handle(wid).result()
     assert created
     assert state.status == TaskStatus.MERGED, state.error
+    await keep_history(client, wid, "merged")
     assert "(page - 1)" in git(platform, "show", "main:pager.py")
     assert git(platform, "log", "-1", "--format=%s", "main").startswith("Merge !1")
     assert state.tests[-1].passed
@@ -97,6 +98,7 @@ async def test_rejection_ends_without_branch_and_comments(
         await service.reject(wid, by="carol", reason="touches the public API")
         state = await service.handle(wid).result()
     assert state.status == TaskStatus.REJECTED
+    await keep_history(client, wid, "rejected")
     assert not await _branch_exists(platform)
     assert "rejected by carol: touches the public API" in platform.issue_comments(issue.number)[-1]["body"]
 
@@ -112,6 +114,7 @@ async def test_approval_timeout_escalates(
         )
         state = await service.handle(wid).result()
     assert state.status == TaskStatus.ESCALATED
+    await keep_history(client, wid, "escalated")
     assert "escalated" in platform.issue_comments(issue.number)[-1]["body"]
     rows = await eventually(lambda: service.list(status="escalated", repository=platform.repo.key), lambda r: r)
     [row] = rows
@@ -270,6 +273,7 @@ async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(
         state = await service.handle(wid).result()
     assert state.status == TaskStatus.FAILED
     assert "tests still fail after 1 attempts" in state.error
+    await keep_history(client, wid, "tests-fail")
     assert len(state.tests) == 1 and not state.tests[0].passed
     assert platform.list_pull_requests() == []
 

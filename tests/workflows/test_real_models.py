@@ -16,7 +16,7 @@ from tamma.platforms.local import LocalPlatform
 from tamma.providers.recording import compile_recording
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
-from tests.conftest import running_worker
+from tests.conftest import keep_history, running_worker
 from tests.standins import anthropic_api
 from tests.standins.demo_brain import anthropic_brain, openai_brain
 from tests.standins.http import Reply, Request, serve
@@ -162,6 +162,7 @@ async def test_budget_exhausted_mid_session_stops_cleanly(
         s = with_llm(settings, anthropic_api_key=KEY, anthropic_base_url=standin.url)
         state = await run_issue(client, task_queue, s, platform, issue.number, budget=Budget(max_tokens=500))
     assert state.status == TaskStatus.BUDGET_EXCEEDED
+    await keep_history(client, state.workflow_id, "budget-exceeded")
     assert "tokens budget ran out" in state.error
     assert len(standin.requests) == 5  # analysis, plan, then coding stopped on its third turn
     assert state.usage.tokens == 600  # the spend of the interrupted session is still accounted

@@ -16,7 +16,7 @@ from tamma.config import Settings
 from tamma.models import Issue, IssueTaskInput, StepName, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform
 from tamma.runtime.tasks import TaskService
-from tests.conftest import running_worker
+from tests.conftest import keep_history, running_worker
 from tests.transcripts import FIXED, comment_session, demo_exchanges, transcript_doc
 
 FINDING = {
@@ -83,6 +83,7 @@ def run_issue(
 
 
 async def test_findings_go_back_to_the_agent_then_the_approved_change_merges(
+    client: Client,
     run_issue: Runner, demo: tuple[LocalPlatform, Issue], tmp_path: Path
 ) -> None:
     platform, _ = demo
@@ -91,6 +92,7 @@ async def test_findings_go_back_to_the_agent_then_the_approved_change_merges(
     assert "    # pages start at 1\n" + FIXED in git(platform, "show", "main:pager.py")
     reviews = [s.detail for s in state.steps if s.name == StepName.SELF_REVIEW]
     assert reviews == ["1 finding(s): One thing to fix.", "approved"]
+    await keep_history(client, state.workflow_id, "self-review-round")
     assert state.self_review is not None and state.self_review.approve
     # the review ran before the PR existed, and the PR carries both iterations
     names = [s.name for s in state.steps]

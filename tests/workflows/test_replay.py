@@ -1,0 +1,61 @@
+"""Golden histories: event histories of representative runs, recorded on earlier workflow code
+(tests/conftest.py `keep_history`, RECORD_HISTORIES=1), replayed on the current code. A change to
+`IssueWorkflow` that would break a run already in flight — a step added, removed or reordered
+without `workflow.patched` — fails here before it reaches a server with live workflows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tamma.workflows.issue import IssueWorkflow
+from tests.conftest import HISTORIES
+
+#: the runs every workflow change must keep replaying; deleting one of them fails the suite
+REQUIRED = {
+    "merged",
+    "rejected",
+    "escalated",
+    "tests-fail",
+    "budget-exceeded",
+    "blocked-path-approved",
+    "self-review-round",
+    "github-review-round",
+    "ci-fix-round",
+}
+
+
+def golden() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_every_representative_run_has_a_golden_history() -> None:
+    assert REQUIRED <= {p.stem for p in golden()}
+
+
+@pytest.mark.parametrize("path", golden(), ids=lambda p: p.stem)
+async def test_golden_history_replays_on_the_current_code(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"golden-{path.stem}", path.read_text())
+    assert history.events, "an empty history replays trivially and proves nothing"
+    replayer = Replayer(workflows=[IssueWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"
+
+
+async def test_a_history_that_diverges_from_the_code_is_caught() -> None:
+    """The replay check can fail: drop the first activity the merged run scheduled and the
+    workflow code no longer matches its history."""
+    doc = json.loads((HISTORIES / "merged.json").read_text())
+    events = doc["events"]
+    first = next(i for i, e in enumerate(events) if e.get("eventType") == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED")
+    attrs = events[first]["activityTaskScheduledEventAttributes"]
+    attrs["activityType"]["name"] = "no_such_activity"
+    history = WorkflowHistory.from_json("golden-tampered", json.dumps(doc))
+    replayer = Replayer(workflows=[IssueWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
