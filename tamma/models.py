@@ -238,10 +238,21 @@ class PullRequest(BaseModel):
     merge_sha: str = ""
 
 
+class CIFailure(BaseModel):
+    """One failing check, as the coding agent reads it when it is asked to fix CI. Its text is
+    written by the repository's CI (hostile input, like a review comment) and bounded in size."""
+
+    name: str
+    summary: str = Field(default="", description="the check's own title/summary or status description")
+    log: str = Field(default="", description="the tail of the job's log, when the forge gives one")
+    url: str = ""
+
+
 class CIStatus(BaseModel):
     state: Literal["pending", "success", "failure"]
     detail: str = ""
     sha: str = Field(default="", description="the head commit this state is about")
+    failures: list[CIFailure] = Field(default_factory=list, description="the failing checks, when state is failure")
 
 
 class ReviewComment(BaseModel):
@@ -286,6 +297,7 @@ class TaskStatus(StrEnum):
     REJECTED = "rejected"
     ESCALATED = "escalated"
     BUDGET_EXCEEDED = "budget_exceeded"
+    CI_FAILED = "ci_failed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -309,6 +321,9 @@ class WorkflowOptions(Strict):
     approval_timeout_s: float = Field(default=24 * 3600, gt=0, description="then the task is escalated")
     max_fix_attempts: int = Field(default=2, ge=0, description="implement again after failing tests")
     max_review_rounds: int = Field(default=2, ge=0, description="rounds of answering reviewers' comments")
+    max_ci_fix_attempts: int = Field(
+        default=2, ge=0, description="times the agent is handed a failed CI's checks and logs to fix before it stops"
+    )
     self_review: bool = Field(default=False, description="a model reviews the diff before the PR is opened")
     max_self_review_rounds: int = Field(default=1, ge=0, description="fix rounds the self-review may ask for")
     auto_merge: bool = True
@@ -370,6 +385,7 @@ class TaskState(BaseModel):
     usage_by_step: dict[str, Usage] = Field(default_factory=dict)
     self_review: SelfReview | None = Field(default=None, description="the last self-review's verdict")
     review_replies: int = Field(default=0, description="review threads told which commit answers them")
+    ci_fix_rounds: int = Field(default=0, description="times a failed CI was handed back to the agent")
     transcripts: list[str] = Field(default_factory=list, description="paths of recorded exchanges")
     note: str = Field(default="", description="set when this is a partial view (no worker answered)")
 
@@ -473,3 +489,4 @@ class CommentInput(BaseModel):
     repo: RepoRef
     issue_number: int
     body: str
+    pull_request: bool = Field(default=False, description="issue_number is a pull/merge request's number")

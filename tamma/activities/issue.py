@@ -198,7 +198,11 @@ class IssueActivities:
     @temporal_errors
     @heartbeating
     async def comment_issue(self, inp: CommentInput) -> None:
-        await self.platforms(inp.repo).comment_issue(inp.issue_number, inp.body)
+        platform = self.platforms(inp.repo)
+        if inp.pull_request:
+            await platform.comment_pull_request(inp.issue_number, inp.body)
+        else:
+            await platform.comment_issue(inp.issue_number, inp.body)
 
     @activity.defn(name=names.PROGRESS)
     @temporal_errors

@@ -23,6 +23,10 @@ class GitPlatform(Protocol):
 
     async def comment_issue(self, number: int, body: str) -> None: ...
 
+    async def comment_pull_request(self, number: int, body: str) -> None:
+        """A comment on the pull/merge request itself (posted once, however often retried)."""
+        ...
+
     async def default_branch(self) -> str: ...
 
     async def upsert_progress(self, number: int, body: str) -> None:

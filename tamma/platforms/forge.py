@@ -9,9 +9,16 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+import requests
+
 from tamma.models import CIStatus, ReviewComment
 
 PROGRESS_MARK = "<!-- tamma:progress -->"
+#: failing checks handed to the agent at most, and the most of a job's log each carries
+MAX_FAILURES = 5
+LOG_TAIL_CHARS = 4000
+#: the most of a log read from the forge to find its tail (logs can be gigabytes)
+LOG_READ_BYTES = 8 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -78,3 +85,32 @@ def roll_up(states: list[tuple[str, str]]) -> CIStatus:
     if not states:
         return CIStatus(state="pending", detail="no checks reported yet")
     return CIStatus(state="success", detail=f"{len(states)} check(s) passed")
+
+
+def clip(text: str, limit: int) -> str:
+    """The last `limit` characters of `text` (a log's end is where the failure is)."""
+    text = text.strip()
+    return text if len(text) <= limit else "[...]\n" + text[-limit:]
+
+
+def fetch_tail(url: str, *, timeout_s: float, headers: dict[str, str] | None = None) -> str:
+    """The tail of a job log at `url`. A CI log is the repository's output and may be huge or
+    hostile; only its end reaches the agent. A `Range` request asks for the end alone (log
+    stores such as GitHub's answer 206); a server that ignores it is read for at most
+    LOG_READ_BYTES, and a log longer than that says where it was cut."""
+    want = LOG_TAIL_CHARS * 4
+    with requests.get(
+        url, headers={**(headers or {}), "Range": f"bytes=-{want}"}, timeout=timeout_s, stream=True
+    ) as resp:
+        resp.raise_for_status()
+        kept = b""
+        read = 0
+        cut = False
+        for chunk in resp.iter_content(64 * 1024):
+            read += len(chunk)
+            kept = (kept + chunk)[-want:]
+            if read >= LOG_READ_BYTES:
+                cut = True
+                break
+    text = clip(kept.decode("utf-8", "replace"), LOG_TAIL_CHARS)
+    return text + f"\n[log cut after {LOG_READ_BYTES // (1024 * 1024)} MiB]" if cut else text

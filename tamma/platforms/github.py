@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import github
 import requests
 from github import Auth, Github, GithubException
+from github.CommitStatus import CommitStatus
 from github.GithubObject import NotSet
+from github.PaginatedList import PaginatedList
 
 from tamma.config import GitHubSettings
 from tamma.errors import (
@@ -29,10 +31,13 @@ from tamma.errors import (
     PlatformError,
     TammaError,
 )
-from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import (
+    MAX_FAILURES,
     PROGRESS_MARK,
+    clip,
     comment_mark,
+    fetch_tail,
     find_or_create,
     git_auth_env,
     reply_mark,
@@ -170,6 +175,9 @@ class GitHubPlatform:
 
         await self._call(f"a comment on #{number}", post)
 
+    async def comment_pull_request(self, number: int, body: str) -> None:
+        await self.comment_issue(number, body)  # on GitHub a pull request is an issue too
+
     async def upsert_progress(self, number: int, body: str) -> None:
         text = f"{PROGRESS_MARK}\n{body}"
 
@@ -273,17 +281,52 @@ class GitHubPlatform:
             head = self._repo.get_pull(pr.number).head.sha
             commit = self._repo.get_commit(head)
             states: list[tuple[str, str]] = []
-            for run in commit.get_check_runs():
+            failing: list[CIFailure] = []
+            for run in commit.get_check_runs():  # paginated: every check run, not the first page
                 if run.status != "completed":
                     states.append((run.name, "pending"))
+                elif run.conclusion in ("success", "neutral", "skipped"):
+                    states.append((run.name, "success"))
                 else:
-                    ok = run.conclusion in ("success", "neutral", "skipped")
-                    states.append((run.name, "success" if ok else "failure"))
-            for st in commit.get_combined_status().statuses:
-                states.append((st.context, {"success": "success", "pending": "pending"}.get(st.state, "failure")))
-            return roll_up(states).model_copy(update={"sha": head})
+                    states.append((run.name, "failure"))
+                    failing.append(self._check_failure(run))
+            combined = commit.get_combined_status()
+            latest: dict[str, Any] = {st.context: st for st in combined.statuses}
+            if combined.total_count > len(latest):
+                # The combined status holds one page of contexts; the rest come from the full
+                # list, newest first, so the first status seen of a context is its current one.
+                listing = PaginatedList(CommitStatus, self.gh.requester, f"{commit.url}/statuses", None)
+                for st in listing:  # GET /repos/{owner}/{repo}/commits/{ref}/statuses, as documented
+                    latest.setdefault(st.context, st)
+            for context, st in latest.items():
+                state = {"success": "success", "pending": "pending"}.get(st.state, "failure")
+                states.append((context, state))
+                if state == "failure":
+                    failing.append(
+                        CIFailure(name=context, summary=clip(st.description or "", 2000), url=st.target_url or "")
+                    )
+            if combined.state in ("failure", "error") and not any(s == "failure" for _, s in states):
+                states.append(("combined commit status", "failure"))  # GitHub's own verdict wins
+            rolled = roll_up(states)
+            return rolled.model_copy(update={"sha": head, "failures": failing[:MAX_FAILURES] if failing else []})
 
         return await self._call(f"CI of #{pr.number}", status)
+
+    def _check_failure(self, run: Any) -> CIFailure:
+        """A failed check run's own output, and for a GitHub Actions job the tail of its log.
+        The log is best effort: without `actions: read` the check's output still goes through."""
+        output = run.output
+        parts = (output.title, output.summary, output.text) if output is not None else ()
+        summary = "\n".join(str(p) for p in parts if p)
+        log_tail = ""
+        if run.app is not None and run.app.slug == "github-actions":
+            try:
+                # An Actions check run's id is its job's id; /logs redirects to the plain-text log.
+                url = self._repo.get_workflow_job(run.id).logs_url()
+                log_tail = fetch_tail(url, timeout_s=self.settings.timeout_s)
+            except (GithubException, requests.RequestException, KeyError) as exc:
+                log.warning("no log for check %r: %s", run.name, getattr(exc, "status", exc))
+        return CIFailure(name=run.name, summary=clip(summary, 2000), log=log_tail, url=run.html_url or "")
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         def collect() -> list[ReviewComment]:

@@ -8,6 +8,7 @@ errors) are off: Temporal retries the activity, waiting as long as GitLab asks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,9 +21,13 @@ from gitlab.exceptions import GitlabError
 
 from tamma.config import GitLabSettings
 from tamma.errors import ConfigError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError, TammaError
-from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import (
+    LOG_READ_BYTES,
+    LOG_TAIL_CHARS,
+    MAX_FAILURES,
     PROGRESS_MARK,
+    clip,
     comment_mark,
     find_or_create,
     git_auth_env,
@@ -33,6 +38,7 @@ from tamma.platforms.forge import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tamma.gitlab")
 _NEEDS = "a personal, project or group access token with the api scope (Developer role or higher)"
 _CI = {"success": "success", "skipped": "success", "manual": "success", "failed": "failure", "canceled": "failure"}
 
@@ -135,6 +141,15 @@ class GitLabPlatform:
             issue.notes.create({"body": f"{body}\n\n{comment_mark(body)}"})
 
         await self._call(f"a note on #{number}", post)
+
+    async def comment_pull_request(self, number: int, body: str) -> None:
+        def post() -> None:
+            mr = self._project.mergerequests.get(number, lazy=True)
+            if any(comment_mark(body) in (n.body or "") for n in mr.notes.list(iterator=True)):
+                return
+            mr.notes.create({"body": f"{body}\n\n{comment_mark(body)}"})
+
+        await self._call(f"a note on !{number}", post)
 
     async def upsert_progress(self, number: int, body: str) -> None:
         text = f"{PROGRESS_MARK}\n{body}"
@@ -249,10 +264,40 @@ class GitLabPlatform:
     async def ci_status(self, pr: PullRequest) -> CIStatus:
         def status() -> CIStatus:
             head = self._project.mergerequests.get(pr.number).sha
-            statuses = self._project.commits.get(head, lazy=True).statuses.list(iterator=True)
-            return roll_up([(s.name, _CI.get(s.status, "pending")) for s in statuses]).model_copy(update={"sha": head})
+            states: list[tuple[str, str]] = []
+            failing: list[CIFailure] = []
+            for s in self._project.commits.get(head, lazy=True).statuses.list(iterator=True, all=True):
+                state = _CI.get(s.status, "pending")
+                if state == "failure" and s.attributes.get("allow_failure"):
+                    state = "success"  # a job allowed to fail does not fail the pipeline
+                states.append((s.name, state))
+                if state == "failure":
+                    failing.append(self._job_failure(s))
+            rolled = roll_up(states)
+            return rolled.model_copy(update={"sha": head, "failures": failing[:MAX_FAILURES]})
 
         return await self._call(f"CI of !{pr.number}", status)
+
+    def _job_failure(self, s: Any) -> CIFailure:
+        """A failed status, with the tail of its job's trace when it is a GitLab CI job (best
+        effort: a status posted by an outside CI has no trace here)."""
+        target = s.attributes.get("target_url") or ""
+        log_tail = ""
+        if "/-/jobs/" in target:
+            try:
+                job = self._project.jobs.get(s.id, lazy=True)
+                kept = b""
+                read = 0
+                for chunk in job.trace(iterator=True, chunk_size=64 * 1024):
+                    read += len(chunk)
+                    kept = (kept + chunk)[-LOG_TAIL_CHARS * 4 :]
+                    if read >= LOG_READ_BYTES:
+                        break
+                log_tail = clip(kept.decode("utf-8", "replace"), LOG_TAIL_CHARS)
+            except (GitlabError, requests.RequestException) as exc:
+                log.warning("no trace for job %r: %s", s.name, exc)
+        summary = s.attributes.get("description") or ""
+        return CIFailure(name=s.name, summary=clip(summary, 2000), log=log_tail, url=target)
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         def collect() -> list[ReviewComment]:

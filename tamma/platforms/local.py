@@ -21,7 +21,7 @@ from typing import Any
 
 from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError
 from tamma.gitcmd import SAFE_FLAGS, UPLOAD_PACK, git, git_env, git_ok
-from tamma.models import CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
+from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import reply_text, threads_of
 
 # Pushing into a non-bare repository's checked-out branch is refused by default; updateInstead
@@ -161,6 +161,16 @@ class LocalPlatform:
             record["comments"].append({"author": "tamma", "body": body, "at": _now()})
             self.store.write("issues", number, record)
 
+    async def comment_pull_request(self, number: int, body: str) -> None:
+        with self.store.locked():
+            record = self._pr_record(number)
+            record.setdefault("comments", []).append({"author": "tamma", "body": body, "at": _now()})
+            self.store.write("pulls", number, record)
+
+    def pull_request_comments(self, number: int) -> list[dict[str, Any]]:
+        comments: list[dict[str, Any]] = self._pr_record(number).get("comments", [])
+        return comments
+
     async def upsert_progress(self, number: int, body: str) -> None:
         with self.store.locked():
             record = self._issue_record(number)
@@ -250,7 +260,8 @@ class LocalPlatform:
         status = self.store.read("statuses", head)
         if status is None:
             return CIStatus(state="pending", detail=f"no test run recorded for {head[:10]}", sha=head)
-        return CIStatus(state=status["state"], detail=status["detail"], sha=head)
+        failures = [CIFailure(name="tamma/tests", summary=status["detail"])] if status["state"] == "failure" else []
+        return CIStatus(state=status["state"], detail=status["detail"], sha=head, failures=failures)
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         return [ReviewComment.model_validate(c) for c in self._pr_record(pr.number)["reviews"]]

@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from tamma.policy import blocked_files, blocking_reasons
     from tamma.workflows import search
-    from tamma.workflows.review import review_feedback, self_review_feedback
+    from tamma.workflows.review import ci_failed_note, ci_feedback, review_feedback, self_review_feedback
 
 M = TypeVar("M")
 
@@ -69,6 +69,10 @@ class StepFailed(Exception):
 
 class BudgetStop(Exception):
     """A per-issue budget ran out; the message names it."""
+
+
+class CIStop(Exception):
+    """CI still fails after the bounded fix attempts; the message says which checks."""
 
 
 class Stopped(Exception):
@@ -173,6 +177,8 @@ class IssueWorkflow:
             self._finish(TaskStatus.FAILED, str(exc))
         except BudgetStop as exc:
             self._finish(TaskStatus.BUDGET_EXCEEDED, str(exc))
+        except CIStop as exc:
+            self._finish(TaskStatus.CI_FAILED, str(exc))
         except Stopped as exc:
             self._finish(TaskStatus.CANCELLED, str(exc))
         except asyncio.CancelledError:
@@ -216,7 +222,7 @@ class IssueWorkflow:
         self.state.pull_request = pr
         await self._progress()
         for _ in range(opts.max_review_rounds + 1):
-            await self._wait_for_ci(pr)
+            iteration = await self._green_ci(issue, plan, branch, pr, iteration)
             feedback = await self._new_review_feedback(pr)
             if not feedback:
                 break
@@ -435,21 +441,49 @@ class IssueWorkflow:
         # and people decide; a reviewer model is advice, not a gate on its own.
         return iteration
 
-    async def _wait_for_ci(self, pr: PullRequest) -> None:
+    async def _green_ci(self, issue: Issue, plan: Plan, branch: str, pr: PullRequest, iteration: int) -> int:
+        """Wait for CI; when it fails, hand the failing checks and their logs to the agent, push
+        its fix and wait again — at most `max_ci_fix_attempts` times, then stop as ci_failed with
+        the checks' summary on the pull request. Returns the iteration count."""
+        attempts = self.opts.max_ci_fix_attempts
+        fixes = 0
+        failed_sha = ""
+        while True:
+            status = await self._wait_for_ci(pr, stale=failed_sha if self.state.commit != failed_sha else "")
+            if status.state == "success":
+                return iteration
+            # Versioned: histories recorded before the fix loop ended the task at the first red CI.
+            if not workflow.patched("ci-fix-loop"):
+                raise StepFailed(f"CI failed on {pr.url}: {status.detail}")
+            if fixes >= attempts:
+                await self._comment(pr.number, ci_failed_note(status, fixes), pull_request=True)
+                raise CIStop(f"CI still fails on {pr.url} after {fixes} fix attempt(s): {status.detail}")
+            fixes += 1
+            failed_sha = status.sha
+            self.state.ci_fix_rounds += 1
+            iteration = await self._implement_until_green(
+                issue, plan, branch, iteration, ci_feedback(status, fixes, attempts)
+            )
+
+    async def _wait_for_ci(self, pr: PullRequest, stale: str = "") -> CIStatus:
+        """CI's verdict on the PR's head: success or failure (a failure on `stale`, the commit a
+        fix replaced, is the forge not having seen the push yet, and is waited out)."""
         record = self._begin(StepName.CI)
         deadline = workflow.now() + timedelta(seconds=self.opts.ci_timeout_s)
         while True:
             if self._stopped:
                 self._end(record, "failed", self._stopped)
                 raise Stopped(self._stopped)
-            status = await self._activity(names.CI_STATUS, PRRef(repo=self.inp.repo, pr_number=pr.number), CIStatus)
+            status: CIStatus = await self._activity(
+                names.CI_STATUS, PRRef(repo=self.inp.repo, pr_number=pr.number), CIStatus
+            )
             if status.state == "success":
                 self._end(record, "done", status.detail)
                 self._ci_sha = status.sha
-                return
-            if status.state == "failure":
+                return status
+            if status.state == "failure" and not (stale and status.sha == stale):
                 self._end(record, "failed", status.detail)
-                raise StepFailed(f"CI failed on {pr.url}: {status.detail}")
+                return status
             if workflow.now() >= deadline:
                 self._end(record, "failed", "CI did not finish in time")
                 raise StepFailed(f"CI on {pr.url} did not finish within {self.opts.ci_timeout_s:.0f}s")
@@ -576,10 +610,12 @@ class IssueWorkflow:
         except StepFailed as exc:
             workflow.logger.warning("could not reply to the review threads: %s", exc)
 
-    async def _comment(self, number: int, body: str) -> None:
+    async def _comment(self, number: int, body: str, *, pull_request: bool = False) -> None:
         try:
             await self._activity(
-                names.COMMENT, CommentInput(repo=self.inp.repo, issue_number=number, body=body), type(None)
+                names.COMMENT,
+                CommentInput(repo=self.inp.repo, issue_number=number, body=body, pull_request=pull_request),
+                type(None),
             )
         except StepFailed as exc:
             workflow.logger.warning("could not comment on the issue: %s", exc)
@@ -638,7 +674,7 @@ class IssueWorkflow:
         workflow.upsert_search_attributes([search.STATUS.value_set(status.value)])
 
     def _finish(self, status: TaskStatus, message: str) -> None:
-        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BUDGET_EXCEEDED):
+        if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BUDGET_EXCEEDED, TaskStatus.CI_FAILED):
             self.state.error = message
         self._set_status(status)
 

@@ -3,7 +3,7 @@ it points and, for a reply, the comment it answers. Pure and deterministic (work
 
 from __future__ import annotations
 
-from tamma.models import ReviewComment, SelfReview
+from tamma.models import CIStatus, ReviewComment, SelfReview
 
 
 def _where(c: ReviewComment) -> str:
@@ -49,4 +49,35 @@ def self_review_feedback(review: SelfReview) -> str:
         lines.append(f"- {where}: {_quote(f.problem, 1000)}")
         if f.suggestion:
             lines.append(f"  suggestion: {_quote(f.suggestion, 1000)}")
+    return "\n".join(lines)
+
+
+def ci_feedback(status: CIStatus, attempt: int, attempts: int) -> str:
+    """A failed CI as the coding agent reads it: each failing check, its own summary and the end
+    of its log. The text is the repository's CI output, handed over like a review comment."""
+    lines = [
+        f"CI failed on the pull request ({_quote(status.detail, 300)}); find the cause and fix it "
+        f"(CI fix attempt {attempt} of {attempts}).",
+    ]
+    for f in status.failures:
+        lines.append(f"- check {f.name}" + (f": {_quote(f.summary, 1500)}" if f.summary else ""))
+        if f.log:
+            lines.append("  end of its log:")
+            lines += [f"    {line}" for line in f.log.strip()[-4500:].splitlines()]  # a log's end is what counts
+    if not status.failures:
+        lines.append("- the forge named no failing check; run the tests and look for what CI would see")
+    return "\n".join(lines)
+
+
+def ci_failed_note(status: CIStatus, attempts: int) -> str:
+    """What Tamma says on the pull request when CI still fails after its fix attempts."""
+    lines = [
+        f"Tamma stopped: CI still fails after {attempts} fix attempt(s) ({_quote(status.detail, 300)}).",
+        "",
+    ]
+    for f in status.failures:
+        summary = _quote(f.summary.splitlines()[0], 300) if f.summary.strip() else "(no summary)"
+        link = f" — {f.url}" if f.url else ""
+        lines.append(f"- **{f.name}**: {summary}{link}")
+    lines += ["", "Push a fix to this branch, or retry the task once CI can pass."]
     return "\n".join(lines)

@@ -155,6 +155,72 @@ async def test_ci_rolls_up_check_runs_and_statuses(gh: tuple[FakeGitHub, GitHubP
     assert fake.statuses[head][0]["context"] == "tamma/tests"
 
 
+async def test_ci_reads_every_status_page_and_the_combined_state(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    """F4: 130 contexts, the one failing on the second page of the combined status; the old code
+    read the first page only and called this green."""
+    fake, platform = gh
+    pr = await open_pr(fake, platform)
+    head = fake.remote.sha("b") or ""
+    fake.statuses[head] = [{"context": f"ci/{i:03}", "state": "success", "description": "ok"} for i in range(130)]
+    assert (await platform.ci_status(pr)).state == "success"
+    fake.statuses[head][117] = {
+        "context": "ci/117",
+        "state": "error",
+        "description": "runner lost",
+        "target_url": "https://ci.test/117",
+    }
+    status = await platform.ci_status(pr)
+    assert status.state == "failure" and "ci/117" in status.detail
+    [failure] = status.failures
+    assert (failure.name, failure.summary, failure.url) == ("ci/117", "runner lost", "https://ci.test/117")
+    assert any(c.startswith(f"GET /repos/octo/hello/commits/{head}/statuses?") for c in fake.calls("GET"))
+
+
+async def test_a_failed_actions_check_carries_its_output_and_the_end_of_its_log(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    fake, platform = gh
+    pr = await open_pr(fake, platform)
+    head = fake.remote.sha("b") or ""
+    fake.check_runs[head] = [failed_actions_check(4242, "lint")]
+    # 3 MB of noise, then the line that matters: only the end travels (a Range request)
+    fake.job_logs[4242] = b"noise line\n" * 300_000 + b"pager.py:3:80: E501 line too long (99 > 79)\n"
+    status = await platform.ci_status(pr)
+    [failure] = status.failures
+    assert failure.name == "lint" and "1 error" in failure.summary and "flake8 found" in failure.summary
+    assert failure.log.endswith("E501 line too long (99 > 79)") and len(failure.log) <= 4100
+    [blob] = fake.log_requests
+    assert blob.headers.get("range", "").startswith("bytes=-")
+    assert "authorization" not in blob.headers  # the token never goes to the log store
+    # a log store that ignores Range: read up to the cap, then say it was cut
+    fake.check_runs[head] = [failed_actions_check(4243, "test")]
+    fake.job_logs[4243] = b"x" * (9 * 1024 * 1024)
+    original = fake._log_blob
+    fake._log_blob = lambda req, job: original(  # type: ignore[method-assign]
+        type(req)(req.method, req.path, {k: v for k, v in req.headers.items() if k != "range"}, req.raw), job
+    )
+    [cut] = (await platform.ci_status(pr)).failures
+    assert cut.log.endswith("[log cut after 8 MiB]")
+    # without a log (no Actions permission), the check's own output still goes through
+    fake.check_runs[head] = [failed_actions_check(4244, "build")]
+    [bare] = (await platform.ci_status(pr)).failures
+    assert bare.log == "" and "1 error" in bare.summary
+
+
+def failed_actions_check(job: int, name: str) -> dict[str, object]:
+    return {
+        "id": job,
+        "name": name,
+        "status": "completed",
+        "conclusion": "failure",
+        "html_url": f"https://github.test/octo/hello/runs/{job}",
+        "app": {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"},
+        "output": {"title": "1 error", "summary": "flake8 found 1 problem", "text": None},
+    }
+
+
 async def test_merge_squash_idempotent_and_conflict(gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path) -> None:
     fake, platform = gh
     await platform.ensure_branch("tamma/issue-1", "main")

@@ -86,6 +86,26 @@ async def test_branch_mr_ci_merge(gl: tuple[FakeGitLab, GitLabPlatform], tmp_pat
     assert (await platform.ci_status(mr)).state == "pending"
     fake.statuses[head][-1]["status"] = "success"
     assert (await platform.ci_status(mr)).state == "success"
+    # a failed job allowed to fail does not fail CI; a failed job hands over the end of its trace
+    job = f"{fake.base}/{fake.path}/-/jobs/77"
+    fake.statuses[head].append(
+        {"id": 76, "name": "flaky", "status": "failed", "allow_failure": True, "sha": head, "target_url": job + "6"}
+    )
+    assert (await platform.ci_status(mr)).state == "success"
+    fake.statuses[head].append(
+        {"id": 77, "name": "rspec", "status": "failed", "description": "", "sha": head, "target_url": job}
+    )
+    noise = b"\x1b[0Ksection_start\n" * 5000
+    fake.job_traces[77] = noise + b"Failure: expected 2, got 1\nERROR: Job failed: exit code 1\n"
+    red = await platform.ci_status(mr)
+    assert red.state == "failure" and red.detail == "failed: rspec"
+    [failure] = red.failures
+    assert failure.name == "rspec" and failure.url == job
+    assert failure.log.endswith("ERROR: Job failed: exit code 1") and len(failure.log) <= 4100
+    await platform.comment_pull_request(mr.number, "CI still fails")
+    await platform.comment_pull_request(mr.number, "CI still fails")  # a retried post is not doubled
+    assert [n["body"].splitlines()[0] for n in fake.mr_notes[mr.number]] == ["CI still fails"]
+    fake.statuses[head] = [s for s in fake.statuses[head] if s["name"] != "rspec"]
     fake.approvals_left = 1
     with pytest.raises(MergeBlockedError, match="more approval"):
         await platform.merge_pull_request(mr.number)

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +35,11 @@ class FakeGitHub:
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     check_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # CI as a function of the head commit (check runs for a sha), for runs whose shas are not known
+    # up front; job logs by Actions job id, served at a signed URL of their own (no auth there)
+    ci: Callable[[str], list[dict[str, Any]]] | None = None
+    job_logs: dict[int, bytes] = field(default_factory=dict)
+    log_requests: list[Request] = field(default_factory=list)
     review_comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     reviews: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     resolved: set[int] = field(default_factory=set)  # first-comment ids of resolved review threads
@@ -119,6 +125,8 @@ class FakeGitHub:
             body = req.json if req.raw else None
             self.log.append((req.method, req.path, body))
             auth = req.headers.get("authorization", "")
+            if m := re.fullmatch(r"/_signed_logs/(\d+)", url.path):
+                return self._log_blob(req, int(m[1]))
             if self.app and (m := re.fullmatch(r"/app/installations/(\d+)/access_tokens", url.path)):
                 return self._installation_token(req.method, int(m[1]), auth)
             if auth not in (f"token {self.token}", f"Bearer {self.token}") and not self._installation_ok(auth):
@@ -177,6 +185,42 @@ class FakeGitHub:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
         return Reply(201, {"token": token, "expires_at": stamp, "permissions": {"issues": "write"}})
 
+    def _pull_as_issue(self, n: int) -> dict[str, Any] | None:
+        pull = self.pulls.get(n)
+        if pull is None:
+            return None
+        return {
+            "number": n,
+            "title": pull["title"],
+            "body": pull["body"],
+            "state": "closed" if pull["state"] == "closed" else "open",
+            "user": {"login": "tamma-bot"},
+            "labels": [],
+            "pull_request": {"url": self._api(f"/pulls/{n}")},
+        }
+
+    def _check_run(self, sha: str, run: dict[str, Any]) -> dict[str, Any]:
+        """A check run with every field GitHub sends (a test gives only what it is about)."""
+        full = {
+            "head_sha": sha,
+            "url": self._api(f"/check-runs/{run['id']}"),
+            "html_url": f"https://github.test/{self.full}/runs/{run['id']}",
+            "details_url": "",
+            "output": {"title": None, "summary": None, "text": None, "annotations_count": 0},
+            "app": {"id": 1, "slug": "some-ci", "name": "Some CI"},
+        }
+        return {**full, **run}
+
+    def _log_blob(self, req: Request, job: int) -> Reply:
+        """The log store behind a job's /logs redirect: plain text, no auth, `Range: bytes=-N`."""
+        self.log_requests.append(req)
+        data = self.job_logs.get(job)
+        if data is None:
+            return Reply(404, {"message": "BlobNotFound"})
+        if m := re.fullmatch(r"bytes=-(\d+)", req.headers.get("range", "")):
+            return Reply(206, data[-int(m[1]) :], {"content-range": f"bytes */{len(data)}"})
+        return Reply(200, data)
+
     def _installation_ok(self, auth: str) -> bool:
         token = auth.removeprefix("token ").removeprefix("Bearer ")
         return self.installation_tokens.get(token, 0) > time.time()
@@ -213,11 +257,11 @@ class FakeGitHub:
             found = [i for _, i in sorted(self.issues.items(), reverse=True) if state == "all" or i["state"] == state]
             return self._page([self._issue(i) for i in found], path, q)
         if m := re.fullmatch(r"/issues/(\d+)", p):
-            issue = self.issues.get(int(m[1]))
+            issue = self.issues.get(int(m[1])) or self._pull_as_issue(int(m[1]))
             return Reply(200, self._issue(issue)) if issue else Reply(404, {"message": "Not Found"})
         if m := re.fullmatch(r"/issues/(\d+)/comments", p):
             n = int(m[1])
-            if n not in self.issues:
+            if n not in self.issues and n not in self.pulls:  # a pull request is an issue too
                 return Reply(404, {"message": "Not Found"})
             if method == "POST":
                 c = {"id": next(_ids), "body": body["body"], "user": "tamma-bot"}
@@ -348,16 +392,27 @@ class FakeGitHub:
             self.statuses[m[1]] = [*lst, entry]
             return Reply(201, {**entry, "id": next(_ids), "url": self._api(f"/statuses/{m[1]}")})
         if m := re.fullmatch(r"/commits/([0-9a-f]{40})/status", p):
+            # The combined status: the latest status of each context, one page of them (per_page,
+            # default 30, at most 100), total_count over all, and the overall state.
             sts = self.statuses.get(m[1], [])
             overall = (
                 "failure"
                 if any(s["state"] in ("failure", "error") for s in sts)
                 else ("pending" if any(s["state"] == "pending" for s in sts) or not sts else "success")
             )
-            return Reply(200, {"state": overall, "statuses": sts, "sha": m[1], "total_count": len(sts)})
+            per = min(int(q.get("per_page", ["30"])[0]), 100)
+            page = int(q.get("page", ["1"])[0])
+            shown = sts[(page - 1) * per : page * per]
+            return Reply(200, {"state": overall, "statuses": shown, "sha": m[1], "total_count": len(sts)})
+        if m := re.fullmatch(r"/commits/([0-9a-f]{40})/statuses", p):
+            return self._page(list(reversed(self.statuses.get(m[1], []))), path, q)  # newest first
         if m := re.fullmatch(r"/commits/([0-9a-f]{40})/check-runs", p):
-            runs = self.check_runs.get(m[1], [])
+            runs = [self._check_run(m[1], r) for r in (self.ci(m[1]) if self.ci else self.check_runs.get(m[1], []))]
             return Reply(200, {"total_count": len(runs), "check_runs": runs})
+        if (m := re.fullmatch(r"/actions/jobs/(\d+)/logs", p)) and method == "GET":
+            if int(m[1]) not in self.job_logs:
+                return Reply(404, {"message": "Not Found"})
+            return Reply(302, b"", {"location": f"{self.base}/_signed_logs/{m[1]}"})
         return Reply(404, {"message": f"stand-in has no route {method} {p}"})
 
 

@@ -30,6 +30,8 @@ class FakeGitLab:
     mrs: dict[int, dict[str, Any]] = field(default_factory=dict)
     mr_discussions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    job_traces: dict[int, bytes] = field(default_factory=dict)  # CI job id -> its log (trace)
+    mr_notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     approvals_left: int = 0
     log: list[tuple[str, str, Any]] = field(default_factory=list)
     inject: list[tuple[str, Reply]] = field(default_factory=list)
@@ -212,6 +214,18 @@ class FakeGitLab:
             return Reply(201, entry)
         if m := re.fullmatch(r"/repository/commits/([0-9a-f]{40})/statuses", p):
             return self._page(self.statuses.get(m[1], []), raw_path, q)
+        if (m := re.fullmatch(r"/jobs/(\d+)/trace", p)) and method == "GET":
+            trace = self.job_traces.get(int(m[1]))
+            return Reply(200, trace) if trace is not None else Reply(404, {"message": "404 Job Not Found"})
+        if m := re.fullmatch(r"/merge_requests/(\d+)/notes", p):
+            iid = int(m[1])
+            if iid not in self.mrs:
+                return Reply(404, {"message": "404 Not found"})
+            if method == "POST":
+                note = {"id": next(_ids), "body": body["body"], "author": {"username": "tamma-bot"}, "system": False}
+                self.mr_notes.setdefault(iid, []).append(note)
+                return Reply(201, note)
+            return self._page(self.mr_notes.get(iid, []), raw_path, q)
         return Reply(404, {"message": f"stand-in has no route {method} {p}"})
 
 

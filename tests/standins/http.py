@@ -57,10 +57,11 @@ def serve(responder: Responder) -> Iterator[StandIn]:
             reply = responder(req)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
-            data = b"" if reply.status == 204 else json.dumps(reply.body).encode()
+            raw = isinstance(reply.body, bytes)
+            data = b"" if reply.status == 204 else reply.body if raw else json.dumps(reply.body).encode()
             try:
                 self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", "text/plain" if raw else "application/json")
                 self.send_header("content-length", str(len(data)))
                 for k, v in reply.headers.items():
                     self.send_header(k, v)

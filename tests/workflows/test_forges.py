@@ -17,7 +17,7 @@ from temporalio.worker import Replayer
 
 from tamma.config import GitHubSettings, GitLabSettings, Settings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
-from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
+from tamma.models import IssueTaskInput, RepoRef, StepName, TaskState, TaskStatus
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
@@ -181,3 +181,85 @@ async def test_github_review_round_then_merge(
         history, raise_on_replay_failure=False
     )
     assert replayed.replay_failure is None
+
+
+def ci_fix_transcript(path: Path) -> Path:
+    """The demo plus a coding session that answers a failed CI: the replay checks the failing
+    check's name, its output and the end of its job log reached the agent's prompt."""
+    expect = [
+        "CI failed on the pull request",
+        "CI fix attempt 1 of 2",
+        "- check lint: 1 error",
+        "pager.py:3:80: E501 explain the offset",
+    ]
+    path.write_text(transcript_doc(demo_exchanges() + comment_session(2, "pages are 1-based", expect)))
+    return path
+
+
+@pytest.fixture
+def github_ci(
+    tmp_path: Path, settings: Settings, request: pytest.FixtureRequest
+) -> Iterator[tuple[FakeGitHub, Settings]]:
+    # its own repository per test: a workflow id that already merged is not run again
+    with github_standin(tmp_path, settings, request.node.name[-24:].strip("_")) as both:
+        yield both
+
+
+def lint_on(fake: FakeGitHub, failing: set[str]) -> None:
+    """GitHub Actions' `lint` job: red on the first head commit it sees (and on any in `failing`),
+    green on the ones after, with the failure at the end of a long log."""
+    seen: list[str] = []
+
+    def ci(sha: str) -> list[dict[str, Any]]:
+        if sha not in seen:
+            seen.append(sha)
+        red = seen.index(sha) == 0 or sha in failing
+        job = 9000 + seen.index(sha)
+        fake.job_logs[job] = b"##[group]Run flake8\n" * 2000 + b"pager.py:3:80: E501 explain the offset\n"
+        return [
+            {
+                "id": job,
+                "name": "lint",
+                "status": "completed",
+                "conclusion": "failure" if red else "success",
+                "app": {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"},
+                "output": {"title": "1 error" if red else "clean", "summary": "flake8", "text": None},
+            }
+        ]
+
+    fake.ci = ci
+
+
+async def test_github_ci_failure_fixed_in_one_round(
+    client: Client, task_queue: str, github_ci: tuple[FakeGitHub, Settings], tmp_path: Path
+) -> None:
+    fake, settings = github_ci
+    lint_on(fake, failing=set())
+    repo = RepoRef(platform="github", locator=fake.full)
+    state = await run(client, task_queue, settings, repo, ci_fix_transcript(tmp_path / "ci.json"))
+    assert state.status == TaskStatus.MERGED, state.error
+    assert state.ci_fix_rounds == 1
+    assert "# pages are 1-based\n    start = (page - 1)" in git(fake.remote.path, "show", "main:pager.py")
+    ci_steps = [(s.status, s.detail) for s in state.steps if s.name == StepName.CI]
+    assert ci_steps[0] == ("failed", "failed: lint") and ci_steps[-1][0] == "done"
+    implements = [s.detail for s in state.steps if s.name == "implement"]
+    assert len(implements) == 2 and implements[1].startswith("iteration 2")
+    # the merge is pinned to the fixed head, the one the green run was about
+    merges = [body for method, path, body in fake.log if method == "PUT" and path.endswith("/merge")]
+    assert len(merges) == 1 and merges[0]["sha"] == git(fake.remote.path, "rev-parse", "tamma/issue-1")
+    await keep_history(client, state.workflow_id, "ci-fix-round")
+
+
+async def test_github_ci_still_red_after_the_fix_attempts_stops_as_ci_failed(
+    client: Client, task_queue: str, github_ci: tuple[FakeGitHub, Settings], tmp_path: Path
+) -> None:
+    fake, settings = github_ci
+    settings = settings.model_copy(update={"workflow": settings.workflow.model_copy(update={"max_ci_fix_attempts": 0})})
+    lint_on(fake, failing=set())
+    state = await run(client, task_queue, settings, RepoRef(platform="github", locator=fake.full))
+    assert state.status == TaskStatus.CI_FAILED
+    assert "after 0 fix attempt(s): failed: lint" in state.error and state.ci_fix_rounds == 0
+    [pull] = fake.pulls.values()
+    assert not pull["merged"]
+    notes = [c["body"] for c in fake.comments.get(pull["number"], [])]
+    assert any("CI still fails" in b and "**lint**: 1 error" in b for b in notes), notes

@@ -83,8 +83,7 @@ def run_issue(
 
 
 async def test_findings_go_back_to_the_agent_then_the_approved_change_merges(
-    client: Client,
-    run_issue: Runner, demo: tuple[LocalPlatform, Issue], tmp_path: Path
+    client: Client, run_issue: Runner, demo: tuple[LocalPlatform, Issue], tmp_path: Path
 ) -> None:
     platform, _ = demo
     state = await run_issue(transcript(tmp_path / "t.json"))
