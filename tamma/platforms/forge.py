@@ -14,6 +14,8 @@ import requests
 from tamma.models import CIStatus, ReviewComment
 
 PROGRESS_MARK = "<!-- tamma:progress -->"
+#: every comment Tamma writes carries a hidden marker that starts so (progress, comment, reply)
+OWN_MARK = "<!-- tamma:"
 #: failing checks handed to the agent at most, and the most of a job's log each carries
 MAX_FAILURES = 5
 LOG_TAIL_CHARS = 4000

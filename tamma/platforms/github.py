@@ -34,6 +34,7 @@ from tamma.errors import (
 from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import (
     MAX_FAILURES,
+    OWN_MARK,
     PROGRESS_MARK,
     clip,
     comment_mark,
@@ -50,13 +51,14 @@ T = TypeVar("T")
 log = logging.getLogger("tamma.github")
 
 # REST does not say whether a review thread is resolved; GraphQL does. One query per 100 threads.
+# `fullDatabaseId` (a BigInt, sent as a string) is the REST id; `databaseId` is deprecated.
 _THREADS = """
 query($owner: String!, $name: String!, $number: Int!, $after: String) {
   repository(owner: $owner, name: $name) {
     pullRequest(number: $number) {
       reviewThreads(first: 100, after: $after) {
         pageInfo { hasNextPage endCursor }
-        nodes { isResolved comments(first: 1) { nodes { databaseId } } }
+        nodes { isResolved comments(first: 1) { nodes { fullDatabaseId } } }
       }
     }
   }
@@ -106,6 +108,7 @@ class GitHubPlatform:
         self.repo = repo
         self.settings = settings
         self.bot_login = bot_login
+        self._identity: str | None = None  # who the credentials are, once asked
         self.owner = repo.locator.split("/")[0]
         self.gh = Github(
             auth=self._auth(settings),
@@ -119,16 +122,51 @@ class GitHubPlatform:
         )
         self._repo = self.gh.get_repo(repo.locator)
 
+    def _identities(self) -> set[str]:
+        """The logins Tamma's own comments come from, lower-case: who the credentials are (a
+        GitHub App posts as `<slug>[bot]`, read from GET /app; a token as its user, GET /user) —
+        asked once — and `webhooks.bot_login` as configured."""
+        if self._identity is None:
+            self._identity = self._credential_login().lower()
+        return {login for login in (self._identity, self.bot_login.lower()) if login}
+
+    def _credential_login(self) -> str:
+        s = self.settings
+        try:
+            if s.token is None and s.app_id is not None and s.app_private_key is not None:
+                app = github.GithubIntegration(
+                    auth=Auth.AppAuth(s.app_id, self._app_key(s)), base_url=s.base_url, timeout=int(s.timeout_s)
+                ).get_app()
+                return f"{app.slug}[bot]"
+            return str(self.gh.get_user().login)
+        except GithubException as exc:
+            if exc.status in (401, 429) or exc.status >= 500:
+                raise  # bad credentials, rate limits and outages fail or retry the step as usual
+            log.warning(
+                "cannot tell who the GitHub credentials are (%s); own comments are known by webhooks.bot_login "
+                "(%s) and by their marker",
+                exc.status,
+                self.bot_login or "unset",
+            )
+            return ""
+
+    def _own(self, login: str, body: str | None) -> bool:
+        """A comment Tamma wrote: by one of its identities, or carrying one of its markers."""
+        return login.lower() in self._identities() or OWN_MARK in (body or "")
+
+    @staticmethod
+    def _app_key(s: GitHubSettings) -> str:
+        assert s.app_private_key is not None
+        key = s.app_private_key.get_secret_value()
+        return key if "-----BEGIN" in key else Path(key).expanduser().read_text(encoding="utf-8")
+
     @staticmethod
     def _auth(s: GitHubSettings) -> Auth.Auth:
         if s.token is not None:
             return Auth.Token(s.token.get_secret_value())
         if s.app_id is not None and s.app_private_key is not None and s.installation_id is not None:
-            key = s.app_private_key.get_secret_value()
-            if "-----BEGIN" not in key:
-                key = Path(key).expanduser().read_text(encoding="utf-8")
             # Installation tokens last an hour; PyGithub refreshes them before they expire.
-            return Auth.AppAuth(s.app_id, key).get_installation_auth(s.installation_id)
+            return Auth.AppAuth(s.app_id, GitHubPlatform._app_key(s)).get_installation_auth(s.installation_id)
         raise ConfigError(
             "GitHub needs github.token (or GITHUB_TOKEN), or github.app_id + app_private_key + installation_id"
         )
@@ -331,7 +369,6 @@ class GitHubPlatform:
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         def collect() -> list[ReviewComment]:
             pull = self._repo.get_pull(pr.number)
-            me = self.bot_login.lower()
             resolved = self._resolved_threads(pr.number)
             out = [
                 ReviewComment(
@@ -343,14 +380,17 @@ class GitHubPlatform:
                     thread=c.in_reply_to_id or None,
                 )
                 for c in pull.get_review_comments()
-                if c.user and c.user.login.lower() != me and (c.in_reply_to_id or c.id) not in resolved
+                if c.user and not self._own(c.user.login, c.body) and (c.in_reply_to_id or c.id) not in resolved
             ]
             # A review's own body (the summary people write when they request changes or comment);
             # negative ids keep them apart from line comments. Approvals ask for nothing.
             out += [
                 ReviewComment(id=-r.id, author=r.user.login, body=r.body, verdict=r.state)
                 for r in pull.get_reviews()
-                if r.state in ("CHANGES_REQUESTED", "COMMENTED") and r.body and r.user and r.user.login.lower() != me
+                if r.state in ("CHANGES_REQUESTED", "COMMENTED")
+                and r.body
+                and r.user
+                and not self._own(r.user.login, r.body)
             ]
             return out
 
@@ -362,11 +402,11 @@ class GitHubPlatform:
             threads = threads_of(comments)
             if not threads:
                 return 0
-            me = self.bot_login.lower()
+            me = self._identities()
             done = {
                 c.in_reply_to_id
                 for c in pull.get_review_comments()
-                if c.user and c.user.login.lower() == me and reply_mark(c.in_reply_to_id, commit) in (c.body or "")
+                if c.user and c.user.login.lower() in me and reply_mark(c.in_reply_to_id, commit) in (c.body or "")
             }
             posted = 0
             for root in threads:
@@ -391,14 +431,18 @@ class GitHubPlatform:
                 threads = data["data"]["repository"]["pullRequest"]["reviewThreads"]
                 for t in threads["nodes"]:
                     first = t["comments"]["nodes"]
-                    if t["isResolved"] and first and first[0].get("databaseId"):
-                        roots.add(int(first[0]["databaseId"]))
+                    if t["isResolved"] and first and first[0].get("fullDatabaseId"):
+                        roots.add(int(first[0]["fullDatabaseId"]))
                 if not threads["pageInfo"]["hasNextPage"]:
                     return roots
                 after = threads["pageInfo"]["endCursor"]
         except (GithubException, KeyError, TypeError) as exc:
             if isinstance(exc, GithubException) and (exc.status in (401, 403, 429) or exc.status >= 500):
                 raise  # credentials, rate limits, outages: the step fails or retries as for REST
+            if isinstance(exc, GithubException) and (limited := _graphql_rate_limit(exc)) is not None:
+                raise limited from None
+            if isinstance(exc, GithubException) and _graphql_error_types(exc) & {"INTERNAL", "SERVICE_UNAVAILABLE"}:
+                raise PlatformError(f"GitHub GraphQL failed on #{number}: {exc.data}; will retry") from None
             log.warning("cannot tell resolved review threads of #%s apart (GraphQL: %s); reading them all", number, exc)
             return set()
 
@@ -411,6 +455,10 @@ class GitHubPlatform:
                 raise MergeBlockedError(f"#{number} has conflicts with {pull.base.ref}; resolve them and retry")
             if sha and pull.head.sha != sha:
                 raise _moved(number, sha, pull.head.sha)
+            if pull.draft:
+                # github.draft opens the PR as a draft; GitHub refuses to merge a draft (405), and
+                # only GraphQL can mark it ready. CI is green and policy allows the merge: now it is.
+                pull.mark_ready_for_review()
             try:
                 # GitHub refuses (409) if the head moved between our look and the merge.
                 status = pull.merge(merge_method=self.settings.merge_method, sha=sha or NotSet)
@@ -426,6 +474,25 @@ class GitHubPlatform:
 
 
 __all__ = ["GitHubPlatform", "github", "map_github_error"]
+
+
+def _graphql_error_types(exc: GithubException) -> set[str]:
+    errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
+    return {str(e.get("type", "")) for e in errors or [] if isinstance(e, dict)}
+
+
+def _graphql_rate_limit(exc: GithubException) -> PlatformError | None:
+    """GitHub answers a GraphQL rate limit with HTTP 200 and an error of type RATE_LIMITED (PyGithub
+    turns any `errors` into a 400): a retry after the reset, never "no GraphQL here"."""
+    if not _graphql_error_types(exc) & {"RATE_LIMITED", "RATE_LIMIT"}:
+        return None
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    wait = 60.0
+    if "retry-after" in headers:
+        wait = float(headers["retry-after"])
+    elif "x-ratelimit-reset" in headers:
+        wait = max(1.0, float(headers["x-ratelimit-reset"]) - time.time())
+    return PlatformError("GitHub GraphQL rate limit reached reading review threads", retry_after_s=wait)
 
 
 def _moved(number: int, tested: str, now: str) -> MergeBlockedError:

@@ -26,6 +26,7 @@ from tamma.platforms.forge import (
     LOG_READ_BYTES,
     LOG_TAIL_CHARS,
     MAX_FAILURES,
+    OWN_MARK,
     PROGRESS_MARK,
     clip,
     comment_mark,
@@ -60,6 +61,7 @@ class GitLabPlatform:
         self.repo = repo
         self.settings = settings
         self.bot_login = bot_login
+        self._identity: str | None = None  # the token's username, once asked
         self.gl = _Gitlab(
             settings.base_url,
             private_token=settings.token.get_secret_value(),
@@ -71,6 +73,21 @@ class GitLabPlatform:
         self._last = threading.local()
         self.gl.session.hooks["response"].append(self._remember)
         self._project = self.gl.projects.get(repo.locator, lazy=True)
+
+    def _identities(self) -> set[str]:
+        """The usernames Tamma's own notes come from, lower-case: the token's user (GET /user,
+        asked once; a project or group access token is a bot user of its own) and
+        `webhooks.bot_login` as configured."""
+        if self._identity is None:
+            try:
+                user = self.gl.http_get("/user")
+                self._identity = str(user.get("username", "")).lower() if isinstance(user, dict) else ""
+            except GitlabError as exc:
+                if exc.response_code in (401, 429) or (exc.response_code or 0) >= 500:
+                    raise
+                log.warning("cannot tell who the GitLab token is (%s); own notes are known by marker", exc)
+                self._identity = ""
+        return {login for login in (self._identity, self.bot_login.lower()) if login}
 
     def _remember(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._last.headers = response.headers
@@ -302,7 +319,7 @@ class GitLabPlatform:
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
         def collect() -> list[ReviewComment]:
             mr = self._project.mergerequests.get(pr.number, lazy=True)
-            me = self.bot_login.lower()
+            me = self._identities()
             out: list[ReviewComment] = []
             # Discussions rather than flat notes: they carry the threads, and a thread someone
             # resolved is settled and asks for nothing more.
@@ -312,8 +329,8 @@ class GitLabPlatform:
                     continue
                 root = notes[0]["id"] if notes and not discussion.attributes.get("individual_note") else None
                 for n in notes:
-                    if n.get("system") or n["author"]["username"].lower() == me:
-                        continue
+                    if n.get("system") or n["author"]["username"].lower() in me or OWN_MARK in (n.get("body") or ""):
+                        continue  # GitLab's own notes, and Tamma's (by its user or by its marker)
                     position = n.get("position") or {}
                     out.append(
                         ReviewComment(

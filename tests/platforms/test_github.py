@@ -362,6 +362,7 @@ async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlat
         "POST /graphql",  # 122 threads: two pages of review threads
         "POST /graphql",
         f"GET /repos/octo/hello/pulls/{n}/comments?per_page=100",
+        "GET /user",  # who the token is (asked once): its own comments are not feedback
         f"GET /repos/octo/hello/pulls/{n}/comments?page=2&per_page=100",
         f"GET /repos/octo/hello/pulls/{n}/reviews?per_page=100",
     ]
@@ -383,6 +384,69 @@ async def test_review_threads_without_graphql_are_all_read_and_outages_retry(
     assert info.value.retryable
     fake.graphql_error = None
     assert await platform.review_comments(pr) == []
+
+
+async def test_a_graphql_rate_limit_answered_with_200_retries_and_is_not_read_as_no_graphql(
+    gh: tuple[FakeGitHub, GitHubPlatform],
+) -> None:
+    """F1: GitHub reports a GraphQL rate limit as HTTP 200 with `errors: [{type: RATE_LIMITED}]`.
+    Taken as "no GraphQL", every resolved thread would come back as feedback."""
+    fake, platform = gh
+    pr = await open_pr(fake, platform)
+    fake.review_comments[pr.number] = [line_comment(20, "dave", "Old concern", 7)]
+    fake.resolved = {20}
+    limited = {"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded for user ID 1."}]}
+    fake.graphql_error = Reply(
+        200, limited, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 40)}
+    )
+    with pytest.raises(PlatformError) as info:
+        await platform.review_comments(pr)
+    assert info.value.retryable and info.value.retry_after_s is not None and 30 <= info.value.retry_after_s <= 41
+    fake.graphql_error = None
+    assert await platform.review_comments(pr) == []  # the resolved thread, by its fullDatabaseId
+    [query] = [body["query"] for method, path, body in fake.log if path == "/graphql"][-1:]
+    assert "fullDatabaseId" in query and "databaseId }" not in query.replace("fullDatabaseId", "")
+
+
+async def test_a_draft_pull_request_is_marked_ready_before_its_merge(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    """F2: with github.draft the PR opens as a draft; GitHub will not merge a draft (405)."""
+    fake, platform = gh
+    drafting = GitHubPlatform(REPO, platform.settings.model_copy(update={"draft": True}), bot_login="tamma-bot")
+    await drafting.ensure_branch("b", "main")
+    fake.remote.push_file("b", "fix.txt", "fixed\n", tmp_path)
+    pr = await drafting.create_pull_request("b", "main", "Fix", "Fixes #1")
+    assert fake.pulls[pr.number]["draft"] is True
+    merged = await drafting.merge_pull_request(pr.number, sha=fake.remote.sha("b") or "")
+    assert merged.merged and fake.pulls[pr.number]["merged"] and fake.pulls[pr.number]["draft"] is False
+    mutations = [body["query"] for _, path, body in fake.log if path == "/graphql"]
+    assert len(mutations) == 1 and "markPullRequestReadyForReview" in mutations[0]
+
+
+async def test_as_a_github_app_its_own_comments_are_known_by_its_bot_login_and_by_marker(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    """F3: an App posts as `<slug>[bot]`, not as webhooks.bot_login; its "Addressed in" replies
+    must not come back as review feedback, and a retried reply must not post twice."""
+    fake, platform = gh
+    private, public = app_keys()
+    fake.app = (42, public, 7)
+    (tmp_path / "app.pem").write_bytes(private)
+    app = GitHubPlatform(REPO, as_app(platform.settings, tmp_path / "app.pem"), bot_login="tamma-bot")
+    pr = await open_pr(fake, platform)
+    fake.review_comments[pr.number] = [line_comment(11, "alice", "Name the magic number", 4)]
+    feedback = await app.review_comments(pr)
+    assert [c.id for c in feedback] == [11]
+    assert await app.reply_to_reviews(pr, feedback, "c" * 40) == 1
+    assert fake.review_comments[pr.number][-1]["user"] == "tamma-app[bot]"
+    assert await app.reply_to_reviews(pr, feedback, "c" * 40) == 0  # the retry finds its reply
+    # its reply is not feedback; nor is a marked comment from an identity it cannot see
+    fake.review_comments[pr.number].append(
+        line_comment(12, "someone-else", "Addressed in abc.\n\n<!-- tamma:reply:11:abc -->", 4, reply_to=11)
+    )
+    assert [c.id for c in await app.review_comments(pr)] == [11]
+    assert fake.calls("GET").count("GET /app") == 1  # who the App is, asked once
 
 
 async def test_replies_answer_each_thread_once_per_commit(gh: tuple[FakeGitHub, GitHubPlatform]) -> None:

@@ -209,6 +209,26 @@ async def test_replies_answer_each_discussion_once_per_commit(gl: tuple[FakeGitL
     assert await platform.review_comments(mr) == feedback  # Tamma's own replies are not feedback
 
 
+async def test_a_project_access_token_knows_its_own_notes_by_its_user_and_marker(
+    gl: tuple[FakeGitLab, GitLabPlatform],
+) -> None:
+    """A project access token posts as its own bot user, not as webhooks.bot_login: Tamma asks
+    GitLab who the token is, so its replies never come back as review feedback."""
+    fake, platform = gl
+    fake.token_login = "project_42_bot_5f1c"
+    mr = await open_mr(fake, platform)
+    fake.mr_discussions[mr.number] = [discussion("d1", note(1, "alice", "Name it", line=4))]
+    feedback = await platform.review_comments(mr)
+    assert await platform.reply_to_reviews(mr, feedback, "b" * 40) == 1
+    [_, reply] = fake.mr_discussions[mr.number][0]["notes"]
+    assert reply["author"]["username"] == "project_42_bot_5f1c"
+    assert await platform.review_comments(mr) == feedback
+    # a note carrying Tamma's marker is Tamma's, whoever GitLab says wrote it
+    fake.mr_discussions[mr.number].append(discussion("d2", note(9, "other", "x <!-- tamma:abc -->"), single=True))
+    assert await platform.review_comments(mr) == feedback
+    assert fake.calls("GET").count("GET /api/v4/user") == 1
+
+
 async def test_open_issues_for_the_picker(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
     fake, platform = gl
     for n in range(2, 30):

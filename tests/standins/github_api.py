@@ -52,6 +52,9 @@ class FakeGitHub:
     app: tuple[int, bytes, int] | None = None
     app_token_ttl_s: int = 3600
     installation_tokens: dict[str, float] = field(default_factory=dict)
+    token_login: str = "tamma-bot"  # who GET /user says the token is; what it writes appears as
+    app_slug: str = "tamma-app"  # an App's writes appear as "<slug>[bot]"
+    actor: str = "tamma-bot"  # the author of the request being answered
 
     @property
     def full(self) -> str:
@@ -114,6 +117,7 @@ class FakeGitHub:
             "merged": p["merged"],
             "mergeable": p.get("mergeable", True),
             "draft": p.get("draft", False),
+            "node_id": f"PR_node{n}",
             "merge_commit_sha": p.get("merge_commit_sha"),
         }
 
@@ -129,8 +133,18 @@ class FakeGitHub:
                 return self._log_blob(req, int(m[1]))
             if self.app and (m := re.fullmatch(r"/app/installations/(\d+)/access_tokens", url.path)):
                 return self._installation_token(req.method, int(m[1]), auth)
-            if auth not in (f"token {self.token}", f"Bearer {self.token}") and not self._installation_ok(auth):
+            if self.app and url.path == "/app" and req.method == "GET":
+                return self._the_app(auth)
+            if auth in (f"token {self.token}", f"Bearer {self.token}"):
+                self.actor = self.token_login
+            elif self._installation_ok(auth):
+                self.actor = f"{self.app_slug}[bot]"
+            else:
                 return Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
+            if url.path == "/user" and req.method == "GET":
+                if self.actor.endswith("[bot]"):  # an installation token is no user
+                    return Reply(403, {"message": "Resource not accessible by integration"})
+                return Reply(200, self._user(self.actor))
             for i, (pattern, reply) in enumerate(self.inject):
                 if re.search(pattern, f"{req.method} {url.path}"):
                     del self.inject[i]
@@ -148,10 +162,19 @@ class FakeGitHub:
             return reply
 
     def _graphql(self, body: dict[str, Any]) -> Reply:
-        """The one GraphQL query Tamma sends: a pull request's review threads, 100 a page, with
-        whether each is resolved and its first comment's REST id (`databaseId`)."""
+        """The GraphQL Tamma sends: a pull request's review threads, 100 a page, with whether each
+        is resolved and its first comment's REST id (`fullDatabaseId`, a BigInt sent as a string);
+        and the mutation that marks a draft pull request ready for review."""
         query, v = body.get("query", ""), body.get("variables") or {}
-        if "reviewThreads" not in query or "isResolved" not in query or "databaseId" not in query:
+        if "markPullRequestReadyForReview" in query:
+            node = (v.get("input") or {}).get("pullRequestId")
+            pull = next((x for n, x in self.pulls.items() if f"PR_node{n}" == node), None)
+            if pull is None:
+                return Reply(200, {"errors": [{"type": "NOT_FOUND", "message": f"Could not resolve to a node {node}"}]})
+            pull["draft"] = False
+            ready = {"clientMutationId": None, "pullRequest": {"isDraft": False}}
+            return Reply(200, {"data": {"markPullRequestReadyForReview": ready}})
+        if "reviewThreads" not in query or "isResolved" not in query or "fullDatabaseId" not in query:
             return Reply(200, {"errors": [{"type": "INVALID", "message": "unexpected query"}]})
         if (v.get("owner"), v.get("name")) != (self.owner, self.name):
             return Reply(200, {"errors": [{"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}]})
@@ -159,12 +182,22 @@ class FakeGitHub:
         start = int(v.get("after") or 0)
         page = roots[start : start + 100]
         nodes = [
-            {"isResolved": c["id"] in self.resolved, "comments": {"nodes": [{"databaseId": c["id"]}]}} for c in page
+            {"isResolved": c["id"] in self.resolved, "comments": {"nodes": [{"fullDatabaseId": str(c["id"])}]}}
+            for c in page
         ]
         more = start + 100 < len(roots)
         info = {"hasNextPage": more, "endCursor": str(start + 100) if more else None}
         threads = {"pageInfo": info, "nodes": nodes}
         return Reply(200, {"data": {"repository": {"pullRequest": {"reviewThreads": threads}}}})
+
+    def _the_app(self, auth: str) -> Reply:
+        """GET /app, authenticated as the App itself (its JWT): who the App is."""
+        assert self.app is not None
+        try:
+            jwt.decode(auth.removeprefix("Bearer "), self.app[1], algorithms=["RS256"])
+        except jwt.PyJWTError as exc:
+            return Reply(401, {"message": f"A JSON web token could not be decoded ({exc})"})
+        return Reply(200, {"id": self.app[0], "slug": self.app_slug, "name": "Tamma", "owner": self._user(self.owner)})
 
     def _installation_token(self, method: str, installation: int, auth: str) -> Reply:
         """POST /app/installations/{id}/access_tokens: the App proves itself with an RS256 JWT
@@ -264,7 +297,7 @@ class FakeGitHub:
             if n not in self.issues and n not in self.pulls:  # a pull request is an issue too
                 return Reply(404, {"message": "Not Found"})
             if method == "POST":
-                c = {"id": next(_ids), "body": body["body"], "user": "tamma-bot"}
+                c = {"id": next(_ids), "body": body["body"], "user": self.actor}
                 self.comments.setdefault(n, []).append(c)
                 return Reply(201, self._comment(c))
             return self._page([self._comment(c) for c in self.comments.get(n, [])], path, q)
@@ -343,6 +376,8 @@ class FakeGitHub:
             pull = self.pulls[int(m[1])]
             if pull["merged"]:
                 return Reply(405, {"message": "Pull Request is not mergeable"})
+            if pull.get("draft"):
+                return Reply(405, {"message": "Pull Request is still a draft"})
             wanted = (body or {}).get("sha")
             if wanted and wanted != self.remote.sha(pull["head"]):  # as GitHub documents it
                 return Reply(409, {"message": "Head branch was modified. Review and try the merge again."})
@@ -362,7 +397,7 @@ class FakeGitHub:
             root = next((c for c in thread if c["id"] == int(m[2])), None)
             if root is None or root.get("in_reply_to_id"):  # GitHub: replies go to the top-level comment
                 return Reply(404, {"message": "Not Found"})
-            c = {**root, "id": next(_ids), "body": body["body"], "user": "tamma-bot", "in_reply_to_id": root["id"]}
+            c = {**root, "id": next(_ids), "body": body["body"], "user": self.actor, "in_reply_to_id": root["id"]}
             thread.append(c)
             return Reply(201, {**c, "url": self._api(f"/pulls/comments/{c['id']}"), "user": self._user(c["user"])})
         if m := re.fullmatch(r"/pulls/(\d+)/comments", p):

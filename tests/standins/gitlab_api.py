@@ -32,6 +32,7 @@ class FakeGitLab:
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     job_traces: dict[int, bytes] = field(default_factory=dict)  # CI job id -> its log (trace)
     mr_notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    token_login: str = "tamma-bot"  # the token's user; what it writes appears as
     approvals_left: int = 0
     log: list[tuple[str, str, Any]] = field(default_factory=list)
     inject: list[tuple[str, Reply]] = field(default_factory=list)
@@ -91,6 +92,8 @@ class FakeGitLab:
 
     def _route(self, method: str, raw_path: str, q: dict[str, list[str]], body: dict[str, Any]) -> Reply:
         prefix = f"/api/v4/projects/{quote(self.path, safe='')}"
+        if raw_path == "/api/v4/user" and method == "GET":
+            return Reply(200, {"id": 7, "username": self.token_login, "bot": self.token_login.startswith("project_")})
         if not raw_path.startswith(prefix):
             return Reply(404, {"message": "404 Project Not Found"})
         p = raw_path[len(prefix) :]
@@ -114,7 +117,12 @@ class FakeGitLab:
         if m := re.fullmatch(r"/issues/(\d+)/notes", p):
             iid = int(m[1])
             if method == "POST":
-                note = {"id": next(_ids), "body": body["body"], "author": {"username": "tamma-bot"}, "system": False}
+                note = {
+                    "id": next(_ids),
+                    "body": body["body"],
+                    "author": {"username": self.token_login},
+                    "system": False,
+                }
                 self.notes.setdefault(iid, []).append(note)
                 return Reply(201, note)
             return self._page(self.notes.get(iid, []), raw_path, q)
@@ -170,7 +178,7 @@ class FakeGitLab:
             if found is None:
                 return Reply(404, {"message": "404 Discussion Not Found"})
             if m[3] and method == "POST":
-                n = {"id": next(_ids), "body": body["body"], "author": {"username": "tamma-bot"}, "system": False}
+                n = {"id": next(_ids), "body": body["body"], "author": {"username": self.token_login}, "system": False}
                 found["notes"].append(n)
                 return Reply(201, n)
             return Reply(200, found)
@@ -222,7 +230,12 @@ class FakeGitLab:
             if iid not in self.mrs:
                 return Reply(404, {"message": "404 Not found"})
             if method == "POST":
-                note = {"id": next(_ids), "body": body["body"], "author": {"username": "tamma-bot"}, "system": False}
+                note = {
+                    "id": next(_ids),
+                    "body": body["body"],
+                    "author": {"username": self.token_login},
+                    "system": False,
+                }
                 self.mr_notes.setdefault(iid, []).append(note)
                 return Reply(201, note)
             return self._page(self.mr_notes.get(iid, []), raw_path, q)
