@@ -89,6 +89,8 @@ class ProviderError(TammaError):
     """An LLM provider failed; transient unless said otherwise."""
 
     retryable = True
+    #: a rate limit or overload (429/529): waited out, never a failed step (providers.ratelimit)
+    rate_limited = False
 
 
 class TranscriptMismatch(ProviderError):

@@ -298,12 +298,13 @@ class TaskStatus(StrEnum):
     ESCALATED = "escalated"
     BUDGET_EXCEEDED = "budget_exceeded"
     CI_FAILED = "ci_failed"
+    PARKED = "parked"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self not in (TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL)
+        return self not in (TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL, TaskStatus.PARKED)
 
 
 class StepRecord(BaseModel):
@@ -323,6 +324,12 @@ class WorkflowOptions(Strict):
     max_review_rounds: int = Field(default=2, ge=0, description="rounds of answering reviewers' comments")
     max_ci_fix_attempts: int = Field(
         default=2, ge=0, description="times the agent is handed a failed CI's checks and logs to fix before it stops"
+    )
+    rate_limit_horizon_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="how long a task waits out a model's rate limit (on durable timers, no worker held) before "
+        "it parks for a person: `tamma retry N` resumes it",
     )
     self_review: bool = Field(default=False, description="a model reviews the diff before the PR is opened")
     max_self_review_rounds: int = Field(default=1, ge=0, description="fix rounds the self-review may ask for")
@@ -386,6 +393,7 @@ class TaskState(BaseModel):
     self_review: SelfReview | None = Field(default=None, description="the last self-review's verdict")
     review_replies: int = Field(default=0, description="review threads told which commit answers them")
     ci_fix_rounds: int = Field(default=0, description="times a failed CI was handed back to the agent")
+    parked_reason: str = Field(default="", description="why a parked task waits for a person, and how to resume it")
     transcripts: list[str] = Field(default_factory=list, description="paths of recorded exchanges")
     note: str = Field(default="", description="set when this is a partial view (no worker answered)")
 

@@ -152,6 +152,11 @@ async def reject_task(task_id: str, body: Decision, request: Request, who: Opera
     return await _service(request).reject(task_id, by=f"api:{who.subject}", reason=body.reason)
 
 
+@router.post("/tasks/{task_id:path}/resume", response_model=TaskState, summary="Resume a parked task (workflow update)")
+async def resume_task(task_id: str, request: Request, who: Operator) -> TaskState:
+    return await _service(request).resume(task_id, by=f"api:{who.subject}")
+
+
 @router.get("/tasks/{task_id:path}", response_model=TaskState, summary="A task's state (workflow query)")
 async def get_task(task_id: str, request: Request, who: Viewer) -> TaskState:
     return await _service(request).state(task_id)

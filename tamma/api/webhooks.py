@@ -228,6 +228,16 @@ class WebhookHub:
                 inp = IssueTaskInput(repo=action.repo, issue_number=action.issue, options=self.settings.task_options())
                 started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
                 outcome = "started" if started else "attached"  # "started" only when a run began
+                if not started and action.rerun:
+                    # `/tamma retry` on a run still going: resume it if it is parked (the workflow
+                    # ignores the signal otherwise, and a redelivery by its delivery id).
+                    resume = ApprovalRequest(by=action.by, reason=action.reason, delivery=delivery)
+                    await _within(
+                        self.client.get_workflow_handle(wid).signal(
+                            "resume_signal", resume, rpc_timeout=timedelta(seconds=RPC_S)
+                        )
+                    )
+                    outcome = "resume_requested"
                 self.metrics.workflows.labels(outcome).inc()
                 return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
             handle = self.client.get_workflow_handle(wid)

@@ -371,7 +371,44 @@ def status(
                 console.print(f"Recorded exchanges: {esc(str(Path(state.transcripts[0]).parent))}")
             if state.error:
                 console.print(f"[red]error:[/] {esc(state.error)}")
+            if state.status == TaskStatus.PARKED:
+                console.print(f"[yellow]parked:[/] {esc(state.parked_reason)}")
             return 0
+
+    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    task: IdArg,
+    repo: RepoOpt = Path("."),
+    detach: Annotated[bool, typer.Option(help="resume or start, and return at once")] = False,
+) -> None:
+    """Resume a parked task, or run a finished task that did not merge once more."""
+
+    async def go() -> int:
+        settings = _settings(ctx)
+        wid = task_id(task, repo, settings)
+        async with open_session(settings, console, ctx.obj) as session:
+            state = await session.tasks.state(wid)
+            if state.status == TaskStatus.PARKED:
+                await _ensure_worker(session)
+                await session.tasks.resume(wid, by="cli")
+                console.print(f"Resumed [bold]{esc(wid)}[/]")
+                if detach:
+                    return 0
+                return await _follow_to_end(session, wid)
+            if not state.status.finished:
+                raise InvalidInputError(
+                    f"task {wid} is {state.status.value}, not parked or finished; nothing to retry "
+                    f"(`tamma status {wid}` shows where it is)"
+                )
+            if state.status == TaskStatus.MERGED:
+                raise InvalidInputError(
+                    f"task {wid} already merged; `tamma start --issue {state.issue_number} --rerun` does it again"
+                )
+        return await run_task(settings, state.repo, state.issue_number, rerun=True, detach=detach, config_file=ctx.obj)
 
     raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
 

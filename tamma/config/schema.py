@@ -120,6 +120,12 @@ class LLMSettings(Strict):
     max_tokens: int = Field(default=8192, ge=256)
     timeout_s: float = Field(default=120.0, gt=0)
     output_retries: int = Field(default=2, ge=0, description="re-asks after a malformed or empty answer")
+    rate_limit_inline_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="a rate limit (429/529) is waited out inside the step up to this long; longer waits go to "
+        "the workflow's durable timers (workflow.rate_limit_horizon_s)",
+    )
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     record: bool = Field(default=True, description="record every exchange (secrets redacted)")
 

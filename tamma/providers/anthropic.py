@@ -16,6 +16,7 @@ from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
 from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, map_api_error, priced
+from tamma.providers.ratelimit import gate_for, within_limits
 
 _CACHE = {"type": "ephemeral"}
 _STOP = {"tool_use": "tool_use", "max_tokens": "max_tokens", "refusal": "refusal"}
@@ -32,16 +33,22 @@ class AnthropicProvider:
         timeout_s: float = 120.0,
         output_retries: int = 2,
         price: Any | None = None,
+        rate_limit_inline_s: float = 60.0,
     ) -> None:
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
         self.model = model
         self.max_tokens = max_tokens
         self.output_retries = output_retries
         self.price = price
+        self.gate = gate_for("anthropic", base_url, api_key)
+        self.rate_limit_inline_s = rate_limit_inline_s
         self.usage = Usage()
         self.description = f"anthropic {model}"
 
     async def _create(self, **kwargs: Any) -> tuple[Any, Usage]:
+        return await within_limits(self.gate, self.rate_limit_inline_s, lambda: self._create_once(**kwargs))
+
+    async def _create_once(self, **kwargs: Any) -> tuple[Any, Usage]:
         try:
             response = await self.client.messages.create(model=self.model, max_tokens=self.max_tokens, **kwargs)
         except anthropic.APIError as exc:

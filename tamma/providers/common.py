@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from tamma.errors import ProviderError
 from tamma.models import Usage
+from tamma.providers.ratelimit import asked_wait
 
 ANSWER_TOOL = "answer"
 
@@ -32,17 +33,6 @@ def priced(usage: Usage, price: Any | None) -> Usage:
     return usage.model_copy(update={"cost_usd": round(cost, 6)})
 
 
-def _retry_after(headers: Any) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name) if headers is not None else None
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
-    return None
-
-
 def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> ProviderError:
     """Turn an SDK error into a ProviderError: transient ones retry (Temporal's policy, honouring
     retry-after); ones no retry can fix name the setting to change."""
@@ -54,13 +44,15 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
     response = getattr(exc, "response", None)
     headers = response.headers if response is not None else None
     detail = _error_message(exc)
-    if status == 429:
-        wait = _retry_after(headers)
-        return ProviderError(f"{vendor} rate limit (429): {detail}", retry_after_s=wait)
-    if status in (408, 409, 529) or (status is not None and status >= 500):
-        return ProviderError(
-            f"{vendor} is unavailable or overloaded ({status}): {detail}", retry_after_s=_retry_after(headers)
+    if status in (429, 529):
+        limited = ProviderError(
+            f"{vendor} {'rate limit' if status == 429 else 'is overloaded'} ({status}): {detail}",
+            retry_after_s=asked_wait(headers),
         )
+        limited.rate_limited = True
+        return limited
+    if status in (408, 409) or (status is not None and status >= 500):
+        return ProviderError(f"{vendor} is unavailable ({status}): {detail}", retry_after_s=asked_wait(headers))
     if status == 401:
         return ProviderError(f"{vendor} refused the API key (401); set {key_setting}", retryable=False)
     if status == 403:

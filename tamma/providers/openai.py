@@ -17,6 +17,7 @@ from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
 from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, map_api_error, priced
+from tamma.providers.ratelimit import gate_for, within_limits
 
 _FINISH = {"tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens", "content_filter": "refusal"}
 
@@ -32,6 +33,7 @@ class OpenAIProvider:
         timeout_s: float = 120.0,
         output_retries: int = 2,
         price: Any | None = None,
+        rate_limit_inline_s: float = 60.0,
     ) -> None:
         # Local servers need no key, but the SDK insists on one: a placeholder is sent instead.
         self.client = openai.AsyncOpenAI(
@@ -41,11 +43,16 @@ class OpenAIProvider:
         self.max_tokens = max_tokens
         self.output_retries = output_retries
         self.price = price
+        self.gate = gate_for("openai", base_url, api_key)
+        self.rate_limit_inline_s = rate_limit_inline_s
         self.usage = Usage()
         where = f" at {base_url}" if base_url else ""
         self.description = f"openai-compatible {model}{where}"
 
     async def _create(self, **kwargs: Any) -> tuple[Any, Usage]:
+        return await within_limits(self.gate, self.rate_limit_inline_s, lambda: self._create_once(**kwargs))
+
+    async def _create_once(self, **kwargs: Any) -> tuple[Any, Usage]:
         try:
             response = await self.client.chat.completions.create(model=self.model, max_tokens=self.max_tokens, **kwargs)
         except openai.APIError as exc:

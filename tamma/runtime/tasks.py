@@ -197,6 +197,10 @@ class TaskService:
             raise
         return result
 
+    async def resume(self, wid: str, by: str) -> TaskState:
+        """Resume a parked task (a model rate limit outlasted its horizon): the step runs again."""
+        return await self._decide(wid, IssueWorkflow.resume, ApprovalRequest(by=by, reason="resumed"))
+
     async def cancel(self, wid: str) -> None:
         existing = await self._describe(wid)
         if existing is None:

@@ -73,6 +73,7 @@ def make_provider(settings: Settings, step: Step, transcript: str | None, sessio
         "timeout_s": llm.timeout_s,
         "output_retries": llm.output_retries,
         "price": llm.prices.get(model),
+        "rate_limit_inline_s": llm.rate_limit_inline_s,
     }
     # The vendor SDKs take about a second to import: only pay for the one in use.
     if provider == "anthropic":

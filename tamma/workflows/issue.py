@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -97,6 +97,8 @@ class IssueWorkflow:
         self._branch_files: list[str] = []  # what the branch really changes, from the last implement
         self._cleared: set[str] = set()  # blocked files a person has approved
         self._ci_sha = ""  # the head commit the last green CI was about
+        self._rate_limited_s = 0.0  # waited out on model rate limits since the last resume
+        self._resume_by = ""  # who resumed a parked task
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -130,6 +132,23 @@ class IssueWorkflow:
             )
         if self.state.status != TaskStatus.AWAITING_APPROVAL:
             raise ValueError(f"this task is not waiting for approval (status: {self.state.status.value})")
+
+    @workflow.update
+    async def resume(self, req: ApprovalRequest) -> TaskState:
+        """`tamma retry N` on a parked task: call the step that parked it again."""
+        self._resume_by = req.by or "someone"
+        return self.state
+
+    @resume.validator
+    def _check_resume(self, req: ApprovalRequest) -> None:
+        if self.state.status != TaskStatus.PARKED:
+            raise ValueError(f"this task is not parked (status: {self.state.status.value}); nothing to resume")
+
+    @workflow.signal
+    def resume_signal(self, req: ApprovalRequest) -> None:
+        """For webhooks (`/tamma retry` on a parked task) and the Web UI."""
+        if self._fresh(req.delivery) and self.state.status == TaskStatus.PARKED:
+            self._resume_by = req.by or "someone"
 
     def _fresh(self, delivery: str) -> bool:
         if not delivery:
@@ -547,32 +566,89 @@ class IssueWorkflow:
                 "start_to_close_timeout": timedelta(seconds=min(o.step_timeout_s, 300)),
                 "heartbeat_timeout": timedelta(seconds=o.heartbeat_timeout_s),
             }
-        try:
-            return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                # The task was cancelled while this step ran: that is a cancellation, not a failed step.
-                if record is not None:
-                    self._end(record, "failed", "cancelled")
-                raise asyncio.CancelledError() from None
-            cause = exc.cause
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        while True:
+            try:
+                return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
+            except ActivityError as exc:
+                if not await self._waited_out_rate_limit(exc, record):
+                    self._failed(exc, name, record)
+
+    async def _waited_out_rate_limit(self, exc: ActivityError, record: StepRecord | None) -> bool:
+        """A model rate limit that outlasted the step's own wait (providers.ratelimit): count
+        what the attempt was billed, then wait on a durable timer — no worker slot held — and
+        call again; after workflow.rate_limit_horizon_s of that, park the task until a person
+        resumes it (`tamma retry N`). True to call the activity again."""
+        cause = exc.cause
+        if not (isinstance(cause, ApplicationError) and cause.type == "RateLimited"):
+            return False
+        # Versioned: histories from before parking failed the step here.
+        if not workflow.patched("park-on-rate-limit"):
+            return False
+        self._account_failed_attempt(cause, record)
+        wait_s = next(
+            (
+                float(d["rate_limited"].get("wait_s", 0))
+                for d in cause.details
+                if isinstance(d, dict) and isinstance(d.get("rate_limited"), dict)
+            ),
+            30.0,
+        )
+        wait_s = max(1.0, wait_s)
+        if self._rate_limited_s + wait_s <= self.opts.rate_limit_horizon_s:
+            self._rate_limited_s += wait_s
             if record is not None:
-                self._end(record, "failed", reason)
-            billed = _billed(cause)
-            if billed is not None:
-                # What the failed attempts of a model step were billed for counts toward the
-                # task's totals and budgets too.
-                self.state.usage = self.state.usage.plus(billed)
-                if record is not None:
-                    step = record.name.value
-                    self.state.usage_by_step[step] = self.state.usage_by_step.get(step, Usage()).plus(billed)
-            if isinstance(cause, ApplicationError) and cause.type == "BudgetExceeded":
-                spent = cause.details[0] if cause.details else {}
-                if billed is None and isinstance(spent, dict):  # recorded before failures carried usage
-                    self.state.usage = self.state.usage.plus(Usage.model_validate(spent))
-                raise BudgetStop(f"{name}: {reason}") from None
-            raise StepFailed(f"{name} failed: {reason}") from None
+                record.detail = f"model rate limit: waiting {wait_s:.0f}s ({cause.message})"[:500]
+            await workflow.sleep(timedelta(seconds=wait_s))
+            return True
+        await self._park(
+            f"the model's rate limit outlasted workflow.rate_limit_horizon_s ({self.opts.rate_limit_horizon_s:.0f}s): "
+            f"{cause.message}. Resume with `tamma retry {self.inp.issue_number}` (or send the resume update) "
+            "once the limit is lifted"
+        )
+        return True
+
+    async def _park(self, reason: str) -> None:
+        """Wait, visibly, for a person: status parked with the reason, until `resume`."""
+        before = self.state.status
+        self._resume_by = ""
+        self.state.parked_reason = reason[:1000]
+        self._set_status(TaskStatus.PARKED)
+        await self._progress()
+        await workflow.wait_condition(lambda: bool(self._resume_by) or bool(self._stopped))
+        if self._stopped:
+            raise Stopped(self._stopped)
+        self.state.parked_reason = ""
+        self._rate_limited_s = 0.0
+        self._set_status(before)
+
+    def _account_failed_attempt(self, cause: BaseException | None, record: StepRecord | None) -> None:
+        billed = _billed(cause)
+        if billed is not None:
+            # What the failed attempts of a model step were billed for counts toward the
+            # task's totals and budgets too.
+            self.state.usage = self.state.usage.plus(billed)
+            if record is not None:
+                step = record.name.value
+                self.state.usage_by_step[step] = self.state.usage_by_step.get(step, Usage()).plus(billed)
+
+    def _failed(self, exc: ActivityError, name: str, record: StepRecord | None) -> NoReturn:
+        if is_cancelled_exception(exc):
+            # The task was cancelled while this step ran: that is a cancellation, not a failed step.
+            if record is not None:
+                self._end(record, "failed", "cancelled")
+            raise asyncio.CancelledError() from None
+        cause = exc.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        if record is not None:
+            self._end(record, "failed", reason)
+        billed = _billed(cause)
+        self._account_failed_attempt(cause, record)
+        if isinstance(cause, ApplicationError) and cause.type == "BudgetExceeded":
+            spent = cause.details[0] if cause.details else {}
+            if billed is None and isinstance(spent, dict):  # recorded before failures carried usage
+                self.state.usage = self.state.usage.plus(Usage.model_validate(spent))
+            raise BudgetStop(f"{name}: {reason}") from None
+        raise StepFailed(f"{name} failed: {reason}") from None
 
     async def _progress(self) -> None:
         """Edit the one progress comment on the issue: plan, checklist, PR, cost. Best effort."""

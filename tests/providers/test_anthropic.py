@@ -18,6 +18,7 @@ from tamma.demo import make_sample_repo
 from tamma.errors import BudgetExceeded, ProviderError
 from tamma.models import Analysis, Budget, Plan
 from tamma.providers.anthropic import AnthropicProvider
+from tamma.providers.ratelimit import RateLimited
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tests.standins import anthropic_api as api
 from tests.standins.http import Reply, serve
@@ -97,8 +98,9 @@ async def test_max_tokens_and_refusal_are_bounded() -> None:
 @pytest.mark.parametrize(
     "reply,retryable,fragment,wait",
     [
-        (api.error(429, "rate_limit_error", "slow down", {"retry-after": "7"}), True, "rate limit (429)", 7.0),
-        (api.error(529, "overloaded_error", "Overloaded"), True, "overloaded (529)", None),
+        # rate limits and overload go to the workflow's timers (RateLimited), with the wait asked for
+        (api.error(429, "rate_limit_error", "slow down", {"retry-after": "7"}), False, "rate limit (429)", 7.0),
+        (api.error(529, "overloaded_error", "Overloaded"), False, "overloaded (529)", 2.0),  # first backoff
         (api.error(500, "api_error", "boom"), True, "(500)", None),
         (api.error(400, "invalid_request_error", "max_tokens: too large"), False, "max_tokens: too large", None),
         (api.error(403, "permission_error", "no access"), False, "denied access (403)", None),
@@ -107,9 +109,10 @@ async def test_max_tokens_and_refusal_are_bounded() -> None:
 )
 async def test_http_errors_are_classified(reply: Reply, retryable: bool, fragment: str, wait: float | None) -> None:
     with serve(api.scripted([reply])) as s, pytest.raises(ProviderError) as info:
-        await provider(s.url).structured("analysis", "sys", "p", Analysis)
+        await provider(s.url, rate_limit_inline_s=0).structured("analysis", "sys", "p", Analysis)
     assert info.value.retryable is retryable and fragment in info.value.message
-    assert info.value.retry_after_s == wait
+    waited = info.value.wait_s if isinstance(info.value, RateLimited) else info.value.retry_after_s
+    assert waited == wait
     assert len(s.requests) == 1  # the SDK's own retries are off: Temporal retries
 
 

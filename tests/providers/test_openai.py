@@ -17,6 +17,7 @@ from tamma.demo import make_sample_repo
 from tamma.errors import ProviderError
 from tamma.models import Analysis
 from tamma.providers.openai import OpenAIProvider
+from tamma.providers.ratelimit import RateLimited
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tests.standins import openai_api as api
 from tests.standins.http import Reply, serve
@@ -75,7 +76,7 @@ async def test_length_and_refusal_then_give_up() -> None:
     [
         (
             api.error(429, "requests", "Rate limit reached", "rate_limit_exceeded", {"retry-after-ms": "1500"}),
-            True,
+            False,  # the workflow's timers wait it out (RateLimited), not Temporal's retry policy
             "rate limit (429)",
             1.5,
         ),
@@ -91,9 +92,10 @@ async def test_length_and_refusal_then_give_up() -> None:
 )
 async def test_http_errors_are_classified(reply: Reply, retryable: bool, fragment: str, wait: float | None) -> None:
     with serve(api.scripted([reply])) as s, pytest.raises(ProviderError) as info:
-        await provider(s.url).structured("analysis", "sys", "p", Analysis)
+        await provider(s.url, rate_limit_inline_s=0).structured("analysis", "sys", "p", Analysis)
     assert info.value.retryable is retryable and fragment in info.value.message
-    assert info.value.retry_after_s == wait and len(s.requests) == 1
+    waited = info.value.wait_s if isinstance(info.value, RateLimited) else info.value.retry_after_s
+    assert waited == wait and len(s.requests) == 1
 
 
 async def test_wrong_key_names_the_setting() -> None:

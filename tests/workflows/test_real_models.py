@@ -4,13 +4,17 @@ budgets enforced, secrets kept out of every request."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
 from tamma.config import LLMSettings, Settings
 from tamma.demo import make_demo
+from tamma.errors import InvalidInputError
 from tamma.models import Budget, IssueTaskInput, TaskState, TaskStatus
 from tamma.platforms.local import LocalPlatform
 from tamma.providers.recording import compile_recording
@@ -20,6 +24,7 @@ from tests.conftest import keep_history, running_worker
 from tests.standins import anthropic_api
 from tests.standins.demo_brain import anthropic_brain, openai_brain
 from tests.standins.http import Reply, Request, serve
+from tests.workflows.test_issue_workflow import wait_for_status
 
 KEY = "sk-ant-e2e-0123456789"
 PLANTED = "sk-planted-never-leak-42"
@@ -204,3 +209,43 @@ async def test_usage_of_a_failed_attempt_still_counts(
     assert billed == 8
     assert state.usage.calls == billed and state.usage.input_tokens == 100 * billed
     assert state.usage_by_step["implement"].calls == 6
+
+
+async def test_a_sustained_rate_limit_parks_the_task_then_resume_finishes_it(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    """The model answers 429 until the test lifts the limit. The step waits in place (up to
+    llm.rate_limit_inline_s), then on durable timers (up to workflow.rate_limit_horizon_s), then
+    parks: visible, with how to resume. Nothing fails; `resume` runs the step again."""
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    lifted = False
+    limited: list[Request] = []
+
+    def limit(req: Request) -> Reply | None:
+        if lifted:
+            return None
+        limited.append(req)
+        reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        headers = {"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": reset}
+        return anthropic_api.error(429, "rate_limit_error", "Number of request tokens has exceeded", headers)
+
+    with serve(anthropic_brain(KEY, before=limit)) as standin:
+        s = with_llm(settings, anthropic_api_key=KEY, anthropic_base_url=standin.url, rate_limit_inline_s=1)
+        service = TaskService(client, task_queue)
+        opts = s.task_options(retry_initial_s=0.2, rate_limit_horizon_s=3)
+        async with running_worker(client, task_queue, build_activities(s), s):
+            wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+            parked = await wait_for_status(service, wid, TaskStatus.PARKED, timeout_s=60)
+            assert "rate_limit_horizon_s" in parked.parked_reason and "tamma retry 1" in parked.parked_reason
+            assert parked.steps[-1].name == "analyse" and parked.steps[-1].status == "running"  # not failed
+            assert len(limited) >= 4  # asked again in place and after each durable wait, not once
+            waits = len(limited)
+            await asyncio.sleep(1.5)
+            assert len(limited) == waits  # parked: nothing hammers the limited key
+            lifted = True
+            await service.resume(wid, by="alice")
+            state = await service.handle(wid).result()
+            with pytest.raises(InvalidInputError, match="not running"):
+                await service.resume(wid, by="alice")
+    assert state.status == TaskStatus.MERGED, state.error
+    assert state.parked_reason == "" and state.usage.calls == 6  # the 429s cost nothing
