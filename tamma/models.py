@@ -90,6 +90,7 @@ class Issue(BaseModel):
     state: Literal["open", "closed"] = "open"
     labels: list[str] = Field(default_factory=list)
     url: str = ""
+    assignees: list[str] = Field(default_factory=list)
 
 
 class Analysis(BaseModel):
@@ -498,3 +499,19 @@ class CommentInput(BaseModel):
     issue_number: int
     body: str
     pull_request: bool = Field(default=False, description="issue_number is a pull/merge request's number")
+
+
+class PollInput(BaseModel):
+    """One poll of a repository (a Temporal Schedule's action): which open issues are Tamma's,
+    by the same rules as the webhooks, and the options a task started by the poll gets."""
+
+    repo: RepoRef
+    bot_login: str
+    trigger_label: str
+    options: TaskOptions
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class PollResult(BaseModel):
+    candidates: list[int] = Field(default_factory=list, description="open issues assigned to or labelled for Tamma")
+    started: list[int] = Field(default_factory=list, description="the ones that had no task and got one now")

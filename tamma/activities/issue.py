@@ -42,6 +42,7 @@ from tamma.models import (
     Plan,
     PlanInput,
     PlanOutput,
+    PollInput,
     PRRef,
     PullRequest,
     ReplyInput,
@@ -116,6 +117,9 @@ class IssueActivities:
             self.comment_issue,
             self.update_progress,
         ]
+
+    def polling(self) -> list[Callable[..., object]]:
+        return [self.poll_candidates]
 
     def heavy(self) -> list[Callable[..., object]]:
         return [self.implement, self.run_tests, self.self_review]
@@ -203,6 +207,24 @@ class IssueActivities:
             await platform.comment_pull_request(inp.issue_number, inp.body)
         else:
             await platform.comment_issue(inp.issue_number, inp.body)
+
+    @activity.defn(name=names.POLL_CANDIDATES)
+    @temporal_errors
+    @heartbeating
+    async def poll_candidates(self, inp: PollInput) -> list[int]:
+        """Open issues assigned to the bot or labelled for Tamma, oldest first (the order they
+        would have arrived as webhooks)."""
+        bot, label = inp.bot_login.lower(), inp.trigger_label.lower()
+        issues = await self.platforms(inp.repo).open_issues(inp.limit)
+        mine = [
+            i.number
+            for i in issues
+            if i.state == "open"
+            and (
+                (bot and bot in (a.lower() for a in i.assignees)) or (label and label in (x.lower() for x in i.labels))
+            )
+        ]
+        return sorted(mine)
 
     @activity.defn(name=names.PROGRESS)
     @temporal_errors

@@ -30,6 +30,7 @@ from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
 from tamma.runtime.client import resolve_address
+from tamma.runtime.polling import keep_schedules
 from tamma.runtime.reload import changed_keys, watch_settings, watched_files
 from tamma.runtime.tasks import TaskService
 from tamma.telemetry import fastapi_telemetry, tracing_interceptors
@@ -163,6 +164,7 @@ def create_app(
                     "github_secrets" if platform == "GitHub" else "gitlab_tokens",
                 )
         probing = asyncio.create_task(app.state.probe.loop())
+        app.state.polling = asyncio.create_task(keep_schedules(client, settings))
         reloading = asyncio.create_task(_reload_on_change(app)) if reload else None
         # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall requests now and then.
@@ -172,6 +174,7 @@ def create_app(
             yield
         finally:
             probing.cancel()
+            app.state.polling.cancel()
             if reloading is not None:
                 reloading.cancel()
 
@@ -205,6 +208,9 @@ async def _reload_on_change(app: FastAPI) -> None:
         if not keys:
             return
         applied, restart = config_routes.apply_settings(app, new)
+        if {k.split(".")[0] for k in keys} & {"polling", "webhooks", "workflow", "approval", "budget"}:
+            app.state.polling.cancel()  # the schedules carry these: bring them in step
+            app.state.polling = asyncio.create_task(keep_schedules(app.state.client, app.state.settings))
         log.warning(
             "config file changed (%s): applied now: %s; needs a restart: %s",
             ", ".join(keys),

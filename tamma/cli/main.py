@@ -136,12 +136,20 @@ def _show_config_warnings() -> None:
 
 
 @issue_app.command("create")
-def issue_create(ctx: typer.Context, title: str, body: str = "", repo: RepoOpt = Path(".")) -> None:
+def issue_create(
+    ctx: typer.Context,
+    title: str,
+    body: str = "",
+    repo: RepoOpt = Path("."),
+    label: Annotated[
+        list[str] | None, typer.Option(help="a label (repeatable); webhooks.trigger_label makes polling pick it up")
+    ] = None,
+) -> None:
     """Create an issue on a local repository; prints its number."""
 
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
-        issue = platform.create_issue(title, body, author="cli")
+        issue = platform.create_issue(title, body, author="cli", labels=label)
         console.print(f"#{issue.number} {esc(issue.title)}")
 
     run_or_exit(go)

@@ -130,6 +130,20 @@ class LLMSettings(Strict):
     record: bool = Field(default=True, description="record every exchange (secrets redacted)")
 
 
+class PollingSettings(Strict):
+    """Missed webhooks are caught: a Temporal Schedule per repository lists its open issues that
+    are Tamma's and starts the ones without a task (the webhooks' workflow ids: never twice)."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=300.0, ge=5, description="how often a GitHub/GitLab repository is polled")
+    local_interval_s: float = Field(default=5.0, ge=1, description="how often a local repository is polled")
+    repositories: list[str] = Field(
+        default_factory=list,
+        description="repositories to poll ('github:o/n', 'gitlab:g/p', 'local:/path'); empty: webhooks.repositories. "
+        "A repository with no webhook works by polling alone",
+    )
+
+
 class WebhookSettings(Strict):
     github_secrets: list[Secret] = Field(default_factory=list, description="several during a rotation")
     gitlab_tokens: list[Secret] = Field(default_factory=list)
@@ -228,6 +242,7 @@ class Settings(BaseSettings):
     workflow: WorkflowOptions = Field(default_factory=WorkflowOptions)
     budget: Budget = Field(default_factory=Budget)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    polling: PollingSettings = Field(default_factory=PollingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     gitlab: GitLabSettings = Field(default_factory=GitLabSettings)

@@ -511,4 +511,5 @@ def _issue(i: Any) -> Issue:
         state="closed" if i.state == "closed" else "open",
         labels=[lbl.name for lbl in i.labels],
         url=i.html_url,
+        assignees=[a.login for a in i.assignees],
     )

@@ -395,4 +395,5 @@ def _issue(i: Any) -> Issue:
         state="closed" if i.state == "closed" else "open",
         labels=list(i.labels or []),
         url=i.web_url,
+        assignees=[a.get("username", "") for a in (i.attributes.get("assignees") or []) if isinstance(a, dict)],
     )

@@ -7,19 +7,21 @@ into the default branch. This is what `tamma start` uses with nothing configured
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError
+from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError
 from tamma.gitcmd import SAFE_FLAGS, UPLOAD_PACK, git, git_env, git_ok
 from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import reply_text, threads_of
@@ -123,13 +125,18 @@ class LocalPlatform:
 
     # ---- issues (local only: create / list) --------------------------------------------------
 
-    def create_issue(self, title: str, body: str = "", author: str = "") -> Issue:
+    def create_issue(self, title: str, body: str = "", author: str = "", labels: list[str] | None = None) -> Issue:
         if not title.strip():
             raise InvalidInputError("an issue needs a title; pass one as the first argument")
         with self.store.locked():
             number = self.store.next_number("issues")
             issue = Issue(
-                number=number, title=title.strip(), body=body, author=author, url=f"local:{self.path}#{number}"
+                number=number,
+                title=title.strip(),
+                body=body,
+                author=author,
+                url=f"local:{self.path}#{number}",
+                labels=[x.strip() for x in labels or [] if x.strip()],
             )
             record = issue.model_dump() | {"comments": [], "created_at": _now()}
             self.store.write("issues", number, record)
@@ -292,7 +299,10 @@ class LocalPlatform:
             # An earlier attempt pushed the merge but died before recording it.
             sha = await git("rev-parse", f"refs/heads/{pr.base}", cwd=self.path)
         else:
-            sha = await self._merge_and_push(pr)
+            # One merge at a time per repository in this process (an asyncio lock: nothing blocks
+            # the event loop); merges from other processes race, and the loser retries.
+            async with _merge_lock(self.path):
+                sha = await self._merge_and_push(pr)
         with self.store.locked():
             record = self._pr_record(number)
             record.update(state="merged", merge_sha=sha, head_sha=head, merged_at=_now())
@@ -330,11 +340,28 @@ class LocalPlatform:
                     cwd=tmp,
                 )
             except GitError as exc:
+                if "fetch first" in exc.message or "non-fast-forward" in exc.message:
+                    # Another merge (another task, another worker) moved the base between our
+                    # clone and our push: a retry merges onto the new base.
+                    raise PlatformError(
+                        f"{pr.base} of {self.path} moved during the merge of !{pr.number}; will retry"
+                    ) from None
                 raise MergeBlockedError(
                     f"cannot update {pr.base} in {self.path}: {exc.message}. If its working tree has "
                     "uncommitted changes, commit or stash them and retry the merge"
                 ) from None
             return await git("rev-parse", "HEAD", cwd=tmp)
+
+
+_MERGE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _merge_lock(path: Path) -> asyncio.Lock:
+    """The merge lock of `path` in the running event loop (an asyncio lock belongs to one loop)."""
+    locks = _MERGE_LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(path.resolve(), asyncio.Lock())
 
 
 def _issue_fields(record: dict[str, Any]) -> dict[str, Any]:

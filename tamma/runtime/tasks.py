@@ -20,7 +20,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -99,6 +98,10 @@ class TaskService:
                 return None
             raise TemporalUnavailable(f"cannot describe task {wid}: {exc.message}") from None
         return desc.status, desc.typed_search_attributes.get(search.STATUS)
+
+    async def exists(self, wid: str) -> bool:
+        """Whether a task with this id was ever started (running or finished)."""
+        return await self._describe(wid) is not None
 
     def handle(self, wid: str) -> WorkflowHandle[IssueWorkflow, TaskState]:
         return self.client.get_workflow_handle_for(IssueWorkflow.run, wid)
@@ -257,14 +260,7 @@ def _summary(wf: WorkflowExecution) -> TaskSummary:
 
 
 def _attributes(inp: IssueTaskInput) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(search.REPOSITORY, inp.repo.key),
-            SearchAttributePair(search.ISSUE, inp.issue_number),
-            SearchAttributePair(search.STEP, "queued"),
-            SearchAttributePair(search.STATUS, TaskStatus.RUNNING.value),
-        ]
-    )
+    return search.new_task(inp.repo.key, inp.issue_number)
 
 
 def _quote(value: str) -> str:

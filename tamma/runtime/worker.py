@@ -24,6 +24,7 @@ from tamma.runtime.client import open_client
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
+from tamma.workflows.poll import PollWorkflow
 
 log = logging.getLogger(__name__)
 CONFIG_MARK = "cfg:"  # in a worker's identity: the fingerprint of the settings it runs with
@@ -40,8 +41,8 @@ def build_workers(
     light = Worker(
         client,
         task_queue=task_queue,
-        workflows=[IssueWorkflow],
-        activities=activities.all(),
+        workflows=[IssueWorkflow, PollWorkflow],
+        activities=[*activities.all(), *activities.polling()],
         max_concurrent_activities=settings.light_concurrency,
         # A dead worker's sticky cache must not stall its workflows for long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_schedule_to_start_s),

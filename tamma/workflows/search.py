@@ -1,7 +1,7 @@
 """Custom search attributes: they make tasks listable and filterable in the API, the CLI and
 the Web UI straight from Temporal's visibility store (no second task table)."""
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 REPOSITORY = SearchAttributeKey.for_keyword("TammaRepository")
 ISSUE = SearchAttributeKey.for_int("TammaIssue")
@@ -15,3 +15,15 @@ def workflow_id(repo_key: str, issue_number: int) -> str:
     """The stable id of an issue's work: a redelivered webhook or a second `tamma start`
     reaches the same workflow instead of starting a twin."""
     return f"tamma:{repo_key}#{issue_number}"
+
+
+def new_task(repo_key: str, issue_number: int) -> TypedSearchAttributes:
+    """The attributes a task starts with (the workflow keeps step and status up to date)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(REPOSITORY, repo_key),
+            SearchAttributePair(ISSUE, issue_number),
+            SearchAttributePair(STEP, "queued"),
+            SearchAttributePair(STATUS, "running"),
+        ]
+    )

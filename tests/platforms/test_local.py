@@ -91,6 +91,62 @@ async def test_merge_into_bare_repository(tmp_path: Path) -> None:
     assert git(bare, "show", "main:f.txt") == "f" and result.sha == git(bare, "rev-parse", "main")
 
 
+async def test_concurrent_merges_into_one_repository_both_land(tmp_path: Path) -> None:
+    """Two tasks merge at once (found by the polling test: the second push was rejected as
+    "fetch first" and the task failed). In one process they take turns; from two processes the
+    loser's push rejection is a retryable error, not a blocked merge."""
+    import asyncio
+
+    source = make_sample_repo(tmp_path / "src")
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
+    platform = LocalPlatform(local_repo_ref(bare), tmp_path / "data")
+    other = LocalPlatform(local_repo_ref(bare), tmp_path / "data")  # a second worker's view
+    prs = []
+    for name in ("a", "b", "c"):
+        await platform.ensure_branch(name, "main")
+        commit_on_branch(bare, name, f"{name}.txt", f"{name}\n")
+        prs.append(await platform.create_pull_request(name, "main", name.upper(), ""))
+    results = await asyncio.gather(
+        *(p.merge_pull_request(pr.number) for p, pr in zip([platform, other, platform], prs, strict=True))
+    )
+    assert all(r.merged for r in results)
+    assert [git(bare, "show", f"main:{n}.txt") for n in "abc"] == ["a", "b", "c"]
+
+
+async def test_a_push_that_lost_a_race_is_retryable_not_blocked(tmp_path: Path) -> None:
+    import tamma.platforms.local as local_module
+    from tamma.errors import PlatformError
+
+    source = make_sample_repo(tmp_path / "src")
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
+    platform = LocalPlatform(local_repo_ref(bare), tmp_path / "data")
+    await platform.ensure_branch("b", "main")
+    commit_on_branch(bare, "b", "b.txt", "b\n")
+    pr = await platform.create_pull_request("b", "main", "B", "")
+    original_git = local_module.git
+    moved: list[str] = []
+
+    async def git_moving_base(*args: str, **kw: object) -> str:
+        # another process's merge lands between this merge's clone and its push
+        if args and args[0] == "push" and not moved:
+            moved.append("x")
+            commit_on_branch(bare, "main", "elsewhere.txt", "x\n")
+        return await original_git(*args, **kw)  # type: ignore[arg-type]
+
+    local_module.git = git_moving_base  # type: ignore[assignment]
+    try:
+        with pytest.raises(PlatformError) as info:
+            await platform.merge_pull_request(pr.number)
+    finally:
+        local_module.git = original_git
+    assert info.value.retryable and not isinstance(info.value, MergeBlockedError)
+    assert "moved during the merge" in info.value.message
+    assert (await platform.merge_pull_request(pr.number)).merged  # the retry lands on the new base
+    assert git(bare, "show", "main:elsewhere.txt") == "x" and git(bare, "show", "main:b.txt") == "b"
+
+
 async def test_merge_refused_when_target_work_tree_is_dirty(platform: LocalPlatform) -> None:
     await platform.ensure_branch("b", "main")
     commit_on_branch(platform.path, "b", "README.md", "changed on the branch\n")
