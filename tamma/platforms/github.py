@@ -176,6 +176,14 @@ class GitHubPlatform:
             return await asyncio.to_thread(fn)
         except (GithubException, requests.RequestException) as exc:
             raise map_github_error(exc, what) from None
+        except AssertionError as exc:
+            # PyGithub asserts that every link it follows (pagination, an object's `url`) stays on
+            # the configured API host; an answer pointing elsewhere is a broken or hostile peer.
+            raise PlatformError(
+                f"GitHub's answer for {what} links to another host ({str(exc)[:100]}); not followed. "
+                "Check github.base_url (GitHub Enterprise: https://HOST/api/v3)",
+                retryable=False,
+            ) from None
 
     # ---- issues ------------------------------------------------------------------------------
 

@@ -506,3 +506,18 @@ async def test_merge_is_pinned_to_the_commit_ci_passed_on(
     assert merged.merged
     [put] = [body for method, path, body in fake.log if method == "PUT"]
     assert put["sha"] == fake.pulls[pr.number]["head_sha"]  # the SHA GitHub checks the head against
+
+
+async def test_an_answer_linking_to_another_host_is_refused_not_followed(
+    gh: tuple[FakeGitHub, GitHubPlatform], tmp_path: Path
+) -> None:
+    """A broken or hostile GitHub answer: the pull request's own `url` points at another host.
+    PyGithub will not follow it (an assertion); Tamma turns that into a clear, final error."""
+    fake, platform = gh
+    pr = await open_pr(fake, platform)
+    evil = {**fake._pull(fake.pulls[pr.number]), "url": "https://evil.test/repos/octo/hello/pulls/2"}
+    fake.inject.append((f"GET .*/pulls/{pr.number}$", Reply(200, evil)))
+    with pytest.raises(PlatformError) as info:
+        await platform.merge_pull_request(pr.number)
+    assert not info.value.retryable and "links to another host" in info.value.message
+    assert "evil.test" in info.value.message and not fake.pulls[pr.number]["merged"]

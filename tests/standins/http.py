@@ -61,7 +61,8 @@ def serve(responder: Responder) -> Iterator[StandIn]:
             data = b"" if reply.status == 204 else reply.body if raw else json.dumps(reply.body).encode()
             try:
                 self.send_response(reply.status)
-                self.send_header("content-type", "text/plain" if raw else "application/json")
+                if not any(k.lower() == "content-type" for k in reply.headers):
+                    self.send_header("content-type", "text/plain" if raw else "application/json")
                 self.send_header("content-length", str(len(data)))
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
