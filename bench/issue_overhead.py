@@ -100,6 +100,7 @@ async def main(n: int, concurrency: int) -> None:
             settings = Settings(data_dir=root / "data", temporal={"address": "unused", "task_queue": queue})
             repos = [make_demo(root / f"repo-{i}", settings.data_dir) for i in range(2 * n)]
             service = TaskService(client, queue)
+            step_times: dict[tuple[str, str], list[float]] = {}
             options = settings.task_options(transcript=str(DEMO_TRANSCRIPT))
 
             test_steps: list[float] = []
@@ -112,6 +113,13 @@ async def main(n: int, concurrency: int) -> None:
                 state = await service.handle(wid).result()
                 assert state.status == TaskStatus.MERGED, state.error
                 test_steps.extend(t.duration_s for t in state.tests)
+                phase = "sequential" if i < n else "concurrent"
+                for record in state.steps:
+                    if record.ended_at is not None:
+                        spent = (record.ended_at - record.started_at).total_seconds()
+                        step_times.setdefault((phase, record.name.value), []).append(spent)
+                total = (state.steps[-1].ended_at or state.steps[-1].started_at) - state.steps[0].started_at
+                step_times.setdefault((phase, "= all steps"), []).append(total.total_seconds())
 
             async def one_noop(i: int) -> None:
                 await client.execute_workflow(
@@ -143,6 +151,19 @@ async def main(n: int, concurrency: int) -> None:
     )
     goal = statistics.median(issue_lat) < 1.5
     print(f"goal p50 < 1.5 s: {'met' if goal else 'NOT met'}")
+    # Where an issue's time goes: each step's time as the workflow recorded it (scheduling and
+    # retries included), alone (sequential) and under load (concurrent).
+    print(f"\n{'step':<16}{'sequential p50 ms':>19}{'concurrent p50 ms':>19}{'share (seq)':>13}")
+    whole = statistics.median(step_times[("sequential", "= all steps")])
+
+    def seq_p50(name: str) -> float:
+        return statistics.median(step_times.get(("sequential", name), [0.0]))
+
+    for name in sorted({s for _, s in step_times}, key=lambda s: -seq_p50(s)):
+        seq = step_times.get(("sequential", name), [0.0])
+        con = step_times.get(("concurrent", name), [0.0])
+        share = sum(seq) / len(seq) / whole
+        print(f"{name:<16}{statistics.median(seq) * 1000:>19.0f}{statistics.median(con) * 1000:>19.0f}{share:>12.0%}")
     isolation = settings.agent.sandbox
     steps_p50 = statistics.median(test_steps)
     print(f"run-tests step inside those issues ({resolve_backend(isolation)}): p50 {steps_p50:.3f} s")

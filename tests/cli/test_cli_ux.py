@@ -85,20 +85,21 @@ def test_a_retried_step_is_a_line_not_a_traceback(cli_env: dict[str, str], repo:
     key = "sk-ant-FAKE-cli-retry"
     limited: list[Request] = []
 
-    def once_429(req: Request) -> Reply | None:
+    def once_500(req: Request) -> Reply | None:
+        # (a 429 is waited out inside the step now; a 5xx is what Temporal retries)
         if not limited:
             limited.append(req)
-            return anthropic_api.error(429, "rate_limit_error", "Number of requests exceeded", {"retry-after": "2"})
+            return anthropic_api.error(500, "api_error", "Internal server error", {"retry-after": "2"})
         return None
 
     assert tamma(cli_env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo).returncode == 0
-    with serve(anthropic_brain(key, before=once_429)) as model:
+    with serve(anthropic_brain(key, before=once_500)) as model:
         env = dict(cli_env, ANTHROPIC_API_KEY=key, ANTHROPIC_BASE_URL=model.url, TAMMA_WORKFLOW__RETRY_INITIAL_S="2")
         run = tamma(env, "start", "--issue", "1", cwd=repo)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
     assert "Traceback" not in out, out
-    assert "rate limit (429)" in out, out  # the reason, on the step line
+    assert "unavailable (500)" in out, out  # the reason, on the step line
     assert "retrying" in out and "attempt 2/3" in out
     assert "Merged tamma/issue-1" in out
 
