@@ -1,6 +1,18 @@
 """The issue workflow: fetch → analyse → plan → approval → branch → implement ⇄ test → PR →
-CI → review → merge. Deterministic: no I/O here, only activities (called by name), timers,
-updates, signals and the state the `state` query returns."""
+CI (⇄ fix) → review → merge. Deterministic: no I/O here, only activities (called by name),
+timers, updates, signals and the state the `state` query returns.
+
+Versioning rule. Runs last days (an approval waits up to a day, CI and reviews longer), so a
+worker with new code replays histories written by old code. Any change to *which* commands the
+workflow issues, or their order — an activity, timer, child workflow, search-attribute upsert
+added, removed or moved — goes behind `workflow.patched("<what-changed>")`: the new path when
+it returns True, the old path exactly as it was otherwise (old histories replay the old path; new
+runs record the marker). Changing an activity's input or result *fields* is not such a change
+(payloads are not compared), nor is changing pure logic between commands. Keep every patch id
+forever unless no run that predates it can still exist. The golden histories in
+tests/fixtures/histories (tests/workflows/test_replay.py) replay on every test run; a new kind
+of run gets one once it exists (RECORD_HISTORIES=1 with the test that makes it), and existing ones
+are never re-recorded to make a change pass — that is the nondeterminism they exist to catch."""
 
 from __future__ import annotations
 
