@@ -24,12 +24,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from tamma.api import config_routes, errors, ops, tasks, webhooks
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
-from tamma.runtime.client import resolve_address
+from tamma.runtime.client import ensure_search_attributes, resolve_address
 from tamma.runtime.polling import keep_schedules
 from tamma.runtime.reload import changed_keys, watch_settings, watched_files
 from tamma.runtime.tasks import TaskService
@@ -164,7 +165,7 @@ def create_app(
                     "github_secrets" if platform == "GitHub" else "gitlab_tokens",
                 )
         probing = asyncio.create_task(app.state.probe.loop())
-        app.state.polling = asyncio.create_task(keep_schedules(client, settings))
+        app.state.polling = asyncio.create_task(_prepare_temporal(client, settings))
         reloading = asyncio.create_task(_reload_on_change(app)) if reload else None
         # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall requests now and then.
@@ -197,6 +198,20 @@ def create_app(
         Edge, webhook_limiter=app.state.webhook_limiter, api_limiter=app.state.api_limiter, metrics=metrics
     )
     return app
+
+
+async def _prepare_temporal(client: Client, settings: Settings, retry_s: float = 5.0) -> None:
+    """What the server needs from a Temporal server no CLI or worker may have touched: Tamma's
+    search attributes (every start sets them; without them each start would fail), then the
+    polling schedules. Retried until Temporal answers; the server serves (503) meanwhile."""
+    while True:
+        try:
+            await ensure_search_attributes(client, settings.temporal.namespace)
+            break
+        except (RPCError, RuntimeError) as exc:
+            log.warning("cannot register search attributes yet (%s); trying again in %.0fs", exc, retry_s)
+            await asyncio.sleep(retry_s)
+    await keep_schedules(client, settings)
 
 
 async def _reload_on_change(app: FastAPI) -> None:

@@ -51,11 +51,17 @@ async def connect(
         )
     except (RuntimeError, OSError, TimeoutError) as exc:
         raise TemporalUnavailable(
-            f"cannot reach Temporal at {address} ({str(exc).splitlines()[0][:200] or 'timeout'}); "
+            f"cannot reach Temporal at {address} ({_first_line(exc)}); "
             "check temporal.address (TAMMA_TEMPORAL__ADDRESS) or unset it to use the embedded server"
         ) from None
     await _wait_for_namespace(client, address, namespace, namespace_wait_s)
     return client
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message; a connect timeout has none (asyncio's TimeoutError)."""
+    lines = str(exc).splitlines()
+    return lines[0][:200] if lines and lines[0].strip() else type(exc).__name__.replace("Error", " error").strip()
 
 
 async def _wait_for_namespace(client: Client, address: str, namespace: str, wait_s: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from tamma.agent.environment import sweep_builds
 from tamma.agent.sandbox import require_isolation
 from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
+from tamma.errors import TemporalUnavailable
 from tamma.runtime.client import open_client
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
@@ -77,6 +79,25 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def _open_when_reachable(settings: Settings, stop: asyncio.Event) -> tuple[Client, str] | None:
+    """Connect to Temporal, waiting with backoff (1 s doubling to 30 s) while it is not reachable
+    yet — a worker started before its server (compose, Kubernetes) waits and says so instead of
+    exiting. None when told to stop meanwhile. Configuration errors still end it at once."""
+    delay = 1.0
+    while True:
+        try:
+            client, address, _ = await open_client(settings)
+            return client, address
+        except TemporalUnavailable as exc:
+            if not settings.temporal.address:
+                raise  # the embedded server could not start: waiting will not help
+            log.warning("%s; retrying in %.0fs", exc.message, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+            return None
+        delay = min(delay * 2, 30.0)
+
+
 async def serve(
     settings: Settings, ready: Callable[[str], None] | None = None, config_file: Path | None = None, reload: bool = True
 ) -> int:
@@ -91,13 +112,16 @@ async def serve(
         log.info("removed %d workspace(s) left by workers that died", swept)
     if settings.agent.sandbox.backend == "none":
         log.warning("agent.sandbox.backend = none: agent code runs WITHOUT isolation, with this user's rights")
-    client, address, _ = await open_client(settings)
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    opened = await _open_when_reachable(settings, stop)
+    if opened is None:
+        return 0  # stopped while still waiting for Temporal: nothing was running
+    client, address = opened
     identity = f"tamma-worker-{os.getpid()}@{socket.gethostname()} {CONFIG_MARK}{settings.fingerprint()}"
     workers = build_workers(
         client, settings.temporal.task_queue, build_activities(settings), settings.worker, identity=identity
     )
-    stop = asyncio.Event()
-    install_stop_handlers(stop)
     restart: list[str] = []
 
     async def changed(new: Settings) -> None:

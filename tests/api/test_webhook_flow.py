@@ -22,7 +22,7 @@ from tamma.models import RepoRef, TaskStatus
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import github_headers, load, running_api, with_sections
-from tests.conftest import running_worker
+from tests.conftest import eventually, running_worker
 from tests.standins.git_remote import BareRemote, git
 from tests.standins.github_api import FakeGitHub
 from tests.standins.http import serve
@@ -138,3 +138,38 @@ async def wait_for_second_plan(service: TaskService, wid: str) -> Any:
             return state
         await asyncio.sleep(0.1)
     raise AssertionError(f"never planned again: {state.status} {state.error}")
+
+
+async def test_the_server_registers_the_search_attributes_on_a_fresh_temporal(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    """A Temporal server no CLI or worker has touched lacks Tamma's search attributes, and every
+    start would fail on them (webhooks answered 503 while /ready said 200). The server registers
+    them itself at start."""
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+    from temporalio.testing import WorkflowEnvironment
+
+    from tamma.runtime.embedded import temporal_binary
+    from tamma.workflows import search
+
+    fresh = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()), dev_server_log_level="error", ui=False
+    )
+    try:
+        address = fresh.client.service_client.config.target_host
+        settings = api_settings.model_copy(
+            update={"temporal": api_settings.temporal.model_copy(update={"address": address})}
+        )
+
+        async def names() -> set[str]:
+            got = await fresh.client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace="default")
+            )
+            return set(got.custom_attributes)
+
+        assert not {k.name for k in search.ALL} & await names()
+        with running_api(settings):
+            registered = await eventually(names, lambda have: {k.name for k in search.ALL} <= have, timeout_s=20)
+        assert {k.name for k in search.ALL} <= registered
+    finally:
+        await fresh.shutdown()

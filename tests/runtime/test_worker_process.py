@@ -125,3 +125,51 @@ async def test_sigterm_lets_in_flight_activity_finish_then_exits_zero(
     assert state.status == TaskStatus.MERGED
     implement = [s for s in state.steps if s.name == StepName.IMPLEMENT]
     assert len(implement) == 1 and "(reused)" not in implement[0].detail
+
+
+def test_a_worker_started_before_temporal_waits_for_it_then_serves(tmp_path: Path) -> None:
+    """Compose or Kubernetes start workers and Temporal together: a worker whose server is not
+    listening yet says so, waits with backoff, and serves once it is; SIGTERM still ends it."""
+    import socket
+
+    from tamma.runtime.embedded import search_attribute_flags, temporal_binary
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "early-worker.log"
+    env = dict(
+        {k: v for k, v in os.environ.items() if not k.startswith("TAMMA_")},
+        TAMMA_TEMPORAL__ADDRESS=f"127.0.0.1:{port}",
+        TAMMA_TEMPORAL__CONNECT_TIMEOUT_S="1",
+        TAMMA_DATA_DIR=str(tmp_path / "data"),
+    )
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while "retrying in" not in log.read_text(errors="replace"):
+            assert worker.poll() is None, f"the worker gave up: {log.read_text()}"
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert "cannot reach Temporal" in log.read_text() and "Traceback" not in log.read_text()
+        argv = [str(temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port)]
+        server = subprocess.Popen(
+            [*argv, "--log-level", "error", *search_attribute_flags()],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while "worker polling" not in log.read_text(errors="replace"):
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"the worker never connected: {log.read_text()}"
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=40) == 0
+    finally:
+        for proc in (worker, server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
