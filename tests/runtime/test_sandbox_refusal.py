@@ -4,8 +4,10 @@ fix or opt out; it never falls back to running agent code unisolated."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +40,22 @@ def test_worker_with_backend_none_starts_but_says_so(tmp_path: Path) -> None:
         TAMMA_TEMPORAL__CONNECT_TIMEOUT_S="1",
         TAMMA_AGENT__SANDBOX__BACKEND="none",
     )
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")], env=env, capture_output=True, text=True, timeout=120
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
-    assert "WITHOUT isolation" in done.stderr  # loud, before it even tries Temporal
+    try:
+        deadline = time.monotonic() + 60
+        # it starts (and then waits for its Temporal server, which is not there)
+        while "retrying in" not in log.read_text(errors="replace"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "WITHOUT isolation" in text  # loud, before it even tries Temporal
+        assert text.index("WITHOUT isolation") < text.index("cannot reach Temporal")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
