@@ -71,6 +71,9 @@ with workflow.unsafe.imports_passed_through():
 M = TypeVar("M")
 
 
+#: the failure type of an execution whose task ended without a merge or an open PR
+TASK_ENDED = "TaskEnded"
+
 #: planning rounds per issue: edits while a plan awaits its decision re-plan at most 3 times
 MAX_PLANNING_ROUNDS = 4
 
@@ -215,7 +218,29 @@ class IssueWorkflow:
         except asyncio.CancelledError:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
+        # A task that did not end in a merge or an open PR ends as a *failed* execution, so the
+        # Web UI, `temporal workflow list` and alerting see it as one, with the reason as the
+        # failure message; the final state travels in the failure's details (TaskService.result).
+        # Versioned: histories recorded before this completed every task.
+        if self.state.status not in (TaskStatus.MERGED, TaskStatus.PR_OPEN) and workflow.patched(
+            "unsuccessful-task-fails-execution"
+        ):
+            raise ApplicationError(
+                f"{self.state.status.value}: {self._reason()}",
+                self.state.model_dump(mode="json"),
+                type=TASK_ENDED,
+                non_retryable=True,
+            )
         return self.state
+
+    def _reason(self) -> str:
+        s = self.state
+        if s.error:
+            return s.error
+        if s.approval is not None and not s.approval.approved:
+            return f"rejected by {s.approval.by}: {s.approval.reason}"
+        last = s.steps[-1].detail if s.steps else ""
+        return last or s.status.value
 
     async def _work(self) -> None:
         repo, opts = self.inp.repo, self.opts
