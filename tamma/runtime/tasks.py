@@ -41,7 +41,7 @@ class TaskService:
         self.client = client
         self.task_queue = task_queue
 
-    async def start(self, inp: IssueTaskInput, rerun: bool = False) -> tuple[str, bool]:
+    async def start(self, inp: IssueTaskInput, rerun: bool = False, title: str = "") -> tuple[str, bool]:
         """Start the issue's workflow, or attach to the one already running. Returns (id, new).
 
         A finished one that merged (or left a PR) is reused unless `rerun`; a failed, rejected,
@@ -62,10 +62,13 @@ class TaskService:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             search_attributes=_attributes(inp),
+            static_summary=search.summary(inp.repo.key, inp.issue_number, title),
         )
         return wid, True
 
-    async def ensure_started(self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0) -> bool:
+    async def ensure_started(
+        self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0, title: str = ""
+    ) -> bool:
         """One RPC, for webhooks: start the issue's workflow unless one exists; True only when a
         run was started (False: a run was already there, running or, without `rerun`, finished).
 
@@ -85,6 +88,7 @@ class TaskService:
                 if rerun
                 else WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=_attributes(inp),
+                static_summary=search.summary(inp.repo.key, inp.issue_number, title),
                 rpc_timeout=timedelta(seconds=rpc_timeout_s),
             )
         except WorkflowAlreadyStartedError:
