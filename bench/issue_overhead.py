@@ -110,7 +110,7 @@ async def main(n: int, concurrency: int) -> None:
                 wid, _ = await service.start(
                     IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=options)
                 )
-                state = await service.handle(wid).result()
+                state = await service.result(wid)
                 assert state.status == TaskStatus.MERGED, state.error
                 test_steps.extend(t.duration_s for t in state.tests)
                 phase = "sequential" if i < n else "concurrent"

@@ -83,7 +83,7 @@ async def _closed(session: Session, wid: str, state: TaskState, wait_s: float = 
     this process's worker may be the one to do it: wait (bounded) for the workflow to close, so
     leaving does not strand that step until some other worker comes by."""
     try:
-        return await asyncio.wait_for(session.tasks.handle(wid).result(), timeout=wait_s)
+        return await asyncio.wait_for(session.tasks.result(wid), timeout=wait_s)
     except (WorkflowFailureError, RPCError, TimeoutError):  # cancelled ones fail; the state says why
         return state
 

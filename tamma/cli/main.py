@@ -209,11 +209,12 @@ async def _start(
         if number is None:
             console.print("No issue chosen.")
             return 1
-    await platform.get_issue(number)  # fail before creating anything
+    issue = await platform.get_issue(number)  # fail before creating anything
     return await run_task(
         settings,
         ref,
         number,
+        title=issue.title,
         yes=yes,
         rerun=rerun,
         detach=detach,
@@ -245,6 +246,7 @@ async def run_task(
     detach: bool = False,
     transcript: str | None = None,
     config_file: Path | None = None,
+    title: str = "",
 ) -> int:
     console.print(f"LLM: {provider_description(settings, transcript)}")
     sandbox = require_isolation(settings.agent.sandbox)  # refuse before anything starts
@@ -253,7 +255,9 @@ async def run_task(
         console.print(f"Sandbox: {sandbox}")
         options = settings.task_options(yes=yes, transcript=transcript)
         await _warn_about_drift(session)
-        wid, created = await session.tasks.start(IssueTaskInput(repo=ref, issue_number=number, options=options), rerun)
+        wid, created = await session.tasks.start(
+            IssueTaskInput(repo=ref, issue_number=number, options=options), rerun, title=title
+        )
         console.print(f"{'Started' if created else 'Attached to'} [bold]{esc(wid)}[/]")
         _print_ui_link(session, wid)
         if detach:

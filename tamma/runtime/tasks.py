@@ -15,6 +15,7 @@ from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -24,13 +25,13 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.errors import InvalidInputError, NotFoundError, NotReady, TemporalUnavailable
 from tamma.models import ApprovalRequest, IssueTaskInput, RepoRef, TaskState, TaskStatus, TaskSummary
 from tamma.workflows import search
-from tamma.workflows.issue import IssueWorkflow
+from tamma.workflows.issue import TASK_ENDED, IssueWorkflow
 
 _DONE = {TaskStatus.MERGED.value, TaskStatus.PR_OPEN.value}
 
@@ -40,7 +41,7 @@ class TaskService:
         self.client = client
         self.task_queue = task_queue
 
-    async def start(self, inp: IssueTaskInput, rerun: bool = False) -> tuple[str, bool]:
+    async def start(self, inp: IssueTaskInput, rerun: bool = False, title: str = "") -> tuple[str, bool]:
         """Start the issue's workflow, or attach to the one already running. Returns (id, new).
 
         A finished one that merged (or left a PR) is reused unless `rerun`; a failed, rejected,
@@ -61,10 +62,13 @@ class TaskService:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             search_attributes=_attributes(inp),
+            static_summary=search.summary(inp.repo.key, inp.issue_number, title),
         )
         return wid, True
 
-    async def ensure_started(self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0) -> bool:
+    async def ensure_started(
+        self, inp: IssueTaskInput, rerun: bool = False, rpc_timeout_s: float = 5.0, title: str = ""
+    ) -> bool:
         """One RPC, for webhooks: start the issue's workflow unless one exists; True only when a
         run was started (False: a run was already there, running or, without `rerun`, finished).
 
@@ -84,6 +88,7 @@ class TaskService:
                 if rerun
                 else WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=_attributes(inp),
+                static_summary=search.summary(inp.repo.key, inp.issue_number, title),
                 rpc_timeout=timedelta(seconds=rpc_timeout_s),
             )
         except WorkflowAlreadyStartedError:
@@ -106,13 +111,28 @@ class TaskService:
     def handle(self, wid: str) -> WorkflowHandle[IssueWorkflow, TaskState]:
         return self.client.get_workflow_handle_for(IssueWorkflow.run, wid)
 
+    async def result(self, wid: str) -> TaskState:
+        """Wait for the task to end and return its final state, however it ended: a task that did
+        not merge or open a PR ends as a failed execution carrying its state (the Web UI shows it
+        as failed); one cancelled through Temporal raises WorkflowFailureError as before."""
+        try:
+            return await self.handle(wid).result()
+        except WorkflowFailureError as exc:
+            state = final_state(exc)
+            if state is None:
+                raise
+            return state
+
     async def state(self, wid: str, query_timeout_s: float = 5.0) -> TaskState:
         existing = await self._describe(wid)
         if existing is None:
             raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
         handle = self.handle(wid)
-        if existing[0] == WorkflowExecutionStatus.COMPLETED:
-            return await handle.result()
+        if existing[0] in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
+            try:
+                return await self.result(wid)
+            except WorkflowFailureError as exc:  # failed for another reason: what visibility knows
+                return await self._visible_state(wid, str(exc.cause or exc)[:200])
         # Running, cancelled or terminated: the workflow answers queries about its state, but
         # only through a worker; without one, answer what visibility knows instead of hanging.
         try:
@@ -257,6 +277,14 @@ def _summary(wf: WorkflowExecution) -> TaskSummary:
         step=sa.get(search.STEP) or "",
         started_at=wf.start_time,
     )
+
+
+def final_state(exc: WorkflowFailureError) -> TaskState | None:
+    """The task state an unsuccessful task's failed execution carries in its failure details."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.type == TASK_ENDED and cause.details:
+        return TaskState.model_validate(cause.details[0])
+    return None
 
 
 def _attributes(inp: IssueTaskInput) -> TypedSearchAttributes:

@@ -71,6 +71,9 @@ with workflow.unsafe.imports_passed_through():
 M = TypeVar("M")
 
 
+#: the failure type of an execution whose task ended without a merge or an open PR
+TASK_ENDED = "TaskEnded"
+
 #: planning rounds per issue: edits while a plan awaits its decision re-plan at most 3 times
 MAX_PLANNING_ROUNDS = 4
 
@@ -215,7 +218,29 @@ class IssueWorkflow:
         except asyncio.CancelledError:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
+        # A task that did not end in a merge or an open PR ends as a *failed* execution, so the
+        # Web UI, `temporal workflow list` and alerting see it as one, with the reason as the
+        # failure message; the final state travels in the failure's details (TaskService.result).
+        # Versioned: histories recorded before this completed every task.
+        if self.state.status not in (TaskStatus.MERGED, TaskStatus.PR_OPEN) and workflow.patched(
+            "unsuccessful-task-fails-execution"
+        ):
+            raise ApplicationError(
+                f"{self.state.status.value}: {self._reason()}",
+                self.state.model_dump(mode="json"),
+                type=TASK_ENDED,
+                non_retryable=True,
+            )
         return self.state
+
+    def _reason(self) -> str:
+        s = self.state
+        if s.error:
+            return s.error
+        if s.approval is not None and not s.approval.approved:
+            return f"rejected by {s.approval.by}: {s.approval.reason}"
+        last = s.steps[-1].detail if s.steps else ""
+        return last or s.status.value
 
     async def _work(self) -> None:
         repo, opts = self.inp.repo, self.opts
@@ -580,7 +605,9 @@ class IssueWorkflow:
             }
         while True:
             try:
-                return await workflow.execute_activity(name, arg, result_type=result_type, retry_policy=retry, **extra)
+                return await workflow.execute_activity(
+                    name, arg, result_type=result_type, retry_policy=retry, summary=_summary(name, arg), **extra
+                )
             except ActivityError as exc:
                 if not await self._waited_out_rate_limit(exc, record):
                     self._failed(exc, name, record)
@@ -749,6 +776,7 @@ class IssueWorkflow:
         self.state.steps.append(record)
         self.state.step = step
         workflow.upsert_search_attributes([search.STEP.value_set(step.value)])
+        self._show()
         return record
 
     def _end(self, record: StepRecord, status: str, detail: str = "") -> None:
@@ -760,11 +788,53 @@ class IssueWorkflow:
     def _set_status(self, status: TaskStatus) -> None:
         self.state.status = status
         workflow.upsert_search_attributes([search.STATUS.value_set(status.value)])
+        self._show()
+
+    def _show(self) -> None:
+        """The workflow's current details (Markdown, on its page in the Temporal Web UI): where
+        it is, the plan, the PR, and — when it waits for a person — exactly how to answer."""
+        s = self.state
+        n = self.inp.issue_number
+        title = f" {s.issue_title}" if s.issue_title else ""
+        lines = [f"### #{n}{title} — `{s.repo.key}`", "", f"**Status:** `{s.status.value}`"]
+        if s.step is not None and not s.status.finished:
+            lines.append(
+                f"**Step:** {s.step.value}" + (f" — {s.steps[-1].detail}" if s.steps and s.steps[-1].detail else "")
+            )
+        if s.status == TaskStatus.AWAITING_APPROVAL:
+            lines += [
+                "",
+                "**Waiting for approval.** Approve or reject from here: *Send a Signal* `approve_signal` "
+                '(or `reject_signal`) with the input `{"by": "your name", "reason": "why"}` — or run '
+                f"`tamma approve {n}` / `tamma reject {n} --reason ...`, or comment `/tamma approve`.",
+            ]
+        if s.status == TaskStatus.PARKED:
+            lines += [
+                "",
+                f"**Parked:** {s.parked_reason}",
+                "",
+                'Resume: *Send a Signal* `resume_signal` with `{"by": "your name"}`.',
+            ]
+        if s.plan is not None:
+            lines += ["", f"**Plan:** {s.plan.summary}"]
+        if s.pull_request is not None:
+            lines += ["", f"**Pull request:** {s.pull_request.url}"]
+        if s.error:
+            lines += ["", f"**Reason:** {s.error}"]
+        workflow.set_current_details("\n".join(lines)[:4000])
 
     def _finish(self, status: TaskStatus, message: str) -> None:
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BUDGET_EXCEEDED, TaskStatus.CI_FAILED):
             self.state.error = message
         self._set_status(status)
+
+
+def _summary(name: str, arg: BaseModel) -> str:
+    """The one line the Web UI shows for a step: what it does, and which round."""
+    iteration = getattr(arg, "iteration", None)
+    if isinstance(arg, ImplementInput) and arg.feedback:
+        return f"{name}, iteration {iteration} (answering feedback)"
+    return f"{name}, iteration {iteration}" if iteration else name
 
 
 def _billed(cause: BaseException | None) -> Usage | None:

@@ -45,6 +45,7 @@ class PollWorkflow:
                     # The task outlives this poll: it is the issue's, not the schedule's.
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     search_attributes=search.new_task(inp.repo.key, number),
+                    static_summary=search.summary(inp.repo.key, number),
                 )
             except WorkflowAlreadyStartedError:
                 continue

@@ -27,3 +27,9 @@ def new_task(repo_key: str, issue_number: int) -> TypedSearchAttributes:
             SearchAttributePair(STATUS, "running"),
         ]
     )
+
+
+def summary(repo_key: str, issue_number: int, title: str = "") -> str:
+    """A task's one line in the Temporal Web UI's list: "#12 Fix off-by-one in paginate() — github:acme/api"."""
+    title = " ".join(title.split())[:120]
+    return f"#{issue_number} {title} — {repo_key}" if title else f"#{issue_number} — {repo_key}"

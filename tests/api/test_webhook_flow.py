@@ -92,7 +92,7 @@ async def test_assign_then_approve_by_comment_merges(flow: Flow) -> None:
     assert first.status_code == 200 and first.json()["outcome"] == "signalled"
     again = await post(flow.http, comment, "issue_comment", "d-approve")
     assert again.json().get("duplicate") is True
-    state = await flow.service.handle(wid).result()
+    state = await flow.service.result(wid)
     assert state.status == TaskStatus.MERGED
     assert state.approval is not None and state.approval.by == "Codertocat" and state.approval.reason == "ship it"
     assert "(page - 1)" in git(flow.github.remote.path, "show", "main:pager.py")
@@ -103,7 +103,7 @@ async def test_closing_the_issue_stops_the_task(flow: Flow) -> None:
     wid = (await post(flow.http, flow.assigned, "issues", "a1")).json()["task"]
     await wait_status(flow.service, wid, TaskStatus.AWAITING_APPROVAL)
     assert (await post(flow.http, closed, "issues", "c1")).json()["outcome"] == "signalled"
-    state = await flow.service.handle(wid).result()
+    state = await flow.service.result(wid)
     assert state.status == TaskStatus.CANCELLED and "closed" in state.error
     assert flow.github.remote.branches() == ["main"]  # stopped before any branch was made
 
@@ -124,7 +124,7 @@ async def test_an_edit_while_the_plan_waits_plans_again_from_the_new_text(flow: 
     assert [s.status for s in state.steps if s.name == "approval"] == ["skipped", "running"]
     approved = await flow.service.approve(wid, by="alice")
     assert approved.plan is not None
-    final = await flow.service.handle(wid).result()
+    final = await flow.service.result(wid)
     assert final.status == TaskStatus.MERGED, final.error
     assert [s.name for s in final.steps].count("plan") == 2
     title_only = {**edited, "changes": {}}  # a label or milestone edit asks for nothing

@@ -57,7 +57,7 @@ async def test_a_task_is_one_trace_across_workflow_and_activities(
         opts = traced.task_options(transcript=str(DEMO_TRANSCRIPT))
         async with running_worker(client, task_queue, build_activities(traced), traced):
             wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
-            state = await service.handle(wid).result()
+            state = await service.result(wid)
         telemetry.flush()
     assert state.status == TaskStatus.MERGED, state.error
     assert {r.path for r in collector.requests} == {"/v1/traces"}

@@ -92,7 +92,7 @@ async def test_sigkill_during_implement_then_second_worker_finishes_once(
     assert platform.list_pull_requests() == []  # the kill landed before anything was pushed
     second = settings.model_copy(update={"agent": settings.agent.model_copy(update={"test_command": command})})
     async with running_worker(client, task_queue, build_activities(second), second):
-        state = await asyncio.wait_for(service.handle(wid).result(), timeout=120)
+        state = await asyncio.wait_for(service.result(wid), timeout=120)
     assert state.status == TaskStatus.MERGED, state.error
     assert git_lines(platform, "branch", "--list", "tamma/*", "--format=%(refname:short)") == ["tamma/issue-1"]
     assert len(platform.list_pull_requests()) == 1
@@ -121,7 +121,7 @@ async def test_sigterm_lets_in_flight_activity_finish_then_exits_zero(
     assert len(git_lines(platform, "rev-list", "main..tamma/issue-1")) == 1
     second = settings.model_copy(update={"agent": settings.agent.model_copy(update={"test_command": command})})
     async with running_worker(client, task_queue, build_activities(second), second):
-        state = await asyncio.wait_for(service.handle(wid).result(), timeout=120)
+        state = await asyncio.wait_for(service.result(wid), timeout=120)
     assert state.status == TaskStatus.MERGED
     implement = [s for s in state.steps if s.name == StepName.IMPLEMENT]
     assert len(implement) == 1 and "(reused)" not in implement[0].detail

@@ -71,7 +71,7 @@ async def test_a_change_to_a_blocked_path_waits_for_a_person_although_the_plan_p
         told = await eventually(comments, lambda bodies: any("blocked paths" in b for b in bodies))
         assert any("blocked paths" in b and f"tamma approve {issue.number}" in b for b in told)
         await service.approve(wid, by="alice", reason="the workflow file is fine")
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.MERGED, state.error
     assert state.approval is not None and state.approval.by == "alice"
     await keep_history(client, wid, "blocked-path-approved")
@@ -85,5 +85,5 @@ async def test_rejecting_a_blocked_change_ends_it_without_a_merge(
         wid, platform, _ = await start_sneaky(service, settings, tmp_path)
         await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=60)
         await service.reject(wid, by="bob", reason="no CI changes")
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.REJECTED and platform.list_pull_requests() == []

@@ -67,7 +67,7 @@ async def test_a_worker_killed_in_a_light_step_costs_seconds(
                 doomed.kill()
                 doomed.wait()
         async with running_worker(client, task_queue, build_activities(s), s):
-            state = await service.handle(wid).result()
+            state = await service.result(wid)
             recovered_s = time.monotonic() - killed_at
     assert state.status == TaskStatus.MERGED, state.error
     fetch = next(r for r in state.steps if r.name == StepName.FETCH)

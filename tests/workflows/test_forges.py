@@ -57,7 +57,7 @@ async def run(
     opts = settings.task_options(transcript=str(transcript), retry_initial_s=0.2)
     async with running_worker(client, task_queue, build_activities(settings), settings):
         wid, _ = await service.start(IssueTaskInput(repo=repo, issue_number=1, options=opts))
-        return await service.handle(wid).result()
+        return await service.result(wid)
 
 
 async def test_github_issue_to_merged_pr(client: Client, task_queue: str, github: tuple[FakeGitHub, Settings]) -> None:

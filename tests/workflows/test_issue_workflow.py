@@ -6,7 +6,8 @@ import asyncio
 import subprocess
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from tamma.activities import IssueActivities
 from tamma.config import Settings
@@ -35,9 +36,10 @@ async def test_issue_becomes_merged_branch(
     )
     async with running_worker(client, task_queue, activities, settings):
         wid, created = await service.start(inp)
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert created
     assert state.status == TaskStatus.MERGED, state.error
+    assert (await service.handle(wid).describe()).status == WorkflowExecutionStatus.COMPLETED
     await keep_history(client, wid, "merged")
     assert "(page - 1)" in git(platform, "show", "main:pager.py")
     assert git(platform, "log", "-1", "--format=%s", "main").startswith("Merge !1")
@@ -78,7 +80,7 @@ async def test_approval_by_update_then_second_approval_refused(
         await service.approve(wid, by="alice", reason="looks right")
         with pytest.raises(InvalidInputError, match="already approved by alice"):
             await service.approve(wid, by="bob")
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.MERGED
     assert state.approval is not None and state.approval.by == "alice" and not state.approval.automatic
     with pytest.raises(InvalidInputError, match="not running"):
@@ -96,11 +98,20 @@ async def test_rejection_ends_without_branch_and_comments(
         with pytest.raises(InvalidInputError, match="needs a reason"):
             await service.reject(wid, by="carol", reason=" ")
         await service.reject(wid, by="carol", reason="touches the public API")
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.REJECTED
     await keep_history(client, wid, "rejected")
     assert not await _branch_exists(platform)
     assert "rejected by carol: touches the public API" in platform.issue_comments(issue.number)[-1]["body"]
+    # The Web UI tells the truth: a rejected task is a failed execution, the reason its message...
+    assert (await service.handle(wid).describe()).status == WorkflowExecutionStatus.FAILED
+    with pytest.raises(WorkflowFailureError) as failed:
+        await service.handle(wid).result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.message == "rejected: rejected by carol: touches the public API"
+    # ...and its final state is still there for `tamma status` and the API, with no worker running
+    again = await service.state(wid)
+    assert again.status == TaskStatus.REJECTED and [s.name for s in again.steps] == [s.name for s in state.steps]
 
 
 async def test_approval_timeout_escalates(
@@ -112,7 +123,7 @@ async def test_approval_timeout_escalates(
         wid, _ = await service.start(
             demo_input(platform, issue, settings, policy=needs_approval(settings), approval_timeout_s=1)
         )
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.ESCALATED
     await keep_history(client, wid, "escalated")
     assert "escalated" in platform.issue_comments(issue.number)[-1]["body"]
@@ -143,7 +154,7 @@ async def test_two_starts_reach_one_workflow(
         again, created = await service.start(inp)  # a later start attaches
         assert (again, created) == (wid, False)
         await service.approve(wid, by="alice")
-        assert (await service.handle(wid).result()).status == TaskStatus.MERGED
+        assert (await service.result(wid)).status == TaskStatus.MERGED
     # A finished, merged issue is not redone by a plain start.
     assert await service.start(inp) == (wid, False)
 
@@ -226,7 +237,7 @@ async def test_activity_failing_twice_then_succeeding(
     service = TaskService(client, task_queue)
     async with running_worker(client, task_queue, activities, settings):
         wid, _ = await service.start(demo_input(platform, issue, settings))
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.MERGED
     assert flaky.calls == 3
 
@@ -240,7 +251,7 @@ async def test_non_retryable_failure_fails_fast_with_message(
     service = TaskService(client, task_queue)
     async with running_worker(client, task_queue, activities, settings):
         wid, _ = await service.start(demo_input(platform, issue, settings))
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.FAILED
     assert flaky.calls == 1
     assert "fetch_issue failed: simulated failure 1" in state.error
@@ -255,7 +266,7 @@ async def test_diverged_transcript_fails_loudly(
     service = TaskService(client, task_queue)
     async with running_worker(client, task_queue, activities, settings):
         wid, _ = await service.start(demo_input(platform, other, settings))
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.FAILED
     assert "diverged from transcript" in state.error and "does not mention 'paginate'" in state.error
 
@@ -270,7 +281,7 @@ async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(
     service = TaskService(client, task_queue)
     async with running_worker(client, task_queue, acts, failing):
         wid, _ = await service.start(demo_input(platform, issue, failing, max_fix_attempts=0))
-        state = await service.handle(wid).result()
+        state = await service.result(wid)
     assert state.status == TaskStatus.FAILED
     assert "tests still fail after 1 attempts" in state.error
     await keep_history(client, wid, "tests-fail")

@@ -51,7 +51,7 @@ async def test_an_issue_labelled_while_the_server_was_down_is_picked_up_by_polli
             # no server, no webhook, no trigger: only the schedule
             found = await eventually(lambda: service.exists(wid), bool, timeout_s=30)
             assert found, "the schedule never started a task for the labelled issue"
-            state = await service.handle(wid).result()
+            state = await service.result(wid)
             assert state.status == TaskStatus.MERGED, state.error
             # more polls come and go; a late webhook attaches to nothing new
             desc = await client.get_schedule_handle(schedule_id(task_queue, platform.repo)).describe()
@@ -95,7 +95,7 @@ async def test_a_poll_starts_only_what_no_webhook_started(
             assert result.candidates == [first.number, second.number]
             assert result.started == [second.number]
             for n in (first.number, second.number):
-                state = await service.handle(search.workflow_id(platform.repo.key, n)).result()
+                state = await service.result(search.workflow_id(platform.repo.key, n))
                 assert state.status == TaskStatus.MERGED, state.error
     finally:
         await _drop_schedules(client)

@@ -42,7 +42,7 @@ async def run_issue(
     opts = settings.task_options(retry_initial_s=0.2, **options)
     async with running_worker(client, task_queue, build_activities(settings), settings):
         wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=number, options=opts), rerun=True)
-        return await service.handle(wid).result()
+        return await service.result(wid)
 
 
 async def test_anthropic_drives_the_loop_records_and_replays(
@@ -244,7 +244,7 @@ async def test_a_sustained_rate_limit_parks_the_task_then_resume_finishes_it(
             assert len(limited) == waits  # parked: nothing hammers the limited key
             lifted = True
             await service.resume(wid, by="alice")
-            state = await service.handle(wid).result()
+            state = await service.result(wid)
             with pytest.raises(InvalidInputError, match="not running"):
                 await service.resume(wid, by="alice")
     assert state.status == TaskStatus.MERGED, state.error

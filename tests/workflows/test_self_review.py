@@ -77,7 +77,7 @@ def run_issue(
         async with running_worker(client, task_queue, activities, settings):
             inp = IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts)
             wid, _ = await service.start(inp)
-            return await service.handle(wid).result()
+            return await service.result(wid)
 
     return run
 
