@@ -12,15 +12,17 @@ import sys
 
 from tamma.config import load_settings
 from tamma.errors import TammaError
+from tamma.logs import configure
 from tamma.runtime.process import exit_now
 from tamma.runtime.reload import RESTART, reexec
 from tamma.runtime.worker import serve
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure("info")  # until the settings say otherwise (a settings error is logged too)
     try:
         settings = load_settings()
+        configure(settings.logging.level, settings.logging.format, settings.secrets())
         code = asyncio.run(serve(settings, ready=lambda msg: logging.getLogger("tamma.worker").info(msg)))
     except TammaError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

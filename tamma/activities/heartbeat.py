@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
@@ -20,6 +21,7 @@ from temporalio import activity
 
 from tamma.models import Usage
 
+log = logging.getLogger("tamma.activity")
 P = ParamSpec("P")
 R = TypeVar("R")
 BEAT_S = 1.0  # Temporal throttles what it sends to the server; beating often costs nothing
@@ -34,6 +36,7 @@ def heartbeating(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await fn(*args, **kwargs)
         holder: dict[str, Callable[[], Any]] = {}
         token = _progress.set(holder)
+        log.debug("step started")  # the line carries the task, the activity and its attempt
 
         async def beat() -> None:
             while True:

@@ -30,6 +30,8 @@ from tamma.api import config_routes, errors, ops, tasks, webhooks
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
+from tamma.logs import add_secrets
+from tamma.logs import formatter as log_formatter
 from tamma.runtime.client import ensure_search_attributes, resolve_address
 from tamma.runtime.polling import keep_schedules
 from tamma.runtime.reload import changed_keys, watch_settings, watched_files
@@ -129,7 +131,7 @@ class Edge:
             webhook = (scope.get("state") or {}).get("webhook")
             if webhook:  # what the delivery did, including why it was ignored or refused
                 line["webhook"] = webhook
-            access.info(json.dumps(line))
+            access.info("request", extra={"fields": line})
 
 
 def create_app(
@@ -154,6 +156,13 @@ def create_app(
                 interceptors=tracing_interceptors(settings),
             )
         app.state.client = client
+        # The one log format (tamma.logs): uvicorn's config gave the handlers; the format, the
+        # context and the redaction of this server's secrets come from the settings.
+        add_secrets(settings.secrets())
+        for name in ("tamma", "uvicorn.error"):
+            for handler in logging.getLogger(name).handlers:
+                handler.setFormatter(log_formatter(settings.logging.format, sys.stdout))
+        logging.getLogger("tamma").setLevel(settings.logging.level.upper())
         app.state.tasks = TaskService(client, settings.temporal.task_queue)
         app.state.hub = webhooks.WebhookHub(settings, client, metrics)
         app.state.probe = ops.TemporalProbe(client)

@@ -29,6 +29,7 @@ from tamma.api.events import GITHUB_EVENTS, GITLAB_EVENTS, Action, github_action
 from tamma.api.metrics import Metrics
 from tamma.config import Settings, WebhookSettings
 from tamma.errors import TammaError, TemporalUnavailable
+from tamma.logs import bound
 from tamma.models import ApprovalRequest, EventNote, IssueTaskInput
 from tamma.runtime.tasks import TaskService
 from tamma.workflows import search
@@ -194,8 +195,9 @@ class WebhookHub:
         if not event:
             raise WebhookError(400, f"missing {forge.event_header_title} header")
         payload = self.parse(body, request.headers.get("content-type", ""))
-        delivery = request.headers.get(forge.delivery_header, "")
-        return await self._handle(platform, event, delivery, lambda: forge.interpret(event, payload, self.cfg))
+        delivery = request.headers.get(forge.delivery_header, "")[:100]
+        with bound(delivery=delivery, event=event_label(platform, event)):
+            return await self._handle(platform, event, delivery, lambda: forge.interpret(event, payload, self.cfg))
 
     async def _handle(self, platform: str, event: str, delivery: str, interpret: Any) -> Reply:
         async def work() -> Reply:

@@ -31,6 +31,8 @@ from tamma.cli.session import Session, open_session
 from tamma.config import Settings, load_settings
 from tamma.demo import make_demo
 from tamma.errors import ConfigError, InvalidInputError
+from tamma.logs import add_secrets
+from tamma.logs import formatter as log_formatter
 from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
 from tamma.platforms.base import GitPlatform
 from tamma.platforms.local import LocalPlatform, local_repo_ref
@@ -63,7 +65,9 @@ ConfigOpt = Annotated[
 
 def _settings(ctx: typer.Context) -> Settings:
     path: Path | None = ctx.obj
-    return load_settings(path)
+    settings = load_settings(path)
+    add_secrets(settings.secrets())  # never in the --debug log or the warnings file
+    return settings
 
 
 def _version(value: bool) -> None:
@@ -114,7 +118,7 @@ def _log_to_file(debug: bool) -> None:
 
         handler = RotatingFileHandler(folder / "cli.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8")
         handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(log_formatter("json", None))  # the one format (tamma.logs), redacted
     root.addHandler(handler)
 
 

@@ -43,6 +43,11 @@ class WorkerSettings(Strict):
     light_concurrency: int = Field(default=20, ge=1)
     graceful_shutdown_s: float = Field(default=30.0, ge=0)
     sticky_schedule_to_start_s: float = Field(default=3.0, gt=0)
+    metrics_address: str = Field(
+        default="",
+        description="host:port where a worker serves Prometheus metrics (the Temporal SDK's worker metrics and "
+        "Tamma's task metrics), e.g. 0.0.0.0:9464; empty: off",
+    )
 
 
 DEFAULT_SETUP_HOSTS = [
@@ -128,6 +133,16 @@ class LLMSettings(Strict):
     )
     prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     record: bool = Field(default=True, description="record every exchange (secrets redacted)")
+
+
+class LoggingSettings(Strict):
+    """Server, worker and `--debug` logs: JSON lines (or a human format on a terminal), each with
+    its timestamp and context (task, repository, issue, activity, attempt, delivery, trace)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "human"] = Field(
+        default="auto", description="auto: human on a terminal, JSON lines otherwise"
+    )
 
 
 class PollingSettings(Strict):
@@ -243,6 +258,7 @@ class Settings(BaseSettings):
     budget: Budget = Field(default_factory=Budget)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     polling: PollingSettings = Field(default_factory=PollingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     gitlab: GitLabSettings = Field(default_factory=GitLabSettings)

@@ -11,6 +11,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.config import Settings
@@ -39,13 +40,18 @@ async def connect(
     timeout_s: float = 10.0,
     namespace_wait_s: float = 0.0,
     interceptors: Sequence[Interceptor] = (),
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect and check the namespace is served; a server that has just started may listen before
     its namespaces are loaded, so `namespace_wait_s` (the embedded server's case) waits that out."""
     try:
         client = await asyncio.wait_for(
             Client.connect(
-                address, namespace=namespace, data_converter=pydantic_data_converter, interceptors=interceptors
+                address,
+                namespace=namespace,
+                data_converter=pydantic_data_converter,
+                interceptors=interceptors,
+                runtime=runtime,
             ),
             timeout=timeout_s,
         )
@@ -102,7 +108,14 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
             raise
 
 
-async def open_client(settings: Settings) -> tuple[Client, str, bool]:
+def metrics_runtime(address: str) -> Runtime:
+    """A Temporal runtime whose telemetry serves Prometheus at `address`: the SDK's own worker
+    metrics (polls, slots, schedule-to-start, sticky cache) and the workflows' own
+    (`workflow.metric_meter()`: Tamma's task and step metrics, never counted twice on replay)."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
+async def open_client(settings: Settings, runtime: Runtime | None = None) -> tuple[Client, str, bool]:
     """What every launcher (CLI, worker) does first: (client, address, embedded). Starts the
     embedded server when no address is configured, waits for its namespace, registers the
     search attributes, and carries the tracing interceptor when tracing is on."""
@@ -114,6 +127,7 @@ async def open_client(settings: Settings) -> tuple[Client, str, bool]:
         t.connect_timeout_s,
         namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
         interceptors=tracing_interceptors(settings),
+        runtime=runtime,
     )
     await ensure_search_attributes(client, t.namespace)
     return client, address, embedded

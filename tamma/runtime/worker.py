@@ -22,7 +22,7 @@ from tamma.agent.sandbox import require_isolation
 from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
 from tamma.errors import TemporalUnavailable
-from tamma.runtime.client import open_client
+from tamma.runtime.client import metrics_runtime, open_client
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
@@ -84,9 +84,10 @@ async def _open_when_reachable(settings: Settings, stop: asyncio.Event) -> tuple
     yet — a worker started before its server (compose, Kubernetes) waits and says so instead of
     exiting. None when told to stop meanwhile. Configuration errors still end it at once."""
     delay = 1.0
+    runtime = metrics_runtime(settings.worker.metrics_address) if settings.worker.metrics_address else None
     while True:
         try:
-            client, address, _ = await open_client(settings)
+            client, address, _ = await open_client(settings, runtime)
             return client, address
         except TemporalUnavailable as exc:
             if not settings.temporal.address:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
@@ -114,6 +114,7 @@ class IssueWorkflow:
         self._ci_sha = ""  # the head commit the last green CI was about
         self._rate_limited_s = 0.0  # waited out on model rate limits since the last resume
         self._resume_by = ""  # who resumed a parked task
+        self._waiting_since: datetime | None = None
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -737,6 +738,11 @@ class IssueWorkflow:
 
     def _spend(self, step: StepName, usage: Usage, transcript: str = "") -> None:
         """Account a step's model usage, then stop if a per-issue budget is used up."""
+        meter = workflow.metric_meter()
+        meter.create_counter("tamma_llm_calls", "model calls").add(usage.calls, {"step": step.value})
+        meter.create_counter("tamma_llm_tokens", "model tokens (input + output)").add(
+            usage.tokens, {"step": step.value}
+        )
         self.state.usage = self.state.usage.plus(usage)
         self.state.usage_by_step[step.value] = self.state.usage_by_step.get(step.value, Usage()).plus(usage)
         if transcript and transcript not in self.state.transcripts:
@@ -782,10 +788,19 @@ class IssueWorkflow:
     def _end(self, record: StepRecord, status: str, detail: str = "") -> None:
         record.status = status  # type: ignore[assignment]
         record.ended_at = workflow.now()
+        workflow.metric_meter().create_histogram_timedelta(
+            "tamma_step_duration", "a step's time as the workflow saw it (retries and waits included)", "ms"
+        ).record(record.ended_at - record.started_at, {"step": record.name.value, "status": status})
         if detail:
             record.detail = detail[:500]
 
     def _set_status(self, status: TaskStatus) -> None:
+        if status == TaskStatus.AWAITING_APPROVAL:
+            self._waiting_since = workflow.now()
+        elif self.state.status == TaskStatus.AWAITING_APPROVAL and self._waiting_since is not None:
+            workflow.metric_meter().create_histogram_timedelta(
+                "tamma_approval_wait", "how long a plan waited for a person", "ms"
+            ).record(workflow.now() - self._waiting_since)
         self.state.status = status
         workflow.upsert_search_attributes([search.STATUS.value_set(status.value)])
         self._show()
@@ -824,6 +839,13 @@ class IssueWorkflow:
         workflow.set_current_details("\n".join(lines)[:4000])
 
     def _finish(self, status: TaskStatus, message: str) -> None:
+        # Metrics from workflow code go through the SDK's meter, which counts nothing on replay.
+        meter = workflow.metric_meter()
+        meter.create_counter("tamma_tasks_finished", "tasks that ended, by outcome").add(1, {"outcome": status.value})
+        if self.state.ci_fix_rounds:
+            meter.create_counter("tamma_ci_fix_rounds", "failed CIs handed back to the agent").add(
+                self.state.ci_fix_rounds
+            )
         if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BUDGET_EXCEEDED, TaskStatus.CI_FAILED):
             self.state.error = message
         self._set_status(status)

@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from tamma.api.webhooks import github_signature_ok
 from tamma.config import Settings
+from tamma.logs import JsonFormatter
 from tests.api.conftest import FIXTURES, GITHUB_SECRET, GITLAB_TOKEN, github_headers, load, running_api, with_sections
 
 
@@ -232,7 +233,7 @@ class Lines(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        self.lines.append(JsonFormatter().format(record))  # the server's one log format
 
 
 async def test_one_json_access_line_per_delivery_says_what_happened_and_holds_no_secret(
@@ -268,6 +269,7 @@ async def test_one_json_access_line_per_delivery_says_what_happened_and_holds_no
         "reason": "issue assigned to someone-else, not to Codertocat",
     }
     assert second["status"] == 401 and second["webhook"]["outcome"] == "refused"
+    assert first["logger"] == "tamma.access" and first["level"] == "info" and str(first["ts"]).endswith("Z")
     assert "X-Hub-Signature-256" in second["webhook"]["reason"]
     everything = "\n".join(lines.lines)
     for secret in (GITHUB_SECRET, "not-the-secret", "query-secret-123", "jwt-secret-456", "Spelling error"):
