@@ -165,7 +165,7 @@ def create_app(
         logging.getLogger("tamma").setLevel(settings.logging.level.upper())
         app.state.tasks = TaskService(client, settings.temporal.task_queue)
         app.state.hub = webhooks.WebhookHub(settings, client, metrics)
-        app.state.probe = ops.TemporalProbe(client)
+        app.state.probe = ops.TemporalProbe(client, settings.temporal.task_queue, metrics)
         for platform, on in (("GitHub", settings.webhooks.github_secrets), ("GitLab", settings.webhooks.gitlab_tokens)):
             if not on:
                 log.error(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -26,6 +26,18 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.pollers = Gauge(
+            "tamma_task_queue_pollers",
+            "Workers polling each of Tamma's task queues (from Temporal, every few seconds)",
+            ["queue", "kind"],
+            registry=self.registry,
+        )
+        self.backlog = Gauge(
+            "tamma_task_queue_backlog",
+            "Tasks waiting in each of Tamma's task queues (Temporal's approximate count)",
+            ["queue", "kind"],
+            registry=self.registry,
         )
         self.workflows = Counter(
             "tamma_workflows_total",

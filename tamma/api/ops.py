@@ -9,20 +9,29 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
 from temporalio.client import Client
+
+from tamma.activity_names import heavy_queue
+from tamma.api.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
 
 
 class TemporalProbe:
-    """Remembers the last answer from Temporal so /health answers in microseconds."""
+    """Remembers the last answers from Temporal — reachable or not, and who polls Tamma's task
+    queues with how much waiting — so /health answers in microseconds under any load."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, task_queue: str = "", metrics: Metrics | None = None) -> None:
         self.client = client
+        self.task_queue = task_queue
+        self.metrics = metrics
         self.reachable: bool | None = None
         self.checked_at = 0.0
         self.error = ""
+        self.queues: dict[str, dict[str, object]] = {}
 
     async def check(self, timeout_s: float = 2.0) -> bool:
         try:
@@ -35,9 +44,39 @@ class TemporalProbe:
         self.checked_at = time.time()
         return self.reachable
 
+    async def check_queues(self, timeout_s: float = 2.0) -> None:
+        """Pollers and backlog of the workflow queue, the light and the heavy activity queues."""
+        if not self.task_queue or not self.reachable:
+            return
+        kinds = {
+            "workflow": (self.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+            "activity": (self.task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+            "heavy": (heavy_queue(self.task_queue), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        }
+        for kind, (name, qtype) in kinds.items():
+            try:
+                resp = await self.client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=self.client.namespace,
+                        task_queue=TaskQueue(name=name),
+                        task_queue_type=qtype,
+                        report_stats=True,
+                    ),
+                    timeout=timedelta(seconds=timeout_s),
+                )
+            except Exception as exc:  # reported, never raised: health must answer
+                self.queues[kind] = {"queue": name, "error": str(exc).splitlines()[0][:200] if str(exc) else "?"}
+                continue
+            backlog = int(resp.stats.approximate_backlog_count) if resp.HasField("stats") else 0
+            self.queues[kind] = {"queue": name, "pollers": len(resp.pollers), "backlog": backlog}
+            if self.metrics is not None:
+                self.metrics.pollers.labels(name, kind).set(len(resp.pollers))
+                self.metrics.backlog.labels(name, kind).set(backlog)
+
     async def loop(self, every_s: float = 5.0) -> None:
         while True:
             await self.check()
+            await self.check_queues()
             await asyncio.sleep(every_s)
 
 
@@ -50,10 +89,14 @@ async def live() -> dict[str, str]:
 async def health(request: Request) -> JSONResponse:
     probe: TemporalProbe = request.app.state.probe
     temporal = {None: "unknown", True: "reachable", False: "unreachable"}[probe.reachable]
+    queues = dict(probe.queues)
+    no_pollers = [k for k, q in queues.items() if q.get("pollers") == 0]
     body = {
-        "status": "ok" if probe.reachable else "degraded",
+        "status": "ok" if probe.reachable and not no_pollers else "degraded",
         "temporal": temporal,
         "temporal_checked_at": probe.checked_at,
+        "task_queues": queues,
+        "workers": "none polling " + ", ".join(no_pollers) if no_pollers else ("polling" if queues else "unknown"),
         "settings": "ok",
         "webhooks": {
             "github": "on" if request.app.state.settings.webhooks.github_secrets else "off (no secret)",

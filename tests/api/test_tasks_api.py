@@ -9,6 +9,7 @@ import tomllib
 import urllib.parse
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from tamma.errors import PermissionDenied
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import GITHUB_SECRET, JWT_SECRET, auth, github_headers, running_api, with_sections
-from tests.conftest import running_worker
+from tests.conftest import eventually, running_worker
 
 
 def q(task_id: str) -> str:
@@ -193,15 +194,28 @@ async def test_put_config_keeps_references_and_leaves_a_bad_file_untouched(
             assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tamma")] == []  # no temp left
 
 
-async def test_ops_endpoints(http: httpx.AsyncClient) -> None:
+async def test_ops_endpoints(http: httpx.AsyncClient, client: Client, api_settings: Settings) -> None:
     assert (await http.get("/live")).json() == {"status": "alive"}
     assert (await http.get("/ready")).status_code == 200
-    health = (await http.get("/health")).json()
-    assert health["temporal"] == "reachable" and health["status"] == "ok"
+
+    async def health() -> dict[str, Any]:
+        body: dict[str, Any] = (await http.get("/health")).json()
+        return body
+
+    # no worker runs: Temporal answers, but nothing polls Tamma's queues, and health says so
+    idle = await eventually(health, lambda h: bool(h["task_queues"]), timeout_s=15)
+    assert idle["temporal"] == "reachable" and idle["status"] == "degraded"
+    assert idle["workers"].startswith("none polling") and idle["task_queues"]["workflow"]["pollers"] == 0
+    queue = api_settings.temporal.task_queue
+    async with running_worker(client, queue, build_activities(api_settings), api_settings):
+        busy = await eventually(health, lambda h: h["workers"] == "polling", timeout_s=15)
+    assert busy["status"] == "ok" and all(q["pollers"] >= 1 for q in busy["task_queues"].values())
+    assert {q["queue"] for q in busy["task_queues"].values()} == {queue, f"{queue}-heavy"}
     await http.post("/webhooks/github", content=b"{}", headers={"x-github-event": "issues"})
     metrics = (await http.get("/metrics")).text
     assert 'tamma_webhook_signature_failures_total{platform="github"} 1.0' in metrics
     assert "tamma_http_request_duration_seconds_bucket" in metrics
+    assert f'tamma_task_queue_pollers{{kind="heavy",queue="{queue}-heavy"}}' in metrics
     spec = (await http.get("/openapi.json")).json()
     assert "/webhooks/github" in spec["paths"] and "/api/v1/tasks" in spec["paths"]
     assert (await http.get("/docs")).status_code == 200
