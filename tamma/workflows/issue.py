@@ -743,6 +743,10 @@ class IssueWorkflow:
         meter.create_counter("tamma_llm_tokens", "model tokens (input + output)").add(
             usage.tokens, {"step": step.value}
         )
+        # SDK counters are integers: cost counts in millionths of a dollar
+        meter.create_counter("tamma_llm_cost_usd_micros", "model cost, USD x 1e6").add(
+            round(usage.cost_usd * 1_000_000), {"step": step.value}
+        )
         self.state.usage = self.state.usage.plus(usage)
         self.state.usage_by_step[step.value] = self.state.usage_by_step.get(step.value, Usage()).plus(usage)
         if transcript and transcript not in self.state.transcripts:
