@@ -16,6 +16,7 @@ MERGE = "merge"
 COMMENT = "comment_issue"
 PROGRESS = "update_progress"
 POLL_CANDIDATES = "poll_candidates"
+NOTIFY = "notify"
 
 #: activities that hold a workspace and run code; they go to the heavy task queue, whose
 #: worker's concurrency bounds how many issues are being coded or tested at once.

@@ -359,6 +359,7 @@ class TaskOptions(WorkflowOptions):
     policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     transcript: str | None = Field(default=None, description="replay this recording instead of calling a model")
     budget: Budget = Field(default_factory=Budget)
+    notify_on: list[str] = Field(default_factory=list, description="statuses that send a notification (notify.on)")
 
 
 MAX_ISSUE = 2**31 - 1  # forges number issues far below this; Temporal's Int attribute is 64-bit
@@ -515,3 +516,17 @@ class PollInput(BaseModel):
 class PollResult(BaseModel):
     candidates: list[int] = Field(default_factory=list, description="open issues assigned to or labelled for Tamma")
     started: list[int] = Field(default_factory=list, description="the ones that had no task and got one now")
+
+
+class TaskEvent(BaseModel):
+    """A task's state change, as notifications carry it (no issue text, no code, no secrets)."""
+
+    task: str
+    repository: str
+    issue: int
+    status: str
+    reason: str = ""
+    issue_title: str = ""
+    pull_request: str = ""
+    at: datetime
+    sequence: int = Field(description="the task's notification count: with `task`, an idempotency key")

@@ -17,6 +17,7 @@ from temporalio import activity
 from tamma import activity_names as names
 from tamma.activities.errors import temporal_errors
 from tamma.activities.heartbeat import earlier_usage, heartbeating, report_progress
+from tamma.activities.notify import Notifier
 from tamma.agent import prompts
 from tamma.agent.environment import Environment, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
@@ -25,6 +26,7 @@ from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import Workspace
 from tamma.config import AgentSettings
+from tamma.config.schema import NotifySettings
 from tamma.errors import ProviderError, SandboxError, TammaError
 from tamma.models import (
     AnalyseInput,
@@ -86,7 +88,9 @@ class IssueActivities:
         secrets: Sequence[str] = (),
         record: bool = True,
         output_retries: int = 2,
+        notify: NotifySettings | None = None,
     ) -> None:
+        self.notifier = Notifier(notify or NotifySettings())
         self.platforms = platforms
         self.providers = providers
         self.config = config
@@ -119,7 +123,7 @@ class IssueActivities:
         ]
 
     def polling(self) -> list[Callable[..., object]]:
-        return [self.poll_candidates]
+        return [self.poll_candidates, self.notifier.notify]
 
     def heavy(self) -> list[Callable[..., object]]:
         return [self.implement, self.run_tests, self.self_review]

@@ -135,6 +135,35 @@ class LLMSettings(Strict):
     record: bool = Field(default=True, description="record every exchange (secrets redacted)")
 
 
+class NotifySettings(Strict):
+    """Outgoing notifications when a task changes state, sent from an activity (retried, never
+    blocking or failing the task): a generic signed webhook and/or a Slack incoming webhook."""
+
+    webhook_url: str = Field(default="", description="POSTed a JSON event, signed with webhook_secret")
+    webhook_secret: Secret | None = Field(default=None, description="HMAC-SHA256 key: X-Tamma-Signature-256")
+    slack_webhook_url: Secret | None = Field(default=None, description="a Slack incoming-webhook URL (a secret)")
+    on: list[str] = Field(
+        default_factory=lambda: [
+            "awaiting_approval",
+            "parked",
+            "merged",
+            "pr_open",
+            "rejected",
+            "escalated",
+            "failed",
+            "budget_exceeded",
+            "ci_failed",
+            "cancelled",
+        ],
+        description="task statuses that notify",
+    )
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url or self.slack_webhook_url)
+
+
 class LoggingSettings(Strict):
     """Server, worker and `--debug` logs: JSON lines (or a human format on a terminal), each with
     its timestamp and context (task, repository, issue, activity, attempt, delivery, trace)."""
@@ -259,6 +288,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     polling: PollingSettings = Field(default_factory=PollingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     gitlab: GitLabSettings = Field(default_factory=GitLabSettings)
@@ -309,5 +339,11 @@ class Settings(BaseSettings):
     def task_options(self, **overrides: Any) -> TaskOptions:
         """A task's options: the workflow section, the approval policy and the budget, with this
         task's own choices on top; validated, so a bad override is an error here, not in a worker."""
-        values = {**self.workflow.model_dump(), "policy": self.approval, "budget": self.budget, **overrides}
+        values = {
+            **self.workflow.model_dump(),
+            "policy": self.approval,
+            "budget": self.budget,
+            "notify_on": self.notify.on if self.notify.enabled else [],
+            **overrides,
+        }
         return TaskOptions.model_validate(values)

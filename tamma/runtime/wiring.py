@@ -127,6 +127,7 @@ def build_activities(settings: Settings) -> IssueActivities:
         settings.secrets(),
         record=settings.llm.record,
         output_retries=settings.llm.output_retries,
+        notify=settings.notify,
     )
 
 

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         SelfReviewResult,
         StepName,
         StepRecord,
+        TaskEvent,
         TaskState,
         TaskStatus,
         TestInput,
@@ -115,6 +116,7 @@ class IssueWorkflow:
         self._rate_limited_s = 0.0  # waited out on model rate limits since the last resume
         self._resume_by = ""  # who resumed a parked task
         self._waiting_since: datetime | None = None
+        self._notes: list[Any] = []  # notification activities in flight
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -219,6 +221,7 @@ class IssueWorkflow:
         except asyncio.CancelledError:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
+        await self._delivered()
         # A task that did not end in a merge or an open PR ends as a *failed* execution, so the
         # Web UI, `temporal workflow list` and alerting see it as one, with the reason as the
         # failure message; the final state travels in the failure's details (TaskService.result).
@@ -808,6 +811,42 @@ class IssueWorkflow:
         self.state.status = status
         workflow.upsert_search_attributes([search.STATUS.value_set(status.value)])
         self._show()
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell other systems (notify.*) of the new status, from an activity that retries on its
+        own; the workflow does not wait for it, except once at its very end (below)."""
+        s = self.state
+        if s.status.value not in self.opts.notify_on:
+            return
+        event = TaskEvent(
+            task=s.workflow_id,
+            repository=s.repo.key,
+            issue=s.issue_number,
+            status=s.status.value,
+            reason=(s.error or s.parked_reason)[:500],
+            issue_title=s.issue_title,
+            pull_request=s.pull_request.url if s.pull_request else "",
+            at=workflow.now(),
+            sequence=len(self._notes) + 1,
+        )
+        self._notes.append(
+            workflow.start_activity(
+                names.NOTIFY,
+                event,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=5),
+                summary=f"notify: {s.status.value}",
+            )
+        )
+
+    async def _delivered(self) -> None:
+        """Before the run ends, the notifications it started get their chance (a run that ends
+        abandons its activities); one that fails for good is logged, never the task's failure."""
+        if self._notes:
+            for outcome in await asyncio.gather(*self._notes, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    workflow.logger.warning("a notification was not delivered: %s", outcome)
 
     def _show(self) -> None:
         """The workflow's current details (Markdown, on its page in the Temporal Web UI): where
