@@ -151,22 +151,12 @@ class GitLabPlatform:
         return await self._call(f"open issues of {self.repo.locator}", listing)
 
     async def comment_issue(self, number: int, body: str) -> None:
-        def post() -> None:
-            issue = self._project.issues.get(number, lazy=True)
-            if any(comment_mark(body) in (n.body or "") for n in issue.notes.list(iterator=True)):
-                return
-            issue.notes.create({"body": f"{body}\n\n{comment_mark(body)}"})
-
-        await self._call(f"a note on #{number}", post)
+        issue = self._project.issues.get(number, lazy=True)
+        await self._call(f"a note on #{number}", lambda: _note_once(issue.notes, body))
 
     async def comment_pull_request(self, number: int, body: str) -> None:
-        def post() -> None:
-            mr = self._project.mergerequests.get(number, lazy=True)
-            if any(comment_mark(body) in (n.body or "") for n in mr.notes.list(iterator=True)):
-                return
-            mr.notes.create({"body": f"{body}\n\n{comment_mark(body)}"})
-
-        await self._call(f"a note on !{number}", post)
+        mr = self._project.mergerequests.get(number, lazy=True)
+        await self._call(f"a note on !{number}", lambda: _note_once(mr.notes, body))
 
     async def upsert_progress(self, number: int, body: str) -> None:
         text = f"{PROGRESS_MARK}\n{body}"
@@ -384,6 +374,13 @@ class GitLabPlatform:
             return MergeResult(merged=True, sha=self._mr(done).merge_sha)
 
         return await self._call(f"the merge of !{number}", merge)
+
+
+def _note_once(notes: Any, body: str) -> None:
+    """Post `body` as a note unless an earlier attempt did (its marker is there)."""
+    if any(comment_mark(body) in (n.body or "") for n in notes.list(iterator=True)):
+        return
+    notes.create({"body": f"{body}\n\n{comment_mark(body)}"})
 
 
 def _issue(i: Any) -> Issue:

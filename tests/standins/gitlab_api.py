@@ -90,6 +90,22 @@ class FakeGitLab:
             headers["link"] = f'<{self.base}{path}?{rest}&page={page + 1}>; rel="next"'
         return Reply(200, items[(page - 1) * per : page * per], headers)
 
+    def _notes(
+        self,
+        store: dict[int, list[dict[str, Any]]],
+        iid: int,
+        method: str,
+        body: Any,
+        path: str,
+        q: dict[str, list[str]],
+    ) -> Reply:
+        """An issue's or a merge request's notes: list (paginated) or add one as the token's user."""
+        if method == "POST":
+            note = {"id": next(_ids), "body": body["body"], "author": {"username": self.token_login}, "system": False}
+            store.setdefault(iid, []).append(note)
+            return Reply(201, note)
+        return self._page(store.get(iid, []), path, q)
+
     def _route(self, method: str, raw_path: str, q: dict[str, list[str]], body: dict[str, Any]) -> Reply:
         prefix = f"/api/v4/projects/{quote(self.path, safe='')}"
         if raw_path == "/api/v4/user" and method == "GET":
@@ -115,17 +131,7 @@ class FakeGitLab:
             issue = self.issues.get(int(m[1]))
             return Reply(200, issue) if issue else Reply(404, {"message": "404 Not found"})
         if m := re.fullmatch(r"/issues/(\d+)/notes", p):
-            iid = int(m[1])
-            if method == "POST":
-                note = {
-                    "id": next(_ids),
-                    "body": body["body"],
-                    "author": {"username": self.token_login},
-                    "system": False,
-                }
-                self.notes.setdefault(iid, []).append(note)
-                return Reply(201, note)
-            return self._page(self.notes.get(iid, []), raw_path, q)
+            return self._notes(self.notes, int(m[1]), method, body, raw_path, q)
         if (m := re.fullmatch(r"/issues/(\d+)/notes/(\d+)", p)) and method == "PUT":
             for note in self.notes.get(int(m[1]), []):
                 if note["id"] == int(m[2]):
@@ -226,19 +232,9 @@ class FakeGitLab:
             trace = self.job_traces.get(int(m[1]))
             return Reply(200, trace) if trace is not None else Reply(404, {"message": "404 Job Not Found"})
         if m := re.fullmatch(r"/merge_requests/(\d+)/notes", p):
-            iid = int(m[1])
-            if iid not in self.mrs:
+            if int(m[1]) not in self.mrs:
                 return Reply(404, {"message": "404 Not found"})
-            if method == "POST":
-                note = {
-                    "id": next(_ids),
-                    "body": body["body"],
-                    "author": {"username": self.token_login},
-                    "system": False,
-                }
-                self.mr_notes.setdefault(iid, []).append(note)
-                return Reply(201, note)
-            return self._page(self.mr_notes.get(iid, []), raw_path, q)
+            return self._notes(self.mr_notes, int(m[1]), method, body, raw_path, q)
         return Reply(404, {"message": f"stand-in has no route {method} {p}"})
 
 
