@@ -165,4 +165,5 @@ def configure(
     handler._tamma = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.getLogger("tamma").setLevel(level.upper())  # the server sets it too (uvicorn's config)
     return handler

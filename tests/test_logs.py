@@ -24,14 +24,15 @@ from tests.conftest import running_worker
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     out = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
+    root, ours = logging.getLogger(), logging.getLogger("tamma")
+    levels = root.level, ours.level
     handler = configure("debug", "json", secrets=["sk-FAKE-log-secret-42"], stream=out)
     try:
         yield out
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])
 
 
 def lines(out: io.StringIO) -> list[dict[str, object]]:

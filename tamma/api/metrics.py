@@ -39,6 +39,17 @@ class Metrics:
             ["queue", "kind"],
             registry=self.registry,
         )
+        self.temporal_up = Gauge(
+            "tamma_temporal_reachable",
+            "1 when the server's last probe of Temporal got an answer",
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "tamma_tasks_waiting",
+            "Tasks waiting for a person, by status (awaiting_approval, parked), from Temporal's visibility",
+            ["status"],
+            registry=self.registry,
+        )
         self.workflows = Counter(
             "tamma_workflows_total",
             "Workflows started or signalled from the API",

@@ -42,7 +42,23 @@ class TemporalProbe:
         except Exception as exc:  # any failure means "not reachable"; the reason is reported
             self.reachable, self.error = False, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         self.checked_at = time.time()
+        if self.metrics is not None:
+            self.metrics.temporal_up.set(1 if self.reachable else 0)
         return self.reachable
+
+    async def count_waiting(self, timeout_s: float = 2.0) -> None:
+        """How many tasks wait for a person (the stuck-approvals alert watches this)."""
+        if self.metrics is None or not self.reachable:
+            return
+        for status in ("awaiting_approval", "parked"):
+            try:
+                found = await self.client.count_workflows(
+                    f'TammaStatus = "{status}" AND ExecutionStatus = "Running"',
+                    rpc_timeout=timedelta(seconds=timeout_s),
+                )
+            except Exception:  # a count is advice; health and the other metrics go on
+                continue
+            self.metrics.waiting.labels(status).set(found.count)
 
     async def check_queues(self, timeout_s: float = 2.0) -> None:
         """Pollers and backlog of the workflow queue, the light and the heavy activity queues."""
@@ -77,6 +93,7 @@ class TemporalProbe:
         while True:
             await self.check()
             await self.check_queues()
+            await self.count_waiting()
             await asyncio.sleep(every_s)
 
 
