@@ -137,7 +137,9 @@ async def test_the_dashboard_plots_and_the_alerts_evaluate_against_a_live_server
                     assert (await service.result(wid)).status == TaskStatus.MERGED
                     ping = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
                     async with httpx.AsyncClient(base_url=api) as hook:
-                        await hook.post("/webhooks/github", content=ping, headers=github_headers(ping, "ping", "obs-ping-1"))
+                        await hook.post(
+                            "/webhooks/github", content=ping, headers=github_headers(ping, "ping", "obs-ping-1")
+                        )
                     await asyncio.sleep(4)  # a few scrapes of the end state
                     dash = json.loads((DEPLOY / "tamma-dashboard.json").read_text())
                     empty: list[str] = []
