@@ -3,10 +3,12 @@
 # checked by promtool, the dashboard plotted by a Prometheus scraping a live server and worker).
 # Debian's package; prints the export line the tests read (eval "$(bash .ci/observability-tools.sh)").
 set -euo pipefail
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+# Also Debian's chromium and its driver, for the test that approves a plan in the Temporal Web UI.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromedriver >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends prometheus >&2 || {
-    apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends prometheus >&2
+  pkgs="prometheus chromium chromium-driver"
+  apt-get install -y -qq --no-install-recommends $pkgs >&2 || {
+    apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends $pkgs >&2
   }
 fi
 echo "export OBSERVABILITY_TEST_REQUIRE=1"

@@ -27,7 +27,7 @@ async def test_no_5xx_over_the_whole_api(api_settings: Settings, tmp_path: Path)
             "--max-examples",
             "15",
             "--max-time",
-            "50",  # a ceiling, reached on 2 cores: the whole suite stays under 10 minutes
+            "35",  # a ceiling, reached on 2 cores: the whole suite stays under 10 minutes
             "--seed",
             "1",
             "--no-shrink",
