@@ -19,6 +19,7 @@ from tamma.platforms.local import LocalPlatform
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tests.conftest import running_worker
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -96,17 +97,13 @@ async def test_a_worker_serves_sdk_and_task_metrics_that_move_after_a_run(
 ) -> None:
     """`worker.metrics_address`: Prometheus from the Temporal runtime — the SDK's own worker
     metrics and Tamma's task, step and model metrics recorded by the workflow."""
-    import socket
-
     import httpx
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     from tamma.runtime.client import metrics_runtime
     from tamma.runtime.wiring import build_activities
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # below the ephemeral range: bound later, by another server
     metered = await Client.connect(
         temporal_address, data_converter=pydantic_data_converter, runtime=metrics_runtime(f"127.0.0.1:{port}")
     )

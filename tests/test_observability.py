@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import GITHUB_SECRET, github_headers, running_api
 from tests.conftest import eventually, running_worker
+from tests.ports import free_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "observability"
 REQUIRED = os.environ.get("OBSERVABILITY_TEST_REQUIRE") == "1"
@@ -55,12 +55,6 @@ MUST_HAVE_DATA = {
     "Step time p95, by step",
     "Temporal: workflow-task schedule-to-start p95",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_alert_rules_pass_promtool() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.workflows import search
 from tests.conftest import running_worker
+from tests.ports import free_port
 from tests.workflows.test_issue_workflow import wait_for_status
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -40,12 +40,6 @@ pytestmark = [
     pytest.mark.prometheus,  # the same CI tool stage (.ci/observability-tools.sh)
     pytest.mark.skipif(not (CHROMIUM and DRIVER) and not REQUIRED, reason="chromium/chromedriver are not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

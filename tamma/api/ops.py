@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from tamma.activity_names import heavy_queue
 from tamma.api.metrics import Metrics
+from tamma.runtime.client import first_line
 
 router = APIRouter(tags=["operations"])
 
@@ -40,7 +41,7 @@ class TemporalProbe:
             )
             self.reachable, self.error = True, ""
         except Exception as exc:  # any failure means "not reachable"; the reason is reported
-            self.reachable, self.error = False, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            self.reachable, self.error = False, first_line(exc)
         self.checked_at = time.time()
         if self.metrics is not None:
             self.metrics.temporal_up.set(1 if self.reachable else 0)
@@ -81,7 +82,7 @@ class TemporalProbe:
                     timeout=timedelta(seconds=timeout_s),
                 )
             except Exception as exc:  # reported, never raised: health must answer
-                self.queues[kind] = {"queue": name, "error": str(exc).splitlines()[0][:200] if str(exc) else "?"}
+                self.queues[kind] = {"queue": name, "error": first_line(exc)}
                 continue
             backlog = int(resp.stats.approximate_backlog_count) if resp.HasField("stats") else 0
             self.queues[kind] = {"queue": name, "pollers": len(resp.pollers), "backlog": backlog}

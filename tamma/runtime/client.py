@@ -57,14 +57,14 @@ async def connect(
         )
     except (RuntimeError, OSError, TimeoutError) as exc:
         raise TemporalUnavailable(
-            f"cannot reach Temporal at {address} ({_first_line(exc)}); "
+            f"cannot reach Temporal at {address} ({first_line(exc)}); "
             "check temporal.address (TAMMA_TEMPORAL__ADDRESS) or unset it to use the embedded server"
         ) from None
     await _wait_for_namespace(client, address, namespace, namespace_wait_s)
     return client
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The first line of an error's message; a connect timeout has none (asyncio's TimeoutError)."""
     lines = str(exc).splitlines()
     return lines[0][:200] if lines and lines[0].strip() else type(exc).__name__.replace("Error", " error").strip()

@@ -34,6 +34,7 @@ from tamma.config import GitHubSettings
 from tamma.errors import TammaError
 from tamma.models import PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.github import _THREADS, GitHubPlatform
+from tests.ports import free_port
 from tests.standins.http import Reply, Request, serve
 
 MODULES = Path(os.environ.get("CONTRACT_NODE_MODULES", "/nonexistent"))
@@ -59,15 +60,9 @@ class Exchange:
     violations: list[dict[str, Any]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def prism() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"prism-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -21,6 +21,7 @@ from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.conftest import running_worker
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -130,13 +131,9 @@ async def test_sigterm_lets_in_flight_activity_finish_then_exits_zero(
 def test_a_worker_started_before_temporal_waits_for_it_then_serves(tmp_path: Path) -> None:
     """Compose or Kubernetes start workers and Temporal together: a worker whose server is not
     listening yet says so, waits with backoff, and serves once it is; SIGTERM still ends it."""
-    import socket
-
     from tamma.runtime.embedded import search_attribute_flags, temporal_binary
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # below the ephemeral range: bound later, by another server
     log = tmp_path / "early-worker.log"
     env = dict(
         {k: v for k, v in os.environ.items() if not k.startswith("TAMMA_")},
