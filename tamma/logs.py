@@ -42,6 +42,11 @@ def bound(**fields: Any) -> Iterator[None]:
         _bound.reset(token)
 
 
+def bound_task(workflow_id: str) -> contextlib.AbstractContextManager[None]:
+    """Every line logged inside carries the task (its workflow id, repository and issue)."""
+    return bound(**_task_fields(workflow_id))
+
+
 def _task_fields(workflow_id: str) -> dict[str, Any]:
     """A task's workflow id is `tamma:<platform>:<locator>#<issue>`: name its parts too."""
     out: dict[str, Any] = {"task": workflow_id}

@@ -119,4 +119,23 @@ async def test_a_worker_serves_sdk_and_task_metrics_that_move_after_a_run(
     assert any(f.startswith("temporal_") for f in families), sorted(families)[:20]  # the SDK's own
     finished = [line for line in text.splitlines() if line.startswith("tamma_tasks_finished")]
     assert any('outcome="merged"' in line and line.rstrip().endswith(" 1") for line in finished), finished
-    assert any(line.startswith("tamma_step_duration") and 'step="implement"' in line for line in text.splitlines())
+    lines = text.splitlines()
+    assert any(line.startswith("tamma_step_duration") and 'step="implement"' in line for line in lines)
+
+    def value(prefix: str, *labels: str) -> float:
+        found = [ln for ln in lines if ln.startswith(prefix) and all(label in ln for label in labels)]
+        assert found, (prefix, labels, sorted(families))
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in found)
+
+    assert value("tamma_tasks_started") == 1
+    # one task: its duration, fix iterations and review rounds each recorded once, by outcome
+    assert value("tamma_task_duration_count", 'outcome="merged"') == 1
+    assert value("tamma_task_duration_bucket", 'le="60000"') <= 1  # the overridden (minutes) buckets
+    assert value("tamma_fix_iterations_count", 'outcome="merged"') == 1
+    assert value("tamma_fix_iterations_sum", 'outcome="merged"') == 0  # the demo's tests pass at once
+    assert value("tamma_review_rounds_count") == 1
+    # model calls by provider, model and step (the demo replays a recording)
+    model = ('provider="scripted"', 'model="recording"')
+    assert value("tamma_llm_calls", *model, 'step="analyse"') >= 1
+    assert value("tamma_llm_calls", *model, 'step="implement"') >= 1
+    value("tamma_llm_tokens", *model, 'step="plan"')  # present: the demo's recording counts no tokens

@@ -42,7 +42,7 @@ pytestmark = [
     ),
 ]
 
-#: panels a run with a merge and a webhook delivery must fill (the others need model calls,
+#: panels a run with a merge and a webhook delivery must fill (the others need model costs,
 #: approvals or time: their queries must still evaluate)
 MUST_HAVE_DATA = {
     "Tasks finished, by outcome",
@@ -54,6 +54,9 @@ MUST_HAVE_DATA = {
     "Temporal reachable from the server",
     "Step time p95, by step",
     "Temporal: workflow-task schedule-to-start p95",
+    "Task time p95, by outcome",
+    "Fix iterations and review rounds, mean per task",
+    "Model tokens, by provider, model and step",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import gc
 import json
 import logging
@@ -30,7 +31,7 @@ from tamma.api import config_routes, errors, ops, tasks, webhooks
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
-from tamma.logs import add_secrets
+from tamma.logs import add_secrets, bound_task
 from tamma.logs import formatter as log_formatter
 from tamma.runtime.client import ensure_search_attributes, resolve_address
 from tamma.runtime.polling import keep_schedules
@@ -131,7 +132,9 @@ class Edge:
             webhook = (scope.get("state") or {}).get("webhook")
             if webhook:  # what the delivery did, including why it was ignored or refused
                 line["webhook"] = webhook
-            access.info("request", extra={"fields": line})
+            task = webhook.get("task") if webhook else None
+            with bound_task(task) if task else contextlib.nullcontext():
+                access.info("request", extra={"fields": line})
 
 
 def create_app(

@@ -29,7 +29,7 @@ from tamma.api.events import GITHUB_EVENTS, GITLAB_EVENTS, Action, github_action
 from tamma.api.metrics import Metrics
 from tamma.config import Settings, WebhookSettings
 from tamma.errors import TammaError, TemporalUnavailable
-from tamma.logs import bound
+from tamma.logs import bound, bound_task
 from tamma.models import ApprovalRequest, EventNote, IssueTaskInput
 from tamma.runtime.tasks import TaskService
 from tamma.workflows import search
@@ -225,42 +225,45 @@ class WebhookHub:
         if action.kind == "ignore" or action.repo is None or action.issue is None:
             return 202, {"outcome": "ignored", "reason": action.reason}
         wid = search.workflow_id(action.repo.key, action.issue)
-        try:
-            if action.kind == "start":
-                inp = IssueTaskInput(repo=action.repo, issue_number=action.issue, options=self.settings.task_options())
-                started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
-                outcome = "started" if started else "attached"  # "started" only when a run began
-                if not started and action.rerun:
-                    # `/tamma retry` on a run still going: resume it if it is parked (the workflow
-                    # ignores the signal otherwise, and a redelivery by its delivery id).
-                    resume = ApprovalRequest(by=action.by, reason=action.reason, delivery=delivery)
-                    await _within(
-                        self.client.get_workflow_handle(wid).signal(
-                            "resume_signal", resume, rpc_timeout=timedelta(seconds=RPC_S)
-                        )
+        with bound_task(wid):  # what is logged while acting on the task names it
+            try:
+                if action.kind == "start":
+                    inp = IssueTaskInput(
+                        repo=action.repo, issue_number=action.issue, options=self.settings.task_options()
                     )
-                    outcome = "resume_requested"
-                self.metrics.workflows.labels(outcome).inc()
-                return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
-            handle = self.client.get_workflow_handle(wid)
-            rpc = timedelta(seconds=RPC_S)
-            if action.kind == "cancel":
-                await _within(handle.cancel(rpc_timeout=rpc))
-                return 200, {"outcome": "cancelled", "task": wid, "reason": action.reason}
-            arg: Any = (
-                ApprovalRequest(by=action.by, reason=action.text, delivery=delivery)
-                if action.signal in ("approve_signal", "reject_signal")
-                else EventNote(kind=action.text, delivery=delivery, detail=action.reason)
-            )
-            await _within(handle.signal(action.signal or "", arg, rpc_timeout=rpc))
-            self.metrics.workflows.labels("signalled").inc()
-            return 200, {"outcome": "signalled", "task": wid, "signal": action.signal, "reason": action.reason}
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return 202, {"outcome": "ignored", "reason": f"no running task for {wid}"}
-            raise TemporalUnavailable(f"Temporal refused the {action.kind}: {exc.message}") from None
-        except RuntimeError as exc:  # the lazy client could not connect
-            raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
+                    started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
+                    outcome = "started" if started else "attached"  # "started" only when a run began
+                    if not started and action.rerun:
+                        # `/tamma retry` on a run still going: resume it if it is parked (the workflow
+                        # ignores the signal otherwise, and a redelivery by its delivery id).
+                        resume = ApprovalRequest(by=action.by, reason=action.reason, delivery=delivery)
+                        await _within(
+                            self.client.get_workflow_handle(wid).signal(
+                                "resume_signal", resume, rpc_timeout=timedelta(seconds=RPC_S)
+                            )
+                        )
+                        outcome = "resume_requested"
+                    self.metrics.workflows.labels(outcome).inc()
+                    return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
+                handle = self.client.get_workflow_handle(wid)
+                rpc = timedelta(seconds=RPC_S)
+                if action.kind == "cancel":
+                    await _within(handle.cancel(rpc_timeout=rpc))
+                    return 200, {"outcome": "cancelled", "task": wid, "reason": action.reason}
+                arg: Any = (
+                    ApprovalRequest(by=action.by, reason=action.text, delivery=delivery)
+                    if action.signal in ("approve_signal", "reject_signal")
+                    else EventNote(kind=action.text, delivery=delivery, detail=action.reason)
+                )
+                await _within(handle.signal(action.signal or "", arg, rpc_timeout=rpc))
+                self.metrics.workflows.labels("signalled").inc()
+                return 200, {"outcome": "signalled", "task": wid, "signal": action.signal, "reason": action.reason}
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    return 202, {"outcome": "ignored", "reason": f"no running task for {wid}"}
+                raise TemporalUnavailable(f"Temporal refused the {action.kind}: {exc.message}") from None
+            except RuntimeError as exc:  # the lazy client could not connect
+                raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
 
 
 #: GitHub gives up on a delivery after 10 s: with Temporal down, answer 503 well before that (the
@@ -310,6 +313,8 @@ async def deliver(request: Request, platform: str) -> JSONResponse:
         note.update(outcome="failed", reason=exc.message)
         return error_response(exc)
     note.update(outcome="duplicate" if reply[1].get("duplicate") else reply[1]["outcome"])
+    if reply[1].get("task"):
+        note["task"] = reply[1]["task"]  # the access log line names the task the delivery acted on
     if "reason" in reply[1]:
         # Reasons can quote what the sender sent: capped for the reply and the log line alike.
         reply[1]["reason"] = note["reason"] = str(reply[1]["reason"])[:300]

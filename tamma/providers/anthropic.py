@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
-from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, map_api_error, priced
+from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, map_api_error, priced
 from tamma.providers.ratelimit import gate_for, within_limits
 
 _CACHE = {"type": "ephemeral"}
@@ -65,6 +65,7 @@ class AnthropicProvider:
             self.price,
         )
         self.usage = self.usage.plus(call)
+        count_call("anthropic", self.model, call)
         return response, call
 
     def _system(self, system: str) -> list[dict[str, Any]]:

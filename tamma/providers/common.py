@@ -7,12 +7,28 @@ from typing import Any
 import anthropic
 import openai
 from pydantic import BaseModel
+from temporalio import activity
 
 from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.ratelimit import asked_wait
 
 ANSWER_TOOL = "answer"
+
+
+def count_call(provider: str, model: str, call: Usage) -> None:
+    """Count one model call in the worker's metrics (tamma_llm_calls/_tokens/_cost_usd_micros),
+    labelled by provider, model and step (the activity that made it). Counted when the call is
+    made, so the calls of attempts that later failed count too: they were paid for. Outside an
+    activity (a CLI command) there is no worker to report to."""
+    if not activity.in_activity():
+        return
+    labels = {"provider": provider, "model": model, "step": activity.info().activity_type}
+    meter = activity.metric_meter()
+    meter.create_counter("tamma_llm_calls", "model calls").add(call.calls, labels)
+    meter.create_counter("tamma_llm_tokens", "model tokens (input + output + cache)").add(call.tokens, labels)
+    # SDK counters are integers: cost counts in millionths of a dollar
+    meter.create_counter("tamma_llm_cost_usd_micros", "model cost, USD x 1e6").add(round(call.cost_usd * 1e6), labels)
 
 
 def answer_tool_schema(schema: type[BaseModel]) -> dict[str, Any]:

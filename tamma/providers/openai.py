@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
-from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, map_api_error, priced
+from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, map_api_error, priced
 from tamma.providers.ratelimit import gate_for, within_limits
 
 _FINISH = {"tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens", "content_filter": "refusal"}
@@ -76,6 +76,7 @@ class OpenAIProvider:
             )
         call = priced(call, self.price)
         self.usage = self.usage.plus(call)
+        count_call("openai", self.model, call)
         if not response.choices:
             raise ProviderError("the OpenAI-compatible server answered with no choices; will retry")
         return response, call

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tamma.errors import TranscriptMismatch
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolSpec
+from tamma.providers.common import count_call
 
 FORMAT = "tamma-transcript/1"
 DEMO_TRANSCRIPT = Path(__file__).parent / "transcripts" / "demo.json"
@@ -85,6 +86,7 @@ class ScriptedProvider:
         exchange = found[0]
         self._check_prompt(exchange, prompt)
         self.usage = self.usage.plus(exchange.usage)
+        count_call("scripted", "recording", exchange.usage.model_copy(update={"calls": 1}))  # one exchange, one call
         try:
             return schema.model_validate(exchange.response)
         except ValidationError as exc:
@@ -110,6 +112,7 @@ class ScriptedProvider:
         names = {t.name for t in tools}
         response = ChatResponse.model_validate({**exchange.response, "usage": exchange.usage.model_dump()})
         self.usage = self.usage.plus(exchange.usage)
+        count_call("scripted", "recording", exchange.usage.model_copy(update={"calls": 1}))  # one exchange, one call
         unknown = [c.name for c in response.tool_calls if c.name not in names]
         if unknown:
             raise self._diverged(f"it calls tools this agent does not have: {unknown}")

@@ -112,7 +112,16 @@ def metrics_runtime(address: str) -> Runtime:
     """A Temporal runtime whose telemetry serves Prometheus at `address`: the SDK's own worker
     metrics (polls, slots, schedule-to-start, sticky cache) and the workflows' own
     (`workflow.metric_meter()`: Tamma's task and step metrics, never counted twice on replay)."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    minute, hour = 60_000.0, 3_600_000.0  # durations are in milliseconds
+    buckets: dict[str, list[float]] = {
+        # per-task counts are small integers: the SDK's default buckets are made for milliseconds
+        "tamma_fix_iterations": [0, 1, 2, 3, 5, 8],
+        "tamma_review_rounds": [0, 1, 2, 3, 5],
+        "tamma_task_duration": [m * minute for m in (1, 5, 15, 30)] + [h * hour for h in (1, 2, 4, 8, 24, 72)],
+    }
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address, histogram_bucket_overrides=buckets))
+    )
 
 
 async def open_client(settings: Settings, runtime: Runtime | None = None) -> tuple[Client, str, bool]:

@@ -117,6 +117,8 @@ class IssueWorkflow:
         self._resume_by = ""  # who resumed a parked task
         self._waiting_since: datetime | None = None
         self._notes: list[Any] = []  # notification activities in flight
+        self._implementations = 0  # implement steps run: all but the first are fix iterations
+        self._review_rounds = 0  # rounds of reviewers' comments answered with a new commit
 
     # ---- queries, updates, signals -------------------------------------------------------------
 
@@ -208,6 +210,8 @@ class IssueWorkflow:
 
     @workflow.run
     async def run(self, inp: IssueTaskInput) -> TaskState:
+        # Counted by the worker that runs the task (the SDK's meter counts nothing on replay).
+        workflow.metric_meter().create_counter("tamma_tasks_started", "tasks whose workflow began").add(1)
         try:
             await self._work()
         except StepFailed as exc:
@@ -286,6 +290,7 @@ class IssueWorkflow:
             feedback = await self._new_review_feedback(pr)
             if not feedback:
                 break
+            self._review_rounds += 1
             iteration = await self._implement_until_green(issue, plan, branch, iteration, feedback)
             # Versioned: histories recorded before replies existed replay without this activity.
             if workflow.patched("reply-to-reviews"):
@@ -433,6 +438,7 @@ class IssueWorkflow:
         repo, opts = self.inp.repo, self.opts
         for _ in range(opts.max_fix_attempts + 1):
             iteration += 1
+            self._implementations += 1
             result = await self._step(
                 StepName.IMPLEMENT,
                 names.IMPLEMENT,
@@ -741,15 +747,8 @@ class IssueWorkflow:
 
     def _spend(self, step: StepName, usage: Usage, transcript: str = "") -> None:
         """Account a step's model usage, then stop if a per-issue budget is used up."""
-        meter = workflow.metric_meter()
-        meter.create_counter("tamma_llm_calls", "model calls").add(usage.calls, {"step": step.value})
-        meter.create_counter("tamma_llm_tokens", "model tokens (input + output)").add(
-            usage.tokens, {"step": step.value}
-        )
-        # SDK counters are integers: cost counts in millionths of a dollar
-        meter.create_counter("tamma_llm_cost_usd_micros", "model cost, USD x 1e6").add(
-            round(usage.cost_usd * 1_000_000), {"step": step.value}
-        )
+        # Model calls, tokens and cost are counted where they happen, by provider, model and step
+        # (tamma.providers.common.count_call), failed attempts included.
         self.state.usage = self.state.usage.plus(usage)
         self.state.usage_by_step[step.value] = self.state.usage_by_step.get(step.value, Usage()).plus(usage)
         if transcript and transcript not in self.state.transcripts:
@@ -884,7 +883,17 @@ class IssueWorkflow:
     def _finish(self, status: TaskStatus, message: str) -> None:
         # Metrics from workflow code go through the SDK's meter, which counts nothing on replay.
         meter = workflow.metric_meter()
-        meter.create_counter("tamma_tasks_finished", "tasks that ended, by outcome").add(1, {"outcome": status.value})
+        outcome = {"outcome": status.value}
+        meter.create_counter("tamma_tasks_finished", "tasks that ended, by outcome").add(1, outcome)
+        meter.create_histogram_timedelta(
+            "tamma_task_duration", "a task's time from start to end (approval waits included)", "ms"
+        ).record(workflow.now() - workflow.info().start_time, outcome)
+        meter.create_histogram("tamma_fix_iterations", "implement rounds after the first, per task").record(
+            max(0, self._implementations - 1), outcome
+        )
+        meter.create_histogram("tamma_review_rounds", "reviewers' rounds of comments answered, per task").record(
+            self._review_rounds, outcome
+        )
         if self.state.ci_fix_rounds:
             meter.create_counter("tamma_ci_fix_rounds", "failed CIs handed back to the agent").add(
                 self.state.ci_fix_rounds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import urllib.parse
@@ -15,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from tamma.api.webhooks import github_signature_ok
 from tamma.config import Settings
-from tamma.logs import JsonFormatter
+from tamma.logs import JsonFormatter, configure
 from tests.api.conftest import FIXTURES, GITHUB_SECRET, GITLAB_TOKEN, github_headers, load, running_api, with_sections
 
 
@@ -342,3 +343,30 @@ async def test_temporal_down_answers_503_within_seconds(api_settings: Settings, 
             took = time.monotonic() - started
     assert resp.status_code == 503, resp.text
     assert took < 5, took  # well inside GitHub's 10 s (the deadline is 2 s; slack for a loaded CI)
+
+
+async def test_the_access_line_of_a_delivery_that_acts_on_a_task_names_the_task(
+    http: httpx.AsyncClient, client: Client
+) -> None:
+    """A delivery that starts (or signals) a task: its log line carries the task's id, repository
+    and issue, as the worker's lines for that task do, so one filter finds both."""
+    root, ours = logging.getLogger(), logging.getLogger("tamma")
+    levels = root.level, ours.level
+    handler = configure("info", "json", stream=io.StringIO())  # as `tamma server` sets logging up
+    lines = Lines()
+    access = logging.getLogger("tamma.access")
+    access.addHandler(lines)
+    name = f"octo-{uuid.uuid4().hex[:8]}/traced"
+    try:
+        resp = await post_github(http, with_repo(load("github/issues/assigned.json"), name), "issues")
+    finally:
+        access.removeHandler(lines)
+        root.removeHandler(handler)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])
+    assert resp.json()["outcome"] == "started", resp.text
+    line = next(json.loads(x) for x in lines.lines if json.loads(x)["path"] == "/webhooks/github")
+    task = f"tamma:github:{name}#1"
+    assert (line["task"], line["repo"], line["issue"]) == (task, f"github:{name}", 1)
+    assert line["webhook"]["task"] == task and line["webhook"]["outcome"] == "started"
+    await client.get_workflow_handle(task).terminate("test over")
