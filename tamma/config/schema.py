@@ -43,10 +43,11 @@ class WorkerSettings(Strict):
     light_concurrency: int = Field(default=20, ge=1)
     graceful_shutdown_s: float = Field(default=30.0, ge=0)
     sticky_schedule_to_start_s: float = Field(default=3.0, gt=0)
-    metrics_address: str = Field(
+    health_address: str = Field(
         default="",
-        description="host:port where a worker serves Prometheus metrics (the Temporal SDK's worker metrics and "
-        "Tamma's task metrics), e.g. 0.0.0.0:9464; empty: off",
+        description="host:port where a worker serves /live, /ready (polling a reachable Temporal), /health and "
+        "/metrics (Prometheus: the Temporal SDK's worker metrics and Tamma's task metrics), e.g. 0.0.0.0:9464; "
+        "empty: off. The container image sets it.",
     )
 
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from tamma.activities import IssueActivities
@@ -23,6 +24,7 @@ from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
 from tamma.errors import TemporalUnavailable
 from tamma.runtime.client import metrics_runtime, open_client
+from tamma.runtime.health import WorkerHealth, loopback_port
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
 from tamma.workflows.issue import IssueWorkflow
@@ -60,11 +62,13 @@ def build_workers(
     return [light, heavy]
 
 
-async def run_workers(workers: list[Worker], stop: asyncio.Event) -> None:
+async def run_workers(workers: list[Worker], stop: asyncio.Event, health: WorkerHealth | None = None) -> None:
     """Run until `stop` is set, then stop polling and let in-flight activities finish."""
     tasks = [asyncio.create_task(w.run()) for w in workers]
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if health is not None:
+        health.draining()
     if waiter not in done:  # a worker died on its own: surface its error
         waiter.cancel()
         for t in done:
@@ -79,12 +83,14 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _open_when_reachable(settings: Settings, stop: asyncio.Event) -> tuple[Client, str] | None:
+async def _open_when_reachable(
+    settings: Settings, stop: asyncio.Event, runtime: Runtime | None, health: WorkerHealth | None
+) -> tuple[Client, str] | None:
     """Connect to Temporal, waiting with backoff (1 s doubling to 30 s) while it is not reachable
-    yet — a worker started before its server (compose, Kubernetes) waits and says so instead of
-    exiting. None when told to stop meanwhile. Configuration errors still end it at once."""
+    yet — a worker started before its server (compose, Kubernetes) waits and says so (and is not
+    ready meanwhile) instead of exiting. None when told to stop meanwhile. Configuration errors
+    still end it at once."""
     delay = 1.0
-    runtime = metrics_runtime(settings.worker.metrics_address) if settings.worker.metrics_address else None
     while True:
         try:
             client, address, _ = await open_client(settings, runtime)
@@ -93,6 +99,8 @@ async def _open_when_reachable(settings: Settings, stop: asyncio.Event) -> tuple
             if not settings.temporal.address:
                 raise  # the embedded server could not start: waiting will not help
             log.warning("%s; retrying in %.0fs", exc.message, delay)
+            if health is not None:
+                health.waiting(f"waiting for Temporal: {exc.message}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
             return None
@@ -115,7 +123,32 @@ async def serve(
         log.warning("agent.sandbox.backend = none: agent code runs WITHOUT isolation, with this user's rights")
     stop = asyncio.Event()
     install_stop_handlers(stop)
-    opened = await _open_when_reachable(settings, stop)
+    health: WorkerHealth | None = None
+    runtime: Runtime | None = None
+    if settings.worker.health_address:
+        # The SDK's exporter on loopback; the health endpoint serves its metrics with its own.
+        sdk_metrics = f"127.0.0.1:{loopback_port()}"
+        runtime = metrics_runtime(sdk_metrics)
+        health = WorkerHealth(settings.worker.health_address, sdk_metrics, settings.temporal.task_queue)
+        await health.start()
+    try:
+        return await _serve(settings, stop, runtime, health, ready, config_file, reload, sandbox)
+    finally:
+        if health is not None:
+            await health.stop()
+
+
+async def _serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    runtime: Runtime | None,
+    health: WorkerHealth | None,
+    ready: Callable[[str], None] | None,
+    config_file: Path | None,
+    reload: bool,
+    sandbox: str,
+) -> int:
+    opened = await _open_when_reachable(settings, stop, runtime, health)
     if opened is None:
         return 0  # stopped while still waiting for Temporal: nothing was running
     client, address = opened
@@ -142,8 +175,10 @@ async def serve(
             f"{settings.worker.concurrency}) on {address}; sandbox: "
             f"{sandbox}"
         )
+    if health is not None:
+        health.polling(client, address)
     try:
-        await run_workers(workers, stop)
+        await run_workers(workers, stop, health)
     finally:
         if watcher is not None:
             watcher.cancel()

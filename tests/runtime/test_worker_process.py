@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -128,18 +131,29 @@ async def test_sigterm_lets_in_flight_activity_finish_then_exits_zero(
     assert len(implement) == 1 and "(reused)" not in implement[0].detail
 
 
+def probe(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def test_a_worker_started_before_temporal_waits_for_it_then_serves(tmp_path: Path) -> None:
     """Compose or Kubernetes start workers and Temporal together: a worker whose server is not
-    listening yet says so, waits with backoff, and serves once it is; SIGTERM still ends it."""
+    listening yet says so, waits with backoff — live but not ready on its health endpoint — and
+    serves once it is (ready, metrics of the SDK and its own); SIGTERM still ends it."""
     from tamma.runtime.embedded import search_attribute_flags, temporal_binary
 
     port = free_port()  # below the ephemeral range: bound later, by another server
+    health = f"http://127.0.0.1:{free_port()}"
     log = tmp_path / "early-worker.log"
     env = dict(
         {k: v for k, v in os.environ.items() if not k.startswith("TAMMA_")},
         TAMMA_TEMPORAL__ADDRESS=f"127.0.0.1:{port}",
         TAMMA_TEMPORAL__CONNECT_TIMEOUT_S="1",
         TAMMA_DATA_DIR=str(tmp_path / "data"),
+        TAMMA_WORKER__HEALTH_ADDRESS=health.removeprefix("http://"),
     )
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "worker.py")], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -152,6 +166,10 @@ def test_a_worker_started_before_temporal_waits_for_it_then_serves(tmp_path: Pat
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         assert "cannot reach Temporal" in log.read_text() and "Traceback" not in log.read_text()
+        assert probe(f"{health}/live")[0] == 200
+        status, body = probe(f"{health}/ready")
+        assert status == 503 and json.loads(body)["phase"] == "waiting", body
+        assert "waiting for Temporal" in json.loads(body)["detail"]
         argv = [str(temporal_binary()), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port)]
         server = subprocess.Popen(
             [*argv, "--log-level", "error", *search_attribute_flags()],
@@ -163,6 +181,11 @@ def test_a_worker_started_before_temporal_waits_for_it_then_serves(tmp_path: Pat
             assert worker.poll() is None, log.read_text()
             assert time.monotonic() < deadline, f"the worker never connected: {log.read_text()}"
             time.sleep(0.2)
+        status, body = probe(f"{health}/ready")
+        assert status == 200 and json.loads(body)["temporal"]["reachable"] is True, body
+        status, metrics = probe(f"{health}/metrics")
+        assert status == 200 and "tamma_worker_ready 1.0" in metrics
+        assert "temporal_worker_task_slots_available" in metrics or "temporal_num_pollers" in metrics, metrics[:2000]
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=40) == 0
     finally:
