@@ -106,7 +106,12 @@ def _log_to_file(debug: bool) -> None:
     import platformdirs
 
     folder = Path(platformdirs.user_log_dir("tamma"))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only home (a hardened container): no log file, say so with --debug
+        if debug:
+            Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] no log file ({esc(str(exc))})")
+        return
     root = logging.getLogger()
     if debug:
         path = folder / f"debug-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -50,6 +50,18 @@ def test_version(cli_env: dict[str, str]) -> None:
     assert done.returncode == 0 and done.stdout.startswith("tamma ")
 
 
+def test_a_read_only_home_costs_the_log_file_not_the_command(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A hardened container (read-only root, no writable home): commands still run."""
+    locked = tmp_path / "a-file"  # a directory under a file cannot be made, even by root
+    locked.write_text("")
+    env = dict(cli_env, XDG_STATE_HOME=str(locked / "state"), XDG_CACHE_HOME=str(locked / "cache"))
+    done = tamma(env, "config", "schema")
+    assert done.returncode == 0 and json.loads(done.stdout)["title"], done.stderr
+    assert "Traceback" not in done.stderr
+    debug = tamma(env, "--debug", "config", "schema")
+    assert debug.returncode == 0 and "no log file" in debug.stderr
+
+
 def test_markup_in_an_issue_title_is_shown_literally(cli_env: dict[str, str], repo: Path) -> None:
     title = "Fix [/] paginate [bold red]now[/bold red] \\[x]"
     assert tamma(cli_env, "issue", "create", title, cwd=repo).returncode == 0

