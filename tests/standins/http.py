@@ -44,7 +44,7 @@ class StandIn:
 
 
 @contextmanager
-def serve(responder: Responder) -> Iterator[StandIn]:
+def serve(responder: Responder, host: str = "127.0.0.1", port: int = 0) -> Iterator[StandIn]:
     requests: list[Request] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -76,12 +76,12 @@ def serve(responder: Responder) -> Iterator[StandIn]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield StandIn(f"http://127.0.0.1:{server.server_address[1]}", requests)
+        yield StandIn(f"http://{host}:{server.server_address[1]}", requests)
     finally:
         server.shutdown()
         server.server_close()
