@@ -33,7 +33,7 @@ from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
 from tamma.logs import add_secrets, bound_task
 from tamma.logs import formatter as log_formatter
-from tamma.runtime.client import ensure_search_attributes, resolve_address
+from tamma.runtime.client import ensure_search_attributes, resolve_address, security
 from tamma.runtime.polling import keep_schedules
 from tamma.runtime.reload import changed_keys, watch_settings, watched_files
 from tamma.runtime.tasks import TaskService
@@ -157,6 +157,7 @@ def create_app(
                 lazy=True,
                 data_converter=pydantic_data_converter,
                 interceptors=tracing_interceptors(settings),
+                **(security(settings.temporal) if settings.temporal.address else {}),
             )
         app.state.client = client
         # The one log format (tamma.logs): uvicorn's config gave the handlers; the format, the

@@ -30,12 +30,28 @@ class TemporalSettings(Strict):
     embedded_port: int = Field(default=7233, ge=1, le=65535)
     embedded_ui_port: int = Field(default=8233, ge=1, le=65535)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    tls: bool = Field(
+        default=False, description="TLS to the frontend (on by itself with a client certificate or an API key)"
+    )
+    tls_client_cert: Path | None = Field(default=None, description="PEM client certificate for mTLS (Temporal Cloud)")
+    tls_client_key: Path | None = Field(default=None, description="PEM private key of tls_client_cert")
+    tls_server_ca: Path | None = Field(default=None, description="PEM CA bundle for the server; unset: system roots")
+    tls_server_name: str | None = Field(
+        default=None, description="the server's name in its certificate, if not the host"
+    )
+    api_key: Secret | None = Field(default=None, description="Temporal Cloud API key (sent as a bearer token over TLS)")
 
     @model_validator(mode="after")
     def _ports_differ(self) -> TemporalSettings:
         if self.embedded_port == self.embedded_ui_port:
             raise ValueError(f"embedded_port and embedded_ui_port are both {self.embedded_port}; pick two ports")
+        if (self.tls_client_cert is None) != (self.tls_client_key is None):
+            raise ValueError("tls_client_cert and tls_client_key go together: set both for mTLS, or neither")
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.tls_client_cert is not None or self.api_key is not None
 
 
 class WorkerSettings(Strict):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -12,14 +15,16 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from tamma.config import Settings
-from tamma.errors import TemporalUnavailable
+from tamma.config.schema import TemporalSettings
+from tamma.errors import ConfigError, TemporalUnavailable
 from tamma.runtime.embedded import ensure_embedded_server
 from tamma.telemetry import tracing_interceptors
 from tamma.workflows import search
 
+log = logging.getLogger(__name__)
 _NOT_READY = (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE)
 # How long a just-started embedded server may take to serve its namespace.
 EMBEDDED_NAMESPACE_WAIT_S = 30.0
@@ -34,6 +39,35 @@ def resolve_address(settings: Settings) -> tuple[str, bool]:
     return address, True
 
 
+def security(t: TemporalSettings) -> dict[str, Any]:
+    """Client.connect's `tls` and `api_key` from the settings: mTLS with a client certificate
+    (Temporal Cloud's first way), an API key over TLS (its second), or TLS with a private CA.
+    Unreadable files are a ConfigError naming the key."""
+    if not t.uses_tls:
+        return {}
+
+    def read(key: str, path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"temporal.{key} = {str(path)!r} cannot be read ({exc.strerror}): give a PEM file"
+            ) from None
+
+    tls = TLSConfig(
+        client_cert=read("tls_client_cert", t.tls_client_cert),
+        client_private_key=read("tls_client_key", t.tls_client_key),
+        server_root_ca_cert=read("tls_server_ca", t.tls_server_ca),
+        domain=t.tls_server_name,
+    )
+    options: dict[str, Any] = {"tls": tls}
+    if t.api_key is not None:
+        options["api_key"] = t.api_key.get_secret_value()
+    return options
+
+
 async def connect(
     address: str,
     namespace: str = "default",
@@ -41,9 +75,11 @@ async def connect(
     namespace_wait_s: float = 0.0,
     interceptors: Sequence[Interceptor] = (),
     runtime: Runtime | None = None,
+    secure: dict[str, Any] | None = None,
 ) -> Client:
     """Connect and check the namespace is served; a server that has just started may listen before
-    its namespaces are loaded, so `namespace_wait_s` (the embedded server's case) waits that out."""
+    its namespaces are loaded, so `namespace_wait_s` (the embedded server's case) waits that out.
+    `secure`: TLS and API key options (security())."""
     try:
         client = await asyncio.wait_for(
             Client.connect(
@@ -52,6 +88,7 @@ async def connect(
                 data_converter=pydantic_data_converter,
                 interceptors=interceptors,
                 runtime=runtime,
+                **(secure or {}),
             ),
             timeout=timeout_s,
         )
@@ -104,6 +141,16 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
     except RPCError as exc:
+        if exc.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            # Temporal Cloud: search attributes are added by an account admin, not by a client
+            log.warning(
+                "cannot register the search attributes %s (%s): add them to namespace %r yourself "
+                "(Temporal Cloud: tcld namespace search-attributes add)",
+                ", ".join(f"{k}={v}" for k, v in missing.items()),
+                exc.message,
+                namespace,
+            )
+            return
         if "already" not in str(exc).lower():
             raise
 
@@ -137,6 +184,7 @@ async def open_client(settings: Settings, runtime: Runtime | None = None) -> tup
         namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
         interceptors=tracing_interceptors(settings),
         runtime=runtime,
+        secure=security(t) if t.address else None,
     )
     await ensure_search_attributes(client, t.namespace)
     return client, address, embedded
