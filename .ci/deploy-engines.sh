@@ -74,4 +74,7 @@ t0=$(date +%s)
 DOCKER_BUILDKIT=1 $D build --network host --secret id=ca,src="$WORK/ca.pem" -t tamma:ci "$ROOT" >"$WORK/build.log" 2>&1 \
   || { tail -30 "$WORK/build.log" >&2; exit 1; }
 log "built in $(( $(date +%s) - t0 )) s"
-echo "export DOCKER_HOST=$DOCKER_HOST DEPLOY_WORK=$WORK DEPLOY_IMAGE=tamma:ci DEPLOY_TEST_REQUIRE=1 CONTAINERS_CONF_DEPLOY=$WORK/containers.conf"
+log "the same images in podman (for podman kube play of the Helm chart)"
+$D save tamma:ci "$TEMPORAL_IMAGE" | podman load -q >/dev/null
+bash .ci/helm.sh >/dev/null
+echo "export DOCKER_HOST=$DOCKER_HOST DEPLOY_WORK=$WORK DEPLOY_IMAGE=tamma:ci DEPLOY_TEST_REQUIRE=1 HELM=$WORK/bin/helm"
