@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -73,6 +74,7 @@ class WorkerHealth:
             "tamma_worker_temporal_reachable", "1 when Temporal answered the last check", registry=self.registry
         )
         self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # ---- state ---------------------------------------------------------------------------------
@@ -162,8 +164,10 @@ class WorkerHealth:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
         try:
             sock.bind((self.host, self.port))
+            sock.listen(128)  # probes queue from now on, before the server thread accepts them
         except OSError as exc:
             sock.close()
             raise ConfigError(
@@ -171,14 +175,21 @@ class WorkerHealth:
                 "choose a free port, or an address of this host"
             ) from None
         config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="off")
-        self._server = _Quiet(config)
-        self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock])))
+        server = self._server = _Quiet(config)
+        # Its own thread and event loop: a worker whose loop is busy (many steps, subprocesses)
+        # still answers its probes at once; the state it reports is plain attributes.
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), name="tamma-health", daemon=True
+        )
+        self._thread.start()
         log.info("worker health on http://%s:%d (/live, /ready, /health, /metrics)", self.host, self.port)
 
     async def stop(self) -> None:
         self.client = None
         if self._server is not None:
             self._server.should_exit = True
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
         for task in self._tasks:
             if not task.done():
                 task.cancel()
