@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-export WORK=${WORK:-/tmp/tamma-ci-deploy}
+export DEPLOY_WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
+WORK=$DEPLOY_WORK
 mkdir -p "$WORK"
 log() { printf '== %s\n' "$*" >&2; }
 D=/usr/bin/docker

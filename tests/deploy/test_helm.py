@@ -34,7 +34,7 @@ CRDS = {"ScaledObject"}  # not Kubernetes' own: kubernetes-validate has no schem
 def helm_binary() -> str:
     helm = os.environ.get("HELM") or str(WORK / "bin/helm")
     if not Path(helm).exists():
-        run(["bash", str(ROOT / ".ci/helm.sh")], env=dict(os.environ, WORK=str(WORK)))
+        run(["bash", str(ROOT / ".ci/helm.sh")], env=dict(os.environ, DEPLOY_WORK=str(WORK)))
     return helm
 
 
