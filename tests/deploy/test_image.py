@@ -91,25 +91,21 @@ def test_a_worker_container_is_healthy_fast_writes_a_fresh_volume_runs_sandboxed
     docker("volume", "create", volume)
     health = free_port()
     t0 = time.monotonic()
+    # fmt: off
     docker(
         "run",
         "-d",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--cap-drop",
-        "ALL",
+        "--name", name,
+        "--network", "host",
+        "--cap-drop", "ALL",
         *SANDBOX_OPTS,
-        "-e",
-        f"TAMMA_TEMPORAL__ADDRESS={temporal}",
-        "-e",
-        f"TAMMA_WORKER__HEALTH_ADDRESS=127.0.0.1:{health}",
-        "-v",
-        f"{volume}:/data",
+        "-e", f"TAMMA_TEMPORAL__ADDRESS={temporal}",
+        "-e", f"TAMMA_WORKER__HEALTH_ADDRESS=127.0.0.1:{health}",
+        "-v", f"{volume}:/data",
         IMAGE,
         "worker",
     )
+    # fmt: on
     wait_health(name)
     healthy_s = time.monotonic() - t0
     with urllib.request.urlopen(f"http://127.0.0.1:{health}/ready", timeout=5) as ready:
@@ -151,29 +147,23 @@ def test_a_server_container_is_healthy_fast_and_stops_with_0(temporal: str, name
     names.append(name)
     port = free_port()
     t0 = time.monotonic()
+    # fmt: off
     docker(
         "run",
         "-d",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--cap-drop",
-        "ALL",
+        "--name", name,
+        "--network", "host",
+        "--cap-drop", "ALL",
         "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "-e",
-        f"TAMMA_TEMPORAL__ADDRESS={temporal}",
-        "-e",
-        f"TAMMA_API__PORT={port}",
-        "-e",
-        "TAMMA_API__HOST=127.0.0.1",
-        "-e",
-        'TAMMA_WEBHOOKS__GITHUB_SECRETS=["image-test-secret"]',
+        "--tmpfs", "/tmp",
+        "-e", f"TAMMA_TEMPORAL__ADDRESS={temporal}",
+        "-e", f"TAMMA_API__PORT={port}",
+        "-e", "TAMMA_API__HOST=127.0.0.1",
+        "-e", 'TAMMA_WEBHOOKS__GITHUB_SECRETS=["image-test-secret"]',
         IMAGE,
         "server",
     )
+    # fmt: on
     ready_s = None
     while time.monotonic() - t0 < 30:
         try:
