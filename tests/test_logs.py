@@ -95,8 +95,8 @@ def test_a_terminal_gets_the_human_format() -> None:
 async def test_a_worker_serves_sdk_and_task_metrics_that_move_after_a_run(
     temporal_address: str, task_queue: str, settings: Settings, demo: tuple[LocalPlatform, Issue]
 ) -> None:
-    """A worker's metrics (served on `worker.health_address`): Prometheus from the Temporal runtime — the SDK's own worker
-    metrics and Tamma's task, step and model metrics recorded by the workflow."""
+    """A worker's metrics (served on `worker.health_address`): Prometheus from the Temporal runtime —
+    the SDK's own worker metrics and Tamma's task, step and model metrics recorded by the workflow."""
     import httpx
     from temporalio.contrib.pydantic import pydantic_data_converter
 

@@ -16,6 +16,7 @@ from tamma.activities.errors import temporal_errors
 from tamma.config.schema import NotifySettings
 from tamma.errors import PlatformError
 from tamma.models import TaskEvent
+from tamma.version import user_agent
 
 SIGNATURE_HEADER = "X-Tamma-Signature-256"
 
@@ -44,7 +45,9 @@ class Notifier:
         """Send `event` to every configured target; returns how many took it."""
         s = self.settings
         sent = 0
-        async with httpx.AsyncClient(timeout=s.timeout_s, follow_redirects=False) as http:
+        async with httpx.AsyncClient(
+            timeout=s.timeout_s, follow_redirects=False, headers={"User-Agent": user_agent()}
+        ) as http:
             if s.webhook_url:
                 body = event.model_dump_json().encode()
                 headers = {

@@ -38,6 +38,7 @@ from tamma.runtime.polling import keep_schedules
 from tamma.runtime.reload import changed_keys, watch_settings, watched_files
 from tamma.runtime.tasks import TaskService
 from tamma.telemetry import fastapi_telemetry, tracing_interceptors
+from tamma.version import tamma_version
 
 access = logging.getLogger("tamma.access")
 log = logging.getLogger("tamma.api")
@@ -194,7 +195,7 @@ def create_app(
 
     app = FastAPI(
         title="Tamma",
-        version="0.1.0",
+        version=tamma_version(),
         lifespan=lifespan,
         description="Webhooks, task API and operations for the Tamma development agent.",
         telemetry=fastapi_telemetry(settings),

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from tamma.activity_names import heavy_queue
 from tamma.api.metrics import Metrics
 from tamma.runtime.client import first_line
+from tamma.version import tamma_version
 
 router = APIRouter(tags=["operations"])
 
@@ -111,6 +112,7 @@ async def health(request: Request) -> JSONResponse:
     no_pollers = [k for k, q in queues.items() if q.get("pollers") == 0]
     body = {
         "status": "ok" if probe.reachable and not no_pollers else "degraded",
+        "version": tamma_version(),
         "temporal": temporal,
         "temporal_checked_at": probe.checked_at,
         "task_queues": queues,

@@ -72,9 +72,9 @@ def _settings(ctx: typer.Context) -> Settings:
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from tamma.version import tamma_version
 
-        typer.echo(f"tamma {version('tamma')}")
+        typer.echo(f"tamma {tamma_version()}")
         raise typer.Exit()
 
 
@@ -91,9 +91,9 @@ def root(
     _show_config_warnings()
     _log_to_file(debug)
     if ctx.invoked_subcommand in INTERACTIVE and sys.stdout.isatty():
-        from importlib.metadata import version
+        from tamma.version import tamma_version
 
-        console.print(f"[bold cyan]Tamma[/] {version('tamma')} [dim]· tamma --help · tamma config show --sources[/]")
+        console.print(f"[bold cyan]Tamma[/] {tamma_version()} [dim]· tamma --help · tamma config show --sources[/]")
 
 
 #: commands a person watches: they open with a one-line banner (never in pipes or --json output)
@@ -492,6 +492,21 @@ def reject(
 def cancel(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path(".")) -> None:
     """Cancel a running task."""
     _act(ctx, task, repo, lambda s, wid: s.tasks.cancel(wid), "cancel requested")
+
+
+@app.command("version")
+def version_command(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """Tamma's version and what it runs on: Python, the Temporal SDK and CLI, the platform."""
+    from tamma.version import versions
+
+    found = versions()
+    if as_json:
+        typer.echo(json.dumps(found))
+        return
+    for key, value in found.items():
+        console.print(f"{key:13} {esc(value)}")
 
 
 @app.command()

@@ -46,6 +46,7 @@ from tamma.platforms.forge import (
     roll_up,
     threads_of,
 )
+from tamma.version import user_agent
 
 T = TypeVar("T")
 log = logging.getLogger("tamma.github")
@@ -119,6 +120,7 @@ class GitHubPlatform:
             seconds_between_requests=None,
             seconds_between_writes=None,
             lazy=True,
+            user_agent=user_agent(),
         )
         self._repo = self.gh.get_repo(repo.locator)
 

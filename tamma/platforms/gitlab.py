@@ -37,6 +37,7 @@ from tamma.platforms.forge import (
     roll_up,
     threads_of,
 )
+from tamma.version import user_agent
 
 T = TypeVar("T")
 log = logging.getLogger("tamma.gitlab")
@@ -68,6 +69,7 @@ class GitLabPlatform:
             timeout=settings.timeout_s,
             per_page=100,
             keep_base_url=True,
+            user_agent=user_agent(),
         )
         # python-gitlab keeps no response headers on errors; remember them to honour Retry-After.
         self._last = threading.local()

@@ -17,6 +17,7 @@ from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
 from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, map_api_error, priced
 from tamma.providers.ratelimit import gate_for, within_limits
+from tamma.version import user_agent
 
 _CACHE = {"type": "ephemeral"}
 _STOP = {"tool_use": "tool_use", "max_tokens": "max_tokens", "refusal": "refusal"}
@@ -35,7 +36,13 @@ class AnthropicProvider:
         price: Any | None = None,
         rate_limit_inline_s: float = 60.0,
     ) -> None:
-        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        self.client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            default_headers={"User-Agent": user_agent()},
+        )
         self.model = model
         self.max_tokens = max_tokens
         self.output_retries = output_retries

@@ -18,6 +18,7 @@ from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
 from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, map_api_error, priced
 from tamma.providers.ratelimit import gate_for, within_limits
+from tamma.version import user_agent
 
 _FINISH = {"tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens", "content_filter": "refusal"}
 
@@ -37,7 +38,11 @@ class OpenAIProvider:
     ) -> None:
         # Local servers need no key, but the SDK insists on one: a placeholder is sent instead.
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or "no-key", base_url=base_url, max_retries=0, timeout=timeout_s
+            api_key=api_key or "no-key",
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            default_headers={"User-Agent": user_agent()},
         )
         self.model = model
         self.max_tokens = max_tokens

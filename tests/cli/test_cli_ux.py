@@ -46,8 +46,13 @@ def in_terminal(env: dict[str, str], cwd: Path, *args: str, rows: int = 40, cols
 
 
 def test_version(cli_env: dict[str, str]) -> None:
+    from importlib.metadata import version
+
     done = tamma(cli_env, "--version")
-    assert done.returncode == 0 and done.stdout.startswith("tamma ")
+    assert done.returncode == 0 and done.stdout.strip() == f"tamma {version('tamma')}"
+    about = json.loads(tamma(cli_env, "version", "--json").stdout)
+    assert about["tamma"] == version("tamma") and about["temporalio"] == version("temporalio")
+    assert about["python"].startswith("CPython 3.") and about["temporal_cli"].startswith("1.")
 
 
 def test_a_read_only_home_costs_the_log_file_not_the_command(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -81,6 +81,12 @@ def test_the_image_is_small_runs_as_1001_and_checks_each_roles_health() -> None:
     ).stdout.split()
     assert probe[:5] == ["1001", "1001", "/home/tamma", "1001:1001", "no-temporal"], probe
     assert probe[5].endswith("bwrap")
+    # the version stamped at build (from git, through the build argument) is the one it reports
+    from tamma.version import tamma_version
+
+    reported = docker("run", "--rm", "--network", "none", IMAGE, "--version").stdout.strip()
+    assert reported == f"tamma {tamma_version()}"
+    assert config["Labels"]["org.opencontainers.image.version"] == tamma_version()
 
 
 def test_a_worker_container_is_healthy_fast_writes_a_fresh_volume_runs_sandboxed_and_drains(

@@ -20,6 +20,7 @@ from tamma.models import Analysis, Budget, Plan
 from tamma.providers.anthropic import AnthropicProvider
 from tamma.providers.ratelimit import RateLimited
 from tamma.providers.scripted import DEMO_TRANSCRIPT
+from tamma.version import user_agent
 from tests.standins import anthropic_api as api
 from tests.standins.http import Reply, serve
 
@@ -62,6 +63,7 @@ async def test_structured_output_round_trip_with_cost_and_caching() -> None:
     assert body["tools"][0]["input_schema"] == Analysis.model_json_schema()
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert KEY in (s.requests[0].headers.get("x-api-key"), s.requests[0].headers.get("authorization", "")[7:])
+    assert s.requests[0].headers["user-agent"] == user_agent()  # Tamma names itself and its version
     assert (p.usage.input_tokens, p.usage.output_tokens, p.usage.cache_read_tokens, p.usage.cache_write_tokens) == (
         1000,
         200,

@@ -24,7 +24,7 @@ async def test_a_taken_port_is_a_clear_error_not_a_crash() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         health = WorkerHealth(f"127.0.0.1:{port}", "127.0.0.1:1", "q")
-        with pytest.raises(ConfigError, match="cannot be served .*choose a free port"):
+        with pytest.raises(ConfigError, match=r"cannot be served .*choose a free port"):
             await health.start()
 
 
