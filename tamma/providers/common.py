@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anthropic
-import openai
 from pydantic import BaseModel
 from temporalio import activity
 
@@ -52,6 +50,11 @@ def priced(usage: Usage, price: Any | None) -> Usage:
 def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> ProviderError:
     """Turn an SDK error into a ProviderError: transient ones retry (Temporal's policy, honouring
     retry-after); ones no retry can fix name the setting to change."""
+    # imported here: the SDKs cost ~0.3 s to import, which `tamma --help` and the scripted
+    # provider should not pay (the providers that raise these import them anyway)
+    import anthropic
+    import openai
+
     if isinstance(exc, anthropic.APITimeoutError | openai.APITimeoutError):
         return ProviderError(f"{vendor} did not answer in time; will retry")
     if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):

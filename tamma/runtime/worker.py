@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -24,12 +25,14 @@ from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
 from tamma.errors import TemporalUnavailable
 from tamma.runtime.client import metrics_runtime, open_client
-from tamma.runtime.health import WorkerHealth, loopback_port
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
 from tamma.version import tamma_version
 from tamma.workflows.issue import IssueWorkflow
 from tamma.workflows.poll import PollWorkflow
+
+if TYPE_CHECKING:
+    from tamma.runtime.health import WorkerHealth
 
 log = logging.getLogger(__name__)
 CONFIG_MARK = "cfg:"  # in a worker's identity: the fingerprint of the settings it runs with
@@ -127,6 +130,8 @@ async def serve(
     health: WorkerHealth | None = None
     runtime: Runtime | None = None
     if settings.worker.health_address:
+        from tamma.runtime.health import WorkerHealth, loopback_port  # FastAPI + uvicorn: only when served
+
         # The SDK's exporter on loopback; the health endpoint serves its metrics with its own.
         sdk_metrics = f"127.0.0.1:{loopback_port()}"
         runtime = metrics_runtime(sdk_metrics)
