@@ -78,6 +78,6 @@ DOCKER_BUILDKIT=1 $D build --network host --secret id=ca,src="$WORK/ca.pem" --bu
   || { tail -30 "$WORK/build.log" >&2; exit 1; }
 log "built in $(( $(date +%s) - t0 )) s"
 log "the same images in podman (for podman kube play of the Helm chart)"
-$D save tamma:ci "$TEMPORAL_IMAGE" | podman load -q >/dev/null
+$D save tamma:ci "$TEMPORAL_IMAGE" "$BASE_IMAGE" | podman load -q >/dev/null
 bash .ci/helm.sh >/dev/null
 echo "export DOCKER_HOST=$DOCKER_HOST DEPLOY_WORK=$WORK DEPLOY_IMAGE=tamma:ci DEPLOY_TEST_REQUIRE=1 HELM=$WORK/bin/helm"

