@@ -97,7 +97,7 @@ def test_the_deb_installs_with_apt_runs_for_a_user_and_removes_cleanly(binary: P
             f"TAMMA_TEMPORAL__EMBEDDED_PORT={free_port()}",
             "-e",
             f"TAMMA_TEMPORAL__EMBEDDED_UI_PORT={free_port()}",
-            "docker.io/library/python:3.11-slim-bookworm",
+            "localhost/python:3.11-slim-bookworm",
             "sh",
             "-c",
             script,
