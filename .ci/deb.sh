@@ -7,8 +7,7 @@ WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
 B=${RELEASE_BINARY_DIR:-$WORK/pyi/dist}
 [ -x "$B/tamma" ] && [ -x "$B/temporal" ] || { echo "no binary in $B: run .ci/binary.sh first" >&2; exit 1; }
 VERSION=$("$B/tamma" --version | awk '{print $2}')
-DEBV=${VERSION//+/~}   # PEP 440 local versions: '+' sorts differently in Debian, '~' before the release
-DEBV=${DEBV//.dev/~dev}
+DEBV=$(printf '%s' "$VERSION" | sed 's/\.dev/~dev/')   # a dev build sorts before its release (Debian's '~')
 D="$WORK/deb/tamma_${DEBV}_amd64"; rm -rf "$WORK/deb"; mkdir -p "$D/DEBIAN" "$D/opt/tamma" "$D/usr/bin" "$D/usr/share/doc/tamma"
 cp "$B/tamma" "$B/temporal" "$D/opt/tamma/"
 ln -s /opt/tamma/tamma "$D/usr/bin/tamma"
