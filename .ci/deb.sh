@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# A .deb of the standalone binary (.ci/binary.sh first): /opt/tamma/{tamma,temporal} and
+# A .deb of the standalone build (.ci/binary.sh first): /opt/tamma/{tamma,_internal,temporal} and
 # /usr/bin/tamma -> /opt/tamma/tamma, built with dpkg-deb. Prints `export RELEASE_DEB=...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
-B=${RELEASE_BINARY_DIR:-$WORK/pyi/dist}
+B=${RELEASE_BINARY_DIR:-$WORK/pyi/dist/tamma}
 [ -x "$B/tamma" ] && [ -x "$B/temporal" ] || { echo "no binary in $B: run .ci/binary.sh first" >&2; exit 1; }
 VERSION=$("$B/tamma" --version | awk '{print $2}')
 DEBV=$(printf '%s' "$VERSION" | sed 's/\.dev/~dev/')   # a dev build sorts before its release (Debian's '~')
 D="$WORK/deb/tamma_${DEBV}_amd64"; rm -rf "$WORK/deb"; mkdir -p "$D/DEBIAN" "$D/opt/tamma" "$D/usr/bin" "$D/usr/share/doc/tamma"
-cp "$B/tamma" "$B/temporal" "$D/opt/tamma/"
+cp -a "$B"/. "$D/opt/tamma/"
 ln -s /opt/tamma/tamma "$D/usr/bin/tamma"
 cp LICENSE "$D/usr/share/doc/tamma/copyright"
 cat >"$D/DEBIAN/control" <<CTL

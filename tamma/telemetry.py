@@ -11,13 +11,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from temporalio.client import Interceptor
-
 from tamma.config import Settings, TelemetrySettings
 
 if TYPE_CHECKING:  # the SDK is imported only when tracing is on; FastAPI only by the server
     from fastapi.telemetry import TelemetryConfig
     from opentelemetry.sdk.trace import TracerProvider
+    from temporalio.client import Interceptor
 
 _lock = threading.Lock()
 _providers: dict[tuple[str, str], TracerProvider] = {}

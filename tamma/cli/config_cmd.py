@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tamma.cli.errors import run_or_exit
-from tamma.config import Settings, explain, load_settings, read_layers
+
+if TYPE_CHECKING:
+    pass
 
 config_app = typer.Typer(no_args_is_help=True, help="Settings: where they come from, what they are, their schema.")
 console = Console(highlight=False)
@@ -25,6 +27,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Every effective setting (secrets masked), optionally with its source."""
+    from tamma.config import explain
+
     rows = run_or_exit(lambda: explain(ctx.obj))
     if as_json:
         typer.echo(json.dumps([{"setting": k, "value": json.loads(v) if v != "********" else v, "source": s}
@@ -43,6 +47,8 @@ def show(
 @config_app.command("path")
 def path(ctx: typer.Context) -> None:
     """The config files in use, in the order they are layered."""
+    from tamma.config import read_layers
+
     layers = run_or_exit(lambda: read_layers(ctx.obj))
     if not layers.files:
         console.print("no config file: defaults and TAMMA_* variables only")
@@ -56,6 +62,8 @@ def validate(
     file: Annotated[Path | None, typer.Argument(help="the file to check (default: the one in use)")] = None,
 ) -> None:
     """Check a config file as Tamma would read it (with TAMMA_* on top); exit 1 with the reasons."""
+    from tamma.config import load_settings, read_layers
+
     target = file or ctx.obj
     run_or_exit(lambda: load_settings(target))
     layers = read_layers(target)
@@ -66,6 +74,8 @@ def validate(
 @config_app.command("schema")
 def schema() -> None:
     """The JSON Schema of the settings (for editors and CI checks of config files)."""
+    from tamma.config import Settings
+
     doc = Settings.model_json_schema()
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     doc["title"] = "Tamma settings"

@@ -8,7 +8,6 @@ from typing import NoReturn, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
-from temporalio.service import RPCError
 
 from tamma.errors import TammaError, TemporalUnavailable
 
@@ -16,6 +15,8 @@ T = TypeVar("T")
 
 
 def run_or_exit(fn: Callable[[], T]) -> T:
+    from temporalio.service import RPCError  # here: `tamma --help` should not load the SDK
+
     try:
         return fn()
     except TammaError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tomli_w
 import typer
@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Confirm, Prompt
 
-from tamma.config import Settings
-from tamma.config.secrets import is_reference
 from tamma.errors import ConfigError
 
 console = Console(highlight=False)
+
+
+if TYPE_CHECKING:
+    pass
 
 
 def init(
@@ -129,6 +131,8 @@ def _leaves(doc: Any) -> list[Any]:
 def _check(doc: dict[str, Any]) -> None:
     """Validate what will be written; references are checked for form, not resolved here (the
     variable may be set only where Tamma runs)."""
+    from tamma.config import Settings
+    from tamma.config.secrets import is_reference
 
     def stand_in(value: Any) -> Any:
         if isinstance(value, dict):

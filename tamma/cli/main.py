@@ -13,38 +13,28 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.markup import escape as esc
 
-from tamma.agent.sandbox import require_isolation
 from tamma.cli.config_cmd import config_app
 from tamma.cli.errors import run_or_exit
-from tamma.cli.follow import Detached, follow
 from tamma.cli.init_cmd import init
-from tamma.cli.picker import pick_issue
-from tamma.cli.render import plan_panel, review_panel, step_line, tasks_table, usage_table
-from tamma.cli.session import Session, open_session
-from tamma.config import Settings, load_settings
-from tamma.demo import make_demo
 from tamma.errors import ConfigError, InvalidInputError
 from tamma.logs import add_secrets
 from tamma.logs import formatter as log_formatter
-from tamma.models import IssueTaskInput, RepoRef, TaskState, TaskStatus
-from tamma.platforms.base import GitPlatform
-from tamma.platforms.local import LocalPlatform, local_repo_ref
-from tamma.providers.recording import compile_recording
-from tamma.providers.scripted import DEMO_TRANSCRIPT
-from tamma.runtime.background import running_pid, spawn_background_worker, stop_background_worker
-from tamma.runtime.embedded import recorded_ports, stop_embedded_server
-from tamma.runtime.process import exit_now
-from tamma.runtime.reload import RESTART, reexec
-from tamma.runtime.wiring import detect_repo, platform_factory, provider_description
-from tamma.runtime.worker import serve
-from tamma.workflows import search
+from tamma.models import TaskStatus  # in command signatures: typer reads them at start
+
+if TYPE_CHECKING:
+    from tamma.cli.session import Session
+    from tamma.platforms.base import GitPlatform
+
+if TYPE_CHECKING:
+    from tamma.config import Settings
+    from tamma.models import RepoRef, TaskState, TaskStatus
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tamma: issue in, merged branch out.")
 issue_app = typer.Typer(no_args_is_help=True, help="Issues of a local repository.")
@@ -64,6 +54,8 @@ ConfigOpt = Annotated[
 
 
 def _settings(ctx: typer.Context) -> Settings:
+    from tamma.config import load_settings
+
     path: Path | None = ctx.obj
     settings = load_settings(path)
     add_secrets(settings.secrets())  # never in the --debug log or the warnings file
@@ -155,6 +147,7 @@ def issue_create(
     ] = None,
 ) -> None:
     """Create an issue on a local repository; prints its number."""
+    from tamma.platforms.local import LocalPlatform, local_repo_ref
 
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
@@ -167,6 +160,7 @@ def issue_create(
 @issue_app.command("list")
 def issue_list(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
     """List the issues of a local repository."""
+    from tamma.platforms.local import LocalPlatform, local_repo_ref
 
     def go() -> None:
         for issue in LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir).list_issues():
@@ -178,6 +172,7 @@ def issue_list(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
 @issue_app.command("show")
 def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> None:
     """Show an issue and Tamma's comments on it."""
+    from tamma.platforms.local import LocalPlatform, local_repo_ref
 
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
@@ -210,6 +205,8 @@ def start(
 async def _start(
     ctx: typer.Context, number: int | None, repo: Path, yes: bool, rerun: bool, detach: bool, transcript: Path | None
 ) -> int:
+    from tamma.runtime.wiring import detect_repo, platform_factory
+
     settings = _settings(ctx)
     ref = detect_repo(settings, repo)
     platform = platform_factory(settings)(ref)
@@ -234,6 +231,8 @@ async def _start(
 
 async def _pick(platform: GitPlatform, ref: RepoRef) -> int | None:
     """`tamma start` without --issue: a picker over the open issues, when a person is there."""
+    from tamma.cli.picker import pick_issue
+
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise InvalidInputError(
             "pass --issue N (there is no terminal to pick an issue in); `tamma issue list` lists them"
@@ -257,6 +256,11 @@ async def run_task(
     config_file: Path | None = None,
     title: str = "",
 ) -> int:
+    from tamma.agent.sandbox import require_isolation
+    from tamma.cli.session import open_session
+    from tamma.models import IssueTaskInput
+    from tamma.runtime.wiring import provider_description
+
     console.print(f"LLM: {provider_description(settings, transcript)}")
     sandbox = require_isolation(settings.agent.sandbox)  # refuse before anything starts
     async with open_session(settings, console, config_file) as session:
@@ -276,6 +280,8 @@ async def run_task(
 
 
 async def _warn_about_drift(session: Session) -> None:
+    from tamma.runtime.background import running_pid
+
     drifted = await session.drifted_workers()
     if not drifted:
         return
@@ -293,6 +299,9 @@ async def _warn_about_drift(session: Session) -> None:
 
 
 async def _follow_to_end(session: Session, wid: str) -> int:
+    from tamma.cli.follow import Detached, follow
+    from tamma.runtime.background import spawn_background_worker
+
     started = await session.start_worker()
     console.print("Worker: in this process" if started else "Worker: external workers are polling")
     try:
@@ -310,6 +319,8 @@ async def _follow_to_end(session: Session, wid: str) -> int:
 
 async def _ensure_worker(session: Session) -> None:
     """Decisions need a worker to reach the workflow; keep one running in the background."""
+    from tamma.runtime.background import spawn_background_worker
+
     if not await session.external_workers():
         pid = spawn_background_worker(session.settings.data_dir, session.config_file)
         console.print(f"(background worker pid {pid} serves the task queue)")
@@ -320,6 +331,8 @@ async def _ensure_worker(session: Session) -> None:
 
 
 def _report(state: TaskState) -> int:
+    from tamma.models import TaskStatus
+
     if state.status == TaskStatus.MERGED:
         console.print(
             f"[green]Merged[/] {esc(state.branch)} as {state.merge_sha[:10]}"
@@ -340,6 +353,8 @@ def _print_server(session: Session) -> None:
 
 
 def _ui_url(session: Session) -> str:
+    from tamma.runtime.embedded import recorded_ports
+
     t = session.settings.temporal
     _, port = recorded_ports(session.settings.data_dir, t.embedded_port, t.embedded_ui_port)
     return f"http://127.0.0.1:{port}/namespaces/{t.namespace}/workflows"
@@ -352,6 +367,9 @@ def _print_ui_link(session: Session, wid: str) -> None:
 
 def task_id(arg: str, repo: Path, settings: Settings) -> str:
     """A workflow id, or an issue number (`12`, `#12`) of the repository at `repo`."""
+    from tamma.runtime.wiring import detect_repo
+    from tamma.workflows import search
+
     if arg.startswith("tamma:"):
         return arg
     digits = arg.lstrip("#")
@@ -371,6 +389,9 @@ def status(
     follow_: Annotated[bool, typer.Option("--follow", "-f", help="watch it live (and run a worker here)")] = False,
 ) -> None:
     """Show a task's steps, plan and outcome."""
+    from tamma.cli.render import plan_panel, review_panel, step_line, usage_table
+    from tamma.cli.session import open_session
+    from tamma.models import TaskStatus
 
     async def go() -> int:
         settings = _settings(ctx)
@@ -407,6 +428,8 @@ def retry(
     detach: Annotated[bool, typer.Option(help="resume or start, and return at once")] = False,
 ) -> None:
     """Resume a parked task, or run a finished task that did not merge once more."""
+    from tamma.cli.session import open_session
+    from tamma.models import TaskStatus
 
     async def go() -> int:
         settings = _settings(ctx)
@@ -445,6 +468,8 @@ def list_tasks(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List tasks from Temporal's visibility store (full ids, as `tamma status` takes them)."""
+    from tamma.cli.render import tasks_table
+    from tamma.cli.session import open_session
 
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
@@ -464,6 +489,7 @@ def _act(
     ctx: typer.Context, task: str, repo: Path, act: Callable[[Session, str], Awaitable[object]], done: str
 ) -> None:
     """Approve, reject or cancel: each needs a worker to reach the workflow, then one call."""
+    from tamma.cli.session import open_session
 
     async def go() -> None:
         async with open_session(_settings(ctx), console, ctx.obj) as session:
@@ -512,6 +538,9 @@ def version_command(
 @app.command()
 def worker(ctx: typer.Context) -> None:
     """Run a worker (like `python worker.py`) until SIGTERM or Ctrl-C."""
+    from tamma.runtime.reload import RESTART, reexec
+    from tamma.runtime.worker import serve
+
     code = run_or_exit(lambda: asyncio.run(serve(_settings(ctx), ready=console.print, config_file=ctx.obj)))
     if code == RESTART:
         reexec()  # its config file changed what a worker does: start again with the new settings
@@ -523,6 +552,10 @@ def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="where to create the sample repo")] = None,
 ) -> None:
     """Create a sample repo with a failing test and an issue, and run the whole loop on it."""
+    from tamma.demo import make_demo
+    from tamma.providers.scripted import DEMO_TRANSCRIPT
+    from tamma.runtime.embedded import recorded_ports
+    from tamma.runtime.wiring import provider_description
 
     async def go() -> int:
         settings = _settings(ctx)
@@ -567,6 +600,8 @@ def replay(
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
 ) -> None:
     """Re-run an issue offline from a recording of an earlier run (no model is called)."""
+    from tamma.platforms.local import LocalPlatform, local_repo_ref
+    from tamma.providers.recording import compile_recording
 
     async def go() -> int:
         settings = _settings(ctx)
@@ -637,6 +672,8 @@ def token_create(
 @temporal_app.command("stop")
 def temporal_stop(ctx: typer.Context) -> None:
     """Stop the background worker and the embedded Temporal server this user's Tamma started."""
+    from tamma.runtime.background import stop_background_worker
+    from tamma.runtime.embedded import stop_embedded_server
 
     def go() -> None:
         data_dir = _settings(ctx).data_dir
@@ -649,6 +686,8 @@ def temporal_stop(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    from tamma.runtime.process import exit_now
+
     try:
         app()
         code = 0

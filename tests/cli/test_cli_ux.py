@@ -4,6 +4,7 @@ retries shown on the step line (never a traceback), Ctrl-C at the approval promp
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -278,3 +279,30 @@ def test_debug_names_its_log_file_and_the_banner_is_for_terminals_only(cli_env: 
     with in_terminal(env, tmp_path, "init", "--non-interactive", "--path", str(tmp_path / "b.toml")) as child:
         child.expect(r"Tamma\S* \d+\.\d+")  # the banner, on a terminal (styled)
         child.expect(pexpect.EOF)
+
+
+def test_every_command_has_help_that_loads(cli_env: dict[str, str]) -> None:
+    """The CLI imports its heavy parts (the Temporal SDK, FastAPI, the model SDKs) only when a
+    command runs; every command's --help must still load, signatures and all."""
+    import typer
+    from typer.testing import CliRunner
+
+    from tamma.cli.main import app
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    paths = walk(typer.main.get_command(app), [])
+    assert len(paths) > 20
+    failed = [(p, r.output[-200:]) for p in paths if (r := CliRunner().invoke(app, [*p, "--help"])).exit_code != 0]
+    assert not failed, failed
+    # and a bare `tamma --help` in a fresh process loads neither the SDK nor FastAPI
+    probe = (
+        "import sys\nfrom tamma.cli.main import app\napp(['--help'], standalone_mode=False)\n"
+        "print(sorted(m for m in ('temporalio', 'fastapi', 'anthropic', 'openai') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=cli_env, capture_output=True, text=True, check=False)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:] + done.stderr[-500:]
