@@ -61,7 +61,7 @@ def test_the_binary_runs_without_python_and_merges_the_demo(binary: Path, tmp_pa
         run([str(tamma), "--help"], env=env)
         times.append(time.perf_counter() - t0)
     print(
-        f"\nbinary: {size:.0f} MB (temporal beside it {(binary / 'temporal').stat().st_size / 1e6:.0f} MB); "
+        f"\nstandalone folder: {size:.0f} MB (temporal beside it {(binary / 'temporal').stat().st_size / 1e6:.0f} MB); "
         f"--help median {statistics.median(times):.2f} s of 5"
     )
     about = run([str(tamma), "version", "--json"], env=env).stdout
