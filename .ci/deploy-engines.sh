@@ -11,6 +11,7 @@
 #  - the Tamma image itself, built from the Dockerfile with this machine's CA bundle passed as a
 #    build secret (HTTPS to PyPI goes through an intercepting proxy here).
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export DEPLOY_WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
@@ -33,22 +34,11 @@ if [ ${#need[@]} -gt 0 ]; then
     || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" uidmap >/dev/null; }; } >&2
 fi
 
-# podman: runc, and no more rlimits than this VM grants (for `podman kube play`)
-nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
-cat >"$WORK/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=$nproc:$nproc"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-CONF
-export CONTAINERS_CONF="$WORK/containers.conf"
+write_containers_conf "$WORK"
 
 R="$WORK/rootfs"
 if [ ! -x "$R/usr/bin/python3" ] || [ ! -e "$R/usr/lib/python3.11/ensurepip" ]; then
-  MIRROR=${MIRROR:-$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
-    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//' | awk '{print $1}' | { grep -m1 debian || true; })}
-  [ -n "$MIRROR" ] || { echo "no Debian mirror in apt's sources: set MIRROR" >&2; exit 1; }
+  MIRROR=$(debian_mirror)
   log "debootstrap bookworm minbase + python3 from $MIRROR"
   rm -rf "$R"
   debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates bookworm "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1

@@ -5,6 +5,7 @@
 # debootstrap (minbase + python3 + venv), imported into podman. Idempotent; prints the
 # environment the tests need (CONTAINERS_CONF, SANDBOX_TEST_IMAGE) on stdout.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 WORK=${WORK:-/tmp/tamma-ci-containers}
 IMAGE=localhost/tamma-sandbox:bookworm
 mkdir -p "$WORK"
@@ -16,21 +17,10 @@ if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -
     || { apt-get update -q >/dev/null && apt-get install -y -q podman runc debootstrap uidmap >/dev/null; }; } >&2
 fi
 
-nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
-nofile=$(ulimit -Hn)
-cat >"$WORK/containers.conf" <<CONF
-[containers]
-default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-CONF
-export CONTAINERS_CONF="$WORK/containers.conf"
+write_containers_conf "$WORK"
 
 if ! podman image exists "$IMAGE"; then
-  MIRROR=${MIRROR:-$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
-    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//' | awk '{print $1}' | { grep -m1 debian || true; })}
-  [ -n "$MIRROR" ] || { echo "no Debian mirror in apt's sources: set MIRROR" >&2; exit 1; }
+  MIRROR=$(debian_mirror)
   R="$WORK/rootfs"
   if [ ! -x "$R/usr/bin/python3" ] || [ ! -e "$R/usr/lib/python3.11/ensurepip" ]; then
     log "debootstrap bookworm minbase + python3 from $MIRROR"
