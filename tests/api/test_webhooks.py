@@ -359,6 +359,11 @@ async def test_the_access_line_of_a_delivery_that_acts_on_a_task_names_the_task(
     name = f"octo-{uuid.uuid4().hex[:8]}/traced"
     try:
         resp = await post_github(http, with_repo(load("github/issues/assigned.json"), name), "issues")
+        # the access line is written once the answer has gone out: it may land just after it
+        for _ in range(100):
+            if any(json.loads(x)["path"] == "/webhooks/github" for x in lines.lines):
+                break
+            await asyncio.sleep(0.05)
     finally:
         access.removeHandler(lines)
         root.removeHandler(handler)
