@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from tamma.status import TaskStatus as TaskStatus  # re-exported: where it was first declared
+
 Level = Literal["low", "medium", "high"]
 LEVEL_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 PlatformKind = Literal["local", "github", "gitlab"]
@@ -288,24 +290,6 @@ class StepName(StrEnum):
     SELF_REVIEW = "self-review"
     REVIEW = "review"
     MERGE = "merge"
-
-
-class TaskStatus(StrEnum):
-    RUNNING = "running"
-    AWAITING_APPROVAL = "awaiting_approval"
-    MERGED = "merged"
-    PR_OPEN = "pr_open"
-    REJECTED = "rejected"
-    ESCALATED = "escalated"
-    BUDGET_EXCEEDED = "budget_exceeded"
-    CI_FAILED = "ci_failed"
-    PARKED = "parked"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (TaskStatus.RUNNING, TaskStatus.AWAITING_APPROVAL, TaskStatus.PARKED)
 
 
 class StepRecord(BaseModel):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, SecretStr
+if TYPE_CHECKING:  # imported where used: the CLI loads this module at start, pydantic is slow to load
+    from pydantic import BaseModel
 
 REDACTED = "[REDACTED]"
 _MIN_LEN = 4  # shorter "secrets" would shred ordinary text; settings validation rejects them anyway
@@ -55,6 +56,8 @@ class Redactor:
 def secret_values(model: BaseModel) -> list[str]:
     """Every non-empty SecretStr reachable from `model` (nested models, lists, dicts), plus the
     content of a secret that names a readable file (PEM keys may be given as paths)."""
+    from pydantic import BaseModel, SecretStr
+
     found: list[str] = []
 
     def walk(value: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -11,9 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +25,7 @@ from tamma.cli.init_cmd import init
 from tamma.errors import ConfigError, InvalidInputError
 from tamma.logs import add_secrets
 from tamma.logs import formatter as log_formatter
-from tamma.models import TaskStatus  # in command signatures: typer reads them at start
+from tamma.status import TaskStatus  # in command signatures: typer reads them at start
 
 if TYPE_CHECKING:
     from tamma.cli.session import Session
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from tamma.config import Settings
-    from tamma.models import RepoRef, TaskState, TaskStatus
+    from tamma.models import RepoRef, TaskState
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tamma: issue in, merged branch out.")
 issue_app = typer.Typer(no_args_is_help=True, help="Issues of a local repository.")
@@ -46,6 +45,22 @@ app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.command("init")(init)
 console = Console(highlight=False)
+
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here, not at the top: 60 ms of `tamma --help` went to loading it
+
+    return asyncio.run(coro)
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
 
 RepoOpt = Annotated[Path, typer.Option("--repo", help="the git repository (any path inside it)")]
 ConfigOpt = Annotated[
@@ -176,7 +191,7 @@ def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> No
 
     def go() -> None:
         platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
-        issue = asyncio.run(platform.get_issue(number))
+        issue = _run(platform.get_issue(number))
         console.print(f"[bold]#{issue.number} {esc(issue.title)}[/] ({issue.state})\n{esc(issue.body)}")
         for c in platform.issue_comments(number):
             console.print(f"\n[cyan]{esc(c['author'])}[/]: {esc(c['body'])}")
@@ -198,7 +213,7 @@ def start(
     transcript: Annotated[Path | None, typer.Option(help="replay this recording instead of a model")] = None,
 ) -> None:
     """Turn an issue into a merged branch (attaches if it is already running)."""
-    code = run_or_exit(lambda: asyncio.run(_start(ctx, issue, repo, yes, rerun, detach, transcript)))
+    code = run_or_exit(lambda: _run(_start(ctx, issue, repo, yes, rerun, detach, transcript)))
     raise typer.Exit(code)
 
 
@@ -327,11 +342,10 @@ async def _ensure_worker(session: Session) -> None:
         for _ in range(150):  # until its first poll reaches the server
             if await session.tasks.serving():
                 return
-            await asyncio.sleep(0.1)
+            await _sleep(0.1)
 
 
 def _report(state: TaskState) -> int:
-    from tamma.models import TaskStatus
 
     if state.status == TaskStatus.MERGED:
         console.print(
@@ -391,7 +405,6 @@ def status(
     """Show a task's steps, plan and outcome."""
     from tamma.cli.render import plan_panel, review_panel, step_line, usage_table
     from tamma.cli.session import open_session
-    from tamma.models import TaskStatus
 
     async def go() -> int:
         settings = _settings(ctx)
@@ -417,7 +430,7 @@ def status(
                 console.print(f"[yellow]parked:[/] {esc(state.parked_reason)}")
             return 0
 
-    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+    raise typer.Exit(run_or_exit(lambda: _run(go())))
 
 
 @app.command()
@@ -429,7 +442,6 @@ def retry(
 ) -> None:
     """Resume a parked task, or run a finished task that did not merge once more."""
     from tamma.cli.session import open_session
-    from tamma.models import TaskStatus
 
     async def go() -> int:
         settings = _settings(ctx)
@@ -454,7 +466,7 @@ def retry(
                 )
         return await run_task(settings, state.repo, state.issue_number, rerun=True, detach=detach, config_file=ctx.obj)
 
-    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+    raise typer.Exit(run_or_exit(lambda: _run(go())))
 
 
 @app.command("list")
@@ -482,7 +494,7 @@ def list_tasks(
         if more:
             console.print(f"[dim]more tasks than {limit}: tamma list --limit {limit * 2}[/]")
 
-    run_or_exit(lambda: asyncio.run(go()))
+    run_or_exit(lambda: _run(go()))
 
 
 def _act(
@@ -497,7 +509,7 @@ def _act(
             await act(session, task_id(task, repo, session.settings))
             console.print(done)
 
-    run_or_exit(lambda: asyncio.run(go()))
+    run_or_exit(lambda: _run(go()))
 
 
 @app.command()
@@ -541,7 +553,7 @@ def worker(ctx: typer.Context) -> None:
     from tamma.runtime.reload import RESTART, reexec
     from tamma.runtime.worker import serve
 
-    code = run_or_exit(lambda: asyncio.run(serve(_settings(ctx), ready=console.print, config_file=ctx.obj)))
+    code = run_or_exit(lambda: _run(serve(_settings(ctx), ready=console.print, config_file=ctx.obj)))
     if code == RESTART:
         reexec()  # its config file changed what a worker does: start again with the new settings
 
@@ -588,7 +600,7 @@ def demo(
             )
         return code
 
-    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+    raise typer.Exit(run_or_exit(lambda: _run(go())))
 
 
 @app.command()
@@ -612,7 +624,7 @@ def replay(
         compiled = compile_recording(recording, target)
         return await run_task(settings, ref, issue, yes=yes, rerun=True, transcript=str(compiled), config_file=ctx.obj)
 
-    raise typer.Exit(run_or_exit(lambda: asyncio.run(go())))
+    raise typer.Exit(run_or_exit(lambda: _run(go())))
 
 
 @app.command()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tamma.errors import ConfigError, TemporalUnavailable
 from tamma.runtime import pids
-from tamma.workflows import search
 
 notice = logging.getLogger("tamma.notice")  # shown to the person at the terminal, in yellow
 _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
@@ -59,6 +58,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def search_attribute_flags() -> list[str]:
+    from tamma.workflows import search  # loads the Temporal SDK, which `tamma version` need not
+
     flags: list[str] = []
     for key in search.ALL:
         flags += ["--search-attribute", f"{key.name}={_SA_TYPES[key.indexed_value_type.name.rsplit('_', 1)[-1]]}"]

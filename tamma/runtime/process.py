@@ -14,9 +14,9 @@ def exit_now(code: int) -> None:
     temporalio/sdk-python#300) and turns a clean exit 0 into SIGABRT. Everything that matters
     (workflow state) is already durable in Temporal by now, so skipping finalization loses nothing.
     """
-    from tamma import telemetry
-
-    telemetry.flush()  # spans still buffered (no-op when tracing is off)
+    telemetry = sys.modules.get("tamma.telemetry")  # not loaded: no spans (and --help stays fast)
+    if telemetry is not None:
+        telemetry.flush()  # spans still buffered (no-op when tracing is off)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
