@@ -8,14 +8,15 @@ B=${RELEASE_BINARY_DIR:-$WORK/pyi/dist/tamma}
 [ -x "$B/tamma" ] && [ -x "$B/temporal" ] || { echo "no binary in $B: run .ci/binary.sh first" >&2; exit 1; }
 VERSION=$("$B/tamma" --version | awk '{print $2}')
 DEBV=$(printf '%s' "$VERSION" | sed 's/\.dev/~dev/')   # a dev build sorts before its release (Debian's '~')
-D="$WORK/deb/tamma_${DEBV}_amd64"; rm -rf "$WORK/deb"; mkdir -p "$D/DEBIAN" "$D/opt/tamma" "$D/usr/bin" "$D/usr/share/doc/tamma"
+ARCH=$(dpkg --print-architecture)   # amd64 or arm64: the build is for the machine it ran on
+D="$WORK/deb/tamma_${DEBV}_${ARCH}"; rm -rf "$WORK/deb"; mkdir -p "$D/DEBIAN" "$D/opt/tamma" "$D/usr/bin" "$D/usr/share/doc/tamma"
 cp -a "$B"/. "$D/opt/tamma/"
 ln -s /opt/tamma/tamma "$D/usr/bin/tamma"
 cp LICENSE "$D/usr/share/doc/tamma/copyright"
 cat >"$D/DEBIAN/control" <<CTL
 Package: tamma
 Version: $DEBV
-Architecture: amd64
+Architecture: $ARCH
 Maintainer: Tamma maintainers <tamma@example.invalid>
 Depends: git, util-linux, python3
 Recommends: bubblewrap
@@ -24,7 +25,7 @@ Priority: optional
 Homepage: https://github.com/tamma-dev/tamma
 Description: autonomous development agent on Temporal
  Assign it an issue: it analyses, plans, writes the code, runs the tests in a
- sandbox, opens a pull request and merges when policy allows. One-file build of
+ sandbox, opens a pull request and merges when policy allows. One-folder build of
  the tamma CLI, with the Temporal dev-server binary for the embedded default.
 CTL
 dpkg-deb --root-owner-group -Zxz --build "$D" "$WORK/deb/" >/dev/null

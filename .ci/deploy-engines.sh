@@ -24,7 +24,9 @@ TEMPORAL_IMAGE=temporalio/temporal:1.9.1
 BASE_IMAGE=python:3.11-slim-bookworm
 
 need=()
-for tool in dockerd:docker.io docker-compose:docker-compose podman:podman runc:runc debootstrap:debootstrap; do
+# ruby (the Homebrew formula's syntax), snap (snapd's own check of the snap), hyperfine (bench/cli_start.py)
+for tool in dockerd:docker.io docker-compose:docker-compose podman:podman runc:runc debootstrap:debootstrap \
+  ruby:ruby snap:snapd mksquashfs:squashfs-tools hyperfine:hyperfine; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 [ -x "$D" ] || need+=(docker.io)

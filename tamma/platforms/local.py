@@ -8,7 +8,6 @@ into the default branch. This is what `tamma start` uses with nothing configured
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError
 from tamma.gitcmd import SAFE_FLAGS, UPLOAD_PACK, git, git_env, git_ok
@@ -81,12 +82,8 @@ class LocalStore:
     def locked(self) -> Iterator[None]:
         """An exclusive lock on this repository's records, across processes. Never hold it across
         an await (see create_pull_request)."""
-        with open(self.root / ".lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with FileLock(self.root / ".lock"):  # flock on POSIX, LockFileEx on Windows
+            yield
 
     def read(self, kind: str, key: str | int) -> dict[str, Any] | None:
         f = self.root / kind / f"{key}.json"

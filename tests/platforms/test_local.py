@@ -229,3 +229,26 @@ async def test_merge_is_pinned_to_the_commit_ci_passed_on(tmp_path: Path) -> Non
     with pytest.raises(MergeBlockedError, match="moved after CI passed"):
         await platform.merge_pull_request(pr.number, sha=tested)
     assert not (repo / "a.py").exists()  # nothing untested reached main
+
+
+def test_issues_created_from_several_processes_at_once_get_distinct_numbers(tmp_path: Path) -> None:
+    """The records' lock holds across processes (the CLI and workers share them): three processes
+    each create 15 issues at once; without the lock two would read the same highest number and
+    one issue would overwrite another."""
+    import sys
+
+    repo = make_sample_repo(tmp_path / "repo")
+    script = (
+        "import sys\nfrom pathlib import Path\n"
+        "from tamma.platforms.local import LocalPlatform, local_repo_ref\n"
+        "p = LocalPlatform(local_repo_ref(sys.argv[1]), Path(sys.argv[2]))\n"
+        "for i in range(15):\n    p.create_issue(f'{sys.argv[3]}-{i}')\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(repo), str(tmp_path / "data"), name]) for name in "abc"
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    issues = LocalPlatform(local_repo_ref(repo), tmp_path / "data").list_issues()
+    assert len(issues) == 45
+    assert sorted(i.number for i in issues) == list(range(1, 46))
+    assert {i.title for i in issues} == {f"{n}-{i}" for n in "abc" for i in range(15)}

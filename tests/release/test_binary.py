@@ -109,3 +109,42 @@ def test_the_deb_installs_with_apt_runs_for_a_user_and_removes_cleanly(binary: P
     assert "Status: install ok installed" in out and "/usr/bin/tamma" in out, out
     assert "Merged" in out, out
     assert "removed-cleanly" in out, out
+
+
+def test_the_snap_built_from_the_standalone_folder_passes_snapd_s_checks(binary: Path, tmp_path: Path) -> None:
+    """snapcraft does not run here; snapd's `snap pack` does, and it checks what snapcraft would
+    pass on from packaging/snap/snapcraft.yaml (name, version, summary, grade, confinement, base,
+    apps, and that each app's command is in the snap) against the real build, laid out as the
+    yaml says (the archive's top folder stripped, so `tamma` at the root), then packs it."""
+    import shutil
+
+    import yaml
+
+    tpl = (ROOT / "packaging" / "snap" / "snapcraft.yaml").read_text()
+    public = version("tamma").split("+")[0]  # a snap version has at most 32 characters; a tag has no +local
+    snapcraft = yaml.safe_load(tpl.replace("@{version}", public).replace("@{grade}", "devel"))
+    prime = tmp_path / "prime"
+    shutil.copytree(binary, prime, copy_function=os.link)  # hard links: the 290 MB folder, no copy
+    keys = ("name", "version", "summary", "description", "license", "grade", "confinement", "base")
+    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
+    meta = {k: snapcraft[k] for k in keys} | {"architectures": [arch], "apps": snapcraft["apps"]}
+    (prime / "meta").mkdir()
+
+    def pack(snap_yaml: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        (prime / "meta" / "snap.yaml").write_text(yaml.safe_dump(snap_yaml, sort_keys=False))
+        argv = ["snap", "pack", "--compression=lzo", str(prime), str(tmp_path)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+    # the checks are real: an app whose command is not in the snap, or a bad name, is refused
+    for broken, why in (
+        (meta | {"apps": {"tamma": {"command": "bin/tamma"}}}, "missing files"),
+        (meta | {"name": "Tamma_CLI"}, "invalid snap name"),
+    ):
+        refused = pack(broken)
+        assert refused.returncode != 0 and why in refused.stderr, refused.stderr
+    done = pack(meta)
+    assert done.returncode == 0, done.stdout + done.stderr
+    snap = tmp_path / f"tamma_{public}_{arch}.snap"
+    print(f"\nsnap (lzo; the store's is xz): {snap.stat().st_size / 1e6:.0f} MB")
+    listing = run(["unsquashfs", "-l", str(snap)]).stdout.split()
+    assert {"squashfs-root/tamma", "squashfs-root/temporal", "squashfs-root/meta/snap.yaml"} <= set(listing)

