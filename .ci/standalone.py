@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -123,8 +124,9 @@ def main() -> None:
         f"built in {time.monotonic() - t0:.0f} s: {size / 1e6:.0f} MB{extra}; "
         f"{archive.name} {archive.stat().st_size / 1e6:.0f} MB"
     )
-    print(f"export RELEASE_BINARY_DIR={folder}")
-    print(f"export RELEASE_ARCHIVE={archive}")
+    # forward slashes and shell quoting: the release workflow sources this in Git Bash on Windows
+    print(f"export RELEASE_BINARY_DIR={shlex.quote(folder.as_posix())}")
+    print(f"export RELEASE_ARCHIVE={shlex.quote(archive.as_posix())}")
 
 
 if __name__ == "__main__":

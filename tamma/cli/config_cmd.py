@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from tamma.cli.errors import run_or_exit
 
@@ -34,6 +33,8 @@ def show(
         typer.echo(json.dumps([{"setting": k, "value": json.loads(v) if v != "********" else v, "source": s}
                                for k, v, s in rows], indent=2))  # fmt: skip
         return
+    from rich.table import Table  # here: `tamma --help` need not load it
+
     table = Table(box=None, pad_edge=False)
     table.add_column("setting", style="bold")
     table.add_column("value", overflow="fold")

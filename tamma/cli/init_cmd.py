@@ -8,11 +8,9 @@ itself holds none.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import tomli_w
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -76,6 +74,8 @@ def init(
     if kind in ("github", "gitlab"):
         secret = ask.text("Webhook secret ('generate', a value, env:NAME, or 'none')", "generate", webhook_secret)
         if secret == "generate":
+            import secrets  # here, as tomli_w below: `tamma --help` need not load them
+
             secret = secrets.token_hex(32)
             console.print("A webhook secret was generated; give the forge the value in the file.")
         if secret and secret != "none":
@@ -148,6 +148,8 @@ def _check(doc: dict[str, Any]) -> None:
 
 
 def _write(target: Path, doc: dict[str, Any]) -> None:
+    import tomli_w
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from the first byte

@@ -6,9 +6,7 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -564,6 +562,9 @@ def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="where to create the sample repo")] = None,
 ) -> None:
     """Create a sample repo with a failing test and an issue, and run the whole loop on it."""
+    import subprocess
+    import tempfile
+
     from tamma.demo import make_demo
     from tamma.providers.scripted import DEMO_TRANSCRIPT
     from tamma.runtime.embedded import recorded_ports
