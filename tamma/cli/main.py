@@ -344,7 +344,6 @@ async def _ensure_worker(session: Session) -> None:
 
 
 def _report(state: TaskState) -> int:
-
     if state.status == TaskStatus.MERGED:
         console.print(
             f"[green]Merged[/] {esc(state.branch)} as {state.merge_sha[:10]}"
