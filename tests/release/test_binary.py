@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -120,9 +121,12 @@ def test_the_snap_built_from_the_standalone_folder_passes_snapd_s_checks(binary:
 
     import yaml
 
-    tpl = (ROOT / "packaging" / "snap" / "snapcraft.yaml").read_text()
+    sys.path.insert(0, str(ROOT / "packaging"))
+    from render import Manifest  # the template mechanism packaging/render.py uses
+
+    tpl = Manifest((ROOT / "packaging" / "snap" / "snapcraft.yaml").read_text())
     public = version("tamma").split("+")[0]  # a snap version has at most 32 characters; a tag has no +local
-    snapcraft = yaml.safe_load(tpl.replace("@{version}", public).replace("@{grade}", "devel"))
+    snapcraft = yaml.safe_load(tpl.safe_substitute(version=public, grade="devel", repo="acme/tamma"))
     prime = tmp_path / "prime"
     shutil.copytree(binary, prime, copy_function=os.link)  # hard links: the 290 MB folder, no copy
     keys = ("name", "version", "summary", "description", "license", "grade", "confinement", "base")
