@@ -227,6 +227,9 @@ class ImplementResult(BaseModel):
     branch_files: list[str] = Field(
         default_factory=list, description="every file the branch changes against the default branch (capped)"
     )
+    branch_files_total: int = Field(
+        default=0, description="how many files the branch changes; above len(branch_files) the gate fails closed"
+    )
 
 
 class PullRequest(BaseModel):

@@ -6,10 +6,13 @@ commit, pull request, merge) and returns it rather than making it twice.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -19,12 +22,13 @@ from tamma.activities.errors import temporal_errors
 from tamma.activities.heartbeat import earlier_usage, heartbeating, report_progress
 from tamma.activities.notify import Notifier
 from tamma.agent import prompts
-from tamma.agent.environment import Environment, prepare_environment, run_in_environment
+from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
+from tamma.agent.safefs import copy_tree, write_file
 from tamma.agent.sandbox import CommandResult
 from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
-from tamma.agent.workspace import Workspace
+from tamma.agent.workspace import MAX_LISTED_FILES, Workspace
 from tamma.config import AgentSettings
 from tamma.config.schema import NotifySettings
 from tamma.errors import ProviderError, SandboxError, TammaError
@@ -247,13 +251,11 @@ class IssueActivities:
             if await ws.head_iteration() == inp.iteration:
                 # An earlier attempt pushed this iteration and died before reporting it.
                 return ImplementResult(
-                    commit=await ws.head(),
-                    reused=True,
-                    summary="already pushed",
-                    branch_files=await ws.branch_files(await platform.default_branch()),
-                )
+                    commit=await ws.head(), reused=True, summary="already pushed",
+                    **await _branch_listing(ws, await platform.default_branch()),
+                )  # fmt: skip
             provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
-            toolbox = Toolbox(ws, self._test_runner(inp.repo, ws), self.redactor)
+            toolbox = Toolbox(ws, self._test_runner(inp.repo, ws, await platform.default_branch()), self.redactor)
             async with _spending(provider) as spent:
                 outcome = await run_agent(
                     provider,
@@ -281,7 +283,7 @@ class IssueActivities:
                     turns=outcome.turns,
                     transcript_path=_path_of(provider),
                     usage=spent().model_copy(update={"agent_turns": outcome.turns}),
-                    branch_files=await ws.branch_files(await platform.default_branch()),
+                    **await _branch_listing(ws, await platform.default_branch()),
                 )
 
     @activity.defn(name=names.SELF_REVIEW)
@@ -310,9 +312,9 @@ class IssueActivities:
         platform = self.platforms(inp.repo)
         async with self._workspace(platform, inp.branch) as ws:
             command = resolve_test_command(ws.root, self.config.agent.test_command)
-            result = await self._test_runner(inp.repo, ws)()
+            result = await self._test_runner(inp.repo, ws, await platform.default_branch())()
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
-            log_path.write_text(result.output, encoding="utf-8")
+            write_file(log_path, result.output.encode())
             report = TestReport(
                 passed=result.exit_code == 0,
                 command=command,
@@ -325,25 +327,16 @@ class IssueActivities:
             await platform.report_tests(await ws.head(), report)
             return report
 
-    def _test_runner(self, repo: RepoRef, ws: Workspace) -> Callable[[], Awaitable[CommandResult]]:
+    def _test_runner(self, repo: RepoRef, ws: Workspace, base: str) -> Callable[[], Awaitable[CommandResult]]:
         """Run the repository's tests in the sandbox; the first call prepares (or reuses) the
-        repository's environment. Output comes back redacted."""
+        repository's environment. Output comes back redacted. After every sandboxed run, a
+        change to .git or a nested repository fails the step before anything is staged."""
         agent = self.config.agent
         environment: list[Environment] = []
 
         async def run() -> CommandResult:
             if not environment:
-                environment.append(
-                    await prepare_environment(
-                        ws.root,
-                        repo.key,
-                        agent.setup_command,
-                        self.config.envs_dir,
-                        agent.sandbox,
-                        self.redactor,
-                        agent.setup_allow_hosts,
-                    )
-                )
+                environment.append(await self._environment(repo, ws, base))
             command = resolve_test_command(ws.root, agent.test_command)
             before = ws.git_fingerprint()
             result = await run_in_environment(command, ws.root, environment[0], agent.sandbox, self.redactor)
@@ -353,9 +346,34 @@ class IssueActivities:
                     "commit from it; this is an attack or a broken test suite",
                     retryable=False,
                 )
+            ws.refuse_nested_git()
             return result
 
         return run
+
+    async def _environment(self, repo: RepoRef, ws: Workspace, base: str) -> Environment:
+        """The repository's environment, set up from a pristine export of the base commit and
+        shared between tasks; or, when this task's edits changed a lockfile or the setup
+        script, from a copy of its own tree and keyed to this task alone."""
+        agent = self.config.agent
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="src-", dir=self.config.work_dir) as tmp:
+            source, scope = Path(tmp) / "base", ""
+            await ws.export(await ws.fetch_base(base), source)
+            if lockfile_digest(source) != lockfile_digest(ws.root):
+                ws.refuse_nested_git()
+                source, scope = Path(tmp) / "task", f"{repo.key}:{ws.branch}"
+                await asyncio.to_thread(copy_tree, ws.root, source)
+            return await prepare_environment(
+                source,
+                repo.key,
+                agent.setup_command,
+                self.config.envs_dir,
+                agent.sandbox,
+                self.redactor,
+                agent.setup_allow_hosts,
+                scope,
+            )
 
     @asynccontextmanager
     async def _workspace(self, platform: GitPlatform, branch: str) -> AsyncIterator[Workspace]:
@@ -389,6 +407,13 @@ async def _spending(provider: LLMProvider) -> AsyncIterator[Callable[[], Usage]]
     except TammaError as exc:
         exc.usage = total().model_dump()
         raise
+
+
+async def _branch_listing(ws: Workspace, base: str) -> dict[str, Any]:
+    """The branch's changed paths for the blocked-path gate: listed up to what history can carry,
+    with the true count so that the gate fails closed on what was not listed."""
+    changes = await ws.branch_changes(base)
+    return {"branch_files": changes.files[:MAX_LISTED_FILES], "branch_files_total": changes.total}
 
 
 def _path_of(provider: LLMProvider) -> str:

@@ -7,6 +7,14 @@ detected from its files (a venv plus ``pip install`` for Python projects, ``npm 
 The environment lives outside the workspace (``<data dir>/envs``) and is shown to the sandbox at
 one fixed path, read-write while it is set up and read-only while tests run, so a cached
 environment works in every fresh clone.
+
+A shared environment is a way to poison every later task, so (see `prepare_environment`):
+setup runs on a *source* the caller gives — a pristine export of the base commit, never a
+workspace the model has touched — with Python's `-I` (the source is not on sys.path: a planted
+`pip/` package cannot run); when the task's own edits change a lockfile, its environment is
+keyed to that task alone; and a manifest (a digest of every file, link and mode) is recorded
+at build time *outside* the environment and checked before each reuse, so an environment that
+changed after it was built is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -14,9 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import os
 import re
 import shlex
 import shutil
+import stat
 import tempfile
 import time
 import tomllib
@@ -25,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tamma.agent.proxy import EgressProxy
+from tamma.agent.safefs import is_regular_beneath, read_beneath, read_text_beneath, write_file
 from tamma.agent.sandbox import (
     ENV_DIR,
     PROXY_SOCKET,
@@ -34,9 +46,12 @@ from tamma.agent.sandbox import (
     resolve_backend,
     run_sandboxed,
 )
+from tamma.errors import SandboxError
 from tamma.redact import Redactor
 
-READY = ".tamma-ready"
+log = logging.getLogger(__name__)
+MANIFEST = ".manifest"  # beside the environment (never inside it): <key>.manifest
+_LOCKFILE_BYTES = 20_000_000
 _FORWARD_PORT = 3128
 _LOCKFILES = (
     "pyproject.toml",
@@ -72,16 +87,20 @@ def setup_command(root: Path, configured: str | None) -> str | None:
     """The shell command that prepares `root`'s environment, or None when it needs none."""
     if configured is not None:
         return configured.strip() or None
-    if (root / ".tamma" / "setup.sh").is_file():
+    if is_regular_beneath(root, ".tamma/setup.sh"):
         return "sh .tamma/setup.sh"
-    venv = 'python3 -m venv "$VIRTUAL_ENV" && python -m pip install -q --disable-pip-version-check'
-    if (root / "pyproject.toml").is_file() or (root / "setup.py").is_file():
+    # -I: the source directory is not on sys.path, so a `pip/` (or `venv/`) package in the
+    # repository cannot stand in for the real one and run as the installer.
+    venv = 'python3 -I -m venv "$VIRTUAL_ENV" && python -I -m pip install -q --disable-pip-version-check'
+    if is_regular_beneath(root, "pyproject.toml") or is_regular_beneath(root, "setup.py"):
         extras = _python_extras(root)
         return f"{venv} -e {shlex.quote('.' + (f'[{extras}]' if extras else ''))}"
-    reqs = [f for f in ("requirements.txt", "requirements-dev.txt", "requirements-test.txt") if (root / f).is_file()]
+    reqs = [
+        f for f in ("requirements.txt", "requirements-dev.txt", "requirements-test.txt") if is_regular_beneath(root, f)
+    ]
     if reqs:
         return f"{venv} " + " ".join(f"-r {f}" for f in reqs)
-    if (root / "package-lock.json").is_file():
+    if is_regular_beneath(root, "package-lock.json"):
         return 'npm ci --cache "$VIRTUAL_ENV/npm-cache" --no-audit --no-fund'
     return None
 
@@ -89,58 +108,133 @@ def setup_command(root: Path, configured: str | None) -> str | None:
 def _python_extras(root: Path) -> str:
     """The test extras a pyproject declares (test, tests, testing, dev), comma-joined."""
     try:
-        data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        data = tomllib.loads(read_text_beneath(root, "pyproject.toml") or "")
+    except tomllib.TOMLDecodeError:
         return ""
     declared = data.get("project", {}).get("optional-dependencies", {})
     return ",".join(e for e in ("test", "tests", "testing", "dev") if e in declared)
 
 
-def environment_key(root: Path, repo_key: str, command: str, policy: SandboxPolicy, backend: str) -> str:
+def lockfile_digest(root: Path) -> str:
+    """A digest of the files that decide what setup installs (read without following links)."""
     h = hashlib.sha256()
-    for part in (repo_key, command, backend, policy.image if backend == "container" else ""):
-        h.update(part.encode() + b"\0")
     for name in _LOCKFILES:
-        f = root / name
-        if f.is_file():
-            h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+        try:
+            data = read_beneath(root, name, _LOCKFILE_BYTES)
+        except OSError:
+            data = b"<unsafe>"  # a link or a FIFO where a lockfile goes: a key of its own
+        if data is not None:
+            h.update(name.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()
+
+
+def environment_key(
+    root: Path, repo_key: str, command: str, policy: SandboxPolicy, backend: str, scope: str = ""
+) -> str:
+    """The cache key: repository, command, backend (and image), lockfile contents, and `scope`
+    (a task's own environment, built from its edited lockfiles, is keyed to that task)."""
+    h = hashlib.sha256()
+    for part in (repo_key, command, backend, policy.image if backend == "container" else "", scope):
+        h.update(part.encode() + b"\0")
+    h.update(lockfile_digest(root).encode())
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", repo_key).strip("_")[-40:]
-    return f"{slug}-{h.hexdigest()[:16]}"
+    return f"{slug}-{'task-' if scope else ''}{h.hexdigest()[:16]}"
+
+
+def tree_digest(root: Path) -> str:
+    """Every path under `root` with its type, mode and content (a link: its target), hashed;
+    links are recorded, never followed. What the environment was when it was built."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        here = Path(dirpath)
+        for name in sorted([*dirnames, *filenames]):
+            p = here / name
+            st = p.lstat()
+            rel = str(p.relative_to(root)).encode()
+            h.update(rel + b"\0" + str(st.st_mode).encode() + b"\0")
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(p).encode(errors="surrogateescape"))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb", opener=lambda f, fl: os.open(f, fl | os.O_NOFOLLOW)) as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def _manifest(final: Path) -> Path:
+    return final.with_name(final.name + MANIFEST)
+
+
+async def _verified(final: Path) -> bool:
+    """True when `final` exists and is exactly what was built (its manifest matches)."""
+    manifest = _manifest(final)
+    if not final.is_dir() or final.is_symlink() or not manifest.is_file():
+        return False
+    recorded = manifest.read_text(encoding="utf-8").strip()
+    actual = await asyncio.to_thread(tree_digest, final)
+    if actual != recorded:
+        log.warning("environment %s changed after it was built (manifest mismatch): rebuilding it", final.name)
+        return False
+    return True
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def prepare_environment(
-    root: Path,
+    source: Path,
     repo_key: str,
     configured: str | None,
     envs_dir: Path,
     policy: SandboxPolicy,
     redactor: Redactor,
     allow_hosts: list[str],
+    scope: str = "",
 ) -> Environment:
-    """Reuse the cached environment for this repository and lockfiles, or set one up."""
-    command = setup_command(root, configured)
+    """Reuse the verified cached environment for this repository and lockfiles, or set one up.
+
+    `source` is what setup runs in: the caller passes a pristine export of the base commit
+    (shared, `scope` empty), or — when the task's own edits changed a lockfile — a copy of
+    its tree with `scope` naming the task, so its environment is never reused by another."""
+    command = setup_command(source, configured)
     if command is None:
         return Environment(env_dir=None)
     backend = resolve_backend(policy)
-    final = envs_dir / environment_key(root, repo_key, command, policy, backend)
-    if (final / READY).exists():
+    final = envs_dir / environment_key(source, repo_key, command, policy, backend, scope)
+    if await _verified(final):
         return Environment(env_dir=final, command=command, cached=True)
     envs_dir.mkdir(parents=True, exist_ok=True)
+    envs_dir.chmod(0o700)
+    _remove(_manifest(final))
     # Isolating backends show the environment at one fixed path, so it may be built aside and
     # renamed into place (two workers racing both succeed; one result is kept). Without a
     # sandbox the venv's own paths are real, so it is built where it stays.
+    if backend == "none" or final.exists() or final.is_symlink():
+        _remove(final)
     building = final if backend == "none" else envs_dir / f".build-{uuid.uuid4().hex[:12]}"
-    shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    result = await _run_setup(root, command, building, backend, policy, redactor, allow_hosts)
+    result = await _run_setup(source, command, building, backend, policy, redactor, allow_hosts)
     if result.exit_code != 0:
-        shutil.rmtree(building, ignore_errors=True)
+        _remove(building)
         return Environment(env_dir=None, command=command, result=result)
-    (building / READY).write_text(command + "\n", encoding="utf-8")
+    digest = await asyncio.to_thread(tree_digest, building)
     if building != final:
-        with contextlib.suppress(OSError):
+        try:
             building.rename(final)
-        shutil.rmtree(building, ignore_errors=True)
+        except OSError:
+            _remove(building)  # another worker put its build in place first: check that one
+            if await _verified(final):
+                return Environment(env_dir=final, command=command, cached=True)
+            raise SandboxError(f"environment {final.name} is being built by another worker; will retry") from None
+    pending = envs_dir / f".manifest-{uuid.uuid4().hex[:12]}"
+    write_file(pending, digest.encode() + b"\n", exclusive=True)
+    os.replace(pending, _manifest(final))
     return Environment(env_dir=final, command=command, result=result)
 
 
@@ -224,7 +318,7 @@ async def sweep_builds(envs_dir: Path, older_than_s: float = 3600) -> None:
     def sweep() -> None:
         if not envs_dir.is_dir():
             return
-        for p in envs_dir.glob(".build-*"):
+        for p in [*envs_dir.glob(".build-*"), *envs_dir.glob(".manifest-*")]:
             with contextlib.suppress(OSError):
                 if time.time() - p.stat().st_mtime > older_than_s:
                     shutil.rmtree(p, ignore_errors=True)

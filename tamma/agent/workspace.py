@@ -10,14 +10,51 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tarfile
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tamma.errors import InvalidInputError
-from tamma.gitcmd import RECEIVE_PACK, UPLOAD_PACK, git
+from tamma.agent.safefs import nested_git
+from tamma.errors import InvalidInputError, SandboxError
+from tamma.gitcmd import UPLOAD_PACK, git, receive_pack
 
 TRAILER = "Tamma-Iteration"
+#: How many changed paths an ImplementResult carries into workflow history (payloads are capped
+#: at ~2 MB). A branch that changes more is not cut silently: the gate fails closed on it.
+MAX_LISTED_FILES = 3000
+GITLINK = "160000"
+
+
+@dataclass
+class BranchChanges:
+    """What a branch changes against its base, from `git diff -z --raw` (no quoting, renames as
+    a delete and an add, mode changes included)."""
+
+    files: list[str] = field(default_factory=list)  # every path, in git's order
+    gitlinks: list[str] = field(default_factory=list)  # paths the branch makes a submodule/gitlink
+
+    @property
+    def total(self) -> int:
+        return len(self.files)
+
+
+def parse_raw_z(out: str) -> BranchChanges:
+    """Parse `git diff --raw -z --no-renames`: `:<old mode> <new mode> <old> <new> <status>` NUL
+    `<path>` NUL, repeated."""
+    changes = BranchChanges()
+    fields = out.split("\0")
+    i = 0
+    while i + 1 < len(fields):
+        meta, path = fields[i], fields[i + 1]
+        i += 2
+        if not meta.startswith(":"):
+            raise SandboxError(f"unexpected git diff output near {meta[:80]!r}", retryable=False)
+        changes.files.append(path)
+        if meta[1:].split(" ")[1] == GITLINK:
+            changes.gitlinks.append(path)
+    return changes
 
 
 class Workspace:
@@ -47,7 +84,10 @@ class Workspace:
         """A path inside the workspace; refuse anything that escapes it or touches .git."""
         if not relative or relative.startswith("/"):
             raise InvalidInputError(f"path {relative!r} must be relative to the repository root")
-        target = (self.root / relative).resolve()
+        try:
+            target = (self.root / relative).resolve()
+        except (RuntimeError, OSError) as exc:  # a symlink loop the sandbox left
+            raise InvalidInputError(f"path {relative!r} cannot be resolved: {exc}") from None
         if not target.is_relative_to(self.root.resolve()):
             raise InvalidInputError(f"path {relative!r} leaves the repository")
         if ".git" in target.relative_to(self.root.resolve()).parts:
@@ -85,18 +125,59 @@ class Workspace:
             return diff, False
         return data[:limit_bytes].decode(errors="ignore"), True
 
-    async def branch_files(self, base: str, limit: int = 3000) -> list[str]:
-        """Every path this branch adds, changes, deletes or renames since it left `base`: what the
-        blocked-path policy is checked against (the plan's own file list is only advice)."""
+    async def fetch_base(self, base: str) -> str:
+        """Fetch the base branch; its commit id."""
         await git("fetch", "--quiet", UPLOAD_PACK, self.url, f"refs/heads/{base}", cwd=self.root, env=self.env)
+        return await git("rev-parse", "FETCH_HEAD^{commit}", cwd=self.root)
+
+    async def branch_changes(self, base: str) -> BranchChanges:
+        """Every path this branch adds, changes, deletes or renames since it left `base`: what the
+        blocked-path policy is checked against (the plan's own file list is only advice). A
+        gitlink the branch adds is a sandbox violation: git would descend into it."""
+        await self.fetch_base(base)
         out = await git(
-            "-c", "core.quotePath=false", "diff", "--name-only", "--no-renames", "FETCH_HEAD...HEAD", cwd=self.root
-        )
-        return out.splitlines()[:limit]
+            "diff", "--raw", "-z", "--no-renames", "--no-ext-diff", "--no-textconv", "--ignore-submodules=none",
+            "FETCH_HEAD...HEAD", cwd=self.root, strip=False,
+        )  # fmt: skip
+        changes = parse_raw_z(out)
+        if changes.gitlinks:
+            raise SandboxError(
+                f"the change adds a submodule/gitlink ({', '.join(changes.gitlinks[:5])}): git would run that "
+                "repository's config; refusing it (this is an attack or a tool that vendors a git checkout)",
+                retryable=False,
+            )
+        return changes
+
+    async def branch_files(self, base: str) -> list[str]:
+        return (await self.branch_changes(base)).files
+
+    async def export(self, rev: str, dest: Path) -> None:
+        """The tree of `rev`, written to `dest` (no .git): a pristine source that no sandboxed
+        code has touched. Links that would point out of `dest` are left out."""
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix="tamma-export-", suffix=".tar", dir=dest.parent) as tar:
+            await git("archive", "--format=tar", "-o", tar.name, rev, cwd=self.root)
+            with tarfile.open(tar.name) as archive:
+                archive.extractall(dest, filter=_beneath)
+
+    def refuse_nested_git(self) -> None:
+        """A `.git` below the root after sandboxed code ran (a nested repository, a checkout
+        inside a gitlink) is a sandbox violation: fail before git looks at the tree."""
+        found = nested_git(self.root)
+        if found:
+            raise SandboxError(
+                f"code run in the sandbox created a nested git repository ({', '.join(found[:5])}): host-side "
+                "git would read its config and run what it names; refusing to stage or commit from this workspace",
+                retryable=False,
+            )
 
     async def changed_files(self) -> list[str]:
-        out = await git("status", "--porcelain", "--untracked-files=all", cwd=self.root)
-        return [line[3:] for line in out.splitlines() if line]
+        self.refuse_nested_git()
+        out = await git(
+            "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=all", "--no-renames",
+            cwd=self.root, strip=False,
+        )  # fmt: skip
+        return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
     async def commit_and_push(self, message: str, iteration: int, name: str, email: str) -> str | None:
         """Commit every change with the iteration trailer and push; None when nothing changed."""
@@ -106,9 +187,19 @@ class Workspace:
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
         await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
         await git(
-            "push", "--quiet", RECEIVE_PACK, self.url, f"HEAD:refs/heads/{self.branch}", cwd=self.root, env=self.env
-        )
+            "push", "--quiet", receive_pack(self.url), self.url, f"HEAD:refs/heads/{self.branch}",
+            cwd=self.root, env=self.env,
+        )  # fmt: skip
         return await self.head()
+
+
+def _beneath(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, but a member it refuses (a link out of the tree) is skipped
+    rather than failing the whole export: real repositories do commit absolute symlinks."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
 
 
 def sweep_workspaces(work_dir: Path, older_than_s: float) -> int:

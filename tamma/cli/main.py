@@ -565,6 +565,7 @@ def demo(
     import tempfile
 
     from tamma.demo import make_demo
+    from tamma.gitcmd import safe_git_env_sync
     from tamma.providers.scripted import DEMO_TRANSCRIPT
     from tamma.runtime.embedded import recorded_ports
     from tamma.runtime.wiring import provider_description
@@ -589,6 +590,7 @@ def demo(
             capture_output=True,
             text=True,
             check=False,
+            env=safe_git_env_sync(platform.path),
         ).stdout
         console.print(f"\ngit log main:\n{esc(log)}")
         if settings.temporal.address is None:

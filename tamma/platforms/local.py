@@ -23,13 +23,13 @@ from typing import Any
 from filelock import FileLock
 
 from tamma.errors import GitError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError
-from tamma.gitcmd import SAFE_FLAGS, UPLOAD_PACK, git, git_env, git_ok
+from tamma.gitcmd import UPLOAD_PACK, git, git_ok, receive_pack, safe_git_env_sync
 from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import reply_text, threads_of
 
 # Pushing into a non-bare repository's checked-out branch is refused by default; updateInstead
 # updates its working tree too, and still refuses (safely) when that tree has local changes.
-_RECEIVE_PACK = f"git {SAFE_FLAGS} -c receive.denyCurrentBranch=updateInstead receive-pack"
+_UPDATE_INSTEAD = "-c receive.denyCurrentBranch=updateInstead"
 
 
 def resolve_local_repo(path: Path | str) -> Path:
@@ -40,7 +40,11 @@ def resolve_local_repo(path: Path | str) -> Path:
 
     def rev_parse(*args: str) -> str:
         out = subprocess.run(
-            ["git", "-C", str(p), "rev-parse", *args], capture_output=True, text=True, check=False, env=git_env()
+            ["git", "-C", str(p), "rev-parse", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=safe_git_env_sync(p),
         )
         if out.returncode != 0:
             raise InvalidInputError(f"{p} is not a git repository; run `git init` there or pass --repo PATH")
@@ -57,7 +61,7 @@ def remote_url(repo_path: Path, remote: str = "origin") -> str:
         capture_output=True,
         text=True,
         check=False,
-        env=git_env(),
+        env=safe_git_env_sync(repo_path),
     )
     return out.stdout.strip() if out.returncode == 0 else ""
 
@@ -331,7 +335,7 @@ class LocalPlatform:
                 await git(
                     "push",
                     "--quiet",
-                    f"--receive-pack={_RECEIVE_PACK}",
+                    receive_pack(str(self.path), _UPDATE_INSTEAD),
                     "origin",
                     f"HEAD:refs/heads/{pr.base}",
                     cwd=tmp,

@@ -111,6 +111,7 @@ class IssueWorkflow:
         # Webhook deliveries already applied; a redelivered event must change nothing.
         self._deliveries: list[str] = []
         self._branch_files: list[str] = []  # what the branch really changes, from the last implement
+        self._branch_total = 0  # how many it changes: more than listed means the gate fails closed
         self._cleared: set[str] = set()  # blocked files a person has approved
         self._ci_sha = ""  # the head commit the last green CI was about
         self._rate_limited_s = 0.0  # waited out on model rate limits since the last resume
@@ -399,6 +400,12 @@ class IssueWorkflow:
         """The blocked-path policy on the files the branch really changes (the plan's list is only
         the model's advice): a hit a person has not yet approved waits for one. True to go on."""
         fresh = [f for f in blocked_files(self.opts.policy, self._branch_files) if f not in self._cleared]
+        unlisted = self._branch_total - len(self._branch_files)
+        if unlisted > 0 and self.opts.policy.blocked_paths:
+            # More changed paths than history can carry: what was not listed may be blocked.
+            hidden = f"{unlisted} changed files beyond the {len(self._branch_files)} listed"
+            if hidden not in self._cleared:
+                fresh.append(hidden)
         if not fresh:
             return True
         record = self._begin(StepName.APPROVAL)
@@ -458,6 +465,7 @@ class IssueWorkflow:
             )
             self.state.commit = result.commit
             self._branch_files = result.branch_files
+            self._branch_total = result.branch_files_total
             self._spend(StepName.IMPLEMENT, result.usage, result.transcript_path)
             report = await self._step(
                 StepName.TEST,

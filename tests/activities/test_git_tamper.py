@@ -38,11 +38,11 @@ async def test_a_test_run_that_changes_git_is_refused(settings: Settings, tmp_pa
     activities = build_activities(s)
     ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
     with pytest.raises(SandboxError, match=r"changed the workspace's \.git"):
-        await activities._test_runner(local_repo_ref(repo), ws)()
+        await activities._test_runner(local_repo_ref(repo), ws, "main")()
 
 
 async def test_an_honest_test_run_passes_the_check(settings: Settings, tmp_path: Path) -> None:
     repo = make_sample_repo(tmp_path / "repo")
     ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
-    result = await build_activities(settings)._test_runner(local_repo_ref(repo), ws)()
+    result = await build_activities(settings)._test_runner(local_repo_ref(repo), ws, "main")()
     assert "Ran 2 tests" in result.output
