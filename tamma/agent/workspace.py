@@ -185,7 +185,10 @@ class Workspace:
             return None
         await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
-        await git(*ident, "commit", "--quiet", "-m", message, "--trailer", f"{TRAILER}: {iteration}", cwd=self.root)
+        # The trailer is written into the message, not added with --trailer: trailer processing
+        # runs `trailer.<token>.cmd` commands, which the repository's config could name.
+        body = f"{message.rstrip()}\n\n{TRAILER}: {iteration}\n"
+        await git(*ident, "commit", "--quiet", "--cleanup=verbatim", "-m", body, cwd=self.root)
         await git(
             "push", "--quiet", receive_pack(self.url), self.url, f"HEAD:refs/heads/{self.branch}",
             cwd=self.root, env=self.env,
