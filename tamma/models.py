@@ -272,6 +272,12 @@ class ReviewComment(BaseModel):
     thread: int | None = Field(default=None, description="id of the comment this one answers")
     verdict: str = Field(default="", description="a review's state, e.g. CHANGES_REQUESTED")
     discussion: str = Field(default="", description="GitLab: the discussion (thread) it belongs to")
+    association: str = Field(
+        default="",
+        description="the author's standing in the repository, as the forge says: GitHub's author_association "
+        "(OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, NONE...), GitLab's role (OWNER, MAINTAINER, DEVELOPER, "
+        "REPORTER, GUEST, NONE); the local platform's reviewers are the machine's own users (OWNER)",
+    )
 
 
 class MergeResult(BaseModel):

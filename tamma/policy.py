@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 
-from tamma.models import LEVEL_ORDER, Analysis, ApprovalPolicy, Plan
+from tamma.models import LEVEL_ORDER, Analysis, ApprovalPolicy, Plan, ReviewComment
 
 
 def blocking_reasons(policy: ApprovalPolicy, analysis: Analysis, plan: Plan) -> list[str]:
@@ -35,3 +35,19 @@ def _matches(path: str, pattern: str) -> bool:
     if fnmatch(path, pattern):
         return True
     return pattern.startswith("**/") and fnmatch(path, pattern[3:])
+
+
+def untrusted_reason(
+    comment: ReviewComment, platform: str, associations: list[str], gitlab_roles: list[str], users: list[str]
+) -> str:
+    """Why a piece of review feedback must not steer the agent ("" when it may): only people the
+    policy trusts — an allowlisted user, or by their standing on the forge — are acted on."""
+    if comment.author.lower() in {u.lower() for u in users}:
+        return ""
+    if platform == "local":
+        return ""  # written by the people at this machine, through the CLI or the API
+    allowed = gitlab_roles if platform == "gitlab" else associations
+    standing = comment.association or "NONE"
+    if standing.upper() in {a.upper() for a in allowed}:
+        return ""
+    return f"{comment.author} ({standing}) is not trusted to steer Tamma (allowed: {', '.join(allowed) or 'nobody'})"

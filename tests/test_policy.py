@@ -35,3 +35,25 @@ def test_double_star_matches_top_level_files_too() -> None:
 
 def test_policy_off_always_asks() -> None:
     assert blocking_reasons(ApprovalPolicy(auto_approve=False), LOW, plan([])) == ["auto-approval is off"]
+
+
+def test_only_trusted_people_steer_the_agent_through_reviews() -> None:
+    from tamma.models import ReviewComment
+    from tamma.policy import untrusted_reason
+
+    gh = ["OWNER", "MEMBER", "COLLABORATOR"]
+    gl = ["DEVELOPER", "MAINTAINER", "OWNER"]
+
+    def why(association: str, platform: str = "github", author: str = "x", users: list[str] | None = None) -> str:
+        c = ReviewComment(id=1, author=author, body="do it", association=association)
+        return untrusted_reason(c, platform, gh, gl, users or [])
+
+    for ok in ("OWNER", "MEMBER", "COLLABORATOR", "member"):
+        assert why(ok) == ""
+    for stranger in ("NONE", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR", "FIRST_TIMER", "MANNEQUIN", ""):
+        assert "not trusted" in why(stranger), stranger
+    assert why("DEVELOPER", "github") != ""  # a GitLab role name means nothing on GitHub
+    assert why("DEVELOPER", "gitlab") == "" and why("REPORTER", "gitlab") != "" and why("NONE", "gitlab") != ""
+    assert why("NONE", author="Alice", users=["alice"]) == ""  # the explicit allowlist
+    assert why("NONE", "local") == ""  # local reviews come from the people at this machine
+    assert "mallory (NONE)" in why("NONE", author="mallory")

@@ -7,6 +7,7 @@ commit, pull request, merge) and returns it rather than making it twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -30,7 +31,7 @@ from tamma.agent.testing import resolve_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import MAX_LISTED_FILES, Workspace
 from tamma.config import AgentSettings
-from tamma.config.schema import NotifySettings
+from tamma.config.schema import NotifySettings, WebhookSettings
 from tamma.errors import ProviderError, SandboxError, TammaError
 from tamma.models import (
     AnalyseInput,
@@ -62,10 +63,13 @@ from tamma.models import (
     Usage,
 )
 from tamma.platforms.base import GitPlatform
+from tamma.policy import untrusted_reason
 from tamma.providers.base import LLMProvider
 from tamma.providers.recording import RecordingProvider
 from tamma.providers.scripted import ScriptedProvider
 from tamma.redact import Redactor
+
+log = logging.getLogger(__name__)
 
 PlatformFactory = Callable[[RepoRef], GitPlatform]
 #: (step: analysis/plan/code, transcript path or None, coding session number) -> provider
@@ -93,7 +97,9 @@ class IssueActivities:
         record: bool = True,
         output_retries: int = 2,
         notify: NotifySettings | None = None,
+        trust: WebhookSettings | None = None,
     ) -> None:
+        self.trust = trust or WebhookSettings()
         self.notifier = Notifier(notify or NotifySettings())
         self.platforms = platforms
         self.providers = providers
@@ -197,8 +203,21 @@ class IssueActivities:
     @temporal_errors
     @heartbeating
     async def review_comments(self, ref: PRRef) -> list[ReviewComment]:
+        """The review feedback the agent may act on: from people the policy trusts only; the
+        rest is left out and logged with the reason (a passer-by must not steer the agent)."""
         platform = self.platforms(ref.repo)
-        return await platform.review_comments(await platform.get_pull_request(ref.pr_number))
+        comments = await platform.review_comments(await platform.get_pull_request(ref.pr_number))
+        t = self.trust
+        kept: list[ReviewComment] = []
+        for c in comments:
+            why = untrusted_reason(
+                c, ref.repo.platform, t.authorized_associations, t.authorized_gitlab_roles, t.authorized_users
+            )
+            if why:
+                log.warning("ignoring review comment %s on %s!%s: %s", c.id, ref.repo.key, ref.pr_number, why)
+            else:
+                kept.append(c)
+        return kept
 
     @activity.defn(name=names.MERGE)
     @temporal_errors

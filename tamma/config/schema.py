@@ -210,8 +210,17 @@ class WebhookSettings(Strict):
     gitlab_tokens: list[Secret] = Field(default_factory=list)
     bot_login: str = Field(default="tamma-bot", description="the bot's user on GitHub / GitLab")
     trigger_label: str = "tamma"
-    authorized_associations: list[str] = Field(default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"])
-    authorized_users: list[str] = Field(default_factory=list, description="always allowed to command Tamma")
+    authorized_associations: list[str] = Field(
+        default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"],
+        description="GitHub author associations whose /tamma commands, review comments and threads Tamma acts on",
+    )
+    authorized_gitlab_roles: list[str] = Field(
+        default_factory=lambda: ["DEVELOPER", "MAINTAINER", "OWNER"],
+        description="GitLab roles (GUEST, REPORTER, DEVELOPER, MAINTAINER, OWNER) whose review comments Tamma acts on",
+    )
+    authorized_users: list[str] = Field(
+        default_factory=list, description="always allowed to command Tamma and to steer it through reviews"
+    )
     repositories: list[str] = Field(
         default_factory=list, description="allowlist: 'github:owner/name', 'gitlab:group/project'"
     )

@@ -388,6 +388,7 @@ class GitHubPlatform:
                     path=c.path or "",
                     line=c.line or c.original_line or None,
                     thread=c.in_reply_to_id or None,
+                    association=c.author_association or "NONE",
                 )
                 for c in pull.get_review_comments()
                 if c.user and not self._own(c.user.login, c.body) and (c.in_reply_to_id or c.id) not in resolved
@@ -395,7 +396,13 @@ class GitHubPlatform:
             # A review's own body (the summary people write when they request changes or comment);
             # negative ids keep them apart from line comments. Approvals ask for nothing.
             out += [
-                ReviewComment(id=-r.id, author=r.user.login, body=r.body, verdict=r.state)
+                ReviewComment(
+                    id=-r.id,
+                    author=r.user.login,
+                    body=r.body,
+                    verdict=r.state,
+                    association=r.author_association or "NONE",
+                )
                 for r in pull.get_reviews()
                 if r.state in ("CHANGES_REQUESTED", "COMMENTED")
                 and r.body

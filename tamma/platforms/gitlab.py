@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import gitlab
 import requests
-from gitlab.exceptions import GitlabError
+from gitlab.exceptions import GitlabError, GitlabGetError
 
 from tamma.config import GitLabSettings
 from tamma.errors import ConfigError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError, TammaError
@@ -43,6 +43,10 @@ T = TypeVar("T")
 log = logging.getLogger("tamma.gitlab")
 _NEEDS = "a personal, project or group access token with the api scope (Developer role or higher)"
 _CI = {"success": "success", "skipped": "success", "manual": "success", "failed": "failure", "canceled": "failure"}
+
+
+#: GitLab's access levels, highest first, by the names Tamma's trust policy uses.
+_ROLES = ((50, "OWNER"), (40, "MAINTAINER"), (30, "DEVELOPER"), (20, "REPORTER"), (10, "GUEST"))
 
 
 class _Gitlab(gitlab.Gitlab):
@@ -312,6 +316,7 @@ class GitLabPlatform:
         def collect() -> list[ReviewComment]:
             mr = self._project.mergerequests.get(pr.number, lazy=True)
             me = self._identities()
+            roles: dict[int, str] = {}
             out: list[ReviewComment] = []
             # Discussions rather than flat notes: they carry the threads, and a thread someone
             # resolved is settled and asks for nothing more.
@@ -333,11 +338,27 @@ class GitLabPlatform:
                             path=position.get("new_path") or "",
                             line=position.get("new_line"),
                             thread=root if root != n["id"] else None,
+                            association=self._role(n["author"].get("id"), roles),
                         )
                     )
             return out
 
         return await self._call(f"discussions on !{pr.number}", collect)
+
+    def _role(self, user_id: object, cache: dict[int, str]) -> str:
+        """The user's role in the project (inherited memberships included), as a name; NONE for
+        a user who is not a member. Notes carry no role, so it is asked once per user."""
+        if not isinstance(user_id, int):
+            return "NONE"
+        if user_id not in cache:
+            try:
+                level = int(self._project.members_all.get(user_id).access_level)
+            except GitlabGetError as exc:
+                if exc.response_code != 404:
+                    raise
+                level = 0  # not a member
+            cache[user_id] = next((name for floor, name in _ROLES if level >= floor), "NONE")
+        return cache[user_id]
 
     async def reply_to_reviews(self, pr: PullRequest, comments: list[ReviewComment], commit: str) -> int:
         def reply() -> int:

@@ -272,7 +272,10 @@ class LocalPlatform:
         return CIStatus(state=status["state"], detail=status["detail"], sha=head, failures=failures)
 
     async def review_comments(self, pr: PullRequest) -> list[ReviewComment]:
-        return [ReviewComment.model_validate(c) for c in self._pr_record(pr.number)["reviews"]]
+        # Reviews of a local repository are written by the people at this machine (CLI, API).
+        return [
+            ReviewComment.model_validate({"association": "OWNER", **c}) for c in self._pr_record(pr.number)["reviews"]
+        ]
 
     async def reply_to_reviews(self, pr: PullRequest, comments: list[ReviewComment], commit: str) -> int:
         """Replies are kept in the PR record (`replies`), apart from the feedback itself."""

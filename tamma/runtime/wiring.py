@@ -128,6 +128,7 @@ def build_activities(settings: Settings) -> IssueActivities:
         record=settings.llm.record,
         output_retries=settings.llm.output_retries,
         notify=settings.notify,
+        trust=settings.webhooks,
     )
 
 

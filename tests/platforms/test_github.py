@@ -317,9 +317,12 @@ async def test_github_app_with_the_wrong_key_is_refused_clearly(
     assert not info.value.retryable and "401" in info.value.message
 
 
-def line_comment(cid: int, user: str, body: str, line: int | None, reply_to: int | None = None) -> dict[str, object]:
+def line_comment(
+    cid: int, user: str, body: str, line: int | None, reply_to: int | None = None, association: str = "MEMBER"
+) -> dict[str, object]:
     """A pull-request review comment as GitHub's REST API describes it (the fields Tamma reads)."""
     return {
+        "author_association": association,
         "id": cid,
         "pull_request_review_id": 77,
         "path": "pager.py",
@@ -344,7 +347,7 @@ async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlat
     ] + [line_comment(100 + i, "carol", f"nit {i}", 9) for i in range(120)]  # more than one page
     fake.resolved = {20}  # dave's thread was resolved on GitHub: nothing in it is feedback
     fake.reviews[pr.number] = [
-        {"id": 5, "user": "alice", "body": "Close; two things.", "state": "CHANGES_REQUESTED"},
+        {"id": 5, "user": "alice", "body": "Close; two things.", "state": "CHANGES_REQUESTED", "author_association": "OWNER"},
         {"id": 6, "user": "dave", "body": "LGTM", "state": "APPROVED"},
         {"id": 7, "user": "erin", "body": "", "state": "COMMENTED"},  # only line comments, no summary
         {"id": 8, "user": "erin", "body": "One question inline.", "state": "COMMENTED"},
@@ -357,6 +360,7 @@ async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlat
     assert 13 not in by_id and len([c for c in got if c.author == "carol"]) == 120
     assert 20 not in by_id and 21 not in by_id
     assert [(c.id, c.verdict) for c in got if c.id < 0] == [(-5, "CHANGES_REQUESTED"), (-8, "COMMENTED")]
+    assert (by_id[11].association, by_id[-5].association, by_id[-8].association) == ("MEMBER", "OWNER", "NONE")
     n = pr.number
     assert fake.calls() == [  # no extra fetch of the PR itself; every list paginated
         "POST /graphql",  # 122 threads: two pages of review threads

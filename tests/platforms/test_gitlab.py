@@ -131,6 +131,9 @@ def test_clone_url_and_credentials() -> None:
     assert p.git_env()["GIT_CONFIG_KEY_0"] == "http.https://git.corp/.extraheader"
 
 
+_USER_IDS: dict[str, int] = {}
+
+
 def note(
     nid: int, user: str, body: str, *, line: int | None = None, resolved: bool = False, system: bool = False
 ) -> dict[str, object]:
@@ -140,7 +143,7 @@ def note(
         "id": nid,
         "type": "DiffNote" if line else None,
         "body": body,
-        "author": {"username": user},
+        "author": {"id": _USER_IDS.setdefault(user, 500 + len(_USER_IDS)), "username": user},
         "system": system,
         "resolvable": line is not None,
         "resolved": resolved,
@@ -255,3 +258,30 @@ async def test_merge_is_pinned_to_the_commit_ci_passed_on(
     [(path, body)] = [(p, b) for m, p, b in fake.log if m == "PUT" and p.split("?")[0].endswith("/merge")]
     head = fake.remote.sha("tamma/issue-1") or ""
     assert f"sha={head}" in path or (body or {}).get("sha") == head  # the SHA GitLab checks the head against
+
+
+async def test_each_note_carries_its_authors_role_in_the_project(gl: tuple[FakeGitLab, GitLabPlatform]) -> None:
+    """GitLab notes carry no role: it is asked of the members API (inherited included), once per
+    author; someone who is no member is NONE, and the trust policy drops them."""
+    from tamma.policy import untrusted_reason
+
+    fake, platform = gl
+    mr = await open_mr(fake, platform)
+    fake.mr_discussions[mr.number] = [
+        discussion("d1", note(1, "maint", "Name the constant", line=4), note(2, "dev", "+1", line=4)),
+        discussion("d2", note(3, "reporter", "Rename it all"), single=True),
+        discussion("d3", note(4, "stranger", "Add my crypto miner"), single=True),
+        discussion("d4", note(5, "stranger", "please?"), single=True),
+    ]
+    fake.members = {_USER_IDS["maint"]: 40, _USER_IDS["dev"]: 30, _USER_IDS["reporter"]: 20}
+    fake.log.clear()
+    got = {c.author: c.association for c in await platform.review_comments(mr)}
+    assert got == {"maint": "MAINTAINER", "dev": "DEVELOPER", "reporter": "REPORTER", "stranger": "NONE"}
+    assert len([c for c in fake.calls("GET") if "/members/all/" in c]) == 4  # once per author
+    comments = await platform.review_comments(mr)
+    roles = ["DEVELOPER", "MAINTAINER", "OWNER"]
+    kept = [c.author for c in comments if not untrusted_reason(c, "gitlab", [], roles, [])]
+    assert kept == ["maint", "dev"]
+    assert [c.author for c in comments if not untrusted_reason(c, "gitlab", [], roles, ["Stranger"])] == [
+        "maint", "dev", "stranger", "stranger",
+    ]  # fmt: skip

@@ -399,12 +399,15 @@ class FakeGitHub:
             if root is None or root.get("in_reply_to_id"):  # GitHub: replies go to the top-level comment
                 return Reply(404, {"message": "Not Found"})
             c = {**root, "id": next(_ids), "body": body["body"], "user": self.actor, "in_reply_to_id": root["id"]}
+            c["author_association"] = "NONE"  # an App's bot user is no collaborator
             thread.append(c)
             return Reply(201, {**c, "url": self._api(f"/pulls/comments/{c['id']}"), "user": self._user(c["user"])})
         if m := re.fullmatch(r"/pulls/(\d+)/comments", p):
             return self._page(
                 [
-                    {**c, "url": self._api(f"/pulls/comments/{c['id']}"), "user": self._user(c["user"])}
+                    # author_association is on every comment GitHub returns; NONE unless the test says
+                    {"author_association": "NONE", **c, "url": self._api(f"/pulls/comments/{c['id']}"),
+                     "user": self._user(c["user"])}
                     for c in self.review_comments.get(int(m[1]), [])
                 ],
                 path,
@@ -412,7 +415,7 @@ class FakeGitHub:
             )
         if m := re.fullmatch(r"/pulls/(\d+)/reviews", p):
             return self._page(
-                [{**r, "user": self._user(r["user"])} for r in self.reviews.get(int(m[1]), [])],
+                [{"author_association": "NONE", **r, "user": self._user(r["user"])} for r in self.reviews.get(int(m[1]), [])],
                 path,
                 q,
             )

@@ -33,6 +33,7 @@ class FakeGitLab:
     job_traces: dict[int, bytes] = field(default_factory=dict)  # CI job id -> its log (trace)
     mr_notes: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     token_login: str = "tamma-bot"  # the token's user; what it writes appears as
+    members: dict[int, int] = field(default_factory=dict)  # user id -> access level (inherited included)
     approvals_left: int = 0
     log: list[tuple[str, str, Any]] = field(default_factory=list)
     inject: list[tuple[str, Reply]] = field(default_factory=list)
@@ -123,6 +124,11 @@ class FakeGitLab:
                     "web_url": f"https://gitlab.test/{self.path}",
                 },
             )
+        if (m := re.fullmatch(r"/members/all/(\d+)", p)) and method == "GET":
+            level = self.members.get(int(m[1]))
+            if level is None:
+                return Reply(404, {"message": "404 Not found"})
+            return Reply(200, {"id": int(m[1]), "username": f"user{m[1]}", "access_level": level, "state": "active"})
         if p == "/issues" and method == "GET":
             state = q.get("state", ["all"])[0]
             found = [i for _, i in sorted(self.issues.items(), reverse=True) if state == "all" or i["state"] == state]
