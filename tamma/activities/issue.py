@@ -7,6 +7,7 @@ commit, pull request, merge) and returns it rather than making it twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import tempfile
@@ -405,9 +406,11 @@ class IssueActivities:
             ws.remove()
 
     def _artifact(self, repo: RepoRef, issue: int, name: str) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", repo.key).strip("_")[-80:]
-        folder = self.config.artifacts_dir / slug / (f"issue-{issue}" if issue else "runs")
-        folder.mkdir(parents=True, exist_ok=True)
+        # The slug is readable; the digest makes it injective (`a/b_c` and `a_b/c` differ).
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", repo.key).strip("_")[-60:]
+        digest = hashlib.sha256(repo.key.encode()).hexdigest()[:12]
+        folder = self.config.artifacts_dir / f"{slug}-{digest}" / (f"issue-{issue}" if issue else "runs")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder / name
 
 

@@ -122,6 +122,16 @@ def bwrap_binary() -> str | None:
 
 
 @functools.cache
+def _bwrap_can_disable_userns(binary: str) -> bool:
+    """bubblewrap 0.8+ can forbid user namespaces inside the sandbox; older ones cannot."""
+    try:
+        done = subprocess.run([binary, "--help"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--disable-userns" in done.stdout + done.stderr
+
+
+@functools.cache
 def probe_bwrap() -> tuple[bool, str]:
     """(works, why not): run `true` under the exact namespaces Tamma asks for."""
     binary = bwrap_binary()
@@ -268,6 +278,8 @@ def _masks(hidden: Sequence[str]) -> list[str]:
 
 def _bwrap_argv(binary: str, command: str, mounts: Mounts, policy: SandboxPolicy, env: Mapping[str, str]) -> list[str]:
     argv = [binary, "--die-with-parent", "--new-session", "--unshare-all", "--unshare-user"]
+    if _bwrap_can_disable_userns(binary):
+        argv.append("--disable-userns")  # no nested user namespaces: the kernel's widest attack surface
     argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     if policy.network:
         argv.append("--share-net")

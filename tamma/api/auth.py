@@ -33,6 +33,8 @@ def verification_key(api: ApiSettings) -> str:
 
 def create_token(api: ApiSettings, subject: str, role: Role, ttl_s: int) -> str:
     """Mint a token from the configured key (`tamma token create`)."""
+    if ttl_s > api.max_token_ttl_s:
+        raise ConfigError(f"a token may live at most api.max_token_ttl_s ({api.max_token_ttl_s}s); ask for less")
     now = int(time.time())
     claims: dict[str, object] = {"sub": subject, "role": role, "iat": now, "exp": now + ttl_s}
     if api.jwt_issuer:
@@ -69,8 +71,11 @@ def verify(api: ApiSettings, token: str) -> Principal:
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from None
     role = claims.get("role")
-    if role not in RANK:
+    if not isinstance(role, str) or role not in RANK:
         raise AuthError(f"the token's role {role!r} is not one of viewer, operator, admin")
+    exp = claims.get("exp")
+    if isinstance(exp, (int, float)) and exp - time.time() > api.max_token_ttl_s:
+        raise AuthError(f"the token lives longer than api.max_token_ttl_s ({api.max_token_ttl_s}s); mint a shorter one")
     return Principal(str(claims.get("sub", "")), role)
 
 

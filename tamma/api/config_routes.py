@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tomli_w
 import yaml
@@ -57,25 +59,72 @@ def apply_settings(app: FastAPI, new: Settings) -> tuple[list[str], list[str]]:
     return applied, [name for name in changed if name not in LIVE_SECTIONS]
 
 
-def _errors(doc: dict[str, Any]) -> list[str]:
+_REFERENCE = re.compile(r"\b(env|file|aws-sm|vault):")
+
+
+def _errors(doc: dict[str, Any], oracle_free: bool = False) -> list[str]:
+    """Validation errors. With `oracle_free`, why a secret reference failed is not said: the
+    answer would tell a caller whether a file exists or a variable is set on the server."""
     try:
         Settings.model_validate(doc)
     except ValidationError as exc:
-        return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        out = []
+        for e in exc.errors():
+            msg = e["msg"]
+            if oracle_free and _REFERENCE.search(msg):
+                msg = "a secret reference that cannot be checked through the API (its reason is not shown)"
+            out.append(f"{'.'.join(str(p) for p in e['loc'])}: {msg}")
+        return out
     return []
 
 
 @router.get("/config", summary="Current settings, secrets redacted")
 async def get_config(request: Request, who: Operator) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
-    dumped: dict[str, Any] = settings.model_dump(mode="json")
+    dumped: dict[str, Any] = redact_urls(settings.model_dump(mode="json"))
     return dumped
+
+
+def redact_urls(value: Any, key: str = "") -> Any:
+    """A URL that carries a credential — userinfo (`https://x:TOKEN@host`), a query, or a webhook
+    URL (whose path is its secret) — is shown as the placeholder, which a PUT round trip turns
+    back into the file's own value."""
+    if isinstance(value, dict):
+        return {k: redact_urls(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_urls(v, key) for v in value]
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    try:
+        u = urlsplit(value)
+    except ValueError:
+        return REDACTED
+    if "@" in u.netloc or u.query or "webhook" in key.lower():
+        return REDACTED
+    return value
 
 
 @router.post("/config/validate", response_model=Validation, summary="Check a settings document")
 async def validate_config(doc: dict[str, Any], who: Operator) -> Validation:
-    errors = _errors(doc)
+    # Off the event loop: resolving references reads files and may ask a secret store.
+    errors = await asyncio.to_thread(_errors, doc, True)
     return Validation(valid=not errors, errors=errors)
+
+
+def _unsandboxing(doc: dict[str, Any], on_disk: dict[str, Any]) -> str:
+    """Why `doc` may not be written through the API: turning the sandbox off (or allowing that)
+    needs the opt-in in the file itself, so a stolen admin token cannot run agent code bare."""
+    allowed = bool((on_disk.get("api") or {}).get("allow_unsandboxed_config"))
+    if bool((doc.get("api") or {}).get("allow_unsandboxed_config")) and not allowed:
+        return "api.allow_unsandboxed_config can only be set in the settings file, not through the API"
+    backend = ((doc.get("agent") or {}).get("sandbox") or {}).get("backend")
+    before = ((on_disk.get("agent") or {}).get("sandbox") or {}).get("backend")
+    if backend == "none" and before != "none" and not allowed:
+        return (
+            "agent.sandbox.backend = none runs agent code without isolation; set it in the settings file, or "
+            "set api.allow_unsandboxed_config = true there to allow it through the API"
+        )
+    return ""
 
 
 @router.put(
@@ -96,7 +145,10 @@ async def put_config(doc: dict[str, Any], request: Request, who: Admin) -> Any:
     # that came from the environment is not in the file and is never written into it.
     doc = _keep_redacted(doc, on_disk)
     doc = _without_environment(doc, environment, settings.model_dump(mode="json"))
-    errors = _errors(doc)
+    refusal = _unsandboxing(doc, on_disk)
+    if refusal:
+        return JSONResponse(Validation(valid=False, errors=[refusal]).model_dump(), status_code=422)
+    errors = await asyncio.to_thread(_errors, doc, True)
     if errors:
         return JSONResponse(Validation(valid=False, errors=errors).model_dump(), status_code=422)
     # Validate exactly what a restart would read (this file, then TAMMA_* on top) from a temp file

@@ -51,7 +51,8 @@ def github_signature_ok(body: bytes, header: str | None, secrets: list[str]) -> 
     ok = False
     for secret in secrets:  # no early exit: every secret costs the same time
         expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        ok |= hmac.compare_digest(expected, given)
+        # bytes, not str: compare_digest refuses a non-ASCII str (a header is latin-1 text).
+        ok |= hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
     return ok
 
 
@@ -173,6 +174,8 @@ class WebhookHub:
                     415,
                     f"content type {kind or 'missing'} is not application/json or application/x-www-form-urlencoded",
                 )
+        except RecursionError:
+            raise WebhookError(400, "malformed body: JSON nested too deeply") from None
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             raise WebhookError(400, f"malformed body: {str(exc)[:200]}") from None
         if not isinstance(data, dict):

@@ -232,6 +232,13 @@ class ApiSettings(Strict):
     host: str = "0.0.0.0"
     port: int = 3000
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    allow_unsandboxed_config: bool = Field(
+        default=False,
+        description="allow PUT /api/v1/config to set agent.sandbox.backend = none (only settable in the file)",
+    )
+    max_token_ttl_s: int = Field(
+        default=90 * 24 * 3600, ge=60, description="the longest lifetime a token may have (minted or accepted)"
+    )
     jwt_secret: Secret | None = Field(default=None, description="HS256 shared secret")
     jwt_public_key: str | None = Field(default=None, description="RS256: PEM text or a path to it")
     jwt_private_key: Secret | None = Field(default=None, description="RS256: PEM (or path) for `tamma token create`")

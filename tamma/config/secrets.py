@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,13 +40,29 @@ def resolve_reference(value: str) -> str:
             raise ValueError(f"env:{target} is referenced but the environment variable {target} is not set")
         return found
     if kind == "file":
-        try:
-            return Path(target).expanduser().read_text(encoding="utf-8").rstrip("\n")
-        except OSError as exc:
-            raise ValueError(f"file:{target} cannot be read ({exc.strerror or exc})") from None
+        return _read_secret_file(Path(target).expanduser()).rstrip("\n")
     if kind == "aws-sm":
         return _aws(target)
     return _vault(target)
+
+
+MAX_SECRET_FILE = 1024 * 1024
+
+
+def _read_secret_file(path: Path) -> str:
+    """A secret file's text: a regular file (never a FIFO or a device, which could block or never
+    end), at most MAX_SECRET_FILE bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValueError(f"file:{path} cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError(f"file:{path} is not a regular file")
+        data = fh.read(MAX_SECRET_FILE + 1)
+    if len(data) > MAX_SECRET_FILE:
+        raise ValueError(f"file:{path} is larger than {MAX_SECRET_FILE} bytes; a secret file holds one secret")
+    return data.decode("utf-8", errors="replace")
 
 
 def _aws(target: str) -> str:
