@@ -160,3 +160,12 @@ async def test_mounts_show_the_environment_read_only(workspace: Path, tmp_path: 
         "hello; touch /tamma/env/x; echo wrote=$?", Mounts(workspace, env_dir=env), SandboxPolicy(timeout_s=20)
     )
     assert "from-env" in result.output and "wrote=0" not in result.output
+
+
+async def test_no_nested_user_namespace_inside_bwrap(workspace: Path) -> None:
+    """A user namespace inside the sandbox would reopen the kernel surface bwrap closes."""
+    if not sandbox.probe_bwrap()[0]:
+        pytest.skip("bwrap unavailable")
+    probe = "python3 -c \"import os; os.unshare(os.CLONE_NEWUSER); print('NESTED USERNS')\" ; echo rc=$?"
+    result = await run_sandboxed(probe, workspace, sandbox_policy("bwrap"))
+    assert "NESTED USERNS" not in result.output and "rc=1" in result.output, result.output
