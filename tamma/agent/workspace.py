@@ -9,6 +9,7 @@ retry can tell that its iteration already landed and must not be done twice.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tarfile
 import tempfile
@@ -158,7 +159,11 @@ class Workspace:
         with tempfile.NamedTemporaryFile(prefix="tamma-export-", suffix=".tar", dir=dest.parent) as tar:
             await git("archive", "--format=tar", "-o", tar.name, rev, cwd=self.root)
             with tarfile.open(tar.name) as archive:
-                archive.extractall(dest, filter=_beneath)
+                if hasattr(tarfile, "data_filter"):
+                    archive.extractall(dest, filter=_beneath)
+                else:
+                    _extract_beneath(archive, dest)
+        _drop_links_out(dest)
 
     def refuse_nested_git(self) -> None:
         """A `.git` below the root after sandboxed code ran (a nested repository, a checkout
@@ -203,6 +208,63 @@ def _beneath(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         return tarfile.data_filter(member, dest)
     except tarfile.FilterError:
         return None
+
+
+def _extract_beneath(archive: tarfile.TarFile, dest: Path) -> None:
+    """The `data` filter's checks by hand, for Pythons without extraction filters (they came
+    in 3.11.4; Debian bookworm, our image's base, ships 3.11.2). Directories and regular files
+    are written first and links last, so no write ever goes through a link; a link is made only
+    when it resolves inside `dest` then, and never over an existing path. Modes lose setuid,
+    setgid, sticky and group/other write; owners are not restored. Hard links, devices and FIFOs
+    (git archive writes none) are skipped."""
+    root = os.path.realpath(dest)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, path]) == root
+
+    links: list[tarfile.TarInfo] = []
+    for member in archive.getmembers():
+        parts = Path(member.name).parts
+        if not parts or os.path.isabs(member.name) or ".." in parts:
+            continue
+        if member.issym():
+            links.append(member)
+            continue
+        if not (member.isdir() or member.isreg()):
+            continue
+        if not inside(os.path.realpath(os.path.join(root, member.name))):
+            continue
+        member.mode &= 0o755
+        member.uid = member.gid = os.getuid()
+        member.uname = member.gname = ""
+        archive.extract(member, dest)
+    for member in links:
+        path = os.path.join(root, member.name)
+        parent = os.path.realpath(os.path.dirname(path))
+        target = member.linkname
+        if os.path.isabs(target) or not inside(parent) or os.path.lexists(path):
+            continue
+        if not inside(os.path.normpath(os.path.join(parent, target))):
+            continue
+        if not inside(os.path.realpath(os.path.join(parent, target))):
+            continue
+        os.symlink(target, os.path.join(parent, os.path.basename(path)))
+
+
+def _drop_links_out(dest: Path) -> None:
+    """A link made later can change where an earlier one leads ("l -> m/../x", then "m -> ."),
+    and both extraction paths check each link only as it is made: check them all again once
+    the tree is whole, until none leads out (each round removes at least one or ends)."""
+    root = os.path.realpath(dest)
+    links = [os.path.join(d, n) for d, dirs, files in os.walk(root) for n in dirs + files]
+    links = [p for p in links if os.path.islink(p)]
+    while True:
+        out = [p for p in links if os.path.commonpath([root, os.path.realpath(p)]) != root]
+        if not out:
+            return
+        for link in out:
+            os.unlink(link)
+            links.remove(link)
 
 
 def sweep_workspaces(work_dir: Path, older_than_s: float) -> int:
