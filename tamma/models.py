@@ -155,7 +155,24 @@ class SandboxPolicy(Strict):
     )
     timeout_s: float = Field(default=300.0, gt=0, description="wall-clock limit per command")
     cpu_s: int = Field(default=300, ge=1)
-    memory_mb: int = Field(default=2048, ge=64, description="address-space limit (RLIMIT_AS) per process")
+    memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        description="memory of the whole sandbox (its cgroup, or the container's limit); each process is "
+        "also held to it as an address-space rlimit, the only bound where no cgroup can be had",
+    )
+    pids_max: int = Field(default=1024, ge=16, description="processes and threads in one sandbox (its cgroup)")
+    disk_mb: int = Field(
+        default=4096, ge=16, description="the workspace's size after a command; above it the step fails"
+    )
+    cgroup: Literal["auto", "require", "off"] = Field(
+        default="auto",
+        description="per-sandbox cgroup (memory_mb, pids_max): auto uses one where the host delegates it and "
+        "warns where not; require refuses to run agent code without one",
+    )
+    cgroup_parent: str = Field(
+        default="", description="a delegated cgroup v2 directory to make sandbox cgroups in (default: the worker's own)"
+    )
     file_size_mb: int = Field(default=256, ge=1)
     nproc: int = Field(default=4096, ge=16, description="processes of the sandbox's user (RLIMIT_NPROC)")
     nofile: int = Field(default=1024, ge=16, description="open files per process (RLIMIT_NOFILE)")

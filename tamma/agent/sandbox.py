@@ -38,6 +38,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tamma.agent import cgroup
 from tamma.errors import SandboxError
 from tamma.models import SandboxPolicy
 from tamma.redact import Redactor
@@ -209,17 +210,31 @@ def _refusal(why: str) -> str:
 
 def require_isolation(policy: SandboxPolicy) -> str:
     """Check at start-up; return the one line a worker prints about its sandbox."""
-    resolve_backend(policy)
+    backend = resolve_backend(policy)
+    if backend != "container" and policy.cgroup == "require":
+        parent, why = cgroup.detect(policy.cgroup_parent)
+        if parent is None:
+            raise SandboxUnavailable(f"refusing to run agent code: agent.sandbox.cgroup = require, but {why}")
     return isolation_summary(policy)
 
 
 def isolation_summary(policy: SandboxPolicy) -> str:
     """One line for the terminal and the test report: which fences are actually up."""
-    limits = f"cpu {policy.cpu_s}s, memory {policy.memory_mb} MB, wall {policy.timeout_s:.0f}s"
     try:
         backend = resolve_backend(policy)
     except SandboxUnavailable:
         return "NO SANDBOX AVAILABLE (agent code refused)"
+    memory = f"memory {policy.memory_mb} MB per process (rlimit; cgroup off)"
+    if backend == "container":
+        memory = f"memory {policy.memory_mb} MB and {policy.pids_max} processes per sandbox"
+    elif policy.cgroup != "off":
+        parent, why = cgroup.detect(policy.cgroup_parent)
+        memory = (
+            f"memory {policy.memory_mb} MB and {policy.pids_max} processes per sandbox ({parent.describe()})"
+            if parent is not None
+            else f"memory {policy.memory_mb} MB per process only (WARNING: no per-sandbox limit: {why})"
+        )
+    limits = f"cpu {policy.cpu_s}s, {memory}, disk {policy.disk_mb} MB, wall {policy.timeout_s:.0f}s"
     net = "network allowed (configured)" if policy.network else "no network"
     if backend == "bwrap":
         return f"bwrap: workspace-only writes, no home/secrets, own PID namespace, {net}; {limits}"
@@ -308,7 +323,7 @@ def _container_argv(
 ) -> list[str]:
     argv = [engine, "run", "--rm", "--name", name, "--network", "host" if policy.network else "none"]
     argv += ["--read-only", "--tmpfs", "/tmp:rw,exec", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--pids-limit", str(policy.nproc)]
+    argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--pids-limit", str(policy.pids_max)]
     argv += ["--memory", f"{policy.memory_mb}m", "--ulimit", f"nofile={policy.nofile}:{policy.nofile}"]
     argv += ["--ulimit", f"cpu={policy.cpu_s}:{policy.cpu_s}", "--ulimit", f"nproc={policy.nproc}:{policy.nproc}"]
     fsize = policy.file_size_mb * 1024 * 1024
@@ -384,9 +399,63 @@ async def run_sandboxed(
             argv = [*_prlimit(policy), "/bin/sh", "-c", command]
             cwd, run_env = str(mounts.workspace), env
         run_env = {k: v for k, v in run_env.items() if not any(s in v for s in redactor.values)}
-        result = await _run(argv, cwd, run_env, timeout_s or policy.timeout_s, cleanup)
+        group = _sandbox_cgroup(policy, backend)
+        if group is not None:
+            argv = group.wrap(argv)
+        try:
+            result = await _run(argv, cwd, run_env, timeout_s or policy.timeout_s, cleanup)
+        finally:
+            if group is not None:
+                kills = group.oom_kills()
+                await asyncio.to_thread(group.remove)
     output = redactor(result.output)
+    if group is not None and kills:
+        output += (
+            f"\n[tamma] {kills} process(es) killed at the sandbox's memory limit ({policy.memory_mb} MB "
+            "for all its processes; agent.sandbox.memory_mb)\n"
+        )
+    used = await asyncio.to_thread(tree_bytes, mounts.workspace)
+    if used > policy.disk_mb * 1024 * 1024:
+        raise SandboxError(
+            f"the workspace grew to {used / 2**20:.0f} MB, above the sandbox's disk limit of {policy.disk_mb} MB "
+            "(agent.sandbox.disk_mb): refusing to stage or commit it",
+            retryable=False,
+        )
     return result.model_copy(update={"output": output, "isolation": isolation_summary(policy)})
+
+
+def _sandbox_cgroup(policy: SandboxPolicy, backend: str) -> cgroup.Sandbox | None:
+    """A cgroup holding the whole sandbox to memory_mb and pids_max, where the host gives one.
+    The container backend has its engine's (--memory, --pids-limit)."""
+    if backend == "container" or policy.cgroup == "off":
+        return None
+    parent, why = cgroup.detect(policy.cgroup_parent)
+    if parent is not None:
+        try:
+            return cgroup.create(parent, policy.memory_mb, policy.pids_max)
+        except OSError as exc:
+            why = f"cannot make a sandbox cgroup under {parent.dirs[0]}: {exc.strerror}"
+    if policy.cgroup == "require":
+        raise SandboxUnavailable(
+            f"refusing to run agent code: agent.sandbox.cgroup = require, but {why}. Run the worker with a "
+            "delegated cgroup (systemd Delegate=yes, or a container with its own writable cgroup) or set "
+            'agent.sandbox.cgroup = "auto"'
+        )
+    return None
+
+
+def tree_bytes(root: Path) -> int:
+    """Disk used below `root` (allocated blocks; links not followed, hard links counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
 
 
 async def _run(

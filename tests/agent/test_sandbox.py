@@ -169,3 +169,70 @@ async def test_no_nested_user_namespace_inside_bwrap(workspace: Path) -> None:
     probe = "python3 -c \"import os; os.unshare(os.CLONE_NEWUSER); print('NESTED USERNS')\" ; echo rc=$?"
     result = await run_sandboxed(probe, workspace, sandbox_policy("bwrap"))
     assert "NESTED USERNS" not in result.output and "rc=1" in result.output, result.output
+
+
+FORK_AND_ALLOCATE = """python3 -c '
+import os, sys
+kids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(150 * 1024 * 1024)
+        for j in range(0, len(block), 4096):
+            block[j] = 1
+        print("child", i, "holds 150 MB", flush=True)
+        import time; time.sleep(1)
+        os._exit(0)
+    kids.append(pid)
+print("exits", [os.waitpid(k, 0)[1] for k in kids], flush=True)
+'"""
+
+
+def _cgroup_or_skip(backend: str) -> None:
+    from tamma.agent import cgroup
+
+    parent, why = cgroup.detect()
+    if backend == "bwrap" and parent is None and os.environ.get("SANDBOX_TEST_REQUIRE_CGROUP") != "1":
+        pytest.skip(f"no cgroup for sandboxes here: {why}")
+
+
+@pytest.mark.parametrize("backend", sandbox_backends())
+async def test_fork_and_allocate_is_stopped_at_the_sandbox_memory_limit(workspace: Path, backend: str) -> None:
+    """Four processes of 150 MB each: every one is under the per-process rlimit (320 MB), so
+    only a limit on the sandbox as a whole can stop them."""
+    _cgroup_or_skip(backend)
+    result = await run_sandboxed(FORK_AND_ALLOCATE, workspace, sandbox_policy(backend, timeout_s=60, memory_mb=320))
+    held = result.output.count("holds 150 MB")
+    assert "exits" in result.output, result.output
+    assert held < 4, result.output  # the 600 MB together never existed
+    assert "exits [0, 0, 0, 0]" not in result.output
+    assert "per sandbox" in result.isolation
+    if backend == "bwrap":
+        assert "killed at the sandbox's memory limit (320 MB" in result.output
+    # Control: the same program fits a sandbox of 1 GB.
+    roomy = await run_sandboxed(FORK_AND_ALLOCATE, workspace, sandbox_policy(backend, timeout_s=60, memory_mb=1024))
+    assert "exits [0, 0, 0, 0]" in roomy.output, roomy.output
+
+
+@pytest.mark.parametrize("backend", sandbox_backends())
+async def test_a_fork_bomb_is_stopped_at_the_sandbox_process_limit(workspace: Path, backend: str) -> None:
+    _cgroup_or_skip(backend)
+    script = "i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done; echo started; ps -e --no-headers | wc -l"
+    result = await run_sandboxed(script, workspace, sandbox_policy(backend, timeout_s=60, pids_max=40))
+    assert "fork" in result.output.lower(), result.output  # the shell was refused new processes
+    lines = [ln for ln in result.output.split() if ln.isdigit()]
+    assert not lines or int(lines[-1]) <= 40, result.output
+
+
+async def test_a_workspace_grown_past_the_disk_limit_fails_the_step(workspace: Path) -> None:
+    from tamma.errors import SandboxError
+
+    script = "head -c 40000000 /dev/urandom > blob.bin && echo written"
+    with pytest.raises(SandboxError, match=r"grew to \d+ MB, above the sandbox's disk limit of 32 MB"):
+        await run_sandboxed(script, workspace, SandboxPolicy(timeout_s=30, disk_mb=32))
+    # under the limit the same run is fine
+    (workspace / "blob.bin").unlink()
+    ok = await run_sandboxed(
+        "head -c 1000000 /dev/urandom > blob.bin && echo written", workspace, SandboxPolicy(timeout_s=30, disk_mb=32)
+    )
+    assert "written" in ok.output
