@@ -132,3 +132,14 @@ def copy_tree(src: Path, dest: Path) -> None:
         return out
 
     shutil.copytree(src, dest, symlinks=True, ignore=skip)
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only its owner can enter (0700): Tamma's data dir holds the
+    Temporal database (issue texts, plans, model answers), clones of private repositories, test
+    logs and environments. A directory made by an older version is tightened when it is ours."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        path.chmod(0o700)
+    return path

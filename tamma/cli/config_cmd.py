@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from tamma.cli.errors import run_or_exit
+from tamma.cli.term import SafeConsole as Console
 
 if TYPE_CHECKING:
     pass

@@ -6,9 +6,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from rich.console import Console
 from rich.markup import escape
 
+from tamma.cli.term import SafeConsole as Console
 from tamma.errors import TammaError, TemporalUnavailable
 
 T = TypeVar("T")

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Confirm, Prompt
 
+from tamma.cli.term import SafeConsole as Console
 from tamma.errors import ConfigError
 
 console = Console(highlight=False)

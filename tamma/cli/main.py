@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.markup import escape as esc
 
+from tamma.agent.safefs import private_dir
 from tamma.cli.config_cmd import config_app
 from tamma.cli.errors import run_or_exit
 from tamma.cli.init_cmd import init
+from tamma.cli.term import SafeConsole as Console
 from tamma.errors import ConfigError, InvalidInputError
 from tamma.logs import add_secrets
 from tamma.logs import formatter as log_formatter
@@ -112,7 +113,7 @@ def _log_to_file(debug: bool) -> None:
 
     folder = Path(platformdirs.user_log_dir("tamma"))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
     except OSError as exc:  # a read-only home (a hardened container): no log file, say so with --debug
         if debug:
             Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] no log file ({esc(str(exc))})")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tamma.agent.safefs import private_dir
 from tamma.runtime import pids
 
 
@@ -33,7 +34,7 @@ def spawn_background_worker(data_dir: Path, config_file: Path | None = None) -> 
     pid = running_pid(data_dir)
     if pid is not None:
         return pid
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     env = dict(os.environ, TAMMA_DATA_DIR=str(data_dir))
     if config_file is not None:
         env["TAMMA_CONFIG"] = str(config_file.resolve())

@@ -16,6 +16,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from tamma.agent.safefs import private_dir
 from tamma.errors import ConfigError, TemporalUnavailable
 from tamma.runtime import pids
 
@@ -144,8 +145,10 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
             ui_port,
         )
     address = f"127.0.0.1:{port}"
-    folder = data_dir / "temporal"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
+    folder = private_dir(data_dir / "temporal")
+    for old in folder.glob("tamma.db*"):  # made by an older version under a looser umask
+        old.chmod(0o600)
     log_path = folder / "server.log"
     log = log_path.open("ab")
     log_start = log.tell()
@@ -166,7 +169,8 @@ def ensure_embedded_server(data_dir: Path, port: int, ui_port: int, wait_s: floa
         *search_attribute_flags(),
     ]
     # A new session detaches it from the terminal: Ctrl-C in `tamma start` must not stop it.
-    proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    # umask 077: the database (every issue, plan and model answer) and its journal are the user's alone
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
     _pid_file(data_dir).write_text(str(proc.pid), encoding="utf-8")
     _ports_file(data_dir).write_text(json.dumps({"port": port, "ui_port": ui_port}), encoding="utf-8")
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from tamma.activities import AgentConfig, IssueActivities
 from tamma.activities.issue import PlatformFactory, ProviderFactory
+from tamma.agent.safefs import private_dir
 from tamma.config import DEFAULT_MODELS, ModelChoice, Settings
 from tamma.errors import ConfigError, ProviderError
 from tamma.models import RepoRef
@@ -114,6 +115,7 @@ def provider_factory(settings: Settings) -> ProviderFactory:
 
 
 def build_activities(settings: Settings) -> IssueActivities:
+    private_dir(settings.data_dir)
     config = AgentConfig(
         work_dir=settings.data_dir / "work",
         artifacts_dir=settings.data_dir / "artifacts",

@@ -82,3 +82,15 @@ async def test_an_environment_changed_after_it_was_built_is_rebuilt(tmp_path: Pa
     # A task's own lockfile edit is a key of its own, never the shared one.
     scoped = await prepare_environment(src, "local:x", setup, envs, policy, Redactor(), [], scope="local:x:tamma/1")
     assert scoped.env_dir != first.env_dir and "-task-" in str(scoped.env_dir)
+
+
+def test_private_dir_is_made_0700_and_an_older_loose_one_is_tightened(tmp_path: Path) -> None:
+    from tamma.agent.safefs import private_dir
+
+    fresh = private_dir(tmp_path / "a" / "data")
+    assert fresh.stat().st_mode & 0o777 == 0o700
+    loose = tmp_path / "old"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    private_dir(loose)
+    assert loose.stat().st_mode & 0o777 == 0o700

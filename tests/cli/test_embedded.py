@@ -49,6 +49,11 @@ def test_demo_on_embedded_server_persists_and_stops(tmp_path: Path) -> None:
         flat = " ".join(demo.stdout.split())
         assert "keeps running" in flat and "tamma temporal stop" in flat  # the demo says how to stop it
         assert (tmp_path / "data" / "temporal" / "tamma.db").exists()
+        # the database holds every issue, plan and model answer: the user's alone
+        assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "data" / "temporal").stat().st_mode & 0o777 == 0o700
+        for path in (tmp_path / "data" / "temporal").glob("tamma.db*"):
+            assert path.stat().st_mode & 0o077 == 0, path
         first_pid = pid_file.read_text()
         for _ in range(50):  # visibility is eventually consistent
             listed = tamma("list", "--status", "merged")
