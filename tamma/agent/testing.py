@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tamma.agent.safefs import read_text_beneath
+
 
 def uses_pytest(root: Path) -> bool:
     if any((root / f).exists() for f in ("pytest.ini", "conftest.py", "tests/conftest.py")):
         return True
     for name in ("pyproject.toml", "setup.cfg", "tox.ini"):
-        f = root / name
-        if f.is_file() and ("[tool.pytest" in _head(f) or "[pytest]" in _head(f) or "[tool:pytest]" in _head(f)):
+        head = _head(root, name)
+        if "[tool.pytest" in head or "[pytest]" in head or "[tool:pytest]" in head:
             return True
     return False
 
@@ -29,9 +31,6 @@ def resolve_test_command(root: Path, configured: str | None) -> str:
     return "python3 -m unittest discover -v"
 
 
-def _head(f: Path) -> str:
-    try:
-        with f.open(encoding="utf-8", errors="replace") as fh:
-            return fh.read(200_000)
-    except OSError:
-        return ""
+def _head(root: Path, name: str) -> str:
+    """The start of a file the sandbox may have written: a link or a FIFO reads as empty."""
+    return read_text_beneath(root, name, 200_000) or ""
