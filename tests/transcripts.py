@@ -5,6 +5,7 @@ reached the agent's prompt (the scripted provider stops with a mismatch otherwis
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tamma.providers.scripted import DEMO_TRANSCRIPT
@@ -44,3 +45,27 @@ def replanned(expect: list[str]) -> list[dict[str, Any]]:
     replay checks the edited text reached both prompts."""
     again = [dict(e, session=2, expect={"prompt_contains": expect}) for e in demo_exchanges()]
     return [e for e in again if e["purpose"] in ("analysis", "plan")]
+
+
+FIX = {
+    "path": "pager.py",
+    "old_text": "    start = page * per_page\n",
+    "new_text": "    start = (page - 1) * per_page\n",
+}
+
+
+def coding_transcript(path: Path, calls: list[tuple[str, dict[str, Any]]]) -> Path:
+    """The demo's analysis and plan (low risk, naming only pager.py), then one coding session
+    making `calls` one per turn, then done; written to `path`."""
+    planning = [e for e in demo_exchanges() if e["purpose"] in ("analysis", "plan")]
+    code: list[dict[str, Any]] = [
+        {
+            "purpose": "code",
+            "session": 1,
+            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": f"c{i}", "name": tool, "input": args}]},
+        }
+        for i, (tool, args) in enumerate(calls)
+    ]
+    code.append({"purpose": "code", "session": 1, "response": {"text": "Done.", "stop_reason": "end_turn"}})
+    path.write_text(transcript_doc(planning + code))
+    return path

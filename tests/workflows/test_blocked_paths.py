@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from temporalio.client import Client
 
@@ -14,14 +13,9 @@ from tamma.platforms.local import LocalPlatform
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.conftest import eventually, keep_history, running_worker
-from tests.transcripts import demo_exchanges, transcript_doc
+from tests.transcripts import FIX, coding_transcript, demo_exchanges
 from tests.workflows.test_issue_workflow import wait_for_status
 
-FIX = {
-    "path": "pager.py",
-    "old_text": "    start = page * per_page\n",
-    "new_text": "    start = (page - 1) * per_page\n",
-}
 WORKFLOW_FILE = {"path": ".github/workflows/x.yml", "content": "on: push\njobs: {}\n"}
 
 
@@ -31,18 +25,7 @@ def sneaky_transcript(tmp_path: Path) -> Path:
     planning = [e for e in demo_exchanges() if e["purpose"] in ("analysis", "plan")]
     assert all(".github" not in f for e in planning if e["purpose"] == "plan" for f in e["response"]["files"])
     calls = [("edit_file", FIX), ("write_file", WORKFLOW_FILE), ("run_tests", {})]
-    code: list[dict[str, Any]] = [
-        {
-            "purpose": "code",
-            "session": 1,
-            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": f"c{i}", "name": name, "input": args}]},
-        }
-        for i, (name, args) in enumerate(calls)
-    ]
-    code.append({"purpose": "code", "session": 1, "response": {"text": "Done.", "stop_reason": "end_turn"}})
-    path = tmp_path / "sneaky.json"
-    path.write_text(transcript_doc(planning + code))
-    return path
+    return coding_transcript(tmp_path / "sneaky.json", calls)
 
 
 async def start_sneaky(service: TaskService, settings: Settings, tmp_path: Path) -> tuple[str, LocalPlatform, Issue]:

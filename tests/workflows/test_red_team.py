@@ -24,36 +24,19 @@ from tamma.platforms.local import LocalPlatform
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.conftest import running_worker, sandbox_backends, sandbox_policy
-from tests.transcripts import demo_exchanges, transcript_doc
+from tests.transcripts import FIX, coding_transcript
 from tests.workflows.test_issue_workflow import wait_for_status
-
-FIX = {
-    "path": "pager.py",
-    "old_text": "    start = page * per_page\n",
-    "new_text": "    start = (page - 1) * per_page\n",
-}
 
 
 def transcript(tmp_path: Path, calls: list[tuple[str, dict[str, Any]]], name: str = "attack") -> Path:
-    """The demo's analysis and plan, then one coding session making `calls`, then done."""
-    planning = [e for e in demo_exchanges() if e["purpose"] in ("analysis", "plan")]
-    code: list[dict[str, Any]] = [
-        {
-            "purpose": "code",
-            "session": 1,
-            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": f"c{i}", "name": tool, "input": args}]},
-        }
-        for i, (tool, args) in enumerate(calls)
-    ]
-    code.append({"purpose": "code", "session": 1, "response": {"text": "Done.", "stop_reason": "end_turn"}})
-    path = tmp_path / f"{name}.json"
-    path.write_text(transcript_doc(planning + code))
-    return path
+    return coding_transcript(tmp_path / f"{name}.json", calls)
 
 
 def with_backend(settings: Settings, backend: str, **agent: Any) -> Settings:
     policy = sandbox_policy(backend, timeout_s=120).model_dump()
-    return Settings.model_validate(settings.model_dump() | {"agent": settings.agent.model_dump() | {"sandbox": policy, **agent}})
+    return Settings.model_validate(
+        settings.model_dump() | {"agent": settings.agent.model_dump() | {"sandbox": policy, **agent}}
+    )
 
 
 async def run_task(
@@ -171,7 +154,12 @@ async def test_a_planted_pip_never_builds_the_shared_environment(
     second = platform.create_issue("Document paginate", "Add a docstring line.", author="demo")
     doc = {"path": "README.md", "old_text": "A tiny", "new_text": "A small"}
     later = await run_task(
-        client, task_queue, s, platform, second.number, transcript(tmp_path, [("edit_file", doc), ("run_tests", {})], "b")
+        client,
+        task_queue,
+        s,
+        platform,
+        second.number,
+        transcript(tmp_path, [("edit_file", doc), ("run_tests", {})], "b"),
     )
     assert later.status == TaskStatus.MERGED, later.error
     assert "backdoor.txt" not in merged_files(platform)
@@ -215,7 +203,9 @@ async def test_the_blocked_path_gate_sees_every_changed_path(
     client: Client, task_queue: str, settings: Settings, tmp_path: Path, attack: str
 ) -> None:
     platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
-    workflow = 'on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo "${{ toJSON(secrets) }}"\n'
+    workflow = (
+        'on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo "${{ toJSON(secrets) }}"\n'
+    )
     if attack == "filler":
         script = "import pathlib\nfor i in range(3100):\n    pathlib.Path('#fill', f'{i:05}.txt').parent.mkdir(exist_ok=True)\n"
         script += "    pathlib.Path('#fill', f'{i:05}.txt').write_text(str(i))\n"
