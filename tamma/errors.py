@@ -10,6 +10,7 @@
     │   └── MergeBlockedError       policy, conflicts or a dirty target forbid the merge (not retryable)
     ├── ProviderError               an LLM provider failed (retryable unless said otherwise)
     │   └── TranscriptMismatch      a scripted replay diverged from its recording (not retryable)
+    ├── EnvironmentBroken           the repository's tests cannot run on its base commit (not retryable)
     ├── BudgetExceeded              an issue's token, cost, turn or time budget ran out (not retryable)
     ├── SandboxError                a sandboxed command could not be run
     ├── TemporalUnavailable         the Temporal server cannot be reached
@@ -114,6 +115,11 @@ class SandboxError(TammaError):
     """A command could not be run in the sandbox."""
 
     retryable = True
+
+
+class EnvironmentBroken(TammaError):
+    """The repository's tests cannot run here, on its base commit, before any change: a setup
+    problem for a person to fix (setup script, test command, toolchain), never the model's."""
 
 
 class TemporalUnavailable(TammaError):

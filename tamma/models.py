@@ -219,6 +219,15 @@ class TestReport(BaseModel):
     output_tail: str = Field(default="", description="last lines only; full log stays on disk")
     duration_s: float = 0.0
     isolation: str = ""
+    tests_ran: int | None = Field(
+        default=None, description="tests the run executed; None when no runner summary was read"
+    )
+    untested: bool = Field(default=False, description="nothing could test the change: no merge without a person")
+    regressions: list[str] = Field(default_factory=list, description="tests that pass on the base commit and fail now")
+    preexisting: list[str] = Field(default_factory=list, description="tests that already failed on the base commit")
+    fixed: list[str] = Field(default_factory=list, description="tests that failed on the base commit and pass now")
+    baseline: str = Field(default="", description="what the same command did on the base commit")
+    command_source: str = Field(default="", description="why this test command (config, guidance file, manifest)")
 
 
 class AnalyseOutput(BaseModel):
@@ -497,6 +506,7 @@ class OpenPRInput(BaseModel):
     issue: Issue
     plan: Plan
     branch: str
+    tests: str = Field(default="", description="how the change was tested, for the PR body")
 
 
 class PRRef(BaseModel):

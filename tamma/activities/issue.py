@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,15 @@ from tamma.activities.notify import Notifier
 from tamma.agent import prompts
 from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
-from tamma.agent.safefs import copy_tree, write_file
+from tamma.agent.results import Baseline, TestCounts, Verdict, broken_environment, judge, parse_results
+from tamma.agent.safefs import copy_tree, private_dir, write_file
 from tamma.agent.sandbox import CommandResult
-from tamma.agent.testing import resolve_test_command
+from tamma.agent.testing import TestCommand, detect_test_command
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import MAX_LISTED_FILES, Workspace
 from tamma.config import AgentSettings
 from tamma.config.schema import NotifySettings, WebhookSettings
-from tamma.errors import ProviderError, SandboxError, TammaError
+from tamma.errors import EnvironmentBroken, ProviderError, SandboxError, TammaError
 from tamma.models import (
     AnalyseInput,
     AnalyseOutput,
@@ -182,7 +185,8 @@ class IssueActivities:
     async def open_pr(self, inp: OpenPRInput) -> PullRequest:
         platform = self.platforms(inp.repo)
         steps = "\n".join(f"- {s.title}" for s in inp.plan.steps)
-        body = f"Fixes #{inp.issue.number}\n\n{inp.plan.summary}\n\n{steps}\n\n_Opened by Tamma._"
+        tests = f"\n\n**Tests**\n{inp.tests}" if inp.tests else ""
+        body = f"Fixes #{inp.issue.number}\n\n{inp.plan.summary}\n\n{steps}{tests}\n\n_Opened by Tamma._"
         title = f"{inp.issue.title} (#{inp.issue.number})"
         return await platform.create_pull_request(inp.branch, await platform.default_branch(), title, body)
 
@@ -274,14 +278,18 @@ class IssueActivities:
                     commit=await ws.head(), reused=True, summary="already pushed",
                     **await _branch_listing(ws, await platform.default_branch()),
                 )  # fmt: skip
+            runner = _TestRunner(self, inp.repo, ws, await platform.default_branch())
+            # The base commit's tests first: an environment that cannot test stops here, as a
+            # setup problem, before the model is asked to change anything.
+            prepared = await runner.prepared()
             provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
-            toolbox = Toolbox(ws, self._test_runner(inp.repo, ws, await platform.default_branch()), self.redactor)
+            toolbox = Toolbox(ws, runner, self.redactor)
             async with _spending(provider) as spent:
                 outcome = await run_agent(
                     provider,
                     toolbox,
                     prompts.CODE_SYSTEM,
-                    prompts.code_prompt(inp.issue, inp.plan, inp.feedback),
+                    prompts.code_prompt(inp.issue, inp.plan, inp.feedback, prepared.baseline.for_prompt()),
                     self.config.agent.max_turns,
                     lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}, now=True),
                     budget=inp.budget_left,
@@ -329,71 +337,138 @@ class IssueActivities:
     @temporal_errors
     @heartbeating
     async def run_tests(self, inp: TestInput) -> TestReport:
+        """The gate: the base commit's test command on the branch, judged against its run on the
+        base commit (tests ran; nothing that passed there fails; a failure that was already there
+        is not blamed on the change, but leaving every one of them as it was fixes nothing)."""
         platform = self.platforms(inp.repo)
+        base = await platform.default_branch()
         async with self._workspace(platform, inp.branch) as ws:
-            command = resolve_test_command(ws.root, self.config.agent.test_command)
-            result = await self._test_runner(inp.repo, ws, await platform.default_branch())()
+            runner = _TestRunner(self, inp.repo, ws, base)
+            prepared = await runner.prepared()
+            result = await runner.run_once()
+            if prepared.command is None:
+                verdict = Verdict(passed=True, untested=True, summary=prepared.baseline.summary)
+                counts = TestCounts()
+            else:
+                counts = parse_results(result.output)
+                touched = any(_TEST_PATH.search(f) for f in (await ws.branch_changes(base)).files)
+                verdict = judge(counts, result.exit_code, prepared.baseline.counts, touched)
+                if verdict.regressions and not result.timed_out:
+                    # once more: a test that passes on a second run is flaky, not the change's
+                    again = await runner.run_once()
+                    second = judge(parse_results(again.output), again.exit_code, prepared.baseline.counts, touched)
+                    flaky = sorted(set(verdict.regressions) - set(second.regressions))
+                    if flaky:
+                        log.warning("flaky on %s: %s", inp.repo.key, ", ".join(flaky[:20]))
+                        result, verdict = again, second
+                        verdict.summary += f" (re-run: {len(flaky)} flaky test(s) passed the second time)"
             log_path = self._artifact(inp.repo, 0, f"tests-{inp.commit[:12]}.log")
             write_file(log_path, result.output.encode())
             report = TestReport(
-                passed=result.exit_code == 0,
-                command=command,
+                passed=verdict.passed,
+                command=prepared.command or "",
                 exit_code=result.exit_code,
-                summary=_summarise(result.output, result.exit_code, result.timed_out),
+                summary=_summarise(verdict.summary, result.exit_code, result.timed_out),
                 output_tail=result.output[-3000:],
                 duration_s=round(result.duration_s, 3),
                 isolation=result.isolation,
+                tests_ran=counts.ran,
+                untested=verdict.untested,
+                regressions=verdict.regressions[:200],
+                preexisting=verdict.preexisting[:200],
+                fixed=verdict.fixed[:200],
+                baseline=prepared.baseline.summary,
+                command_source=prepared.why,
             )
             await platform.report_tests(await ws.head(), report)
             return report
 
-    def _test_runner(self, repo: RepoRef, ws: Workspace, base: str) -> Callable[[], Awaitable[CommandResult]]:
-        """Run the repository's tests in the sandbox; the first call prepares (or reuses) the
-        repository's environment. Output comes back redacted. After every sandboxed run, a
-        change to .git or a nested repository fails the step before anything is staged."""
+    async def _prepare(self, repo: RepoRef, ws: Workspace, base: str) -> _Prepared:
+        """On a pristine export of the base commit: which command tests the repository (detected
+        there, never on the model's tree), its environment, and its baseline run (cached per
+        base commit and configuration). When this task's edits changed a lockfile or the setup
+        script, the task's own runs get an environment built from its tree, keyed to it alone."""
         agent = self.config.agent
-        environment: list[Environment] = []
-
-        async def run() -> CommandResult:
-            if not environment:
-                environment.append(await self._environment(repo, ws, base))
-            command = resolve_test_command(ws.root, agent.test_command)
-            before = ws.git_fingerprint()
-            result = await run_in_environment(command, ws.root, environment[0], agent.sandbox, self.redactor)
-            if ws.git_fingerprint() != before:
-                raise SandboxError(
-                    "code run for the tests changed the workspace's .git (config, hooks or info): refusing to "
-                    "commit from it; this is an attack or a broken test suite",
-                    retryable=False,
-                )
-            ws.refuse_nested_git()
-            return result
-
-        return run
-
-    async def _environment(self, repo: RepoRef, ws: Workspace, base: str) -> Environment:
-        """The repository's environment, set up from a pristine export of the base commit and
-        shared between tasks; or, when this task's edits changed a lockfile or the setup
-        script, from a copy of its own tree and keyed to this task alone."""
-        agent = self.config.agent
-        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.work_dir)
         with tempfile.TemporaryDirectory(prefix="src-", dir=self.config.work_dir) as tmp:
-            source, scope = Path(tmp) / "base", ""
-            await ws.export(await ws.fetch_base(base), source)
-            if lockfile_digest(source) != lockfile_digest(ws.root):
+            base_sha = await ws.fetch_base(base)
+            source = Path(tmp) / "base"
+            await ws.export(base_sha, source)
+            found = detect_test_command(source, agent.test_command)
+            baseline = self._cached_baseline(repo, base_sha, found)
+            own_env = lockfile_digest(source) != lockfile_digest(ws.root)
+            shared: Environment | None = None
+            if baseline is None or not own_env:
+                shared = await self._build(repo, source, "")
+            if baseline is None:
+                assert shared is not None
+                baseline = await self._run_baseline(found, source, shared)
+                self._store_baseline(repo, base_sha, found, baseline)
+            if own_env:
                 ws.refuse_nested_git()
-                source, scope = Path(tmp) / "task", f"{repo.key}:{ws.branch}"
-                await asyncio.to_thread(copy_tree, ws.root, source)
-            return await prepare_environment(
-                source,
-                repo.key,
-                agent.setup_command,
-                self.config.envs_dir,
-                agent.sandbox,
-                self.redactor,
-                agent.setup_allow_hosts,
-                scope,
+                task = Path(tmp) / "task"
+                await asyncio.to_thread(copy_tree, ws.root, task)
+                environment = await self._build(repo, task, f"{repo.key}:{ws.branch}")
+            else:
+                assert shared is not None
+                environment = shared
+        return _Prepared(environment, found.command, found.why, baseline)
+
+    async def _build(self, repo: RepoRef, source: Path, scope: str) -> Environment:
+        agent = self.config.agent
+        return await prepare_environment(
+            source,
+            repo.key,
+            agent.setup_command,
+            self.config.envs_dir,
+            agent.sandbox,
+            self.redactor,
+            agent.setup_allow_hosts,
+            scope,
+        )
+
+    async def _run_baseline(self, found: TestCommand, source: Path, environment: Environment) -> Baseline:
+        if found.command is None:
+            return Baseline(
+                command=None,
+                summary=f"{found.why}; set agent.test_command (or test_command in the repository's .tamma/config.toml)",
             )
+        result = await run_in_environment(found.command, source, environment, self.config.agent.sandbox, self.redactor)
+        counts = parse_results(result.output)
+        broken = broken_environment(counts, result.exit_code, result.output)
+        if environment.failed:
+            broken = "the repository's setup failed"
+        return Baseline(
+            command=found.command,
+            counts=counts,
+            exit_code=result.exit_code,
+            broken=broken,
+            output_tail=result.output[-3000:],
+            summary=f"base commit: {counts.describe()} (exit {result.exit_code})",
+        )
+
+    def _baseline_path(self, repo: RepoRef, base_sha: str, found: TestCommand) -> Path:
+        agent = self.config.agent
+        h = hashlib.sha256()
+        for part in (repo.key, base_sha, found.command or "", agent.setup_command or "", agent.sandbox.backend):
+            h.update(part.encode() + b"\0")
+        return self.config.envs_dir.parent / "baselines" / f"{h.hexdigest()[:32]}.json"
+
+    def _cached_baseline(self, repo: RepoRef, base_sha: str, found: TestCommand) -> Baseline | None:
+        path = self._baseline_path(repo, base_sha, found)
+        try:
+            return Baseline.model_validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def _store_baseline(self, repo: RepoRef, base_sha: str, found: TestCommand, baseline: Baseline) -> None:
+        if baseline.broken:
+            return  # a broken environment is looked at again next time (someone may fix the setup)
+        path = self._baseline_path(repo, base_sha, found)
+        private_dir(path.parent)
+        pending = path.with_name(f".{path.name}.{os.getpid()}")
+        write_file(pending, baseline.model_dump_json().encode())
+        os.replace(pending, path)
 
     @asynccontextmanager
     async def _workspace(self, platform: GitPlatform, branch: str) -> AsyncIterator[Workspace]:
@@ -442,10 +517,73 @@ def _path_of(provider: LLMProvider) -> str:
     return str(provider.path) if isinstance(provider, RecordingProvider) else ""
 
 
-def _summarise(output: str, exit_code: int, timed_out: bool) -> str:
+def _summarise(summary: str, exit_code: int, timed_out: bool) -> str:
     if timed_out:
-        return "timed out"
-    for line in reversed(output.strip().splitlines()):
-        if re.search(r"\b(passed|failed|error|OK|FAILED|Ran \d+ tests?)\b", line):
-            return f"{line.strip()[:200]} (exit {exit_code})"
-    return f"exit {exit_code}"
+        return f"timed out (exit {exit_code}); {summary}"[:500]
+    return summary[:500]
+
+
+# Paths of tests in the common layouts: a change that touches one brings its own evidence.
+_TEST_PATH = re.compile(
+    r"(^|/)(tests?|spec|specs|__tests__|testing)/|(^|/)test_[^/]*\.py$|_test\.(py|go|c|cc|cpp)$"
+    r"|\.(test|spec)\.[cm]?[jt]sx?$|(^|/)tests?\.rs$"
+)
+
+
+@dataclass
+class _Prepared:
+    environment: Environment
+    command: str | None
+    why: str
+    baseline: Baseline
+
+
+class _TestRunner:
+    """The repository's test command on one workspace, with what the base commit did. Called
+    as the agent's run_tests tool it adds the gate's reading of the run to the output. After
+    every sandboxed run a change to .git or a nested repository fails the step before
+    anything is staged."""
+
+    def __init__(self, acts: IssueActivities, repo: RepoRef, ws: Workspace, base: str) -> None:
+        self.acts, self.repo, self.ws, self.base = acts, repo, ws, base
+        self._prepared: _Prepared | None = None
+
+    async def prepared(self) -> _Prepared:
+        if self._prepared is None:
+            self._prepared = await self.acts._prepare(self.repo, self.ws, self.base)
+        baseline = self._prepared.baseline
+        if baseline.broken:
+            raise EnvironmentBroken(baseline.explain(), retryable=False)
+        return self._prepared
+
+    async def run_once(self) -> CommandResult:
+        prepared = await self.prepared()
+        if prepared.command is None:
+            return CommandResult(exit_code=0, output=f"[tamma] {prepared.baseline.summary}\n")
+        ws, agent = self.ws, self.acts.config.agent
+        before = ws.git_fingerprint()
+        result = await run_in_environment(
+            prepared.command, ws.root, prepared.environment, agent.sandbox, self.acts.redactor
+        )
+        if ws.git_fingerprint() != before:
+            raise SandboxError(
+                "code run for the tests changed the workspace's .git (config, hooks or info): refusing to "
+                "commit from it; this is an attack or a broken test suite",
+                retryable=False,
+            )
+        ws.refuse_nested_git()
+        return result
+
+    async def __call__(self) -> CommandResult:
+        result = await self.run_once()
+        prepared = await self.prepared()
+        if prepared.command is None:
+            return result
+        counts = parse_results(result.output)
+        verdict = judge(counts, result.exit_code, prepared.baseline.counts, touched_tests=False)
+        note = f"\n[tamma] {counts.describe()}; {prepared.baseline.summary}"
+        if verdict.regressions:
+            note += f"; failing since the change: {', '.join(verdict.regressions[:10])}"
+        if verdict.preexisting:
+            note += f"; already failing on the base commit: {', '.join(verdict.preexisting[:10])}"
+        return result.model_copy(update={"output": result.output + note + "\n"})

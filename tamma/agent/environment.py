@@ -34,6 +34,7 @@ import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tamma.agent.proxy import EgressProxy
 from tamma.agent.safefs import is_regular_beneath, read_beneath, read_text_beneath, write_file
@@ -46,6 +47,7 @@ from tamma.agent.sandbox import (
     resolve_backend,
     run_sandboxed,
 )
+from tamma.agent.testing import node_manager, python_tests, uses_pytest
 from tamma.errors import SandboxError
 from tamma.redact import Redactor
 
@@ -57,14 +59,24 @@ _LOCKFILES = (
     "pyproject.toml",
     "setup.py",
     "setup.cfg",
+    "tox.ini",
     "requirements.txt",
     "requirements-dev.txt",
     "requirements-test.txt",
+    "requirements_dev.txt",
+    "requirements_test.txt",
+    "requirements/test.txt",
+    "requirements/dev.txt",
     "poetry.lock",
     "uv.lock",
+    "pdm.lock",
     "Pipfile.lock",
     "package.json",
     "package-lock.json",
+    "npm-shrinkwrap.json",
+    "pnpm-lock.yaml",
+    "yarn.lock",
+    ".yarnrc.yml",
     ".tamma/setup.sh",
 )
 
@@ -89,30 +101,120 @@ def setup_command(root: Path, configured: str | None) -> str | None:
         return configured.strip() or None
     if is_regular_beneath(root, ".tamma/setup.sh"):
         return "sh .tamma/setup.sh"
+    steps = [step for step in (_python_setup(root), _node_setup(root)) if step]
+    return " && ".join(steps) or None
+
+
+def _python_setup(root: Path) -> str | None:
+    """A venv with the project (its test extras and dependency groups), its requirements files,
+    its tox test deps, and pytest when the tests use it but nothing declares it."""
     # -I: the source directory is not on sys.path, so a `pip/` (or `venv/`) package in the
     # repository cannot stand in for the real one and run as the installer.
     venv = 'python3 -I -m venv "$VIRTUAL_ENV" && python -I -m pip install -q --disable-pip-version-check'
+    args: list[str] = []
+    declared = ""
     if is_regular_beneath(root, "pyproject.toml") or is_regular_beneath(root, "setup.py"):
         extras = _python_extras(root)
-        return f"{venv} -e {shlex.quote('.' + (f'[{extras}]' if extras else ''))}"
-    reqs = [
-        f for f in ("requirements.txt", "requirements-dev.txt", "requirements-test.txt") if is_regular_beneath(root, f)
-    ]
-    if reqs:
-        return f"{venv} " + " ".join(f"-r {f}" for f in reqs)
-    if is_regular_beneath(root, "package-lock.json"):
-        return 'npm ci --cache "$VIRTUAL_ENV/npm-cache" --no-audit --no-fund'
-    return None
+        args.append(f"-e {shlex.quote('.' + (f'[{extras}]' if extras else ''))}")
+        declared += read_text_beneath(root, "pyproject.toml") or ""
+        declared += read_text_beneath(root, "setup.cfg") or ""
+        declared += read_text_beneath(root, "setup.py") or ""
+    for name in _REQUIREMENTS:
+        if is_regular_beneath(root, name):
+            args.append(f"-r {name}")
+            declared += read_text_beneath(root, name) or ""
+    extra = _dependency_groups(root) + _tox_deps(root)
+    declared += " ".join(extra)
+    if not args and not extra and not python_tests(root):
+        return None
+    if uses_pytest(root) and not re.search(r"(?<![\w-])pytest(?![\w-])", declared):
+        extra.append("pytest")  # the tests import it; nothing declares it
+    args += [shlex.quote(req) for req in dict.fromkeys(extra)]
+    if not args:
+        return None  # plain unittest tests: the system Python runs them
+    return f"{venv} " + " ".join(args)
+
+
+_REQUIREMENTS = (
+    "requirements.txt",
+    "requirements-dev.txt",
+    "requirements-test.txt",
+    "requirements_dev.txt",
+    "requirements_test.txt",
+    "requirements/test.txt",
+    "requirements/dev.txt",
+)
+_TEST_GROUPS = ("test", "tests", "testing", "dev")
+
+
+def _pyproject(root: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(read_text_beneath(root, "pyproject.toml") or "")
+    except tomllib.TOMLDecodeError:
+        return {}
 
 
 def _python_extras(root: Path) -> str:
     """The test extras a pyproject declares (test, tests, testing, dev), comma-joined."""
-    try:
-        data = tomllib.loads(read_text_beneath(root, "pyproject.toml") or "")
-    except tomllib.TOMLDecodeError:
-        return ""
-    declared = data.get("project", {}).get("optional-dependencies", {})
-    return ",".join(e for e in ("test", "tests", "testing", "dev") if e in declared)
+    declared = _pyproject(root).get("project", {}).get("optional-dependencies", {})
+    return ",".join(e for e in _TEST_GROUPS if e in declared)
+
+
+def _dependency_groups(root: Path) -> list[str]:
+    """Requirements of the test groups: PEP 735 `[dependency-groups]` (uv, pdm, hatch) with
+    their `include-group`s, and Poetry's test/dev groups (names only: Poetry's version syntax
+    is not pip's)."""
+    data = _pyproject(root)
+    groups = data.get("dependency-groups", {})
+    found: list[str] = []
+
+    def add(name: str, depth: int = 0) -> None:
+        for item in groups.get(name, []) if depth < 5 else []:
+            if isinstance(item, str):
+                found.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("include-group"), str):
+                add(item["include-group"], depth + 1)
+
+    for name in _TEST_GROUPS:
+        add(name)
+    poetry = data.get("tool", {}).get("poetry", {})
+    tables = [poetry.get("dev-dependencies", {})]
+    tables += [poetry.get("group", {}).get(g, {}).get("dependencies", {}) for g in _TEST_GROUPS]
+    for table in tables:
+        found += [name for name in table if isinstance(name, str) and name != "python"]
+    return found
+
+
+def _tox_deps(root: Path) -> list[str]:
+    """The `deps` of tox.ini's [testenv] (requirement lines only; no substitutions)."""
+    text = read_text_beneath(root, "tox.ini", 200_000) or ""
+    m = re.search(r"^\[testenv\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    deps = re.search(r"^deps\s*=\s*(.*?)(?=^\S|\Z)", m.group(1), re.M | re.S) if m else None
+    if deps is None:
+        return []
+    lines = [line.split("#")[0].strip() for line in deps.group(1).splitlines()]
+    return [line for line in lines if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[.*\])?\s*([<>=!~].*)?$", line)]
+
+
+def _node_setup(root: Path) -> str | None:
+    """Install with the project's package manager (corepack supplies pnpm and yarn), then move
+    node_modules into the environment: the export setup runs in is thrown away, and each test
+    run links it into the fresh workspace (`run_in_environment`)."""
+    if not is_regular_beneath(root, "package.json"):
+        return None
+    manager = node_manager(root)
+    cache = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
+    if manager == "pnpm":
+        install = "corepack pnpm install --frozen-lockfile --config.node-linker=hoisted"
+    elif manager == "yarn":
+        berry = is_regular_beneath(root, ".yarnrc.yml")
+        install = "corepack yarn install " + ("--immutable" if berry else "--frozen-lockfile --non-interactive")
+    elif is_regular_beneath(root, "package-lock.json") or is_regular_beneath(root, "npm-shrinkwrap.json"):
+        install = "npm ci --no-audit --no-fund"
+    else:
+        install = "npm install --no-audit --no-fund --no-package-lock"
+    move = 'if [ -d node_modules ]; then rm -rf "$VIRTUAL_ENV/node_modules" && mv node_modules "$VIRTUAL_ENV/"; fi'
+    return f'{cache} && mkdir -p "$VIRTUAL_ENV" && {install} && {move}'
 
 
 def lockfile_digest(root: Path) -> str:
@@ -309,7 +411,26 @@ async def run_in_environment(
             update={"output": environment.result.output + "\n[tamma] setup failed: tests were not run\n"}
         )
     mounts = Mounts(workspace=root, env_dir=environment.env_dir, hidden=tuple(policy.hide_paths))
-    return await run_sandboxed(command, mounts, policy, redactor)
+    link = _link_node_modules(root, environment, policy)
+    try:
+        return await run_sandboxed(command, mounts, policy, redactor)
+    finally:
+        if link is not None and link.is_symlink():
+            link.unlink()
+
+
+def _link_node_modules(root: Path, environment: Environment, policy: SandboxPolicy) -> Path | None:
+    """Setup moved node_modules into the environment; show it in the workspace for this run
+    (a link, removed afterwards, so it is never committed). A node_modules the workspace
+    already has is left alone."""
+    if environment.env_dir is None or not (environment.env_dir / "node_modules").is_dir():
+        return None
+    link = root / "node_modules"
+    if os.path.lexists(link):
+        return None
+    inside = ENV_DIR if resolve_backend(policy) != "none" else str(environment.env_dir)
+    os.symlink(f"{inside}/node_modules", link)
+    return link
 
 
 async def sweep_builds(envs_dir: Path, older_than_s: float = 3600) -> None:

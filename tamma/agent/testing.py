@@ -1,36 +1,196 @@
-"""Which command runs a repository's tests, and which sets up its environment.
+"""Which command runs a repository's tests, and why that one.
 
-Both are shell command lines run by /bin/sh *inside* the sandbox, so what a person would type
-(`make deps && pytest -q`) works, and nothing they contain runs outside the boundary.
+The command is a shell line run by /bin/sh *inside* the sandbox, so what a person would type
+(`make deps && pytest -q`) works, and nothing it contains runs outside the boundary.
+
+Precedence, strongest first: ``agent.test_command``; the repository's ``.tamma/config.toml``
+(``test_command``); a test command its guidance files give (AGENTS.md, CLAUDE.md,
+CONTRIBUTING.md, ``.github/copilot-instructions.md``, in a code block); the ``run:`` steps of a
+CI workflow that look like a test command; then the manifest heuristics (Node's ``test``
+script, Cargo, Go modules, CMake with tests, a Makefile ``test``/``check`` target, Python with
+pytest or unittest). Every read refuses links and FIFOs: the sandbox may have written the tree.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
-from tamma.agent.safefs import read_text_beneath
+from tamma.agent.safefs import is_regular_beneath, read_text_beneath
+
+GUIDANCE_FILES = ("AGENTS.md", "CLAUDE.md", "CONTRIBUTING.md", ".github/copilot-instructions.md")
+PYTEST = "python3 -m pytest -q -rfE -p no:cacheprovider"
+UNITTEST = "python3 -m unittest discover -v"
+# What a test command starts with, in a guidance file or a CI step.
+_TEST_LINE = re.compile(
+    r"^(?:(?:uv run|poetry run|pdm run|hatch run|pipenv run|python3? -m)\s+)?"
+    r"(?:pytest|tox|nox|unittest|(?:npm|pnpm|yarn|bun)(?: run)? test|npx (?:jest|vitest|mocha)|node --test|"
+    r"cargo test|go test|make (?:test|check)|ctest|meson test|mvn (?:-\S+ )*test|gradle test|\./gradlew test)\b"
+)
+_NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
+
+
+@dataclass(frozen=True)
+class TestCommand:
+    __test__ = False  # not a pytest class
+
+    command: str | None  # None: no way to run this repository's tests was found
+    why: str  # where it came from, for the task's details and the PR body
+
+
+def detect_test_command(root: Path, configured: str | None) -> TestCommand:
+    if configured:
+        return TestCommand(configured, "agent.test_command")
+    repo_config = _repo_config(root).get("test_command")
+    if isinstance(repo_config, str) and repo_config.strip():
+        return TestCommand(repo_config.strip(), ".tamma/config.toml")
+    for name in GUIDANCE_FILES:
+        found = _from_markdown(read_text_beneath(root, name, 500_000) or "")
+        if found:
+            return TestCommand(found, f"the test command {name} gives")
+    for found, where in (
+        _node(root), _cargo(root), _go(root), _cmake(root), _make(root), _python(root), _from_ci(root),
+    ):  # fmt: skip
+        if found:
+            return TestCommand(found, where)
+    return TestCommand(None, "no test command found: no test script, Cargo.toml, go.mod, test target or Python tests")
+
+
+def resolve_test_command(root: Path, configured: str | None) -> str | None:
+    """The command alone (see `detect_test_command`)."""
+    return detect_test_command(root, configured).command
+
+
+def _repo_config(root: Path) -> dict[str, object]:
+    try:
+        return tomllib.loads(read_text_beneath(root, ".tamma/config.toml", 200_000) or "")
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+def _from_markdown(text: str) -> str | None:
+    """The first test command in a fenced code block (a `$ ` prompt is dropped)."""
+    blocks: list[str] = re.findall(r"^```[\w+-]*\n(.*?)^```", text, re.M | re.S)
+    for block in blocks:
+        for raw in block.splitlines():
+            line = raw.strip().removeprefix("$ ").strip()
+            if _TEST_LINE.match(line):
+                return line
+    return None
+
+
+def _from_ci(root: Path) -> tuple[str | None, str]:
+    """A `run:` step of a GitHub Actions or GitLab CI file that is a test command (one line)."""
+    workflows = root / ".github" / "workflows"
+    names = sorted(p.name for p in workflows.iterdir()) if workflows.is_dir() and not workflows.is_symlink() else []
+    files = [f".github/workflows/{n}" for n in names if n.endswith((".yml", ".yaml"))] + [".gitlab-ci.yml"]
+    for name in files:
+        for line in (read_text_beneath(root, name, 500_000) or "").splitlines():
+            m = re.match(r"^\s*(?:-\s*)?(?:run:\s*|-\s+)(.+)$", line)
+            if m and _TEST_LINE.match(m.group(1).strip().strip("'\"")):
+                return m.group(1).strip().strip("'\""), f"the test step of {name}"
+    return None, ""
+
+
+def node_manager(root: Path) -> str:
+    """npm, pnpm, yarn or bun: `packageManager`, else the lockfile present."""
+    try:
+        declared = json.loads(read_text_beneath(root, "package.json", 2_000_000) or "{}").get("packageManager", "")
+    except (json.JSONDecodeError, AttributeError):
+        declared = ""
+    if isinstance(declared, str) and declared.split("@")[0] in ("npm", "pnpm", "yarn", "bun"):
+        return declared.split("@")[0]
+    for lockfile, manager in (("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn"), ("bun.lockb", "bun")):
+        if is_regular_beneath(root, lockfile):
+            return manager
+    return "npm"
+
+
+def _node(root: Path) -> tuple[str | None, str]:
+    text = read_text_beneath(root, "package.json", 2_000_000)
+    if text is None:
+        return None, ""
+    try:
+        scripts = json.loads(text).get("scripts") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None, ""
+    script = scripts.get("test") if isinstance(scripts, dict) else None
+    if not isinstance(script, str) or not script.strip() or script.strip() == _NPM_PLACEHOLDER:
+        return None, ""
+    # npm runs the script with node_modules/.bin on PATH whichever manager installed them
+    return "npm test", f"package.json's test script ({node_manager(root)} project)"
+
+
+def _cargo(root: Path) -> tuple[str | None, str]:
+    return ("cargo test", "Cargo.toml") if is_regular_beneath(root, "Cargo.toml") else (None, "")
+
+
+def _go(root: Path) -> tuple[str | None, str]:
+    return ("go test -v ./...", "go.mod") if is_regular_beneath(root, "go.mod") else (None, "")
+
+
+def _cmake(root: Path) -> tuple[str | None, str]:
+    text = read_text_beneath(root, "CMakeLists.txt", 1_000_000) or ""
+    if re.search(r"^\s*(enable_testing|add_test|include\s*\(\s*CTest)", text, re.M | re.I):
+        command = "cmake -S . -B build && cmake --build build && ctest --test-dir build --output-on-failure"
+        return command, "CMakeLists.txt declares tests (ctest)"
+    return None, ""
+
+
+def _make(root: Path) -> tuple[str | None, str]:
+    for name in ("GNUmakefile", "Makefile", "makefile"):
+        text = read_text_beneath(root, name, 1_000_000)
+        if text is None:
+            continue
+        for target in ("test", "check"):
+            if re.search(rf"^{target}\s*:(?!=)", text, re.M):
+                return f"make {target}", f"the {target} target of {name}"
+    return None, ""
 
 
 def uses_pytest(root: Path) -> bool:
-    if any((root / f).exists() for f in ("pytest.ini", "conftest.py", "tests/conftest.py")):
+    """The repository runs its tests with pytest: a pytest config, a conftest, or tests that
+    import pytest (declared nowhere is common: the runner is then installed by setup)."""
+    if any(is_regular_beneath(root, f) for f in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")):
         return True
     for name in ("pyproject.toml", "setup.cfg", "tox.ini"):
-        head = _head(root, name)
+        head = read_text_beneath(root, name, 200_000) or ""
         if "[tool.pytest" in head or "[pytest]" in head or "[tool:pytest]" in head:
             return True
-    return False
+    return any(
+        re.search(r"^\s*(import pytest|from pytest )", read_text_beneath(root, f, 200_000) or "", re.M)
+        for f in python_tests(root)
+    )
 
 
-def resolve_test_command(root: Path, configured: str | None) -> str:
-    """The configured command, else pytest when the repo uses it, else unittest discovery.
-    `python` is the repository's environment when setup made one, else the system's python3."""
-    if configured:
-        return configured
+def python_tests(root: Path, limit: int = 200) -> list[str]:
+    """Python test files (test_*.py, *_test.py) outside hidden and vendored folders."""
+    found: list[str] = []
+    skip = {"node_modules", "venv", ".venv", "build", "dist", "site-packages", "__pycache__"}
+    stack = [root]
+    while stack and len(found) < limit:
+        here = stack.pop()
+        try:
+            entries = sorted(here.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if p.is_symlink() or p.name.startswith("."):
+                continue
+            if p.is_dir():
+                if p.name not in skip:
+                    stack.append(p)
+            elif p.suffix == ".py" and (p.name.startswith("test_") or p.stem.endswith("_test")):
+                found.append(str(p.relative_to(root)))
+    return found
+
+
+def _python(root: Path) -> tuple[str | None, str]:
     if uses_pytest(root):
-        return "python3 -m pytest -q -p no:cacheprovider"
-    return "python3 -m unittest discover -v"
-
-
-def _head(root: Path, name: str) -> str:
-    """The start of a file the sandbox may have written: a link or a FIFO reads as empty."""
-    return read_text_beneath(root, name, 200_000) or ""
+        return PYTEST, "pytest (configured or imported by the tests)"
+    if python_tests(root):
+        return UNITTEST, "Python test files that do not use pytest (unittest discovery)"
+    return None, ""

@@ -67,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from tamma.policy import blocked_files, blocking_reasons
     from tamma.workflows import search
-    from tamma.workflows.review import ci_failed_note, ci_feedback, review_feedback, self_review_feedback
+    from tamma.workflows.review import ci_failed_note, ci_feedback, review_feedback, self_review_feedback, tests_note
 
 M = TypeVar("M")
 
@@ -112,6 +112,7 @@ class IssueWorkflow:
         self._deliveries: list[str] = []
         self._branch_files: list[str] = []  # what the branch really changes, from the last implement
         self._branch_total = 0  # how many it changes: more than listed means the gate fails closed
+        self._untested = ""  # why nothing tested the change (no test command, no tests): a person decides
         self._cleared: set[str] = set()  # blocked files a person has approved
         self._ci_sha = ""  # the head commit the last green CI was about
         self._rate_limited_s = 0.0  # waited out on model rate limits since the last resume
@@ -280,7 +281,7 @@ class IssueWorkflow:
         pr = await self._step(
             StepName.OPEN_PR,
             names.OPEN_PR,
-            OpenPRInput(repo=repo, issue=issue, plan=plan, branch=branch),
+            OpenPRInput(repo=repo, issue=issue, plan=plan, branch=branch, tests=tests_note(self.state.tests)),
             PullRequest,
             detail=lambda p: p.url,
         )
@@ -406,16 +407,25 @@ class IssueWorkflow:
             hidden = f"{unlisted} changed files beyond the {len(self._branch_files)} listed"
             if hidden not in self._cleared:
                 fresh.append(hidden)
+        # A change nothing tested never merges on its own: it waits for a person like a blocked path.
+        untested = f"untested: {self._untested}" if self._untested else ""
+        if untested and untested not in self._cleared and when == "before merge":
+            fresh.append(untested)
         if not fresh:
             return True
         record = self._begin(StepName.APPROVAL)
         shown = ", ".join(fresh[:10]) + (f" and {len(fresh) - 10} more" if len(fresh) > 10 else "")
-        record.detail = f"needs a person: the change touches blocked paths ({shown}) {when}"
+        what = (
+            "the change touches blocked paths or was not tested"
+            if untested in fresh
+            else "the change touches blocked paths"
+        )
+        record.detail = f"needs a person: {what} ({shown}) {when}"
         self._decision = None
         self._set_status(TaskStatus.AWAITING_APPROVAL)
         await self._comment(
             issue.number,
-            f"Tamma's change touches blocked paths ({shown}); it waits for a person {when}: "
+            f"Tamma's change {what.removeprefix('the change ')} ({shown}); it waits for a person {when}: "
             f"`tamma approve {issue.number}` or a `/tamma approve` comment.",
         )
         try:
@@ -476,6 +486,7 @@ class IssueWorkflow:
                 detail=lambda t: t.summary,
             )
             self.state.tests.append(report)
+            self._untested = report.summary if report.untested else ""
             if report.passed:
                 return iteration
             feedback = f"Tests failed: {report.summary}\n{report.output_tail}"

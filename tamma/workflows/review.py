@@ -3,7 +3,7 @@ it points and, for a reply, the comment it answers. Pure and deterministic (work
 
 from __future__ import annotations
 
-from tamma.models import CIStatus, ReviewComment, SelfReview
+from tamma.models import CIStatus, ReviewComment, SelfReview, TestReport
 
 
 def _where(c: ReviewComment) -> str:
@@ -80,4 +80,22 @@ def ci_failed_note(status: CIStatus, attempts: int) -> str:
         link = f" — {f.url}" if f.url else ""
         lines.append(f"- **{f.name}**: {summary}{link}")
     lines += ["", "Push a fix to this branch, or retry the task once CI can pass."]
+    return "\n".join(lines)
+
+
+def tests_note(reports: list[TestReport]) -> str:
+    """How the change was tested, for the PR body: the last run, what the base commit did, and
+    where the command came from."""
+    if not reports:
+        return ""
+    last = reports[-1]
+    if last.untested:
+        return f"⚠ Not tested: {last.summary}. Tamma does not merge this on its own."
+    lines = [f"- `{last.command}` ({last.command_source}): {last.summary}"]
+    if last.baseline:
+        lines.append(f"- {last.baseline}")
+    if last.fixed:
+        lines.append(f"- now passing (failed on the base commit): {', '.join(last.fixed[:10])}")
+    if last.preexisting:
+        lines.append(f"- already failing on the base commit, not this change's: {', '.join(last.preexisting[:10])}")
     return "\n".join(lines)
