@@ -184,6 +184,11 @@ class SandboxPolicy(Strict):
     hide_paths: list[str] = Field(
         default_factory=list, description="more host paths to keep out of the sandbox (under /etc, /usr...)"
     )
+    toolchains: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="toolchain folders shown read-only in the sandbox with their bin/ on PATH (a rustup "
+        "toolchain, an nvm node, a Go SDK); 'auto' adds the ones found in the usual per-user places",
+    )
 
 
 class ApprovalDecision(BaseModel):

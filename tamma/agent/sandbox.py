@@ -246,8 +246,48 @@ def isolation_summary(policy: SandboxPolicy) -> str:
 # ---- building the command line --------------------------------------------------------------
 
 
-def _environment(layout_ws: str, env_dir: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+def toolchain_dirs(policy: SandboxPolicy) -> list[Path]:
+    """The toolchain folders to show in the sandbox: those configured that exist, plus, for
+    'auto', the usual per-user ones (the default rustup toolchain, the newest nvm node, a Go
+    SDK). Only the toolchain itself is shown, never the home folder around it (no cargo
+    credentials, no npmrc)."""
+    found: list[Path] = []
+    for entry in policy.toolchains:
+        if entry == "auto":
+            found += detect_toolchains()
+            continue
+        path = Path(entry).expanduser()
+        if path.is_absolute() and path.is_dir() and (path / "bin").is_dir():
+            found.append(path.resolve())
+    return list(dict.fromkeys(found))
+
+
+def detect_toolchains(home: Path | None = None) -> list[Path]:
+    home = home or Path.home()
+    found: list[Path] = []
+    rustup = Path(os.environ.get("RUSTUP_HOME", home / ".rustup"))
+    with contextlib.suppress(OSError, ValueError):
+        import tomllib
+
+        default = tomllib.loads((rustup / "settings.toml").read_text()).get("default_toolchain", "")
+        if default and (rustup / "toolchains" / default / "bin" / "cargo").exists():
+            found.append(rustup / "toolchains" / default)
+    nvm = sorted((home / ".nvm" / "versions" / "node").glob("v*/bin/node"))
+    if nvm:
+        found.append(nvm[-1].parent.parent)
+    for go in (Path("/usr/local/go"), *sorted((home / "sdk").glob("go*")), home / "go" / "go"):
+        if (go / "bin" / "go").exists():
+            found.append(go)
+            break
+    return [p.resolve() for p in found]
+
+
+def _environment(
+    layout_ws: str, env_dir: str | None, extra: Mapping[str, str], toolchains: Sequence[Path] = ()
+) -> dict[str, str]:
     path = _SYSTEM_PATH
+    for toolchain in reversed(toolchains):
+        path = f"{toolchain}/bin:{path}"
     base_bin = str(Path(sys.base_prefix) / "bin")
     if not sys.base_prefix.startswith("/usr"):
         path = f"{base_bin}:{path}"  # the interpreter Tamma runs on, when it lives outside /usr
@@ -312,6 +352,8 @@ def _bwrap_argv(binary: str, command: str, mounts: Mounts, policy: SandboxPolicy
         argv += ["--ro-bind", str(mounts.proxy_socket), PROXY_SOCKET]
     for host_file, inside in mounts.files:
         argv += ["--ro-bind", str(host_file), inside]
+    for toolchain in toolchain_dirs(policy):
+        argv += ["--ro-bind", str(toolchain), str(toolchain)]
     argv += ["--chdir", WORKSPACE, "--clearenv"]
     for key, value in {"HOME": "/tmp/home", "TMPDIR": "/tmp", **env}.items():
         argv += ["--setenv", key, value]
@@ -337,18 +379,20 @@ def _container_argv(
         argv += ["-v", f"{mounts.proxy_socket}:{PROXY_SOCKET}:ro"]
     for host_file, inside in mounts.files:
         argv += ["-v", f"{host_file}:{inside}:ro"]
+    for toolchain in toolchain_dirs(policy):
+        argv += ["-v", f"{toolchain}:{toolchain}:ro"]
     for key, value in {"HOME": "/tmp", "TMPDIR": "/tmp", **env}.items():
         argv += ["-e", f"{key}={value}"]
     return [*argv, policy.image, "/bin/sh", "-c", command]
 
 
-def _prlimit(policy: SandboxPolicy) -> list[str]:
+def _prlimit(policy: SandboxPolicy, address_space: bool = True) -> list[str]:
     mem = policy.memory_mb * 1024 * 1024
     fsize = policy.file_size_mb * 1024 * 1024
     return [
         "prlimit",
         f"--cpu={policy.cpu_s}",
-        f"--as={mem}",
+        *([f"--as={mem}"] if address_space else []),
         f"--fsize={fsize}",
         f"--nproc={policy.nproc}",
         f"--nofile={policy.nofile}",
@@ -377,37 +421,46 @@ async def run_sandboxed(
     backend = resolve_backend(policy)
     extra = dict(extra_env or {})
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
-    with tempfile.TemporaryDirectory(prefix="tamma-sandbox-home-") as home:
-        if backend == "bwrap":
-            env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra)
-            bwrap = bwrap_binary()
-            assert bwrap is not None
-            argv = _prlimit(policy) + _bwrap_argv(bwrap, command, mounts, policy, env)
-            cwd, run_env = str(mounts.workspace), {"PATH": _SYSTEM_PATH}
-        elif backend == "container":
-            engine, _ = probe_container(policy.engine, policy.image)
-            assert engine is not None
-            env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra)
-            name = f"tamma-sandbox-{uuid.uuid4().hex[:12]}"
-            argv = _container_argv(engine, name, command, mounts, policy, env)
-            cwd, run_env = str(mounts.workspace), {k: v for k, v in os.environ.items() if k in _ENGINE_ENV}
-            cleanup = functools.partial(_remove_container, engine, name)
-        else:
-            env = _environment(str(mounts.workspace), str(mounts.env_dir) if mounts.env_dir else None, extra)
-            env["PATH"] = f"{env['PATH']}:{os.environ.get('PATH', os.defpath)}"
-            env.update(HOME=home, TMPDIR=home)
-            argv = [*_prlimit(policy), "/bin/sh", "-c", command]
-            cwd, run_env = str(mounts.workspace), env
-        run_env = {k: v for k, v in run_env.items() if not any(s in v for s in redactor.values)}
-        group = _sandbox_cgroup(policy, backend)
-        if group is not None:
-            argv = group.wrap(argv)
-        try:
-            result = await _run(argv, cwd, run_env, timeout_s or policy.timeout_s, cleanup)
-        finally:
+    group = _sandbox_cgroup(policy, backend)
+    # With a cgroup, memory is limited where it is used (resident), not by an address-space
+    # rlimit: V8 (node, corepack), JVMs and Go reserve far more address space than they touch.
+    limits = _prlimit(policy, address_space=group is None)
+    kills = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="tamma-sandbox-home-") as home:
+            if backend == "bwrap":
+                env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra, toolchain_dirs(policy))
+                bwrap = bwrap_binary()
+                assert bwrap is not None
+                argv = limits + _bwrap_argv(bwrap, command, mounts, policy, env)
+                cwd, run_env = str(mounts.workspace), {"PATH": _SYSTEM_PATH}
+            elif backend == "container":
+                engine, _ = probe_container(policy.engine, policy.image)
+                assert engine is not None
+                env = _environment(WORKSPACE, ENV_DIR if mounts.env_dir else None, extra, toolchain_dirs(policy))
+                name = f"tamma-sandbox-{uuid.uuid4().hex[:12]}"
+                argv = _container_argv(engine, name, command, mounts, policy, env)
+                cwd, run_env = str(mounts.workspace), {k: v for k, v in os.environ.items() if k in _ENGINE_ENV}
+                cleanup = functools.partial(_remove_container, engine, name)
+            else:
+                env = _environment(
+                    str(mounts.workspace),
+                    str(mounts.env_dir) if mounts.env_dir else None,
+                    extra,
+                    toolchain_dirs(policy),
+                )
+                env["PATH"] = f"{env['PATH']}:{os.environ.get('PATH', os.defpath)}"
+                env.update(HOME=home, TMPDIR=home)
+                argv = [*limits, "/bin/sh", "-c", command]
+                cwd, run_env = str(mounts.workspace), env
+            run_env = {k: v for k, v in run_env.items() if not any(s in v for s in redactor.values)}
             if group is not None:
-                kills = group.oom_kills()
-                await asyncio.to_thread(group.remove)
+                argv = group.wrap(argv)
+            result = await _run(argv, cwd, run_env, timeout_s or policy.timeout_s, cleanup)
+    finally:
+        if group is not None:
+            kills = group.oom_kills()
+            await asyncio.to_thread(group.remove)
     output = redactor(result.output)
     if group is not None and kills:
         output += (

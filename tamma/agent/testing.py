@@ -24,12 +24,15 @@ from tamma.agent.safefs import is_regular_beneath, read_text_beneath
 GUIDANCE_FILES = ("AGENTS.md", "CLAUDE.md", "CONTRIBUTING.md", ".github/copilot-instructions.md")
 PYTEST = "python3 -m pytest -q -rfE -p no:cacheprovider"
 UNITTEST = "python3 -m unittest discover -v"
-# What a test command starts with, in a guidance file or a CI step.
+# What a test command starts with, in a guidance file or a CI step. tox and nox are left out:
+# they build their own environments from the network, which the test sandbox does not have.
 _TEST_LINE = re.compile(
     r"^(?:(?:uv run|poetry run|pdm run|hatch run|pipenv run|python3? -m)\s+)?"
-    r"(?:pytest|tox|nox|unittest|(?:npm|pnpm|yarn|bun)(?: run)? test|npx (?:jest|vitest|mocha)|node --test|"
+    r"(?:pytest|unittest|(?:npm|pnpm|yarn|bun)(?: run)? test|npx (?:jest|vitest|mocha)|node --test|"
     r"cargo test|go test|make (?:test|check)|ctest|meson test|mvn (?:-\S+ )*test|gradle test|\./gradlew test)\b"
 )
+# A shell line in a code block that a sentence about testing introduces ("Run the tests with:").
+_INTRODUCED = re.compile(r"\btest(s|ing|-suite| suite)?\b", re.I)
 _NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
 
 
@@ -72,14 +75,25 @@ def _repo_config(root: Path) -> dict[str, object]:
 
 
 def _from_markdown(text: str) -> str | None:
-    """The first test command in a fenced code block (a `$ ` prompt is dropped)."""
-    blocks: list[str] = re.findall(r"^```[\w+-]*\n(.*?)^```", text, re.M | re.S)
-    for block in blocks:
-        for raw in block.splitlines():
-            line = raw.strip().removeprefix("$ ").strip()
+    """The test command a guidance file gives in a fenced code block (a `$ ` prompt is
+    dropped): a line that is a known test command, else the first command of a block that a
+    sentence about tests introduces (the two lines before it)."""
+    introduced: str | None = None
+    for m in re.finditer(r"^```[\w+-]*\n(.*?)^```", text, re.M | re.S):
+        lines = [raw.strip().removeprefix("$ ").strip() for raw in m.group(1).splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
+        for line in lines:
             if _TEST_LINE.match(line):
                 return line
-    return None
+        before = "\n".join(text[: m.start()].rstrip().splitlines()[-2:])
+        if (
+            introduced is None
+            and lines
+            and _INTRODUCED.search(before)
+            and not re.search(r"install|setup|set up", before, re.I)
+        ):
+            introduced = lines[0]
+    return introduced
 
 
 def _from_ci(root: Path) -> tuple[str | None, str]:

@@ -117,7 +117,8 @@ async def test_memory_limit(workspace: Path) -> None:
     code = "python3 -c \"x = bytearray(512 * 1024 * 1024); print('allocated')\""
     result = await run_sandboxed(code, workspace, SandboxPolicy(timeout_s=20, memory_mb=256))
     assert result.exit_code != 0 and "allocated" not in result.output
-    assert "MemoryError" in result.output
+    # an address-space rlimit raises MemoryError; a cgroup has the kernel kill the process
+    assert "MemoryError" in result.output or "killed at the sandbox's memory limit (256 MB" in result.output
 
 
 async def test_test_command_is_a_shell_line(workspace: Path) -> None:
@@ -236,3 +237,25 @@ async def test_a_workspace_grown_past_the_disk_limit_fails_the_step(workspace: P
         "head -c 1000000 /dev/urandom > blob.bin && echo written", workspace, SandboxPolicy(timeout_s=30, disk_mb=32)
     )
     assert "written" in ok.output
+
+
+# V8 reserves address space far beyond what it touches (a WebAssembly memory of 4 GB maximum,
+# as corepack's yarn does); so do JVMs (the heap and code cache) and Go.
+RESERVING = {
+    "node-wasm": "node -e \"new WebAssembly.Memory({initial: 1, maximum: 65536}); console.log('re' + 'served')\"",
+    "jvm": "java -Xmx1g -XX:ReservedCodeCacheSize=512m -version 2>&1 && echo reserved",
+}
+
+
+@pytest.mark.parametrize("tool", sorted(RESERVING))
+async def test_tools_that_reserve_address_space_run_under_the_default_memory_limit(workspace: Path, tool: str) -> None:
+    import shutil
+
+    if shutil.which(tool.split("-")[0].replace("jvm", "java")) is None:
+        pytest.skip(f"{tool} is not installed here")
+    _cgroup_or_skip("bwrap")
+    result = await run_sandboxed(RESERVING[tool], workspace, SandboxPolicy(timeout_s=60))
+    assert result.exit_code == 0 and "reserved" in result.output, result.output
+    # Control: the same tool under an address-space rlimit of the same size (no cgroup) fails.
+    limited = await run_sandboxed(RESERVING[tool], workspace, SandboxPolicy(timeout_s=60, cgroup="off", memory_mb=1024))
+    assert "reserved" not in limited.output, limited.output
