@@ -250,6 +250,10 @@ class PlanOutput(BaseModel):
 class ImplementResult(BaseModel):
     commit: str
     changed_files: list[str] = Field(default_factory=list)
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="new files the tests or builds made, which the agent did not write: not committed",
+    )
     summary: str = ""
     turns: int = 0
     reused: bool = Field(default=False, description="true when an earlier attempt had pushed it")

@@ -295,10 +295,17 @@ class IssueActivities:
                     budget=inp.budget_left,
                     output_retries=self.output_retries,
                 )
-                changed = await ws.changed_files()
+                changed, left_out = await ws.stage(toolbox.written)
+                if left_out:
+                    log.info(
+                        "new files the agent did not write left out of the commit on %s: %s",
+                        inp.repo.key, ", ".join(left_out[:20]),
+                    )  # fmt: skip
                 message = f"{inp.issue.title} (#{inp.issue.number})\n\n{outcome.summary}"
                 agent = self.config.agent
-                sha = await ws.commit_and_push(message, inp.iteration, agent.bot_name, agent.bot_email)
+                sha = await ws.commit_and_push(
+                    message, inp.iteration, agent.bot_name, agent.bot_email, intended=toolbox.written
+                )
                 if sha is None:
                     raise ProviderError(
                         f"the coding agent finished iteration {inp.iteration} without changing any file",
@@ -306,7 +313,8 @@ class IssueActivities:
                     )
                 return ImplementResult(
                     commit=sha,
-                    changed_files=changed,
+                    changed_files=changed[:MAX_LISTED_FILES],
+                    left_out=left_out[:100],
                     summary=outcome.summary[:2000],
                     turns=outcome.turns,
                     transcript_path=_path_of(provider),

@@ -99,6 +99,7 @@ class Toolbox:
         self._run_tests = run_tests
         self.redact = redactor or Redactor()
         self.tests_run: list[CommandResult] = []
+        self.written: set[str] = set()  # paths the agent wrote on purpose: new ones are committed
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -211,6 +212,7 @@ class Toolbox:
         if target.is_symlink():
             raise ToolError(f"{args.path} is a symbolic link; write to the file it names instead")
         await asyncio.to_thread(target.write_text, args.content, encoding="utf-8")
+        self.written.add(str(target.relative_to(self.ws.root.resolve())))
         return f"wrote {len(args.content)} characters to {args.path}"
 
     async def _tool_edit_file(self, args: EditFile) -> str:

@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,11 +185,38 @@ class Workspace:
         )  # fmt: skip
         return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
-    async def commit_and_push(self, message: str, iteration: int, name: str, email: str) -> str | None:
-        """Commit every change with the iteration trailer and push; None when nothing changed."""
-        if not await self.changed_files():
+    async def stage(self, intended: Collection[str] | None = None) -> tuple[list[str], list[str]]:
+        """Stage the change: every change to a tracked file, and the new files in `intended` (the
+        ones the agent wrote on purpose; None stages every new file). New files nobody meant
+        (a Cargo.lock the tests made, build output, caches, egg-info) stay out. Returns what is
+        staged and the new files left out."""
+        self.refuse_nested_git()
+        out = await git(
+            "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=all", "--no-renames",
+            cwd=self.root, strip=False,
+        )  # fmt: skip
+        entries = [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+        if intended is None:
+            await git("add", "--all", cwd=self.root)
+            return [path for _, path in entries], []
+        wanted = {os.path.normpath(p) for p in intended}
+        new = [path for code, path in entries if code == "??"]
+        keep = [path for path in new if os.path.normpath(path) in wanted]
+        await git("add", "--update", cwd=self.root)
+        if keep:
+            # literal pathspecs: a name like ":(glob)*" or "*" is a file name here, not a pattern
+            await git("--literal-pathspecs", "add", "--", *keep, cwd=self.root)
+        staged = [path for code, path in entries if code != "??"] + keep
+        return staged, [path for path in new if path not in keep]
+
+    async def commit_and_push(
+        self, message: str, iteration: int, name: str, email: str, intended: Collection[str] | None = None
+    ) -> str | None:
+        """Commit the change (see `stage`) with the iteration trailer and push; None when nothing
+        is staged."""
+        staged, _ = await self.stage(intended)
+        if not staged:
             return None
-        await git("add", "--all", cwd=self.root)
         ident = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
         # The trailer is written into the message, not added with --trailer: trailer processing
         # runs `trailer.<token>.cmd` commands, which the repository's config could name.

@@ -1,0 +1,258 @@
+"""Real repositories, end to end: published code (PyPI sdists) and small projects in the shapes
+users have (Node with mocha and with node's own runner, a Rust crate, C with a Makefile, C whose
+only test instructions are in AGENTS.md, a library without tests, a project whose runner is not
+installed). Each runs through the real worker, sandbox and git with zero configuration and a
+scripted model applying a known fix: the base commit's run must see the bug, the gate must pass
+on the fix and refuse a wrong one, a repository with no tests never merges on its own, and a
+broken environment is reported as one. The repositories and their licences: tests/fixtures/repos/README.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from tamma.config import Settings
+from tamma.models import IssueTaskInput, StepName, TaskState, TaskStatus
+from tamma.platforms.local import LocalPlatform, local_repo_ref
+from tamma.runtime.tasks import TaskService
+from tamma.runtime.wiring import build_activities
+from tests.conftest import running_worker
+from tests.transcripts import transcript_doc
+from tests.workflows.test_issue_workflow import wait_for_status
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "repos"
+
+
+@dataclass
+class Case:
+    title: str
+    path: str  # the file the fix edits
+    old: str
+    new: str  # the right fix
+    wrong: str  # a "fix" the gate must refuse (it breaks something else, or fixes nothing)
+    command: str  # what Tamma detects and runs
+    failing: str  # part of the id of a test that fails on the base commit
+    needs: list[str] = field(default_factory=list)  # programs the case needs on this machine
+
+
+CASES: dict[str, Case] = {
+    # PyPI sdist (MIT), pyproject with flit, a Makefile whose `check` target is lint and whose `test` runs unittest
+    "more-itertools": Case(
+        "dotproduct() adds instead of multiplying",
+        "more_itertools/recipes.py",
+        "return sum(map(operator.add, vec1, vec2))",
+        "return sum(map(operator.mul, vec1, vec2))",
+        "return sum(map(operator.mul, vec1, vec1))",
+        "make test",
+        "DotproductTests",
+    ),
+    # PyPI sdist (MIT), setup.py, tests import pytest but nothing declares it
+    "inflection": Case(
+        "dasherize() puts spaces where dashes belong",
+        "inflection/__init__.py",
+        "return word.replace('_', ' ')",
+        "return word.replace('_', '-')",
+        "return word.replace('_', '-').replace('-', '_')",
+        "python3 -m pytest -q -rfE -p no:cacheprovider",
+        "test_dasherize",
+    ),
+    "node-mocha": Case(
+        "inRange() excludes its lower bound",
+        "lib/range.js",
+        "return compare(version, low) > 0 && compare(version, high) < 0;",
+        "return compare(version, low) >= 0 && compare(version, high) < 0;",
+        "return compare(version, low) >= 0 && compare(version, high) <= 0;",
+        "npm test",
+        "includes the lower bound",
+        ["node", "npm"],
+    ),
+    "node-test": Case(
+        "slugify() leaves runs of dashes for punctuation",
+        "src/slug.js",
+        ".replace(/[^a-z0-9]/g, '-');",
+        ".replace(/[^a-z0-9]+/g, '-');",
+        ".replace(/[^a-z0-9]+/g, '');",
+        "npm test",
+        "punctuation",
+        ["node", "npm"],
+    ),
+    "rust-crate": Case(
+        "to_roman() writes each numeral at most once",
+        "src/lib.rs",
+        "        if n > value {",
+        "        while n >= value {",
+        "        while n > value {",
+        "cargo test",
+        "repeated_symbols",
+        ["cargo"],
+    ),
+    "c-make": Case(
+        "count_within() skips the first value",
+        "src/clamp.c",
+        "for (int i = 1; i < n; i++)",
+        "for (int i = 0; i < n; i++)",
+        "for (int i = 0; i <= n; i++)",
+        "make test",
+        "count_within counts every value",
+        ["make", "cc"],
+    ),
+    "agents-md": Case(
+        "trimmed_length() keeps a trailing newline",
+        "src/strutil.c",
+        "(s[n - 1] == ' ' || s[n - 1] == '\\t')",
+        "(s[n - 1] == ' ' || s[n - 1] == '\\t' || s[n - 1] == '\\n')",
+        "(s[n - 1] == ' ' || s[n - 1] == '\\n')",
+        "sh tests/run.sh",
+        "trailing newline",
+        ["cc"],
+    ),
+}
+
+
+def make_repo(name: str, dest: Path) -> Path:
+    shutil.copytree(FIXTURES / name, dest)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def script(tmp_path: Path, path: str, edits: list[tuple[str, str]], name: str = "script") -> Path:
+    """Analysis and plan (low risk, naming `path`), then one coding session: the edits, the
+    tests, done."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("edit_file", {"path": path, "old_text": old, "new_text": new}) for old, new in edits
+    ]
+    calls.append(("run_tests", {}))
+    exchanges: list[dict[str, Any]] = [
+        {
+            "purpose": "analysis",
+            "response": {"summary": "A one-line bug.", "complexity": "low", "risk": "low", "affected_areas": [path]},
+        },
+        {
+            "purpose": "plan",
+            "response": {
+                "summary": "Fix the line.",
+                "steps": [{"title": "Fix it", "detail": "one line"}, {"title": "Run the tests", "detail": ""}],
+                "files": [path],
+                "estimate_hours": 0.25,
+                "test_strategy": "The existing tests cover it.",
+            },
+        },
+    ]
+    exchanges += [
+        {
+            "purpose": "code",
+            "session": 1,
+            "response": {"stop_reason": "tool_use", "tool_calls": [{"id": f"c{i}", "name": tool, "input": args}]},
+        }
+        for i, (tool, args) in enumerate(calls)
+    ]
+    exchanges.append({"purpose": "code", "session": 1, "response": {"text": "Done.", "stop_reason": "end_turn"}})
+    out = tmp_path / f"{name}.json"
+    out.write_text(transcript_doc(exchanges))
+    return out
+
+
+def configured(settings: Settings, **workflow: Any) -> Settings:
+    data = settings.model_dump()
+    data["agent"]["sandbox"]["timeout_s"] = 300
+    data["workflow"] |= {"max_fix_attempts": 0, **workflow}
+    return Settings.model_validate(data)
+
+
+async def run(client: Client, task_queue: str, s: Settings, repo: Path, title: str, transcript: Path) -> TaskState:
+    platform = LocalPlatform(local_repo_ref(repo), s.data_dir)
+    issue = platform.create_issue(title, "Found in production; the tests show it.", author="reporter")
+    service = TaskService(client, task_queue)
+    opts = s.task_options(transcript=str(transcript), retry_initial_s=0.1)
+    async with running_worker(client, task_queue, build_activities(s), s):
+        wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+        return await service.result(wid)
+
+
+def file_on_main(repo: Path, path: str) -> str:
+    return subprocess.run(["git", "show", f"main:{path}"], cwd=repo, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_zero_configuration_sees_the_bug_merges_the_fix_and_refuses_a_wrong_one(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path, name: str
+) -> None:
+    case = CASES[name]
+    missing = [tool for tool in case.needs if shutil.which(tool) is None and not (Path.home() / ".cargo/bin" / tool).exists()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed here")
+    s = configured(settings)
+    # the right fix: the base commit's run saw the bug, the gate passed on the fix, it merged
+    repo = make_repo(name, tmp_path / "repo")
+    state = await run(client, task_queue, s, repo, case.title, script(tmp_path, case.path, [(case.old, case.new)]))
+    assert state.status == TaskStatus.MERGED, (state.error, [t.summary for t in state.tests])
+    report = state.tests[-1]
+    assert report.command == case.command, (report.command, report.command_source)
+    assert report.tests_ran and report.tests_ran > 0 and report.passed
+    assert "base commit" in report.baseline and "failed" in report.baseline
+    assert any(case.failing in f for f in report.fixed), (report.fixed, report.baseline)
+    assert case.new.strip() in file_on_main(repo, case.path)
+    left = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.split()
+    assert not any(p.startswith(("target/", "node_modules", "build/")) or p.endswith((".o", ".egg-info")) for p in left)
+    assert "Cargo.lock" not in left  # a file the test run made, not the agent: left out of the commit
+
+    # a wrong fix (fixes nothing, or breaks another test): refused, nothing merged
+    wrong_repo = make_repo(name, tmp_path / "wrong")
+    state = await run(client, task_queue, s, wrong_repo, case.title, script(tmp_path, case.path, [(case.old, case.wrong)], "wrong"))
+    assert state.status == TaskStatus.FAILED, state.status
+    refused = state.tests[-1]
+    assert not refused.passed and refused.tests_ran and refused.tests_ran > 0, refused.summary
+    # refused for what it did: broke a test that passed on the base, or left the failures as they were
+    assert refused.regressions or "fixed none" in refused.summary, refused.summary
+    assert case.old.strip() in file_on_main(wrong_repo, case.path)
+
+
+async def test_a_repository_without_tests_is_not_merged_without_a_person(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    repo = make_repo("no-tests", tmp_path / "repo")
+    transcript = script(tmp_path, "src/units/__init__.py", [("value /= 1000", "value /= 1024")])
+    s = configured(settings)
+    platform = LocalPlatform(local_repo_ref(repo), s.data_dir)
+    issue = platform.create_issue("human() divides by 1000", "1 KiB is 1024 bytes.", author="reporter")
+    service = TaskService(client, task_queue)
+    opts = s.task_options(transcript=str(transcript), retry_initial_s=0.1)
+    async with running_worker(client, task_queue, build_activities(s), s):
+        wid, _ = await service.start(IssueTaskInput(repo=platform.repo, issue_number=issue.number, options=opts))
+        waiting = await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=240)
+        detail = [st for st in waiting.steps if st.name == StepName.APPROVAL][-1].detail
+        assert "untested" in detail and "no test command found" in detail, detail
+        report = waiting.tests[-1]
+        assert report.untested and report.tests_ran is None
+        pulls = platform.list_pull_requests()
+        assert len(pulls) == 1 and "Not tested" in pulls[0].body
+        assert "value /= 1000" in file_on_main(repo, "src/units/__init__.py")  # nothing merged on its own
+        await service.approve(wid, by="maintainer", reason="checked by hand")
+        state = await service.result(wid)
+    assert state.status == TaskStatus.MERGED
+    assert "value /= 1024" in file_on_main(repo, "src/units/__init__.py")
+
+
+async def test_a_broken_environment_is_reported_as_one_and_the_model_is_never_asked(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    if shutil.which("npm") is None:
+        pytest.skip("npm not installed here")
+    repo = make_repo("broken-node", tmp_path / "repo")
+    # The coding session would fix index.js: it must never be reached.
+    transcript = script(tmp_path, "index.js", [("return a - b;", "return a + b;")])
+    state = await run(client, task_queue, configured(settings), repo, "add() subtracts", transcript)
+    assert state.status == TaskStatus.FAILED
+    assert "cannot run here, before any change" in state.error and "mocha" in state.error, state.error
+    assert "setup problem" in state.error and "agent.test_command" in state.error
+    assert "without changing any file" not in state.error  # not blamed on the model
+    assert not any(st.name == StepName.TEST for st in state.steps)
+    assert "return a - b;" in file_on_main(repo, "index.js")
