@@ -1,0 +1,115 @@
+"""Which test command and which setup Tamma picks, per repository shape, and why."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tamma.agent.environment import setup_command
+from tamma.agent.testing import PYTEST, UNITTEST, detect_test_command
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+PKG = {"name": "x", "version": "1.0.0", "scripts": {"test": "mocha"}}
+
+
+@pytest.mark.parametrize(
+    ("files", "command", "why"),
+    [
+        ({"package.json": json.dumps(PKG), "package-lock.json": "{}"}, "npm test", "npm project"),
+        ({"package.json": json.dumps(PKG), "pnpm-lock.yaml": ""}, "npm test", "pnpm project"),
+        ({"package.json": json.dumps(PKG), "yarn.lock": ""}, "npm test", "yarn project"),
+        ({"package.json": json.dumps(PKG | {"packageManager": "pnpm@9.1.0"})}, "npm test", "pnpm project"),
+        ({"Cargo.toml": "[package]\nname='x'\n"}, "cargo test", "Cargo.toml"),
+        ({"go.mod": "module x\n"}, "go test -v ./...", "go.mod"),
+        ({"CMakeLists.txt": "project(x)\nenable_testing()\nadd_test(NAME a COMMAND a)\n"}, "ctest", "CMakeLists"),
+        ({"Makefile": "check:\n\t./run\n"}, "make check", "check target"),
+        ({"Makefile": "lint:\n\tblack .\ntest:\n\t./run\n"}, "make test", "test target"),
+        ({"pyproject.toml": "[tool.pytest.ini_options]\n", "t/test_a.py": ""}, PYTEST, "pytest"),
+        ({"tests/test_a.py": "import pytest\n"}, PYTEST, "imported by the tests"),
+        ({"tests/__init__.py": "", "tests/test_a.py": "import unittest\n"}, UNITTEST, "unittest"),
+        ({"AGENTS.md": "# x\n\n## Testing\nRun the tests with:\n\n```sh\n$ ./check.sh --all\n```\n"}, "./check.sh --all", "AGENTS.md"),
+        ({"CONTRIBUTING.md": "Install:\n```\npip install -e .\n```\nThen:\n```\npytest -x tests\n```\n"}, "pytest -x tests", "CONTRIBUTING.md"),
+        ({".tamma/config.toml": 'test_command = "make unit"\n', "Makefile": "test:\n"}, "make unit", ".tamma/config.toml"),
+        ({".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: cargo test --all\n"}, "cargo test --all", "ci.yml"),
+    ],
+)
+def test_the_test_command_for_each_shape(tmp_path: Path, files: dict[str, str], command: str, why: str) -> None:
+    found = detect_test_command(write(tmp_path, files), None)
+    assert found.command is not None and command in found.command, found
+    assert why in found.why
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {},
+        {"package.json": json.dumps({"scripts": {"test": 'echo "Error: no test specified" && exit 1'}})},
+        {"pyproject.toml": "[project]\nname='x'\n", "src/x/__init__.py": ""},
+        {"tox.ini": "[testenv]\ncommands = pytest\n"},  # tox builds its own envs from the network
+        {"README.md": "```\nmake install\n```\n"},
+    ],
+)
+def test_no_test_command_is_said_not_guessed(tmp_path: Path, files: dict[str, str]) -> None:
+    found = detect_test_command(write(tmp_path, files), None)
+    assert found.command is None and "no test command found" in found.why
+
+
+def test_configuration_wins_and_links_are_not_followed(tmp_path: Path) -> None:
+    write(tmp_path, {"Makefile": "test:\n"})
+    assert detect_test_command(tmp_path, "tox -e py").command == "tox -e py"
+    (tmp_path / "secret").write_text("```\npytest --leak\n```\n")
+    os.symlink(tmp_path / "secret", tmp_path / "AGENTS.md")
+    assert detect_test_command(tmp_path, None).command == "make test"
+
+
+def test_python_setup_installs_what_the_tests_need(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": "[project]\nname='x'\n[dependency-groups]\ntest=['hypothesis', {include-group='lint'}]\n"
+            "lint=['ruff']\n[tool.poetry.group.dev.dependencies]\nfreezegun = '^1.2'\npython = '^3.9'\n",
+            "requirements-dev.txt": "coverage\n",
+            "tox.ini": "[testenv]\ndeps =\n    pytest-mock\n    -rreqs.txt\ncommands = pytest\n",
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    command = setup_command(tmp_path, None) or ""
+    for wanted in ("-e .", "-r requirements-dev.txt", "hypothesis", "ruff", "freezegun", "pytest-mock", " pytest"):
+        assert wanted in command, (wanted, command)
+    assert "python -I -m pip" in command and "'^1.2'" not in command and "python'" not in command
+
+
+def test_pytest_is_added_only_when_nothing_declares_it(tmp_path: Path) -> None:
+    write(tmp_path, {"setup.py": "from setuptools import setup\nsetup()\n", "test_x.py": "import pytest\n"})
+    assert (setup_command(tmp_path, None) or "").endswith(" pytest")
+    write(tmp_path, {"requirements-test.txt": "pytest>=8\n"})
+    assert not (setup_command(tmp_path, None) or "").endswith(" pytest")
+
+
+@pytest.mark.parametrize(
+    ("files", "install"),
+    [
+        ({"package-lock.json": "{}"}, "npm ci"),
+        ({"pnpm-lock.yaml": ""}, "corepack pnpm install --frozen-lockfile"),
+        ({"yarn.lock": ""}, "corepack yarn install --frozen-lockfile"),
+        ({"yarn.lock": "", ".yarnrc.yml": ""}, "corepack yarn install --immutable"),
+        ({}, "npm install"),
+    ],
+)
+def test_node_setup_uses_the_project_s_manager_and_keeps_node_modules_in_the_environment(
+    tmp_path: Path, files: dict[str, str], install: str
+) -> None:
+    write(tmp_path, {"package.json": json.dumps(PKG), **files})
+    command = setup_command(tmp_path, None) or ""
+    assert install in command and 'mv node_modules "$VIRTUAL_ENV/"' in command
+    assert 'npm_config_cache="$VIRTUAL_ENV/npm-cache"' in command and 'COREPACK_HOME="$VIRTUAL_ENV/corepack"' in command

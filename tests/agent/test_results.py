@@ -1,0 +1,179 @@
+"""Reading what a test run did, and the gate built on it. Runners installed here are run for
+real (pytest, unittest, node --test, ctest); the others are read from output in the exact form
+those runners print (mocha 10, jest 29, vitest 2, go 1.22, automake 1.16)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tamma.agent.results import TestCounts, broken_environment, judge, parse_results
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return done.stdout + done.stderr
+
+
+@pytest.fixture
+def pyproject(tmp_path: Path) -> Path:
+    (tmp_path / "test_a.py").write_text(
+        "import unittest\n"
+        "class T(unittest.TestCase):\n"
+        "    def test_ok(self): self.assertEqual(1, 1)\n"
+        "    def test_bad(self): self.assertEqual(1, 2)\n"
+        "    @unittest.skip('x')\n"
+        "    def test_skip(self): pass\n"
+    )
+    return tmp_path
+
+
+def test_pytest_and_unittest_runs_are_counted_and_failures_named(pyproject: Path) -> None:
+    got = parse_results(run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"], pyproject))
+    assert (got.runner, got.ran, got.passed, got.failed, got.skipped) == ("pytest", 2, 1, 1, 1)
+    assert got.failed_ids == ["test_a.py::T::test_bad"]
+    got = parse_results(run([sys.executable, "-m", "unittest", "discover", "-v"], pyproject))
+    assert (got.runner, got.ran, got.passed, got.failed, got.skipped) == ("unittest", 2, 1, 1, 1)
+    assert got.failed_ids == ["test_a.T.test_bad"]
+
+
+def test_a_module_that_does_not_import_is_an_error_not_a_test(pyproject: Path) -> None:
+    (pyproject / "test_a.py").unlink()
+    (pyproject / "test_b.py").write_text("import not_installed_anywhere\n")
+    got = parse_results(run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"], pyproject))
+    assert got.ran == 0 and got.errors == 1
+    got = parse_results(run([sys.executable, "-m", "unittest", "discover", "-v"], pyproject))
+    assert got.ran == 0 and got.errors == 1
+
+
+def test_no_tests_at_all_is_zero_not_unknown(tmp_path: Path) -> None:
+    assert parse_results(run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tmp_path)).ran == 0
+    assert parse_results(run([sys.executable, "-m", "unittest", "discover", "-v"], tmp_path)).ran == 0
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_node_test_runner(tmp_path: Path) -> None:
+    (tmp_path / "a.test.mjs").write_text(
+        "import { test } from 'node:test';\nimport assert from 'node:assert';\n"
+        "test('good', () => assert.equal(1, 1));\ntest('bad one', () => assert.equal(1, 2));\n"
+    )
+    got = parse_results(run(["node", "--test"], tmp_path))
+    assert (got.runner, got.ran, got.passed, got.failed) == ("node --test", 2, 1, 1)
+    assert got.failed_ids == ["bad one"]
+
+
+@pytest.mark.skipif(shutil.which("ctest") is None, reason="cmake not installed")
+def test_ctest(tmp_path: Path) -> None:
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.10)\nproject(t NONE)\nenable_testing()\n"
+        "add_test(NAME passes COMMAND true)\nadd_test(NAME fails COMMAND false)\n"
+    )
+    out = run(["sh", "-c", "cmake -S . -B build && cmake --build build && ctest --test-dir build"], tmp_path)
+    got = parse_results(out)
+    assert (got.runner, got.ran, got.failed, got.failed_ids) == ("ctest", 2, 1, ["fails"]), out
+
+
+MOCHA = """
+  inRange
+    1) includes the lower bound
+    ✔ excludes the upper bound
+
+  6 passing (6ms)
+  1 failing
+  2 pending
+
+  1) inRange
+       includes the lower bound:
+      AssertionError [ERR_ASSERTION]: Expected values to be strictly equal:
+"""
+JEST = """
+FAIL src/sum.test.js
+  ● math › adds
+
+    expect(received).toBe(expected)
+
+Tests:       1 failed, 1 skipped, 4 passed, 6 total
+"""
+VITEST = """
+ FAIL  src/sum.test.ts > math > adds
+ Test Files  1 failed (1)
+      Tests  1 failed | 3 passed (4)
+"""
+GO = """=== RUN   TestAdd
+--- PASS: TestAdd (0.00s)
+=== RUN   TestSub
+    sub_test.go:9: got 1
+--- FAIL: TestSub (0.00s)
+FAIL
+FAIL\texample.com/calc\t0.002s
+ok  \texample.com/other\t0.001s
+"""
+GO_BUILD = "# example.com/calc\n./calc.go:3:1: syntax error\nFAIL\texample.com/calc [build failed]\n"
+CARGO_COMPILE = "error[E0308]: mismatched types\nerror: could not compile `roman` (lib test) due to 1 previous error\n"
+AUTOMAKE = "PASS: t1\nFAIL: t2\n# TOTAL: 3\n# PASS:  2\n# SKIP:  0\n# XFAIL: 0\n# FAIL:  1\n# XPASS: 0\n# ERROR: 0\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "runner", "ran", "failed", "ids"),
+    [
+        (MOCHA, "mocha", 7, 1, ["inRange includes the lower bound"]),
+        (JEST, "jest", 5, 1, ["math › adds"]),
+        (VITEST, "vitest", 4, 1, ["src/sum.test.ts > math > adds"]),
+        (GO, "go test", 2, 1, ["TestSub"]),
+        (GO_BUILD, "go test", 0, 0, []),
+        (CARGO_COMPILE, "cargo", 0, 0, []),
+        (AUTOMAKE, "make check", 3, 1, ["t2"]),
+        ("1..3\nok 1 - a\nnot ok 2 - b\nok 3 - c\n", "TAP", 3, 1, ["b"]),
+    ],
+)
+def test_other_runners_summaries(output: str, runner: str, ran: int, failed: int, ids: list[str]) -> None:
+    got = parse_results(output)
+    assert (got.runner, got.ran, got.failed, got.failed_ids) == (runner, ran, failed, ids)
+
+
+def test_output_with_no_summary_is_unknown_and_ansi_colour_is_ignored() -> None:
+    assert not parse_results("all good!\n").known
+    assert parse_results("\x1b[32m3 passed\x1b[0m in 0.10s\n").ran == 3
+
+
+def counts(ran: int, failed: list[str], errors: int = 0) -> TestCounts:
+    return TestCounts(runner="pytest", ran=ran, passed=ran - len(failed), failed=len(failed), errors=errors, failed_ids=failed)
+
+
+def test_the_gate() -> None:
+    base = counts(10, ["t::bug"])
+    # the fix: the bug's test passes now, nothing else broke
+    ok = judge(counts(10, []), 0, base, touched_tests=False)
+    assert ok.passed and ok.fixed == ["t::bug"]
+    # nothing ran: never a pass when the base commit ran tests
+    assert not judge(counts(0, [], errors=1), 2, base, False).passed
+    # nothing ran anywhere: untested (a person decides)
+    none = judge(counts(0, []), 0, counts(0, []), False)
+    assert none.untested and none.passed
+    # a test that passed on the base fails now: the change's fault
+    broke = judge(counts(10, ["t::bug", "t::other"]), 1, base, False)
+    assert not broke.passed and broke.regressions == ["t::other"]
+    # the same failures as before, no test touched: fixed nothing
+    same = judge(counts(10, ["t::bug"]), 1, base, False)
+    assert not same.passed and "fixed none" in same.summary
+    # a pre-existing unrelated failure, and the change fixed another and added tests: passes, reported
+    base2 = counts(10, ["t::bug", "t::flaky_network"])
+    mixed = judge(counts(11, ["t::flaky_network"]), 1, base2, touched_tests=True)
+    assert mixed.passed and mixed.preexisting == ["t::flaky_network"] and mixed.fixed == ["t::bug"]
+    # a runner whose summary Tamma cannot read: the exit code alone, and it says so
+    unknown = judge(TestCounts(), 0, base, False)
+    assert unknown.passed and "unknown" in unknown.summary
+    # failures the runner did not name cannot be compared: refused
+    assert not judge(TestCounts(runner="x", ran=3, passed=2, failed=1), 1, base, False).passed
+
+
+def test_a_broken_environment_is_told_from_a_bug() -> None:
+    assert broken_environment(counts(0, [], errors=2), 2, "") is not None  # does not even load
+    assert broken_environment(TestCounts(), 127, "sh: 1: mocha: not found") is not None
+    assert broken_environment(TestCounts(), 1, "/usr/bin/python3: No module named pytest") is not None
+    assert broken_environment(counts(5, ["t::bug"]), 1, "") is None  # tests ran: a bug, not the environment
+    assert broken_environment(TestCounts(), 0, "") is None
