@@ -24,6 +24,10 @@ from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import build_workers
 from tamma.workflows import search
 
+# The real repositories under tests/fixtures/repos have test suites of their own: they are run
+# inside the sandbox by tests/workflows/test_real_repos.py, never collected as Tamma's tests.
+collect_ignore_glob = ["fixtures/repos/*"]
+
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:

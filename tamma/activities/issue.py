@@ -391,7 +391,7 @@ class IssueActivities:
             await platform.report_tests(await ws.head(), report)
             return report
 
-    async def _prepare(self, repo: RepoRef, ws: Workspace, base: str) -> _Prepared:
+    async def prepare_tests(self, repo: RepoRef, ws: Workspace, base: str) -> Prepared:
         """On a pristine export of the base commit: which command tests the repository (detected
         there, never on the model's tree), its environment, and its baseline run (cached per
         base commit and configuration). When this task's edits changed a lockfile or the setup
@@ -420,7 +420,7 @@ class IssueActivities:
             else:
                 assert shared is not None
                 environment = shared
-        return _Prepared(environment, found.command, found.why, baseline)
+        return Prepared(environment, found.command, found.why, baseline)
 
     async def _build(self, repo: RepoRef, source: Path, scope: str) -> Environment:
         agent = self.config.agent
@@ -539,7 +539,7 @@ _TEST_PATH = re.compile(
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     environment: Environment
     command: str | None
     why: str
@@ -554,11 +554,11 @@ class _TestRunner:
 
     def __init__(self, acts: IssueActivities, repo: RepoRef, ws: Workspace, base: str) -> None:
         self.acts, self.repo, self.ws, self.base = acts, repo, ws, base
-        self._prepared: _Prepared | None = None
+        self._prepared: Prepared | None = None
 
-    async def prepared(self) -> _Prepared:
+    async def prepared(self) -> Prepared:
         if self._prepared is None:
-            self._prepared = await self.acts._prepare(self.repo, self.ws, self.base)
+            self._prepared = await self.acts.prepare_tests(self.repo, self.ws, self.base)
         baseline = self._prepared.baseline
         if baseline.broken:
             raise EnvironmentBroken(baseline.explain(), retryable=False)

@@ -314,9 +314,11 @@ def broken_environment(counts: TestCounts, exit_code: int, output: str) -> str |
             return f"the tests do not load on the base commit ({counts.errors} error(s) collecting or compiling them)"
         return "the test command ran no tests and failed"
     if not counts.known:
-        m = _CANNOT_RUN.search(_ANSI.sub("", output))
+        text = _ANSI.sub("", output)
+        m = _CANNOT_RUN.search(text)
         if exit_code in (126, 127) or m:
-            return f"the test command cannot run: {m.group(0) if m else f'exit {exit_code}'}"
+            line = next((ln for ln in text.splitlines() if _CANNOT_RUN.search(ln)), "") if m else ""
+            return f"the test command cannot run: {line.strip()[:200] or f'exit {exit_code}'}"
     return None
 
 

@@ -546,6 +546,17 @@ def version_command(
 
 
 @app.command()
+def doctor(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
+    """What Tamma would run on a repository: its test command and why, its setup, the sandbox,
+    and the tests on the default branch (the baseline a task starts from). Exit 1 when Tamma
+    could not test changes to it."""
+    from tamma.runtime.doctor import diagnose
+
+    code = run_or_exit(lambda: _run(diagnose(_settings(ctx), repo, console)))
+    raise typer.Exit(code)
+
+
+@app.command()
 def worker(ctx: typer.Context) -> None:
     """Run a worker (like `python worker.py`) until SIGTERM or Ctrl-C."""
     from tamma.runtime.reload import RESTART, reexec

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tamma.activities.issue import _TestRunner
 from tamma.agent.workspace import Workspace
 from tamma.config import Settings
 from tamma.demo import make_sample_repo
@@ -38,11 +39,11 @@ async def test_a_test_run_that_changes_git_is_refused(settings: Settings, tmp_pa
     activities = build_activities(s)
     ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
     with pytest.raises(SandboxError, match=r"changed the workspace's \.git"):
-        await activities._test_runner(local_repo_ref(repo), ws, "main")()
+        await _TestRunner(activities, local_repo_ref(repo), ws, "main")()
 
 
 async def test_an_honest_test_run_passes_the_check(settings: Settings, tmp_path: Path) -> None:
     repo = make_sample_repo(tmp_path / "repo")
     ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
-    result = await build_activities(settings)._test_runner(local_repo_ref(repo), ws, "main")()
+    result = await _TestRunner(build_activities(settings), local_repo_ref(repo), ws, "main")()
     assert "Ran 2 tests" in result.output
