@@ -433,6 +433,7 @@ class IssueActivities:
             self.redactor,
             agent.setup_allow_hosts,
             scope,
+            secrets={name: value.get_secret_value() for name, value in agent.setup_secrets.items()},
         )
 
     async def _run_baseline(self, found: TestCommand, source: Path, environment: Environment) -> Baseline:

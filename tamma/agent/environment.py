@@ -32,9 +32,11 @@ import tempfile
 import time
 import tomllib
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tamma.agent.proxy import EgressProxy
 from tamma.agent.safefs import is_regular_beneath, read_beneath, read_text_beneath, write_file
@@ -298,6 +300,7 @@ async def prepare_environment(
     redactor: Redactor,
     allow_hosts: list[str],
     scope: str = "",
+    secrets: Mapping[str, str] | None = None,
 ) -> Environment:
     """Reuse the verified cached environment for this repository and lockfiles, or set one up.
 
@@ -321,7 +324,7 @@ async def prepare_environment(
         _remove(final)
     building = final if backend == "none" else envs_dir / f".build-{uuid.uuid4().hex[:12]}"
     building.mkdir(parents=True)
-    result = await _run_setup(source, command, building, backend, policy, redactor, allow_hosts)
+    result = await _run_setup(source, command, building, backend, policy, redactor, allow_hosts, secrets or {})
     if result.exit_code != 0:
         _remove(building)
         return Environment(env_dir=None, command=command, result=result)
@@ -348,7 +351,12 @@ async def _run_setup(
     policy: SandboxPolicy,
     redactor: Redactor,
     allow_hosts: list[str],
+    secrets: Mapping[str, str],
 ) -> CommandResult:
+    """The setup command in the sandbox, its only way out the allowlisting proxy. `secrets`
+    (agent.setup_secrets: a private index URL, a registry token) reach this command only, as
+    variables read from a file shown read-only (never on a command line, where `ps` shows it);
+    the host of a URL among them joins the allowlist."""
     forward = Path(__file__).with_name("sandbox_forward.py")
     # AF_UNIX paths are short (108 bytes): the socket lives in its own short temp dir.
     sock_dir = Path(tempfile.mkdtemp(prefix="tamma-px-", dir="/tmp"))
@@ -357,12 +365,23 @@ async def _run_setup(
     inside_sock, inside_fwd = (
         (PROXY_SOCKET, "/tamma/forward.py") if backend != "none" else (str(socket_path), str(forward))
     )
+    files: list[tuple[Path, str]] = [(forward, "/tamma/forward.py")] if backend != "none" else []
+    load = ""
+    if secrets:
+        # its own 0700 folder, the file 0600: the sandbox's user maps to this worker's, nobody else's
+        secret_dir = Path(tempfile.mkdtemp(prefix="tamma-se-", dir="/tmp"))
+        env_file = secret_dir / "setup.env"
+        write_file(env_file, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in secrets.items()).encode())
+        inside_env = "/tamma/setup.env" if backend != "none" else str(env_file)
+        files.append((env_file, "/tamma/setup.env"))
+        load = f". {inside_env}; "
+        allow_hosts = [*allow_hosts, *_url_hosts(secrets.values())]
     ready = "/tmp/.tamma-forward-ready"
     proxy_url = f"http://127.0.0.1:{_FORWARD_PORT}"
     wrapped = (
         f"python3 {inside_fwd} {_FORWARD_PORT} {inside_sock} {ready} & fw=$!; "
         f"i=0; while [ ! -e {ready} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
-        f"( {command} ); rc=$?; kill $fw 2>/dev/null; exit $rc"
+        f"( {load}{command} ); rc=$?; kill $fw 2>/dev/null; exit $rc"
     )
     env = {
         "VIRTUAL_ENV": ENV_DIR if backend != "none" else str(env_dir),
@@ -379,7 +398,7 @@ async def _run_setup(
         env_dir=env_dir,
         env_writable=True,
         proxy_socket=socket_path,
-        files=((forward, "/tamma/forward.py"),) if backend != "none" else (),
+        files=tuple(files) if backend != "none" else (),
         hidden=tuple(policy.hide_paths),
     )
     try:
@@ -389,12 +408,24 @@ async def _run_setup(
             )
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
+        if secrets:
+            shutil.rmtree(secret_dir, ignore_errors=True)
     note = ""
     if proxy.refused:
         hosts = ", ".join(sorted(set(proxy.refused)))
         note = f"\n[tamma] setup egress refused (not in agent.setup_allow_hosts): {hosts}\n"
     header = f"[tamma] setup: {command}\n"
     return result.model_copy(update={"output": header + result.output + note})
+
+
+def _url_hosts(values: Iterable[str]) -> list[str]:
+    hosts = []
+    for value in values:
+        with contextlib.suppress(ValueError):
+            parsed = urlsplit(value.strip())
+            if parsed.scheme in ("http", "https") and parsed.hostname:
+                hosts.append(parsed.hostname)
+    return hosts
 
 
 async def run_in_environment(

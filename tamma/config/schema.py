@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +80,9 @@ DEFAULT_SETUP_HOSTS = [
 ]
 
 
+_RESERVED_SETUP_VARS = {"PATH", "HOME", "TMPDIR", "VIRTUAL_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "ENV"}
+
+
 class AgentSettings(Strict):
     max_turns: int = Field(default=30, ge=1)
     test_command: str | None = Field(
@@ -93,10 +97,27 @@ class AgentSettings(Strict):
         default_factory=lambda: list(DEFAULT_SETUP_HOSTS),
         description="the only hosts the setup step may reach (through Tamma's proxy); '*.example.com' allowed",
     )
+    setup_secrets: dict[str, Secret] = Field(
+        default_factory=dict,
+        description="variables for the setup step only (a private index URL, a registry token; references "
+        "like env:NAME or file:/run/secrets/x work): never given to test runs or the agent; the host of a URL "
+        "value joins setup_allow_hosts",
+    )
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
     bot_name: str = "Tamma"
     bot_email: str = "tamma@localhost"
     review_diff_bytes: int = Field(default=200_000, ge=1000, description="the self-review reads at most this much diff")
+
+    @model_validator(mode="after")
+    def _setup_secret_names(self) -> AgentSettings:
+        for name in self.setup_secrets:
+            upper = name.upper()
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or upper in _RESERVED_SETUP_VARS or "PROXY" in upper:
+                raise ValueError(
+                    f"agent.setup_secrets: {name!r} cannot be a setup variable (a shell name, not PATH, HOME, "
+                    "VIRTUAL_ENV, a proxy or a loader variable); name the variable your registry's client reads"
+                )
+        return self
 
 
 class ModelChoice(Strict):

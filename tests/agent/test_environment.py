@@ -137,3 +137,55 @@ async def test_proxy_refuses_unlisted_hosts_and_odd_ports(tmp_path: Path) -> Non
             writer.close()
             assert answer.startswith(b"HTTP/1.1 403"), answer
     assert proxy.refused == ["evil.com:443", "pypi.org:22"]
+
+
+@pytest.mark.parametrize("backend", sandbox_backends())
+async def test_setup_secrets_reach_setup_only_never_a_command_line_or_the_tests(tmp_path: Path, backend: str) -> None:
+    import asyncio
+
+    from tamma.agent.environment import _url_hosts
+
+    token, index = "npm-tok-5f1e9a77", "https://ci:idx-pass-31c0@pypi.corp.example/simple"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    setup = (
+        'echo "token length ${#NPM_TOKEN}"; case "$PIP_INDEX_URL" in *pypi.corp.example*) echo index-set;; esac; '
+        'echo "leak: $NPM_TOKEN"; sleep 2; mkdir -p "$VIRTUAL_ENV/bin"'
+    )
+    policy = sandbox_policy(backend, timeout_s=60)
+    seen: list[str] = []
+
+    async def watch() -> None:  # every command line on the host while setup runs
+        for _ in range(30):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    seen.append(cmdline.read_bytes().decode(errors="replace"))
+                except OSError:
+                    pass
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    env = await prepare_environment(
+        repo, "local:s", setup, tmp_path / "envs", policy, Redactor([token, index]), [],
+        secrets={"NPM_TOKEN": token, "PIP_INDEX_URL": index},
+    )  # fmt: skip
+    await watcher
+    assert env.result is not None and env.result.exit_code == 0, env.result.output
+    out = env.result.output
+    assert f"token length {len(token)}" in out and "index-set" in out
+    assert token not in out and "leak: [REDACTED]" in out
+    assert seen and not any(token in c or "idx-pass" in c for c in seen)
+    assert _url_hosts([index, "not a url", token]) == ["pypi.corp.example"]
+    # the tests of that environment never see them
+    result = await run_in_environment("env", repo, env, policy, Redactor())
+    assert "NPM_TOKEN" not in result.output and "PIP_INDEX_URL" not in result.output and token not in result.output
+
+
+@pytest.mark.parametrize("name", ["PATH", "HTTPS_PROXY", "LD_PRELOAD", "1BAD", "A-B"])
+def test_a_setup_secret_may_not_name_a_variable_that_steers_the_sandbox(name: str) -> None:
+    from pydantic import ValidationError
+
+    from tamma.config.schema import AgentSettings
+
+    with pytest.raises(ValidationError, match="cannot be a setup variable"):
+        AgentSettings(setup_secrets={name: "x"})
