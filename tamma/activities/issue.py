@@ -31,7 +31,7 @@ from tamma.agent.loop import run_agent
 from tamma.agent.results import Baseline, TestCounts, Verdict, broken_environment, judge, parse_results
 from tamma.agent.safefs import copy_tree, private_dir, write_file
 from tamma.agent.sandbox import CommandResult
-from tamma.agent.testing import TestCommand, detect_test_command
+from tamma.agent.testing import TestCommand, detect_test_command, read_guidance
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import MAX_LISTED_FILES, Workspace
 from tamma.config import AgentSettings
@@ -289,7 +289,9 @@ class IssueActivities:
                     provider,
                     toolbox,
                     prompts.CODE_SYSTEM,
-                    prompts.code_prompt(inp.issue, inp.plan, inp.feedback, prepared.baseline.for_prompt()),
+                    prompts.code_prompt(
+                        inp.issue, inp.plan, inp.feedback, prepared.baseline.for_prompt(), prepared.guidance
+                    ),
                     self.config.agent.max_turns,
                     lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}, now=True),
                     budget=inp.budget_left,
@@ -403,6 +405,7 @@ class IssueActivities:
             source = Path(tmp) / "base"
             await ws.export(base_sha, source)
             found = detect_test_command(source, agent.test_command)
+            guidance = read_guidance(source)
             baseline = self._cached_baseline(repo, base_sha, found)
             own_env = lockfile_digest(source) != lockfile_digest(ws.root)
             shared: Environment | None = None
@@ -420,7 +423,7 @@ class IssueActivities:
             else:
                 assert shared is not None
                 environment = shared
-        return Prepared(environment, found.command, found.why, baseline)
+        return Prepared(environment, found.command, found.why, baseline, guidance)
 
     async def _build(self, repo: RepoRef, source: Path, scope: str) -> Environment:
         agent = self.config.agent
@@ -545,6 +548,7 @@ class Prepared:
     command: str | None
     why: str
     baseline: Baseline
+    guidance: str = ""  # the repository's AGENTS.md & co. on the base commit
 
 
 class _TestRunner:

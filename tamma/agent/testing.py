@@ -208,3 +208,16 @@ def _python(root: Path) -> tuple[str | None, str]:
     if python_tests(root):
         return UNITTEST, "Python test files that do not use pytest (unittest discovery)"
     return None, ""
+
+
+def read_guidance(root: Path, per_file: int = 12_000, total: int = 24_000) -> str:
+    """The repository's guidance for agents and contributors (AGENTS.md, CLAUDE.md,
+    .github/copilot-instructions.md, CONTRIBUTING.md), each cut to `per_file` characters, for
+    the coding prompt; links and FIFOs are not read."""
+    parts: list[str] = []
+    for name in ("AGENTS.md", "CLAUDE.md", ".github/copilot-instructions.md", "CONTRIBUTING.md"):
+        text = (read_text_beneath(root, name, per_file * 4) or "").strip()
+        if text:
+            cut = text[:per_file] + ("\n[... cut]" if len(text) > per_file else "")
+            parts.append(f"--- {name} ---\n{cut}")
+    return "\n\n".join(parts)[:total]

@@ -123,9 +123,11 @@ def make_repo(name: str, dest: Path) -> Path:
     return dest
 
 
-def script(tmp_path: Path, path: str, edits: list[tuple[str, str]], name: str = "script") -> Path:
+def script(
+    tmp_path: Path, path: str, edits: list[tuple[str, str]], name: str = "script", expect: list[str] | None = None
+) -> Path:
     """Analysis and plan (low risk, naming `path`), then one coding session: the edits, the
-    tests, done."""
+    tests, done. The session's first request must contain `expect` (the replay stops otherwise)."""
     calls: list[tuple[str, dict[str, Any]]] = [
         ("edit_file", {"path": path, "old_text": old, "new_text": new}) for old, new in edits
     ]
@@ -154,6 +156,8 @@ def script(tmp_path: Path, path: str, edits: list[tuple[str, str]], name: str = 
         }
         for i, (tool, args) in enumerate(calls)
     ]
+    if expect:
+        exchanges[2]["expect"] = {"prompt_contains": expect}
     exchanges.append({"purpose": "code", "session": 1, "response": {"text": "Done.", "stop_reason": "end_turn"}})
     out = tmp_path / f"{name}.json"
     out.write_text(transcript_doc(exchanges))
@@ -192,7 +196,13 @@ async def test_zero_configuration_sees_the_bug_merges_the_fix_and_refuses_a_wron
     s = configured(settings)
     # the right fix: the base commit's run saw the bug, the gate passed on the fix, it merged
     repo = make_repo(name, tmp_path / "repo")
-    state = await run(client, task_queue, s, repo, case.title, script(tmp_path, case.path, [(case.old, case.new)]))
+    # the agent is told the test command and what already fails on the base commit, and is given
+    # the repository's guidance files
+    expect = [f"The test command is `{case.command}`", "Already failing there", case.failing]
+    if name == "agents-md":
+        expect.append("Working on strutil")
+    fix = script(tmp_path, case.path, [(case.old, case.new)], expect=expect)
+    state = await run(client, task_queue, s, repo, case.title, fix)
     assert state.status == TaskStatus.MERGED, (state.error, [t.summary for t in state.tests])
     report = state.tests[-1]
     assert report.command == case.command, (report.command, report.command_source)
