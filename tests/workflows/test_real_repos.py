@@ -1,5 +1,5 @@
 """Real repositories, end to end: published code (PyPI sdists) and small projects in the shapes
-users have (Node with mocha and with node's own runner, a Rust crate, C with a Makefile, C whose
+users have (Node with mocha and with node's own runner, a Rust crate, a Go module, C with a Makefile, C whose
 only test instructions are in AGENTS.md, a library without tests, a project whose runner is not
 installed). Each runs through the real worker, sandbox and git with zero configuration and a
 scripted model applying a known fix: the base commit's run must see the bug, the gate must pass
@@ -92,6 +92,16 @@ CASES: dict[str, Case] = {
         "cargo test",
         "repeated_symbols",
         ["cargo"],
+    ),
+    "go-module": Case(
+        "Wrap() breaks a line that fits the width exactly",
+        "wordwrap/wrap.go",
+        "case len(line)+1+len(word) < width:",
+        "case len(line)+1+len(word) <= width:",
+        "case len(line)+1+len(word) <= width*2:",
+        "go test -v ./...",
+        "TestWrapFillsLinesToTheWidth",
+        ["go"],
     ),
     "c-make": Case(
         "count_within() skips the first value",
