@@ -10,6 +10,7 @@ the local platform. Each attack from the security issue is played and shown refu
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,49 @@ async def test_the_blocked_path_gate_sees_every_changed_path(
         state = await service.result(wid)
     assert state.status == TaskStatus.REJECTED
     assert ".github" not in merged_files(platform)
+
+
+# ---- 6. resources: a test that forks and allocates --------------------------------------------
+
+HOG_TEST = """\
+import os, unittest
+
+
+class Hog(unittest.TestCase):
+    def test_hog(self):
+        kids = []
+        for _ in range(4):  # 4 x 150 MB, each under the per-process limit
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(150 * 1024 * 1024)
+                for j in range(0, len(block), 4096):
+                    block[j] = 1
+                os._exit(0)
+            kids.append(pid)
+        codes = [os.waitpid(k, 0)[1] for k in kids]
+        self.assertEqual(codes, [0, 0, 0, 0])
+"""
+
+
+@pytest.mark.parametrize("backend", sandbox_backends())
+async def test_a_test_that_forks_and_allocates_is_stopped_at_the_sandbox_limit(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path, backend: str
+) -> None:
+    from tamma.agent import cgroup
+
+    if backend == "bwrap" and cgroup.detect()[0] is None and os.environ.get("SANDBOX_TEST_REQUIRE_CGROUP") != "1":
+        pytest.skip(f"no cgroup for sandboxes here: {cgroup.detect()[1]}")
+    platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
+    s = with_backend(settings, backend)
+    data = s.model_dump()
+    data["agent"]["sandbox"]["memory_mb"] = 320
+    data["workflow"]["max_fix_attempts"] = 0
+    s = Settings.model_validate(data)
+    calls = [("edit_file", FIX), ("write_file", {"path": "test_hog.py", "content": HOG_TEST}), ("run_tests", {})]
+    state = await run_task(client, task_queue, s, platform, issue.number, transcript(tmp_path, calls))
+    assert state.status == TaskStatus.FAILED
+    report = state.tests[-1]
+    assert not report.passed and report.regressions == ["test_hog.Hog.test_hog"], report.summary
+    if backend == "bwrap":
+        assert "killed at the sandbox's memory limit (320 MB" in report.output_tail
+    assert "test_hog.py" not in merged_files(platform)
