@@ -11,18 +11,17 @@ import asyncio
 import logging
 import sys
 
-from tamma.config import load_settings
 from tamma.errors import TammaError
 from tamma.logs import configure
 from tamma.runtime.process import exit_now
-from tamma.runtime.reload import RESTART, reexec
+from tamma.runtime.reload import RESTART, load_settled, reexec
 from tamma.runtime.worker import serve
 
 
 def main() -> int:
     configure("info")  # until the settings say otherwise (a settings error is logged too)
     try:
-        settings = load_settings()
+        settings = load_settled(None)
         configure(settings.logging.level, settings.logging.format, settings.secrets())
         code = asyncio.run(serve(settings, ready=lambda msg: logging.getLogger("tamma.worker").info(msg)))
     except TammaError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,9 @@ router = APIRouter(prefix="/api/v1", tags=["config"])
 REDACTED = "**********"
 
 
+log = logging.getLogger(__name__)
+
+
 class Validation(BaseModel):
     valid: bool
     errors: list[str] = []
@@ -36,6 +40,9 @@ class Validation(BaseModel):
 class Written(BaseModel):
     written: str
     backup: str | None
+    dropped: list[str] = Field(
+        default_factory=list, description="settings the file held that a replace (?replace=true) left out"
+    )
     applied: list[str] = Field(description="sections in effect now (webhooks, api, approval, workflow, budget)")
     restart_required: list[str] = Field(description="changed sections read at start-up: restart server and workers")
 
@@ -130,10 +137,12 @@ def _unsandboxing(doc: dict[str, Any], on_disk: dict[str, Any]) -> str:
 @router.put(
     "/config",
     response_model=Written,
-    summary="Replace the settings file (admin; validated first, backed up, replaced atomically)",
+    summary="Change the settings file (admin): the body is a JSON merge patch on the file (RFC 7396: "
+    "a value replaces, null removes, what is not named stays); ?replace=true makes the body the whole "
+    "file. Validated first, backed up, written atomically",
     responses={422: {"model": Validation}},
 )
-async def put_config(doc: dict[str, Any], request: Request, who: Admin) -> Any:
+async def put_config(doc: dict[str, Any], request: Request, who: Admin, replace: bool = False) -> Any:
     path: Path = request.app.state.config_path
     settings: Settings = request.app.state.settings
     try:
@@ -144,6 +153,13 @@ async def put_config(doc: dict[str, Any], request: Request, who: Admin) -> Any:
     # A placeholder keeps what the *file* holds (a secret reference stays a reference); a secret
     # that came from the environment is not in the file and is never written into it.
     doc = _keep_redacted(doc, on_disk)
+    dropped: list[str] = []
+    if replace:
+        dropped = _dropped(on_disk, doc)
+        if dropped:
+            log.warning("PUT /config?replace=true by %s drops %s from the file", who, ", ".join(dropped))
+    else:
+        doc = merge_patch(on_disk, doc)
     doc = _without_environment(doc, environment, settings.model_dump(mode="json"))
     refusal = _unsandboxing(doc, on_disk)
     if refusal:
@@ -171,7 +187,39 @@ async def put_config(doc: dict[str, Any], request: Request, who: Admin) -> Any:
     finally:
         tmp.unlink(missing_ok=True)
     applied, restart = apply_settings(request.app, effective)
-    return Written(written=str(path), backup=str(backup) if backup else None, applied=applied, restart_required=restart)
+    return Written(
+        written=str(path),
+        backup=str(backup) if backup else None,
+        dropped=dropped,
+        applied=applied,
+        restart_required=restart,
+    )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch (ten lines; a dependency for it would be larger than the code)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _dropped(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names the file held that `new` leaves out."""
+    if not isinstance(old, dict):
+        return []
+    out: list[str] = []
+    for key, value in old.items():
+        if not isinstance(new, dict) or key not in new:
+            out.append(f"{prefix}{key}")
+        else:
+            out += _dropped(value, new[key], f"{prefix}{key}.")
+    return out
 
 
 _DROP = object()

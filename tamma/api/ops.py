@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from tamma.activity_names import heavy_queue
 from tamma.api.metrics import Metrics
+from tamma.runtime import reload as reloading
 from tamma.runtime.client import first_line
 from tamma.version import tamma_version
 
@@ -117,7 +118,8 @@ async def health(request: Request) -> JSONResponse:
         "temporal_checked_at": probe.checked_at,
         "task_queues": queues,
         "workers": "none polling " + ", ".join(no_pollers) if no_pollers else ("polling" if queues else "unknown"),
-        "settings": "ok",
+        # an edit of the config file that was refused: the running settings are the last good ones
+        "settings": f"last edit refused: {reloading.last_refusal}" if reloading.last_refusal else "ok",
         "webhooks": {
             "github": "on" if request.app.state.settings.webhooks.github_secrets else "off (no secret)",
             "gitlab": "on" if request.app.state.settings.webhooks.gitlab_tokens else "off (no token)",

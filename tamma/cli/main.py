@@ -559,10 +559,15 @@ def doctor(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
 @app.command()
 def worker(ctx: typer.Context) -> None:
     """Run a worker (like `python worker.py`) until SIGTERM or Ctrl-C."""
-    from tamma.runtime.reload import RESTART, reexec
+    from tamma.runtime.reload import RESTART, load_settled, reexec
     from tamma.runtime.worker import serve
 
-    code = run_or_exit(lambda: _run(serve(_settings(ctx), ready=console.print, config_file=ctx.obj)))
+    def settings() -> Settings:  # after a reload's re-exec: the content it validated, never a half-written file
+        loaded = load_settled(ctx.obj)
+        add_secrets(loaded.secrets())
+        return loaded
+
+    code = run_or_exit(lambda: _run(serve(settings(), ready=console.print, config_file=ctx.obj)))
     if code == RESTART:
         reexec()  # its config file changed what a worker does: start again with the new settings
 

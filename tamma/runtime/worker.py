@@ -24,6 +24,7 @@ from tamma.agent.sandbox import require_isolation
 from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
 from tamma.errors import TemporalUnavailable
+from tamma.runtime import reload as reloading
 from tamma.runtime.client import metrics_runtime, open_client
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
@@ -175,7 +176,11 @@ async def _serve(
         stop.set()
 
     watcher = (
-        asyncio.create_task(watch_settings(watched_files(config_file), changed, config_file, stop)) if reload else None
+        asyncio.create_task(
+            watch_settings(watched_files(config_file), changed, config_file, stop, loaded=reloading.loaded_digest)
+        )
+        if reload
+        else None
     )
     if ready:
         ready(

@@ -295,3 +295,27 @@ async def test_a_local_repository_named_in_the_allowlist_is_accepted(
     check_local_allowed(narrow, str(named))  # named: allowed
     with pytest.raises(PermissionDenied):
         check_local_allowed(narrow, str(tmp_path / "r"))  # no longer under a root
+
+
+async def test_config_put_is_a_merge_patch_and_a_replace_says_what_it_drops(
+    http: httpx.AsyncClient, api_settings: Settings, tmp_path: Path
+) -> None:
+    admin = auth(api_settings, "admin")
+    path = tmp_path / "tamma.toml"
+    path.write_text(
+        "[worker]\nconcurrency = 2\n[webhooks]\ngitlab_tokens = ['gl-file-token']\n[approval]\nmax_estimate_hours = 7.0\n"
+    )
+    # {} is a valid document: as a patch it changes nothing (it used to turn webhooks off)
+    assert (await http.put("/api/v1/config", json={}, headers=admin)).status_code == 200
+    saved = tomllib.loads(path.read_text())
+    assert saved["webhooks"]["gitlab_tokens"] == ["gl-file-token"] and saved["worker"]["concurrency"] == 2
+    # a patch changes what it names, null removes, the rest stays
+    patched = await http.put("/api/v1/config", json={"worker": {"concurrency": 3}, "approval": None}, headers=admin)
+    assert patched.status_code == 200 and patched.json()["dropped"] == []
+    saved = tomllib.loads(path.read_text())
+    assert saved["worker"]["concurrency"] == 3 and "approval" not in saved
+    assert saved["webhooks"]["gitlab_tokens"] == ["gl-file-token"]
+    # a replace is asked for by name, and says what it left out
+    replaced = await http.put("/api/v1/config?replace=true", json={"worker": {"concurrency": 4}}, headers=admin)
+    assert replaced.status_code == 200 and replaced.json()["dropped"] == ["webhooks"]
+    assert tomllib.loads(path.read_text()) == {"worker": {"concurrency": 4}}

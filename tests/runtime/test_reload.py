@@ -88,3 +88,70 @@ async def test_the_server_applies_a_live_section_at_once(api_settings: Settings,
             config.write_text("webhooks:\n  github_secrets: [oops\n")  # broken YAML: refused
             await asyncio.sleep(1.5)
             assert await ping(http, "rotated-by-editing-the-file") == 200  # the running settings stayed
+            health = (await http.get("/health")).json()
+            assert health["settings"].startswith("last edit refused:"), health
+            config.write_text("")  # truncated (an editor mid-write): refused too, webhooks stay on
+            await asyncio.sleep(1.5)
+            assert await ping(http, "rotated-by-editing-the-file") == 200
+            assert "is empty" in (await http.get("/health")).json()["settings"]
+
+
+def start_worker(settings: Settings, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAMMA_")}
+    env.update(
+        TAMMA_CONFIG=str(config),
+        TAMMA_TEMPORAL__ADDRESS=settings.temporal.address or "",
+        TAMMA_TEMPORAL__TASK_QUEUE=settings.temporal.task_queue,
+        TAMMA_DATA_DIR=str(settings.data_dir),
+    )
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+
+
+def test_a_file_caught_empty_mid_write_is_never_applied(settings: Settings, tmp_path: Path) -> None:
+    """`cat > tamma.toml` truncates first and writes later: for that moment the file is empty, a
+    valid document that means "all defaults" (webhooks off, no forge token). It must be refused,
+    and the complete file that follows applied."""
+    config = tmp_path / "worker.toml"
+    config.write_text('[agent]\ntest_command = "python3 -m unittest"\n')
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, config, log)
+    text = lambda: log.read_text(errors="replace")  # noqa: E731
+    try:
+        wait_for(lambda: text().count("worker polling") == 1, "the worker never polled")
+        with config.open("w") as fh:  # truncated, and left so for 1.5 s
+            fh.flush()
+            time.sleep(1.5)
+            fh.write('[agent]\ntest_command = "python3 -m unittest -v"\n')
+        wait_for(lambda: text().count("worker polling") == 2, f"no restart after the write:\n{text()}")
+        assert "is empty (a write in progress, or truncated)" in text()
+        assert text().count("settings changed") == 1 and "settings changed (agent.test_command)" in text()
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_a_configmap_style_link_swap_is_followed(settings: Settings, tmp_path: Path) -> None:
+    """Kubernetes updates a mounted ConfigMap by pointing `..data` at a new folder (an atomic
+    rename of a link); the file itself (`tamma.toml -> ..data/tamma.toml`) never changes."""
+    mount = tmp_path / "config"
+    mount.mkdir()
+    for version, command in (("..v1", "python3 -m unittest"), ("..v2", "python3 -m unittest -v")):
+        (mount / version).mkdir()
+        (mount / version / "tamma.toml").write_text(f'[agent]\ntest_command = "{command}"\n')
+    os.symlink("..v1", mount / "..data")
+    os.symlink("..data/tamma.toml", mount / "tamma.toml")
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, mount / "tamma.toml", log)
+    text = lambda: log.read_text(errors="replace")  # noqa: E731
+    try:
+        wait_for(lambda: text().count("worker polling") == 1, "the worker never polled")
+        os.symlink("..v2", mount / "..data_tmp")
+        os.replace(mount / "..data_tmp", mount / "..data")  # what the kubelet does
+        wait_for(lambda: text().count("worker polling") == 2, f"the swap was not noticed:\n{text()}")
+        assert "settings changed (agent.test_command)" in text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
