@@ -95,7 +95,8 @@ def root(
 ) -> None:
     ctx.obj = config
     _show_config_warnings()
-    _log_to_file(debug)
+    if ctx.invoked_subcommand not in SERVICES:
+        _log_to_file(debug)  # a service logs to its own stderr, where a supervisor reads it
     if ctx.invoked_subcommand in INTERACTIVE and sys.stdout.isatty():
         from tamma.version import tamma_version
 
@@ -104,6 +105,8 @@ def root(
 
 #: commands a person watches: they open with a one-line banner (never in pipes or --json output)
 INTERACTIVE = {"start", "demo", "init", "replay", "worker", "server"}
+#: long-running services: their logs go to stderr as JSON lines (logging.format), not to a file
+SERVICES = {"worker", "server"}
 
 
 def _log_to_file(debug: bool) -> None:
@@ -559,15 +562,18 @@ def doctor(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
 @app.command()
 def worker(ctx: typer.Context) -> None:
     """Run a worker (like `python worker.py`) until SIGTERM or Ctrl-C."""
+    from tamma.logs import configure
     from tamma.runtime.reload import RESTART, load_settled, reexec
     from tamma.runtime.worker import serve
 
     def settings() -> Settings:  # after a reload's re-exec: the content it validated, never a half-written file
         loaded = load_settled(ctx.obj)
         add_secrets(loaded.secrets())
+        configure(loaded.logging.level, loaded.logging.format, loaded.secrets())  # stderr, for the supervisor
         return loaded
 
-    code = run_or_exit(lambda: _run(serve(settings(), ready=console.print, config_file=ctx.obj)))
+    ready = logging.getLogger("tamma.worker").info
+    code = run_or_exit(lambda: _run(serve(settings(), ready=ready, config_file=ctx.obj)))
     if code == RESTART:
         reexec()  # its config file changed what a worker does: start again with the new settings
 
