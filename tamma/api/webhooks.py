@@ -15,7 +15,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -234,7 +234,17 @@ class WebhookHub:
                     inp = IssueTaskInput(
                         repo=action.repo, issue_number=action.issue, options=self.settings.task_options()
                     )
-                    started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
+                    asked = datetime.now(UTC)
+                    try:
+                        started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
+                    except TemporalUnavailable:
+                        # The start may have taken effect though its answer was lost (a slow
+                        # server under a flood): look before answering 503, so that "started"
+                        # is said when it started and a redelivery is not asked for in vain.
+                        found = await self._began_since(wid, asked)
+                        if found is None:
+                            raise
+                        started = found
                     outcome = "started" if started else "attached"  # "started" only when a run began
                     if not started and action.rerun:
                         # `/tamma retry` on a run still going: resume it if it is parked (the workflow
@@ -268,11 +278,26 @@ class WebhookHub:
             except RuntimeError as exc:  # the lazy client could not connect
                 raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
 
+    async def _began_since(self, wid: str, asked: datetime) -> bool | None:
+        """After a start whose answer was lost: True when a run of `wid` began since `asked`
+        (this start, most likely), False when an older one exists (attached), None when there is
+        none or Temporal does not answer this either."""
+        try:
+            desc = await asyncio.wait_for(
+                self.client.get_workflow_handle(wid).describe(rpc_timeout=timedelta(seconds=CHECK_S)), CHECK_S + 0.5
+            )
+        except (TimeoutError, RPCError, RuntimeError):
+            return None
+        began = desc.start_time
+        return began is not None and began >= asked - timedelta(seconds=0.5)  # clocks of one site
+
 
 #: GitHub gives up on a delivery after 10 s: with Temporal down, answer 503 well before that (the
-#: SDK retries an RPC on its own inside its timeout, so the whole call is bounded here too).
-DEADLINE_S = 2.0
-RPC_S = 1.5
+#: SDK retries an RPC on its own inside its timeout, so the whole call is bounded here too). A
+#: start that timed out is then looked up (CHECK_S) before the answer: at most ~6.5 s in all.
+DEADLINE_S = 4.0
+RPC_S = 3.5
+CHECK_S = 2.0
 T = TypeVar("T")
 
 

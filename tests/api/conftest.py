@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,10 @@ JWT_SECRET = "jwt-test-secret-with-enough-length-0123456789"
 
 
 @contextmanager
-def running_api(settings: Settings, config_path: Path | None = None) -> Iterator[str]:
+def running_api(
+    settings: Settings, config_path: Path | None = None, started: Callable[[Any], None] | None = None
+) -> Iterator[str]:
+    """The real app on a real socket; `started(app)` runs once it serves (to inject a fault)."""
     app = create_app(settings, config_path=config_path)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -41,6 +44,8 @@ def running_api(settings: Settings, config_path: Path | None = None) -> Iterator
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "API server did not start"
         time.sleep(0.02)
+    if started is not None:
+        started(app)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -375,3 +375,42 @@ async def test_the_access_line_of_a_delivery_that_acts_on_a_task_names_the_task(
     assert (line["task"], line["repo"], line["issue"]) == (task, f"github:{name}", 1)
     assert line["webhook"]["task"] == task and line["webhook"]["outcome"] == "started"
     await client.get_workflow_handle(task).terminate("test over")
+
+
+class LostAnswer:
+    """The task service, but the answer to a start is lost after the start took effect (what a
+    slow Temporal under a flood does to an RPC that times out on the client's side)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    async def ensure_started(self, *args: Any, **kwargs: Any) -> bool:
+        from tamma.errors import TemporalUnavailable
+
+        await self.real.ensure_started(*args, **kwargs)
+        raise TemporalUnavailable("Temporal did not answer within 4s")
+
+
+async def test_a_start_whose_answer_was_lost_is_checked_before_answering(
+    api_settings: Settings, tmp_path: Any, client: Client
+) -> None:
+    def lose_answers(app: Any) -> None:
+        app.state.hub.tasks = LostAnswer(app.state.hub.tasks)
+
+    name = f"lost-{uuid.uuid4().hex[:8]}/repo"
+    payload = with_repo(load("github/issues/assigned.json"), name)
+    with running_api(api_settings, tmp_path / "t.toml", started=lose_answers) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            first = await post_github(http, payload, "issues", delivery=f"{name}-1")
+            # the run began: "started", not a 503 that asks for a redelivery in vain
+            assert first.status_code == 200 and first.json()["outcome"] == "started", first.text
+            await asyncio.sleep(1.2)
+            again = await post_github(http, payload, "issues", delivery=f"{name}-2")
+            assert again.status_code == 200 and again.json()["outcome"] == "attached", again.text
+    found = [wf async for wf in client.list_workflows(f"TammaRepository = 'github:{name}'")]
+    for _ in range(50):
+        if found:
+            break
+        await asyncio.sleep(0.1)
+        found = [wf async for wf in client.list_workflows(f"TammaRepository = 'github:{name}'")]
+    assert len(found) == 1
