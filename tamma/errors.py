@@ -5,6 +5,7 @@
     ├── NotFoundError               an issue, repository or task that does not exist (not retryable)
     ├── InvalidInputError           bad input from a user or a caller (not retryable)
     │   └── NotReady                the task cannot take this now (e.g. no worker serves it)
+    │       └── DecisionQueued      a decision no worker took in time, queued for when one does
     ├── PlatformError               a git platform failed (retryable unless said otherwise)
     │   ├── GitError                a git command failed
     │   └── MergeBlockedError       policy, conflicts or a dirty target forbid the merge (not retryable)
@@ -68,6 +69,13 @@ class NotReady(InvalidInputError):
     """The request is valid but the task cannot take it now (no worker, wrong state)."""
 
     exit_code = 6
+
+
+class DecisionQueued(NotReady):
+    """No worker took a decision in time; it was queued (a signal) and takes effect when one
+    does. Not a failure: the decision is recorded."""
+
+    exit_code = 0
 
 
 class PlatformError(TammaError):

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from tamma.errors import (
     AuthError,
     ConfigError,
+    DecisionQueued,
     InvalidInputError,
     NotFoundError,
     NotReady,
@@ -20,6 +21,7 @@ _STATUS: list[tuple[type[TammaError], int]] = [
     (PermissionDenied, 403),
     (AuthError, 401),
     (NotFoundError, 404),
+    (DecisionQueued, 202),
     (NotReady, 409),
     (InvalidInputError, 400),
     (ConfigError, 400),

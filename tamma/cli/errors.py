@@ -9,7 +9,7 @@ from typing import NoReturn, TypeVar
 from rich.markup import escape
 
 from tamma.cli.term import SafeConsole as Console
-from tamma.errors import TammaError, TemporalUnavailable
+from tamma.errors import DecisionQueued, TammaError, TemporalUnavailable
 
 T = TypeVar("T")
 
@@ -19,6 +19,9 @@ def run_or_exit(fn: Callable[[], T]) -> T:
 
     try:
         return fn()
+    except DecisionQueued as exc:  # recorded, not failed: say so and succeed
+        Console(stderr=True).print(f"[yellow]queued:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        sys.exit(0)
     except TammaError as exc:
         _fail(exc.message, exc.exit_code)
     except RPCError as exc:  # a Temporal answer no layer below expected: one line, not a traceback

@@ -6,6 +6,8 @@ Tamma's search attributes, described by the workflow's `state` query or result.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -19,6 +21,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     TypedSearchAttributes,
@@ -28,12 +31,16 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from tamma.errors import InvalidInputError, NotFoundError, NotReady, TemporalUnavailable
+from tamma.errors import DecisionQueued, InvalidInputError, NotFoundError, NotReady, TemporalUnavailable
 from tamma.models import ApprovalRequest, IssueTaskInput, RepoRef, TaskState, TaskStatus, TaskSummary
 from tamma.workflows import search
 from tamma.workflows.issue import TASK_ENDED, IssueWorkflow
 
 _DONE = {TaskStatus.MERGED.value, TaskStatus.PR_OPEN.value}
+
+
+#: what an update answers when no worker takes it in time
+_NO_TAKER = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.CANCELLED)
 
 
 class TaskService:
@@ -189,14 +196,17 @@ class TaskService:
         return ""
 
     async def approve(self, wid: str, by: str, reason: str = "") -> TaskState:
-        return await self._decide(wid, IssueWorkflow.approve, ApprovalRequest(by=by, reason=reason))
+        return await self._decide(wid, IssueWorkflow.approve, ApprovalRequest(by=by, reason=reason), "approve_signal")
 
     async def reject(self, wid: str, by: str, reason: str) -> TaskState:
         if not reason.strip():
             raise InvalidInputError("a rejection needs a reason; pass --reason")
-        return await self._decide(wid, IssueWorkflow.reject, ApprovalRequest(by=by, reason=reason))
+        return await self._decide(wid, IssueWorkflow.reject, ApprovalRequest(by=by, reason=reason), "reject_signal")
 
-    async def _decide(self, wid: str, update: object, req: ApprovalRequest) -> TaskState:
+    #: how long a decision waits for a worker to take it before it is queued as a signal instead
+    decide_timeout_s = 5.0
+
+    async def _decide(self, wid: str, update: object, req: ApprovalRequest, signal: str) -> TaskState:
         existing = await self._describe(wid)
         if existing is None:
             raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
@@ -208,21 +218,34 @@ class TaskService:
                 "decision now; start one (`tamma worker` or `python worker.py`) and retry"
             )
         try:
-            result: TaskState = await self.handle(wid).execute_update(  # type: ignore[call-overload]
-                update, req, rpc_timeout=timedelta(seconds=30)
+            result: TaskState = await asyncio.wait_for(
+                self.handle(wid).execute_update(  # type: ignore[call-overload]
+                    update, req, rpc_timeout=timedelta(seconds=self.decide_timeout_s)
+                ),
+                self.decide_timeout_s + 1,
             )
+        except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            if isinstance(exc, RPCError) and exc.status not in _NO_TAKER:
+                if exc.status == RPCStatusCode.NOT_FOUND or "completed" in exc.message.lower():
+                    raise InvalidInputError(f"task {wid} is not running; nothing to decide") from None
+                raise
+            # Temporal lists a killed worker as polling for minutes, so "serving" can be wrong:
+            # no worker took the update. The decision goes in as a signal, kept in history and
+            # taken when a worker returns (one delivery id, so it counts once whichever lands).
+            queued = req.model_copy(update={"delivery": req.delivery or f"{signal}:{uuid.uuid4()}"})
+            await self.handle(wid).signal(signal, queued, rpc_timeout=timedelta(seconds=5))
+            raise DecisionQueued(
+                f"no worker took the decision on {wid} within {self.decide_timeout_s:g}s (none may be alive); "
+                "it is queued and takes effect when a worker returns (`tamma worker`)"
+            ) from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             raise InvalidInputError(f"task {wid} refused: {getattr(cause, 'message', None) or cause}") from None
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND or "completed" in exc.message.lower():
-                raise InvalidInputError(f"task {wid} is not running; nothing to decide") from None
-            raise
         return result
 
     async def resume(self, wid: str, by: str) -> TaskState:
         """Resume a parked task (a model rate limit outlasted its horizon): the step runs again."""
-        return await self._decide(wid, IssueWorkflow.resume, ApprovalRequest(by=by, reason="resumed"))
+        return await self._decide(wid, IssueWorkflow.resume, ApprovalRequest(by=by, reason="resumed"), "resume_signal")
 
     async def cancel(self, wid: str) -> None:
         existing = await self._describe(wid)

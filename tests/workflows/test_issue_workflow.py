@@ -294,3 +294,34 @@ async def _branch_exists(platform: LocalPlatform) -> bool:
         ["git", "-C", str(platform.path), "rev-parse", "--verify", "tamma/issue-1"], capture_output=True, check=False
     )
     return done.returncode == 0
+
+
+async def test_a_decision_no_worker_takes_is_queued_then_taken_when_one_returns(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, demo: tuple[LocalPlatform, Issue]
+) -> None:
+    """Temporal lists a killed worker as a poller for minutes, so "a worker serves the queue" can
+    be wrong: the update then waits for nobody. It must answer within seconds that the decision
+    is queued — never fail after minutes — and the decision must count when a worker returns."""
+    from tamma.errors import DecisionQueued
+
+    platform, issue = demo
+    service = TaskService(client, task_queue)
+    async with running_worker(client, task_queue, activities, settings):
+        wid, _ = await service.start(demo_input(platform, issue, settings, policy=needs_approval(settings)))
+        await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL)
+    # the worker is gone; the server may still list it (as it does for a SIGKILLed one)
+    stale = TaskService(client, task_queue)
+    stale.decide_timeout_s = 2.0
+
+    async def listed_as_serving() -> bool:
+        return True
+
+    stale.serving = listed_as_serving  # type: ignore[method-assign]
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(DecisionQueued, match="queued and takes effect when a worker returns"):
+        await stale.approve(wid, by="alice", reason="go")
+    assert asyncio.get_running_loop().time() - started < 6
+    async with running_worker(client, task_queue, activities, settings):
+        state = await service.result(wid)
+    assert state.status == TaskStatus.MERGED
+    assert state.approval is not None and state.approval.by == "alice"
