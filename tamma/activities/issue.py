@@ -72,6 +72,7 @@ from tamma.providers.base import LLMProvider
 from tamma.providers.recording import RecordingProvider
 from tamma.providers.scripted import ScriptedProvider
 from tamma.redact import Redactor
+from tamma.runtime.disk import unusable
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class AgentConfig(BaseModel):
     artifacts_dir: Path
     envs_dir: Path
     agent: AgentSettings = AgentSettings()
+    min_free_mb: int = 0  # below it (or a data dir that cannot be written) no heavy step starts here
+    min_free_inodes: int = 0
 
 
 class IssueActivities:
@@ -111,6 +114,21 @@ class IssueActivities:
         self.redactor = Redactor(secrets)
         self.record = record
         self.output_retries = output_retries
+        #: told why, when this worker's disk cannot take a heavy step (it then stops polling for them)
+        self.on_sick: Callable[[str], None] | None = None
+
+    def _fit_for_heavy_work(self) -> None:
+        """Before a heavy step: a worker whose data dir is read-only or full takes itself out of
+        the heavy queue and hands the step back (retryable), so another worker runs it."""
+        why = unusable(
+            [self.config.work_dir, self.config.envs_dir], self.config.min_free_mb, self.config.min_free_inodes
+        )
+        if why is None:
+            return
+        log.error("this worker takes no more heavy steps: %s", why)
+        if self.on_sick is not None:
+            self.on_sick(why)
+        raise SandboxError(f"worker cannot run heavy steps here ({why}); another worker takes this one", retryable=True)
 
     def _provider(self, step: str, repo: RepoRef, issue: int, transcript: str | None, session: int) -> LLMProvider:
         """The step's provider; real ones are wrapped so every exchange is recorded (redacted)."""
@@ -270,6 +288,7 @@ class IssueActivities:
     @temporal_errors
     @heartbeating
     async def implement(self, inp: ImplementInput) -> ImplementResult:
+        self._fit_for_heavy_work()
         platform = self.platforms(inp.repo)
         async with self._workspace(platform, inp.branch) as ws:
             if await ws.head_iteration() == inp.iteration:
@@ -330,6 +349,7 @@ class IssueActivities:
     async def self_review(self, inp: SelfReviewInput) -> SelfReviewResult:
         """A model reads the branch's diff against the default branch and approves it or lists
         what must change. Read-only: nothing is pushed, so a retry repeats nothing."""
+        self._fit_for_heavy_work()
         platform = self.platforms(inp.repo)
         base = await platform.default_branch()
         async with self._workspace(platform, inp.branch) as ws:
@@ -350,6 +370,7 @@ class IssueActivities:
         """The gate: the base commit's test command on the branch, judged against its run on the
         base commit (tests ran; nothing that passed there fails; a failure that was already there
         is not blamed on the change, but leaving every one of them as it was fixes nothing)."""
+        self._fit_for_heavy_work()
         platform = self.platforms(inp.repo)
         base = await platform.default_branch()
         async with self._workspace(platform, inp.branch) as ws:

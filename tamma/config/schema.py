@@ -57,6 +57,13 @@ class TemporalSettings(Strict):
 
 class WorkerSettings(Strict):
     concurrency: int = Field(default=3, ge=1, description="issues' heavy steps run at once")
+    min_free_mb: int = Field(
+        default=200,
+        ge=0,
+        description="below this much free space in the data dir a worker takes no heavy step (it stops polling "
+        "for them, says why on /ready, and the step runs on another worker)",
+    )
+    min_free_inodes: int = Field(default=2000, ge=0, description="the same, for free inodes")
     light_concurrency: int = Field(default=20, ge=1)
     graceful_shutdown_s: float = Field(default=30.0, ge=0)
     sticky_schedule_to_start_s: float = Field(default=3.0, gt=0)

@@ -35,7 +35,7 @@ from tamma.runtime.client import first_line
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["starting", "waiting", "polling", "draining"]
+Phase = Literal["starting", "waiting", "polling", "unfit", "draining"]
 CHECK_EVERY_S = 5.0
 
 
@@ -86,6 +86,10 @@ class WorkerHealth:
         self.client, self.reachable, self.checked_at = client, True, time.time()
         self.phase, self.detail = "polling", f"polling {self.task_queue!r} on {address}"
         self._tasks.append(asyncio.create_task(self._watch()))
+
+    def unfit(self, why: str) -> None:
+        """Polling for workflows and light steps, no longer for heavy ones (its disk cannot take them)."""
+        self.phase, self.detail = "unfit", f"takes no heavy steps: {why}"
 
     def draining(self) -> None:
         self.phase, self.detail = "draining", "stopped polling; finishing the steps in flight"

@@ -121,6 +121,8 @@ def build_activities(settings: Settings) -> IssueActivities:
         artifacts_dir=settings.data_dir / "artifacts",
         envs_dir=settings.data_dir / "envs",
         agent=settings.agent,
+        min_free_mb=settings.worker.min_free_mb,
+        min_free_inodes=settings.worker.min_free_inodes,
     )
     return IssueActivities(
         platform_factory(settings),

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -23,9 +23,10 @@ from tamma.agent.environment import sweep_builds
 from tamma.agent.sandbox import require_isolation
 from tamma.agent.workspace import sweep_workspaces
 from tamma.config import Settings, WorkerSettings
-from tamma.errors import TemporalUnavailable
+from tamma.errors import ConfigError, TemporalUnavailable
 from tamma.runtime import reload as reloading
 from tamma.runtime.client import metrics_runtime, open_client
+from tamma.runtime.disk import unusable
 from tamma.runtime.reload import RESTART, changed_keys, watch_settings, watched_files
 from tamma.runtime.wiring import build_activities
 from tamma.version import tamma_version
@@ -64,22 +65,48 @@ def build_workers(
         max_concurrent_activities=settings.concurrency,
         **common,  # type: ignore[arg-type]
     )
+
+    def sick(why: str) -> None:
+        # A disk that cannot take a heavy step: stop polling for them (the step that found out
+        # is handed back and runs on another worker); workflows and light steps go on here.
+        if _sick(heavy):
+            return
+        heavy.tamma_sick = why  # type: ignore[attr-defined]
+        asyncio.get_running_loop().create_task(heavy.shutdown())
+
+    activities.on_sick = sick
     return [light, heavy]
 
 
 async def run_workers(workers: list[Worker], stop: asyncio.Event, health: WorkerHealth | None = None) -> None:
     """Run until `stop` is set, then stop polling and let in-flight activities finish."""
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    tasks: dict[asyncio.Task[Any], Worker] = {asyncio.create_task(w.run()): w for w in workers}
+    waiter: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+    running: set[asyncio.Task[Any]] = set(tasks)
+    while True:
+        done, _ = await asyncio.wait([*running, waiter], return_when=asyncio.FIRST_COMPLETED)
+        sick = [t for t in done if t is not waiter and _sick(tasks[t])]
+        for t in sick:  # it stopped taking heavy steps on purpose: the rest goes on
+            running.discard(t)
+            why = _sick(tasks[t])
+            log.error("stopped polling for heavy steps: %s", why)
+            if health is not None:
+                health.unfit(why)
+        if len(sick) < len(done) or not running:
+            break
     if health is not None:
         health.draining()
     if waiter not in done:  # a worker died on its own: surface its error
         waiter.cancel()
         for t in done:
             t.result()
-    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*(w.shutdown() for w in workers if not _sick(w)))
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _sick(worker: Worker) -> str:
+    """Why this worker stopped taking heavy steps ("" while it takes them)."""
+    return str(getattr(worker, "tamma_sick", ""))
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
@@ -119,6 +146,14 @@ async def serve(
     when its config file changes what a worker does, drain and return RESTART (the launcher
     re-execs). A worker that cannot isolate agent code refuses to start (unless opted out)."""
     sandbox = await asyncio.to_thread(require_isolation, settings.agent.sandbox)
+    worker = settings.worker
+    folders = [settings.data_dir / "work", settings.data_dir / "envs"]
+    why = await asyncio.to_thread(unusable, folders, worker.min_free_mb, worker.min_free_inodes)
+    if why is not None:  # a worker that would fail every heavy step must not take any: say so, exit non-zero
+        raise ConfigError(
+            f"this worker cannot run steps: {why}. Free space or fix the data dir (data_dir, TAMMA_DATA_DIR), "
+            "or lower worker.min_free_mb"
+        )
     await sweep_builds(settings.data_dir / "envs")  # environments a killed worker left half-built
     stale = max(3600.0, 2 * settings.workflow.step_timeout_s)  # no live step can be older
     swept = await asyncio.to_thread(sweep_workspaces, settings.data_dir / "work", stale)

@@ -36,3 +36,13 @@ def test_the_worker_logs_json_lines_to_its_stderr(cli_env: dict[str, str], tmp_p
     ready = next(r for r in records if "worker polling" in r["msg"])
     assert ready["logger"] == "tamma.worker" and ready["level"] == "info"
     assert "\x1b" not in err.read_text()
+
+
+def test_a_worker_whose_disk_cannot_take_steps_refuses_to_start(cli_env: dict[str, str]) -> None:
+    env = dict(cli_env, TAMMA_WORKER__MIN_FREE_MB=str(10**9))  # more free space than any disk has
+    run = subprocess.run(
+        [sys.executable, "-m", "tamma", "worker"], env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "this worker cannot run steps" in run.stderr and "below worker.min_free_mb" in run.stderr, run.stderr
