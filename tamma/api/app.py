@@ -50,6 +50,19 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 MAX_HEADER_BYTES = 32 * 1024  # all headers of one request; forges send a few hundred bytes
 
 
+def server_options() -> dict[str, Any]:
+    """uvicorn's options for Tamma's server (the CLI's and the tests'). h11, not httptools:
+    httptools buffers a request's whole header block before anything can refuse it (32 MiB of
+    headers cost ~48 MB per connection), while h11 stops reading at `MAX_HEADER_BYTES` (plus the
+    request line) and answers 400."""
+    return {
+        "http": "h11",
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES + 8 * 1024,
+        "server_header": False,
+        "timeout_keep_alive": 5,
+    }
+
+
 async def _answer(send: Send, status: int, doc: dict[str, Any]) -> None:
     body = json.dumps(doc).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

@@ -663,7 +663,7 @@ def server(
     def go() -> None:
         import uvicorn
 
-        from tamma.api.app import access_log_config, create_app, lean_log_records
+        from tamma.api.app import access_log_config, create_app, lean_log_records, server_options
 
         lean_log_records()
         settings = _settings(ctx)
@@ -677,7 +677,7 @@ def server(
             host=host or settings.api.host,
             port=port or settings.api.port,
             log_config=access_log_config(),
-            server_header=False,
+            **server_options(),
         )
 
     run_or_exit(go)

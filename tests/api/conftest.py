@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tamma.api.app import create_app
+from tamma.api.app import create_app, server_options
 from tamma.api.auth import create_token
 from tamma.config import Settings
 
@@ -37,7 +37,7 @@ def running_api(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **server_options()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
