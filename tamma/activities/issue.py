@@ -302,7 +302,7 @@ class IssueActivities:
             # setup problem, before the model is asked to change anything.
             prepared = await runner.prepared()
             provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
-            toolbox = Toolbox(ws, runner, self.redactor)
+            toolbox = Toolbox(ws, runner, self.redactor, run_command=runner.run_command)
             async with _spending(provider) as spent:
                 outcome = await run_agent(
                     provider,
@@ -594,11 +594,16 @@ class _TestRunner:
         prepared = await self.prepared()
         if prepared.command is None:
             return CommandResult(exit_code=0, output=f"[tamma] {prepared.baseline.summary}\n")
-        ws, agent = self.ws, self.acts.config.agent
+        return await self.run_command(prepared.command)
+
+    async def run_command(self, command: str, timeout_s: float | None = None) -> CommandResult:
+        """Any command line in the tests' sandbox and environment (the agent's `run` tool)."""
+        prepared = await self.prepared()
+        ws, policy = self.ws, self.acts.config.agent.sandbox
+        if timeout_s is not None:
+            policy = policy.model_copy(update={"timeout_s": min(timeout_s, policy.timeout_s)})
         before = ws.git_fingerprint()
-        result = await run_in_environment(
-            prepared.command, ws.root, prepared.environment, agent.sandbox, self.acts.redactor
-        )
+        result = await run_in_environment(command, ws.root, prepared.environment, policy, self.acts.redactor)
         if ws.git_fingerprint() != before:
             raise SandboxError(
                 "code run for the tests changed the workspace's .git (config, hooks or info): refusing to "

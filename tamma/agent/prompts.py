@@ -12,9 +12,12 @@ _UNTRUSTED = (
 ANALYSE_SYSTEM = "You analyse software issues: summarise them and rate complexity and risk."
 PLAN_SYSTEM = "You plan code changes: concrete steps, the files to touch, an estimate in hours."
 CODE_SYSTEM = (
-    "You are a careful software engineer working in a git repository through tools. Make the "
-    "smallest change that resolves the issue, run the tests, and finish with a one-paragraph "
-    "summary of what you changed. You cannot push, merge or reach the network."
+    "You are a careful software engineer working in a git repository through tools. Find the code "
+    "first (find_files, search, read_file in windows with line numbers); when you can, reproduce "
+    "the problem with `run` (a single test or a short script) before changing anything; make the "
+    "smallest change that resolves the issue, with edit_file for existing files; run the tests; "
+    "finish with a one-paragraph summary of what you changed. You cannot push, merge or reach the "
+    "network."
 )
 
 

@@ -131,15 +131,25 @@ def test_advertised_schemas_forbid_unknown_keys_and_name_required_ones() -> None
     assert specs["read_file"]["properties"]["path"]["type"] == "string"
 
 
+@pytest.mark.parametrize("engine", ["ripgrep", "python"])
 async def test_catastrophic_regex_stops_instead_of_pinning_the_worker(
-    toolbox: Toolbox, monkeypatch: pytest.MonkeyPatch
+    toolbox: Toolbox, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
+    import time
+
     from tamma.agent import tools
 
+    if engine == "python":
+        monkeypatch.setattr(tools, "ripgrep", lambda: None)
+    elif tools.ripgrep() is None:
+        pytest.skip("ripgrep is not installed")
     (toolbox.ws.root / "big.txt").write_text(("a" * 40 + "!\n") * 50)
     monkeypatch.setattr(tools, "SEARCH_TIMEOUT_S", 0.5)
-    out, err = await call(toolbox, "search", pattern=r"(a|aa)+$")  # exponential backtracking
-    assert not err and "search stopped" in out
+    started = time.monotonic()
+    out, err = await call(toolbox, "search", pattern=r"(a|aa)+$")  # exponential backtracking for a backtracker
+    assert not err and time.monotonic() - started < 3
+    # ripgrep's engine is linear (no backtracking: it answers); the fallback stops at its deadline
+    assert ("search stopped" in out) if engine == "python" else ("no matches" in out)
 
 
 async def test_tool_results_are_redacted(tmp_path: Path) -> None:
@@ -183,3 +193,110 @@ def test_stale_workspaces_are_swept_and_fresh_ones_kept(tmp_path: Path) -> None:
         os.utime(d, (old, old))
     assert sweep_workspaces(work, older_than_s=3600) == 1
     assert not stale.exists() and fresh.exists() and other.exists()
+
+
+# ---- the agent-computer interface: windows, globs, .gitignore, edits that explain, run ---------
+
+
+@pytest.fixture(params=["ripgrep", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    from tamma.agent import tools
+
+    if request.param == "python":
+        monkeypatch.setattr(tools, "ripgrep", lambda: None)
+    elif tools.ripgrep() is None:
+        pytest.skip("ripgrep is not installed")
+    return str(request.param)
+
+
+async def test_read_file_shows_numbered_windows_and_says_what_is_left(toolbox: Toolbox) -> None:
+    (toolbox.ws.root / "long.py").write_text("".join(f"x{i} = {i}\n" for i in range(1, 1001)))
+    out, err = await call(toolbox, "read_file", path="long.py")
+    assert not err and out.splitlines()[0] == "     1\tx1 = 1" and "   400\tx400 = 400" in out
+    assert "x401" not in out and "lines 1-400 of 1000; 600 more: read_file start_line=401" in out
+    out, _ = await call(toolbox, "read_file", path="long.py", start_line=995, end_line=2000)
+    assert out.splitlines()[0] == "   995\tx995 = 995" and out.endswith("lines 995-1000 of 1000]")
+    out, err = await call(toolbox, "read_file", path="long.py", start_line=1001)
+    assert err and "has 1000 lines" in out
+
+
+async def test_listing_finding_and_searching_respect_gitignore(toolbox: Toolbox, engine: str) -> None:
+    root = toolbox.ws.root
+    (root / ".gitignore").write_text("build/\n")
+    (root / "build").mkdir()
+    (root / "build" / "gen.py").write_text("def paginate(): pass\n")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "util.py").write_text("def helper():\n    return paginate_all()\n")
+    listing, _ = await call(toolbox, "list_files")
+    found, _ = await call(toolbox, "find_files", glob="**/*.py")
+    hits, _ = await call(toolbox, "search", pattern="paginate")
+    if engine == "ripgrep":  # the fallback walks every file: .gitignore is ripgrep's
+        assert "build/gen.py" not in listing and "build/gen.py" not in found and "build/gen.py" not in hits
+    assert "pkg/util.py" in found and "pager.py" in found and "README" not in found
+    assert "pkg/util.py:2:" in hits and "pager.py:" in hits
+
+
+async def test_search_gives_context_globs_and_counts(toolbox: Toolbox, engine: str) -> None:
+    if engine == "python":
+        pytest.skip("context, globs and counts are ripgrep's")
+    out, err = await call(toolbox, "search", pattern=r"start\s*=", context=1, glob="*.py")
+    assert not err and "pager.py:3:" in out and "pager.py-2-" in out  # a line of context before
+    assert out.splitlines()[-1].startswith("[") and "matches in 1 files]" in out
+    (toolbox.ws.root / "many.txt").write_text("hit\n" * 500)
+    out, _ = await call(toolbox, "search", pattern="hit", glob="many.txt")
+    assert "500+ matches" in out or "showing 200" in out
+    out, err = await call(toolbox, "search", pattern="(unclosed")
+    assert err and "bad pattern" in out
+
+
+async def test_edit_failures_say_why_and_success_shows_the_region(toolbox: Toolbox) -> None:
+    out, err = await call(toolbox, "edit_file", path="pager.py", old_text="    start = page*per_page\n", new_text="x")
+    assert err and "does not occur" in out and "start = page * per_page" in out and "\t" in out  # the closest line, numbered
+    out, err = await call(toolbox, "edit_file", path="pager.py", old_text="per_page", new_text="size")
+    assert err and "at lines" in out and "include more surrounding lines" in out
+    out, err = await call(
+        toolbox, "edit_file", path="pager.py", old_text="    start = page * per_page\n", new_text="    start = (page - 1) * per_page\n"
+    )
+    assert not err and "start = (page - 1) * per_page" in out and "def paginate" in out  # the region around it
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "old", "new"),
+    [
+        ("mod.py", "def f():\n    return 1\n", "return 1", "return (1"),
+        ("data.json", '{"a": 1}\n', '"a": 1', '"a": 1,'),
+        ("conf.toml", "[x]\na = 1\n", "a = 1", "a = "),
+    ],
+)
+async def test_an_edit_that_breaks_the_syntax_is_refused(toolbox: Toolbox, path: str, text: str, old: str, new: str) -> None:
+    (toolbox.ws.root / path).write_text(text)
+    out, err = await call(toolbox, "edit_file", path=path, old_text=old, new_text=new)
+    assert err and "would break" in out and (toolbox.ws.root / path).read_text() == text
+    # a file already broken may still be edited (the fix may take several steps)
+    (toolbox.ws.root / path).write_text(text.replace(old, new))
+    out, err = await call(toolbox, "edit_file", path=path, old_text=new, new_text=old)
+    assert not err
+
+
+async def test_run_executes_in_the_sandbox_with_exit_code_and_capped_output(tmp_path: Path) -> None:
+    from tamma.agent.sandbox import SandboxPolicy, probe_bwrap, run_sandboxed
+
+    if not probe_bwrap()[0]:
+        pytest.skip("bwrap unavailable")
+    repo = make_sample_repo(tmp_path / "repo")
+    ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
+
+    async def run_tests() -> CommandResult:
+        return CommandResult(exit_code=0, output="")
+
+    async def run(command: str, timeout_s: float) -> CommandResult:
+        return await run_sandboxed(command, ws.root, SandboxPolicy(timeout_s=timeout_s))
+
+    tb = Toolbox(ws, run_tests, run_command=run)
+    assert "run" in {t.name for t in tb.specs} and "run" not in {t.name for t in Toolbox(ws, run_tests).specs}
+    out, err = await call(tb, "run", command="python3 -c 'import pager; print(pager.paginate(list(range(5)), 1, 2))'; exit 3")
+    assert not err and out.startswith("[exit 3 after") and "[2, 3]" in out  # the bug, reproduced
+    out, _ = await call(tb, "run", command="ls /root; echo $HOME; seq 1 20000")
+    assert "characters cut" in out and "\n20000" in out and "\n1\n" in out  # head and tail kept
+    out, _ = await call(tb, "run", command="sleep 30", timeout_s=1)
+    assert out.startswith("[timed out")
