@@ -315,6 +315,7 @@ class IssueActivities:
                     lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}, now=True),
                     budget=inp.budget_left,
                     output_retries=self.output_retries,
+                    already=earlier_usage(),
                 )
                 changed, left_out = await ws.stage(toolbox.written)
                 if left_out:

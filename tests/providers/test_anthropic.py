@@ -188,3 +188,60 @@ async def test_budget_exhausted_mid_session(tmp_path: Path) -> None:
         )
     assert "tokens budget ran out" in info.value.message
     assert len(s.requests) == 3 and info.value.spent["input_tokens"] == 12_000
+
+
+async def test_a_502_mid_session_loses_no_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's endpoint fails at turn 3 (a 502, then a dropped answer): the loop retries in
+    place, the conversation and the edit already made are kept, and the session finishes."""
+    from tamma.agent import loop
+
+    monkeypatch.setattr(loop, "TRANSIENT_WAITS", (0.01, 0.01, 0.01, 0.01))
+    ws, toolbox = await _workspace_toolbox(tmp_path)
+    replies: list[Any] = demo_code_replies()
+    replies[2:2] = [api.error(502, "api_error", "bad gateway"), api.error(503, "overloaded_error", "try again")]
+    turns: list[str] = []
+    with serve(api.scripted(replies)) as s:
+        outcome = await run_agent(provider(s.url), toolbox, "sys", "fix paginate", 10, lambda t, w: turns.append(w))
+    assert outcome.turns == 4 and "Fixed paginate()" in outcome.summary
+    assert "(page - 1) * per_page" in (ws.root / "pager.py").read_text()
+    assert sum("retrying in" in w for w in turns) == 2
+    # the retried request carried the whole conversation so far (the edit's tool result included)
+    assert s.requests[4].json["messages"] == s.requests[2].json["messages"]
+
+
+async def test_a_model_that_loops_is_told_then_stopped(tmp_path: Path) -> None:
+    _, toolbox = await _workspace_toolbox(tmp_path)
+    same = [api.message([api.tool_use("read_file", {"path": "pager.py"}, f"r{i}")], "tool_use") for i in range(8)]
+    with serve(api.scripted(same)) as s, pytest.raises(ProviderError) as info:
+        await run_agent(provider(s.url), toolbox, "sys", "task", 20, lambda t, w: None)
+    assert "stuck (6 identical calls in a row" in info.value.message and not info.value.retryable
+    assert len(s.requests) == 6  # stopped, not run to max_turns
+    told = json.dumps(s.requests[3].json["messages"][-1])
+    assert "same call 3 times in a row" in told
+
+
+async def test_an_edit_undone_again_and_again_is_stopped(tmp_path: Path) -> None:
+    _, toolbox = await _workspace_toolbox(tmp_path)
+    a, b = "    start = page * per_page\n", "    start = (page - 1) * per_page\n"
+    flips = [
+        api.message([api.tool_use("edit_file", {"path": "pager.py", "old_text": x, "new_text": y}, f"e{i}")], "tool_use")
+        for i, (x, y) in enumerate([(a, b), (b, a), (a, b), (b, a), (a, b)])
+    ]
+    with serve(api.scripted(flips)) as s, pytest.raises(ProviderError) as info:
+        await run_agent(provider(s.url), toolbox, "sys", "task", 20, lambda t, w: None)
+    assert "edits undone" in info.value.message
+    assert "undid the one before it" in json.dumps(s.requests[2].json["messages"][-1])
+
+
+async def test_a_retried_step_does_not_get_a_fresh_budget(tmp_path: Path) -> None:
+    """Three attempts must not spend three budgets: what earlier attempts spent counts."""
+    from tamma.models import Usage
+
+    _, toolbox = await _workspace_toolbox(tmp_path)
+    heavy = [api.message([api.tool_use("list_files", {}, f"t{i}")], "tool_use", input_tokens=4000) for i in range(5)]
+    with serve(api.scripted(heavy)) as s, pytest.raises(BudgetExceeded):
+        await run_agent(
+            provider(s.url), toolbox, "sys", "task", 10, lambda t, w: None,
+            budget=Budget(max_tokens=10_000), already=Usage(input_tokens=7_000),
+        )  # fmt: skip
+    assert len(s.requests) == 1  # 7,000 before + 4,000 now: over at the first turn
