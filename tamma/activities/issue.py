@@ -28,6 +28,7 @@ from tamma.activities.notify import Notifier
 from tamma.agent import prompts
 from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
+from tamma.agent.repomap import missing_files, repo_map
 from tamma.agent.results import Baseline, TestCounts, Verdict, broken_environment, judge, parse_results
 from tamma.agent.safefs import copy_tree, private_dir, write_file
 from tamma.agent.sandbox import CommandResult
@@ -173,9 +174,11 @@ class IssueActivities:
     @heartbeating
     async def analyse(self, inp: AnalyseInput) -> AnalyseOutput:
         provider = self._provider("analysis", inp.repo, inp.issue.number, inp.transcript, inp.session)
+        async with self._default_branch(inp.repo) as ws:
+            mapped = await asyncio.to_thread(repo_map, ws.root, f"{inp.issue.title}\n{inp.issue.body}")
         async with _spending(provider) as spent:
             analysis = await provider.structured(
-                "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue), Analysis
+                "analysis", prompts.ANALYSE_SYSTEM, prompts.analyse_prompt(inp.issue, mapped), Analysis
             )
         return AnalyseOutput(analysis=analysis, usage=spent(), transcript_path=_path_of(provider))
 
@@ -183,11 +186,20 @@ class IssueActivities:
     @temporal_errors
     @heartbeating
     async def plan(self, inp: PlanInput) -> PlanOutput:
+        """A plan made from the repository's map; one that names files which do not exist (and
+        are not new files in existing folders) is asked for again, once, saying which."""
         provider = self._provider("plan", inp.repo, inp.issue.number, inp.transcript, inp.session)
-        async with _spending(provider) as spent:
-            plan = await provider.structured(
-                "plan", prompts.PLAN_SYSTEM, prompts.plan_prompt(inp.issue, inp.analysis), Plan
-            )
+        async with self._default_branch(inp.repo) as ws, _spending(provider) as spent:
+            mapped = await asyncio.to_thread(repo_map, ws.root, f"{inp.issue.title}\n{inp.issue.body}")
+            prompt = prompts.plan_prompt(inp.issue, inp.analysis, mapped)
+            plan = await provider.structured("plan", prompts.PLAN_SYSTEM, prompt, Plan)
+            missing = missing_files(ws.root, plan.files)
+            if missing:
+                problem = f"these files do not exist and are not in an existing folder: {', '.join(missing[:20])}"
+                again = prompts.plan_prompt(inp.issue, inp.analysis, mapped, problem)
+                plan = await provider.structured("plan", prompts.PLAN_SYSTEM, again, Plan)
+                if missing_files(ws.root, plan.files):
+                    log.warning("the plan for %s still names missing files: %s", inp.repo.key, plan.files)
         return PlanOutput(plan=plan, usage=spent(), transcript_path=_path_of(provider))
 
     @activity.defn(name=names.CREATE_BRANCH)
@@ -503,6 +515,13 @@ class IssueActivities:
         pending = path.with_name(f".{path.name}.{os.getpid()}")
         write_file(pending, baseline.model_dump_json().encode())
         os.replace(pending, path)
+
+    @asynccontextmanager
+    async def _default_branch(self, repo: RepoRef) -> AsyncIterator[Workspace]:
+        """A read-only look at the repository's default branch (for its map)."""
+        platform = self.platforms(repo)
+        async with self._workspace(platform, await platform.default_branch()) as ws:
+            yield ws
 
     @asynccontextmanager
     async def _workspace(self, platform: GitPlatform, branch: str) -> AsyncIterator[Workspace]:

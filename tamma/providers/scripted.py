@@ -67,6 +67,7 @@ class ScriptedProvider:
         self.transcript = Transcript.load(path)
         self.description = f"scripted replay of {path.name} (a recording, not a model)"
         self.usage = Usage()
+        self._asked: dict[str, int] = {}
 
     def _exchanges(self, purpose: str, session: int | None = None) -> list[Exchange]:
         return [
@@ -83,7 +84,10 @@ class ScriptedProvider:
         found = self._exchanges(purpose, self.session)
         if not found:
             raise self._diverged(f"it holds no {purpose!r} answer for session {self.session}")
-        exchange = found[0]
+        # a step that asks again (a plan naming missing files) gets the next recorded answer
+        asked = self._asked.get(purpose, 0)
+        self._asked[purpose] = asked + 1
+        exchange = found[min(asked, len(found) - 1)]
         self._check_prompt(exchange, prompt)
         self.usage = self.usage.plus(exchange.usage)
         count_call("scripted", "recording", exchange.usage.model_copy(update={"calls": 1}))  # one exchange, one call

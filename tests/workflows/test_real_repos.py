@@ -9,6 +9,7 @@ broken environment is reported as one. The repositories and their licences: test
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -276,3 +277,26 @@ async def test_a_broken_environment_is_reported_as_one_and_the_model_is_never_as
     assert "without changing any file" not in state.error  # not blamed on the model
     assert not any(st.name == StepName.TEST for st in state.steps)
     assert "return a - b;" in file_on_main(repo, "index.js")
+
+
+async def test_the_plan_is_made_from_the_repository_and_a_plan_naming_missing_files_is_asked_again(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    """The issue names no file. The analysis and the plan see the repository's map (recipes.py
+    with dotproduct() ranked first); a plan naming a file that does not exist is asked for again,
+    saying which; the approved plan names the real file."""
+    case = CASES["more-itertools"]
+    repo = make_repo("more-itertools", tmp_path / "repo")
+    path = script(tmp_path, case.path, [(case.old, case.new)])
+    doc = json.loads(path.read_text())
+    analysis, plan, *code = doc["exchanges"]
+    analysis["expect"] = {"prompt_contains": ["more_itertools/recipes.py: ", "dotproduct()"]}
+    wrong = json.loads(json.dumps(plan))
+    wrong["response"]["files"] = ["lib/vectors/dot.py"]  # made up from the issue's words
+    wrong["expect"] = {"prompt_contains": ["more_itertools/recipes.py: ", "dotproduct()"]}
+    plan["expect"] = {"prompt_contains": ["these files do not exist and are not in an existing folder: lib/vectors/dot.py"]}
+    doc["exchanges"] = [analysis, wrong, plan, *code]
+    path.write_text(json.dumps(doc))
+    state = await run(client, task_queue, configured(settings), repo, "The dot product of two vectors is wrong", path)
+    assert state.status == TaskStatus.MERGED, state.error
+    assert state.plan is not None and state.plan.files == [case.path]
