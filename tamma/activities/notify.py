@@ -78,9 +78,9 @@ class Notifier:
         try:
             resp = await http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:  # the URL is not named: a Slack URL is a secret
-            raise PlatformError(f"{what} did not answer ({type(exc).__name__}); will retry") from None
+            raise PlatformError(f"{what} did not answer ({type(exc).__name__})") from None
         if resp.status_code >= 500 or resp.status_code == 429:
-            raise PlatformError(f"{what} answered {resp.status_code}; will retry")
+            raise PlatformError(f"{what} answered {resp.status_code}")
         if resp.status_code >= 300:
             raise PlatformError(
                 f"{what} refused the notification ({resp.status_code}); check the URL and secret", retryable=False

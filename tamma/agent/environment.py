@@ -336,7 +336,7 @@ async def prepare_environment(
             _remove(building)  # another worker put its build in place first: check that one
             if await _verified(final):
                 return Environment(env_dir=final, command=command, cached=True)
-            raise SandboxError(f"environment {final.name} is being built by another worker; will retry") from None
+            raise SandboxError(f"environment {final.name} is being built by another worker") from None
     pending = envs_dir / f".manifest-{uuid.uuid4().hex[:12]}"
     write_file(pending, digest.encode() + b"\n", exclusive=True)
     os.replace(pending, _manifest(final))

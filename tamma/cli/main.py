@@ -359,6 +359,12 @@ def _report(state: TaskState) -> int:
         console.print(
             f"[red]{state.status.value}[/]: {esc(state.error or (state.approval.reason if state.approval else ''))}"
         )
+        if state.status == TaskStatus.FAILED:  # final: every retry was spent; say what to do next
+            number = state.workflow_id.rsplit("#", 1)[-1]
+            console.print(
+                f"[dim]This is final (no retry is scheduled). Fix the cause, then `tamma retry {esc(number)}` "
+                "runs the task again.[/]"
+            )
     return 0 if state.status in (TaskStatus.MERGED, TaskStatus.PR_OPEN) else 1
 
 

@@ -70,7 +70,7 @@ _NEEDS = "a token with repo scope (classic) or contents, issues, pull requests a
 
 def map_github_error(exc: Exception, what: str) -> TammaError:
     if isinstance(exc, requests.RequestException):
-        return PlatformError(f"GitHub did not answer {what} ({type(exc).__name__}); will retry")
+        return PlatformError(f"GitHub did not answer {what} ({type(exc).__name__})")
     if not isinstance(exc, GithubException):
         raise exc
     status, headers = exc.status, {k.lower(): v for k, v in (exc.headers or {}).items()}
@@ -459,7 +459,7 @@ class GitHubPlatform:
             if isinstance(exc, GithubException) and (limited := _graphql_rate_limit(exc)) is not None:
                 raise limited from None
             if isinstance(exc, GithubException) and _graphql_error_types(exc) & {"INTERNAL", "SERVICE_UNAVAILABLE"}:
-                raise PlatformError(f"GitHub GraphQL failed on #{number}: {exc.data}; will retry") from None
+                raise PlatformError(f"GitHub GraphQL failed on #{number}: {exc.data}") from None
             log.warning("cannot tell resolved review threads of #%s apart (GraphQL: %s); reading them all", number, exc)
             return set()
 

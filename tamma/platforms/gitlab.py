@@ -106,7 +106,7 @@ class GitLabPlatform:
             except GitlabError as exc:
                 raise self._map(exc, what, dict(getattr(self._last, "headers", {}) or {})) from None
             except requests.RequestException as exc:
-                raise PlatformError(f"GitLab did not answer {what} ({type(exc).__name__}); will retry") from None
+                raise PlatformError(f"GitLab did not answer {what} ({type(exc).__name__})") from None
 
         return await asyncio.to_thread(run)
 

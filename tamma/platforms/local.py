@@ -348,7 +348,7 @@ class LocalPlatform:
                     # Another merge (another task, another worker) moved the base between our
                     # clone and our push: a retry merges onto the new base.
                     raise PlatformError(
-                        f"{pr.base} of {self.path} moved during the merge of !{pr.number}; will retry"
+                        f"{pr.base} of {self.path} moved during the merge of !{pr.number}"
                     ) from None
                 raise MergeBlockedError(
                     f"cannot update {pr.base} in {self.path}: {exc.message}. If its working tree has "

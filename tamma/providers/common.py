@@ -56,9 +56,9 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
     import openai
 
     if isinstance(exc, anthropic.APITimeoutError | openai.APITimeoutError):
-        return ProviderError(f"{vendor} did not answer in time; will retry")
+        return ProviderError(f"{vendor} did not answer in time")
     if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
-        return ProviderError(f"cannot connect to {vendor} ({type(exc).__name__}); will retry")
+        return ProviderError(f"cannot connect to {vendor} ({type(exc).__name__})")
     status = getattr(exc, "status_code", None)
     response = getattr(exc, "response", None)
     headers = response.headers if response is not None else None

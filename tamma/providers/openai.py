@@ -83,7 +83,7 @@ class OpenAIProvider:
         self.usage = self.usage.plus(call)
         count_call("openai", self.model, call)
         if not response.choices:
-            raise ProviderError("the OpenAI-compatible server answered with no choices; will retry")
+            raise ProviderError("the OpenAI-compatible server answered with no choices")
         return response, call
 
     async def structured(self, purpose: str, system: str, prompt: str, schema: type[T]) -> T:

@@ -308,3 +308,18 @@ def test_every_command_has_help_that_loads(cli_env: dict[str, str]) -> None:
     assert "typer" in loaded and "tamma.cli.main" in loaded  # the probe sees imports at all
     slow = ("temporalio", "fastapi", "anthropic", "openai", "pydantic", "asyncio", "tamma.models", "tamma.config")
     assert not loaded.intersection(slow), sorted(loaded.intersection(slow))
+
+
+def test_a_final_failure_says_it_is_final_and_what_to_do(cli_env: dict[str, str], repo: Path) -> None:
+    from tests.cli.conftest import tamma
+
+    broken = repo.parent / "broken.json"  # its analysis is not a valid Analysis: a non-retryable failure
+    broken.write_text(
+        json.dumps({"format": "tamma-transcript/1", "exchanges": [{"purpose": "analysis", "response": {"x": 1}}]})
+    )
+    tamma(cli_env, "issue", "create", "Something the recording never saw", cwd=repo)
+    run = tamma(cli_env, "start", "--issue", "1", "--transcript", str(broken), cwd=repo)
+    out = " ".join(run.stdout.split())
+    assert run.returncode == 1 and "failed:" in out
+    assert "This is final (no retry is scheduled)" in out and "tamma retry 1" in out
+    assert "will retry" not in out
