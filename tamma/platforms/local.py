@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import weakref
@@ -110,6 +111,10 @@ class LocalStore:
     def next_number(self, kind: str) -> int:
         numbers = [int(f.stem) for f in (self.root / kind).glob("*.json")]
         return max(numbers, default=0) + 1
+
+
+#: a pull request body's "Fixes #N" (and closes/resolves), as GitHub and GitLab read it
+_CLOSES = re.compile(r"(?i)\b(?:fix(?:e[sd])?|close[sd]?|resolve[sd]?)\s+#(\d+)\b")
 
 
 class LocalPlatform:
@@ -311,6 +316,12 @@ class LocalPlatform:
             record = self._pr_record(number)
             record.update(state="merged", merge_sha=sha, head_sha=head, merged_at=_now())
             self.store.write("pulls", number, record)
+            # "Fixes #N" closes the issue, as a forge does: the picker stops offering finished work
+            for fixed in sorted({int(n) for n in _CLOSES.findall(pr.body)}):
+                issue = self.store.read("issues", fixed)
+                if issue is not None and issue.get("state", "open") == "open":
+                    issue.update(state="closed", closed_by=f"!{number}", closed_at=_now())
+                    self.store.write("issues", fixed, issue)
         return MergeResult(merged=True, sha=sha)
 
     async def _merge_and_push(self, pr: PullRequest) -> str:

@@ -221,6 +221,8 @@ async def test_zero_configuration_sees_the_bug_merges_the_fix_and_refuses_a_wron
     assert "base commit" in report.baseline and "failed" in report.baseline
     assert any(case.failing in f for f in report.fixed), (report.fixed, report.baseline)
     assert case.new.strip() in file_on_main(repo, case.path)
+    closed = await LocalPlatform(local_repo_ref(repo), s.data_dir).get_issue(1)
+    assert closed.state == "closed"  # "Fixes #1" closed it, as a forge would
     left = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.split()
     assert not any(p.startswith(("target/", "node_modules", "build/")) or p.endswith((".o", ".egg-info")) for p in left)
     assert "Cargo.lock" not in left  # a file the test run made, not the agent: left out of the commit
