@@ -62,11 +62,17 @@ def validate(
     ctx: typer.Context,
     file: Annotated[Path | None, typer.Argument(help="the file to check (default: the one in use)")] = None,
 ) -> None:
-    """Check a config file as Tamma would read it (with TAMMA_* on top); exit 1 with the reasons."""
+    """Check a config file as Tamma would read it (with TAMMA_* on top). Exit codes: 0 valid,
+    1 invalid (with the reasons), 2 usage (a wrong option)."""
     from tamma.config import load_settings, read_layers
+    from tamma.errors import ConfigError
 
     target = file or ctx.obj
-    run_or_exit(lambda: load_settings(target))
+    try:
+        load_settings(target)
+    except ConfigError as exc:
+        Console(stderr=True, highlight=False).print(f"[red]invalid:[/] {escape(exc.message)}", soft_wrap=True)
+        raise typer.Exit(1) from None
     layers = read_layers(target)
     where = ", ".join(str(p) for p in layers.files) or "defaults and TAMMA_* variables"
     console.print(f"[green]valid:[/] {escape(where)}")

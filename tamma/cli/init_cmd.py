@@ -44,13 +44,20 @@ def init(
     ask = _Asker(non_interactive)
     console.print("[bold]Tamma setup[/]: a few questions; Enter takes the default.")
     target = path or Path(ask.text("Write the config to", str(Path("tamma.toml")), None))
-    if target.exists() and not force and not ask.confirm(f"{target} exists. Overwrite it?", False, False):
-        raise typer.Exit(1)
+    if target.exists() and not force:
+        if non_interactive:
+            console.print(f"[red]error:[/] {escape(str(target))} exists; pass --force to overwrite it")
+            raise typer.Exit(2)
+        if not ask.confirm(f"{target} exists. Overwrite it?", False, None):
+            console.print(f"Left {escape(str(target))} as it was; nothing written.")
+            raise typer.Exit(0)
     doc: dict[str, Any] = {}
     kind = ask.choice("Where are your issues", ["local", "github", "gitlab"], "local", platform)
     if kind in ("github", "gitlab"):
         name = f"{kind.upper()}_TOKEN"
-        value = ask.text(f"{kind} token (a value, or env:NAME to read it from the environment)", f"env:{name}", token)
+        value = ask.text(
+            f"{kind} token (a value, or env:NAME to read it from the environment)", f"env:{name}", token, secret=True
+        )
         section: dict[str, Any] = {"token": value}
         url = base_url or (
             None if non_interactive else _optional(ask.text("API base URL (Enter: the public one)", "", None))
@@ -60,12 +67,12 @@ def init(
         doc[kind] = section
     model = ask.choice("Which model provider", ["anthropic", "openai", "none"], "anthropic", provider)
     if model == "anthropic":
-        key = ask.text("Anthropic API key (a value, or env:NAME)", "env:ANTHROPIC_API_KEY", api_key)
+        key = ask.text("Anthropic API key (a value, or env:NAME)", "env:ANTHROPIC_API_KEY", api_key, secret=True)
         doc["llm"] = {"provider": "anthropic", "anthropic_api_key": key}
     elif model == "openai":
         server = ask.text("OpenAI-compatible server URL", "http://127.0.0.1:11434/v1", model_url)
         llm: dict[str, Any] = {"provider": "openai", "openai_base_url": server}
-        key = ask.text("Its API key (Enter: none)", "", api_key)
+        key = ask.text("Its API key (Enter: none)", "", api_key, secret=True)
         if key:
             llm["openai_api_key"] = key
         doc["llm"] = llm
@@ -92,11 +99,17 @@ class _Asker:
     def __init__(self, non_interactive: bool) -> None:
         self.non_interactive = non_interactive
 
-    def text(self, question: str, default: str, given: str | None) -> str:
+    def text(self, question: str, default: str, given: str | None, secret: bool = False) -> str:
+        """`secret`: what is typed is not echoed (a token on screen is a token in a recording)."""
         if given is not None:
             return given
         if self.non_interactive:
             return default
+        if secret:
+            keep = f"Enter: {escape(default)}; " if default else ""
+            hint = f" [dim]({keep}typing is hidden)[/]"
+            typed = Prompt.ask(question + hint, console=console, password=True, default="", show_default=False)
+            return str(typed or default)
         return str(Prompt.ask(question, default=default or None, console=console) or "")
 
     def choice(self, question: str, choices: list[str], default: str, given: str | None) -> str:

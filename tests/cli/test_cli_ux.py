@@ -225,7 +225,8 @@ def test_init_non_interactive_refuses_to_overwrite(cli_env: dict[str, str], tmp_
     target = tmp_path / "tamma.toml"
     target.write_text("# mine\n")
     done = tamma(cli_env, "init", "--non-interactive", "--path", str(target), cwd=tmp_path)
-    assert done.returncode == 1 and target.read_text() == "# mine\n"
+    assert done.returncode == 2 and target.read_text() == "# mine\n"  # usage: it says to pass --force
+    assert "exists; pass --force to overwrite it" in " ".join(done.stdout.split())
     done = tamma(
         cli_env, "init", "--non-interactive", "--path", str(target), "--force", "--provider", "none", cwd=tmp_path
     )
@@ -323,3 +324,42 @@ def test_a_final_failure_says_it_is_final_and_what_to_do(cli_env: dict[str, str]
     assert run.returncode == 1 and "failed:" in out
     assert "This is final (no retry is scheduled)" in out and "tamma retry 1" in out
     assert "will retry" not in out
+
+
+def test_init_asks_before_overwriting_and_hides_a_typed_key(cli_env: dict[str, str], tmp_path: Path) -> None:
+    target = tmp_path / "tamma.toml"
+    target.write_text("# mine\n")
+    with in_terminal(cli_env, tmp_path, "init", "--path", str(target)) as child:
+        child.expect("exists. Overwrite it")
+        child.sendline("n")
+        child.expect("nothing written")
+        child.expect(pexpect.EOF)
+    assert target.read_text() == "# mine\n"
+    typed = "sk-ant-typed-by-hand-4242"
+    with in_terminal(cli_env, tmp_path, "init", "--path", str(target), "--force") as child:
+        child.expect("Where are your issues")
+        child.sendline("local")
+        child.expect("Which model provider")
+        child.sendline("anthropic")
+        child.expect("typing is hidden")
+        child.sendline(typed)
+        child.expect("Approve low-risk plans automatically")
+        shown = child.before
+        child.sendline("y")
+        child.expect(pexpect.EOF)
+    assert typed not in shown  # not echoed to the screen
+    assert typed in target.read_text() and (target.stat().st_mode & 0o777) == 0o600
+
+
+def test_config_validate_exit_codes_match_its_help(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.cli.conftest import tamma
+
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("[worker]\nconcurrency = 2\n")
+    bad.write_text("[worker]\nconcurency = 2\n")
+    assert tamma(cli_env, "config", "validate", str(good)).returncode == 0
+    invalid = tamma(cli_env, "config", "validate", str(bad))
+    assert invalid.returncode == 1 and "concurency" in invalid.stderr
+    assert tamma(cli_env, "config", "validate", "--no-such-flag").returncode == 2
+    help_text = " ".join(tamma(cli_env, "config", "validate", "--help").stdout.split())
+    assert "0 valid" in help_text and "1 invalid" in help_text and "2 usage" in help_text
