@@ -524,6 +524,17 @@ class PRRef(BaseModel):
     head_sha: str = Field(default="", description="merge only if the branch is still at this commit")
 
 
+class CIWaitInput(BaseModel):
+    """Wait for CI's verdict on a pull request inside one heartbeating activity (its polls are
+    not workflow history)."""
+
+    repo: RepoRef
+    pr_number: int
+    stale: str = Field(default="", description="a failure on this commit is the forge not having seen the push yet")
+    timeout_s: float = Field(gt=0, description="give up (answer pending) after this long")
+    poll_s: float = Field(gt=0)
+
+
 class CommentInput(BaseModel):
     repo: RepoRef
     issue_number: int

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from tamma.models import (
     Analysis,
     BranchInput,
     CIStatus,
+    CIWaitInput,
     CommentInput,
     ImplementInput,
     ImplementResult,
@@ -148,6 +150,7 @@ class IssueActivities:
             self.create_branch,
             self.open_pr,
             self.ci_status,
+            self.wait_for_ci,
             self.review_comments,
             self.reply_to_reviews,
             self.merge,
@@ -226,6 +229,31 @@ class IssueActivities:
     async def ci_status(self, ref: PRRef) -> CIStatus:
         platform = self.platforms(ref.repo)
         return await platform.ci_status(await platform.get_pull_request(ref.pr_number))
+
+    @activity.defn(name=names.WAIT_FOR_CI)
+    @temporal_errors
+    @heartbeating
+    async def wait_for_ci(self, inp: CIWaitInput) -> CIStatus:
+        """Poll CI until a verdict (success, or a failure not on the stale commit) or the timeout
+        (then the last status, still pending). One activity however long CI takes: polling in the
+        workflow cost ~11 history events a poll, and a task's history has a hard limit."""
+        platform = self.platforms(inp.repo)
+        deadline = time.monotonic() + inp.timeout_s
+        status = CIStatus(state="pending", detail="not asked yet")
+        report_progress(lambda: {"ci": status.detail[:200]})
+        while True:
+            try:
+                status = await platform.ci_status(await platform.get_pull_request(inp.pr_number))
+            except TammaError as exc:
+                if not exc.retryable:
+                    raise
+                status = CIStatus(state="pending", detail=f"the forge did not answer: {exc.message[:200]}")
+            if status.state == "success" or (status.state == "failure" and not (inp.stale and status.sha == inp.stale)):
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return status.model_copy(update={"state": "pending"})
+            await asyncio.sleep(min(inp.poll_s, left))
 
     @activity.defn(name=names.REPLY_TO_REVIEWS)
     @temporal_errors

@@ -358,9 +358,7 @@ class LocalPlatform:
                 if "fetch first" in exc.message or "non-fast-forward" in exc.message:
                     # Another merge (another task, another worker) moved the base between our
                     # clone and our push: a retry merges onto the new base.
-                    raise PlatformError(
-                        f"{pr.base} of {self.path} moved during the merge of !{pr.number}"
-                    ) from None
+                    raise PlatformError(f"{pr.base} of {self.path} moved during the merge of !{pr.number}") from None
                 raise MergeBlockedError(
                     f"cannot update {pr.base} in {self.path}: {exc.message}. If its working tree has "
                     "uncommitted changes, commit or stash them and retry the merge"

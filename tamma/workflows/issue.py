@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         BranchInput,
         Budget,
         CIStatus,
+        CIWaitInput,
         CommentInput,
         EventNote,
         ImplementInput,
@@ -555,6 +556,9 @@ class IssueWorkflow:
         fix replaced, is the forge not having seen the push yet, and is waited out)."""
         record = self._begin(StepName.CI)
         deadline = workflow.now() + timedelta(seconds=self.opts.ci_timeout_s)
+        # Versioned: histories recorded before polled CI from the workflow (~11 events a poll).
+        if workflow.patched("ci-wait-activity"):
+            return await self._wait_for_ci_in_activity(pr, stale, record, deadline)
         while True:
             if self._stopped:
                 self._end(record, "failed", self._stopped)
@@ -579,6 +583,52 @@ class IssueWorkflow:
                 await workflow.wait_condition(
                     lambda: self._nudged or bool(self._stopped), timeout=timedelta(seconds=self.opts.ci_poll_s)
                 )
+
+    async def _wait_for_ci_in_activity(
+        self, pr: PullRequest, stale: str, record: StepRecord, deadline: datetime
+    ) -> CIStatus:
+        """The polls happen in one heartbeating activity, so a CI wait of hours adds a handful of
+        events, not thousands. A webhook's nudge or a stop cancels it: a nudge starts it again
+        (it polls at once), a stop ends the step."""
+        o = self.opts
+        while True:
+            if self._stopped:
+                self._end(record, "failed", self._stopped)
+                raise Stopped(self._stopped)
+            left = (deadline - workflow.now()).total_seconds()
+            wait = CIWaitInput(
+                repo=self.inp.repo, pr_number=pr.number, stale=stale, timeout_s=max(left, 1.0), poll_s=o.ci_poll_s
+            )
+            self._nudged = False
+            handle = workflow.start_activity(
+                names.WAIT_FOR_CI,
+                wait,
+                result_type=CIStatus,
+                start_to_close_timeout=timedelta(seconds=max(left, 1.0) + 120),
+                heartbeat_timeout=timedelta(seconds=o.heartbeat_timeout_s),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=o.retry_initial_s),
+                    maximum_interval=timedelta(seconds=max(o.retry_initial_s * 8, 1)),
+                    maximum_attempts=o.retry_attempts,
+                ),
+                summary=f"CI of !{pr.number}",
+            )
+            await workflow.wait_condition(lambda h=handle: h.done() or self._nudged or bool(self._stopped))  # type: ignore[misc]
+            if not handle.done():
+                handle.cancel()
+                with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                    await handle
+                continue  # stopped: the check above ends it; nudged: poll again at once
+            status: CIStatus = await handle
+            if status.state == "success":
+                self._end(record, "done", status.detail)
+                self._ci_sha = status.sha
+                return status
+            if status.state == "failure":
+                self._end(record, "failed", status.detail)
+                return status
+            self._end(record, "failed", "CI did not finish in time")
+            raise StepFailed(f"CI on {pr.url} did not finish within {self.opts.ci_timeout_s:.0f}s")
 
     async def _new_review_feedback(self, pr: PullRequest) -> str:
         record = self._begin(StepName.REVIEW)

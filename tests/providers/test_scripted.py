@@ -16,9 +16,9 @@ from tamma.providers.scripted import DEMO_TRANSCRIPT, ScriptedProvider
 
 async def test_structured_answer_is_validated() -> None:
     provider = ScriptedProvider(DEMO_TRANSCRIPT)
-    analysis = await provider.structured("analysis", "s", "fix paginate please", Analysis)
+    analysis = await provider.structured("analysis", "s", "fix the off-by-one in paginate please", Analysis)
     assert analysis.risk == "low"
-    with pytest.raises(TranscriptMismatch, match="does not mention 'paginate'"):
+    with pytest.raises(TranscriptMismatch, match="does not mention 'off-by-one'"):
         await provider.structured("analysis", "s", "add dark mode", Analysis)
     with pytest.raises(TranscriptMismatch, match="holds no 'review' answer"):
         await provider.structured("review", "s", "paginate", Analysis)
@@ -26,7 +26,7 @@ async def test_structured_answer_is_validated() -> None:
 
 async def test_chat_turns_and_divergence() -> None:
     provider = ScriptedProvider(DEMO_TRANSCRIPT)
-    msgs = [Message(role="user", text="paginate")]
+    msgs = [Message(role="user", text="the off-by-one in paginate")]
     first = await provider.chat("code", "s", msgs, TOOL_SPECS)
     assert first.tool_calls[0].name == "read_file"
     msgs += [
@@ -41,7 +41,7 @@ async def test_chat_turns_and_divergence() -> None:
 
 async def test_unknown_tool_in_recording_is_divergence() -> None:
     with pytest.raises(TranscriptMismatch, match="tools this agent does not have"):
-        await ScriptedProvider(DEMO_TRANSCRIPT).chat("code", "s", [Message(role="user", text="paginate")], [])
+        await ScriptedProvider(DEMO_TRANSCRIPT).chat("code", "s", [Message(role="user", text="the off-by-one in paginate")], [])
 
 
 @pytest.mark.parametrize(

@@ -272,3 +272,35 @@ async def test_github_ci_still_red_after_the_fix_attempts_stops_as_ci_failed(
     assert not pull["merged"]
     notes = [c["body"] for c in fake.comments.get(pull["number"], [])]
     assert any("CI still fails" in b and "**lint**: 1 error" in b for b in notes), notes
+
+
+async def test_a_long_ci_wait_keeps_the_history_bounded(
+    client: Client, task_queue: str, github_ci: tuple[FakeGitHub, Settings]
+) -> None:
+    """CI stays pending for 60 polls. Polling from the workflow cost ~11 history events a poll (a
+    6-hour wait: ~7,900; nine of them passed Temporal's 51,200-event limit); polled inside one
+    heartbeating activity, the wait adds a handful of events whatever it takes."""
+    fake, settings = github_ci
+    settings = settings.model_copy(update={"workflow": settings.workflow.model_copy(update={"ci_poll_s": 0.05})})
+    polls: list[str] = []
+
+    def ci(sha: str) -> list[dict[str, Any]]:
+        polls.append(sha)
+        done = len(polls) > 60
+        return [
+            {
+                "id": 7000,
+                "name": "build",
+                "status": "completed" if done else "in_progress",
+                "conclusion": "success" if done else None,
+                "app": {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"},
+            }
+        ]
+
+    fake.ci = ci
+    state = await run(client, task_queue, settings, RepoRef(platform="github", locator=fake.full))
+    assert state.status == TaskStatus.MERGED, state.error
+    assert len(polls) > 60
+    events = [e async for e in client.get_workflow_handle(state.workflow_id).fetch_history_events()]
+    print(f"\n{len(polls)} CI polls, {len(events)} history events in the whole task")
+    assert len(events) < 200  # the whole task; in the workflow, the polls alone were ~660

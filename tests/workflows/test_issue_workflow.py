@@ -268,7 +268,7 @@ async def test_diverged_transcript_fails_loudly(
         wid, _ = await service.start(demo_input(platform, other, settings))
         state = await service.result(wid)
     assert state.status == TaskStatus.FAILED
-    assert "diverged from transcript" in state.error and "does not mention 'paginate'" in state.error
+    assert "diverged from transcript" in state.error and "does not mention 'off-by-one'" in state.error
 
 
 async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(

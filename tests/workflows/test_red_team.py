@@ -152,7 +152,7 @@ async def test_a_planted_pip_never_builds_the_shared_environment(
         assert "-task-" not in env.name  # the lockfiles did not change: the shared one
     # A later, benign task on the same repository reuses the (verified) environment and commits
     # no backdoor.
-    second = platform.create_issue("Document paginate", "Add a docstring line.", author="demo")
+    second = platform.create_issue("Document the off-by-one fix in paginate", "Add a docstring line.", author="demo")
     doc = {"path": "README.md", "old_text": "A tiny", "new_text": "A small"}
     later = await run_task(
         client,
