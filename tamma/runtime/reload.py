@@ -144,7 +144,7 @@ async def watch_settings(
 
 
 #: set before a worker re-execs: the config content it validated, which the new process waits for
-EXPECTED_DIGEST = "TAMMA_CONFIG_DIGEST"
+EXPECTED_DIGEST = "TAMMARELOAD_CONFIG_DIGEST"  # not TAMMA_*: that prefix is read as settings
 
 
 def load_settled(config_file: Path | None, limit_s: float = 10.0) -> Settings:

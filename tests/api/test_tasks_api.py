@@ -51,7 +51,7 @@ async def test_task_lifecycle_over_http(
             assert bad.status_code == 400 and "must look like" in bad.json()["detail"]
             invalid = await http.post("/api/v1/tasks", json={"repository": "github:a/b", "issue": 0}, headers=op)
             assert invalid.status_code == 422
-            for _ in range(100):
+            for _ in range(300):
                 state = (await http.get(f"/api/v1/tasks/{q(wid)}", headers=viewer)).json()
                 if state["status"] == "awaiting_approval":
                     break
@@ -59,7 +59,7 @@ async def test_task_lifecycle_over_http(
             assert state["plan"]["files"] == ["pager.py"]
             # Paginated listing from visibility (eventually consistent: give it a moment).
             params = {"page_size": 1, "status": "awaiting_approval", "repository": a.repo.key}
-            for _ in range(50):
+            for _ in range(300):  # both tasks must reach the approval first (each clones to map the repo)
                 page = (await http.get("/api/v1/tasks", params=params, headers=viewer)).json()
                 if page["next_page_token"]:
                     break

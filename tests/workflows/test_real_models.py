@@ -187,11 +187,16 @@ async def test_bad_key_fails_fast_naming_the_setting(
 
 
 async def test_usage_of_a_failed_attempt_still_counts(
-    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The coding step's first attempt is billed for two turns, then the model server fails; the
     retry runs the whole session (four turns). The task's totals are what the server billed: 8
-    answers, not the 6 of the attempts that succeeded."""
+    answers, not the 6 of the attempts that succeeded. (The loop retries a transient failure in
+    place first — tests/providers/test_anthropic.py — so that is turned off here, to make the
+    step's attempt fail as one that ran out of in-place retries does.)"""
+    from tamma.agent import loop
+
+    monkeypatch.setattr(loop, "TRANSIENT_WAITS", ())
     platform, issue = make_demo(tmp_path / "repo", settings.data_dir)
     seen: list[Request] = []
 
