@@ -41,89 +41,12 @@ class Case:
     command: str  # what Tamma detects and runs
     failing: str  # part of the id of a test that fails on the base commit
     needs: list[str] = field(default_factory=list)  # programs the case needs on this machine
+    shape: str = ""
 
 
+#: one case per repository, shared with bench/agent_eval.py
 CASES: dict[str, Case] = {
-    # PyPI sdist (MIT), pyproject with flit, a Makefile whose `check` target is lint and whose `test` runs unittest
-    "more-itertools": Case(
-        "dotproduct() adds instead of multiplying",
-        "more_itertools/recipes.py",
-        "return sum(map(operator.add, vec1, vec2))",
-        "return sum(map(operator.mul, vec1, vec2))",
-        "return sum(map(operator.mul, vec1, vec1))",
-        "make test",
-        "DotproductTests",
-    ),
-    # PyPI sdist (MIT), setup.py, tests import pytest but nothing declares it
-    "inflection": Case(
-        "dasherize() puts spaces where dashes belong",
-        "inflection/__init__.py",
-        "return word.replace('_', ' ')",
-        "return word.replace('_', '-')",
-        "return word.replace('_', '-').replace('-', '_')",
-        "python3 -m pytest -q -rfE -p no:cacheprovider",
-        "test_dasherize",
-    ),
-    "node-mocha": Case(
-        "inRange() excludes its lower bound",
-        "lib/range.js",
-        "return compare(version, low) > 0 && compare(version, high) < 0;",
-        "return compare(version, low) >= 0 && compare(version, high) < 0;",
-        "return compare(version, low) >= 0 && compare(version, high) <= 0;",
-        "npm test",
-        "includes the lower bound",
-        ["node", "npm"],
-    ),
-    "node-test": Case(
-        "slugify() leaves runs of dashes for punctuation",
-        "src/slug.js",
-        ".replace(/[^a-z0-9]/g, '-');",
-        ".replace(/[^a-z0-9]+/g, '-');",
-        ".replace(/[^a-z0-9]+/g, '');",
-        "npm test",
-        "punctuation",
-        ["node", "npm"],
-    ),
-    "rust-crate": Case(
-        "to_roman() writes each numeral at most once",
-        "src/lib.rs",
-        "        if n > value {",
-        "        while n >= value {",
-        "        while n > value {",
-        "cargo test",
-        "repeated_symbols",
-        ["cargo"],
-    ),
-    "go-module": Case(
-        "Wrap() breaks a line that fits the width exactly",
-        "wordwrap/wrap.go",
-        "case len(line)+1+len(word) < width:",
-        "case len(line)+1+len(word) <= width:",
-        "case len(line)+1+len(word) <= width*2:",
-        "go test -v ./...",
-        "TestWrapFillsLinesToTheWidth",
-        ["go"],
-    ),
-    "c-make": Case(
-        "count_within() skips the first value",
-        "src/clamp.c",
-        "for (int i = 1; i < n; i++)",
-        "for (int i = 0; i < n; i++)",
-        "for (int i = 0; i <= n; i++)",
-        "make test",
-        "count_within counts every value",
-        ["make", "cc"],
-    ),
-    "agents-md": Case(
-        "trimmed_length() keeps a trailing newline",
-        "src/strutil.c",
-        "(s[n - 1] == ' ' || s[n - 1] == '\\t')",
-        "(s[n - 1] == ' ' || s[n - 1] == '\\t' || s[n - 1] == '\\n')",
-        "(s[n - 1] == ' ' || s[n - 1] == '\\n')",
-        "sh tests/run.sh",
-        "trailing newline",
-        ["cc"],
-    ),
+    name: Case(**fields) for name, fields in json.loads((FIXTURES / "cases.json").read_text()).items()
 }
 
 
