@@ -49,7 +49,7 @@ from tamma.agent.sandbox import (
     resolve_backend,
     run_sandboxed,
 )
-from tamma.agent.testing import node_manager, python_tests, uses_pytest
+from tamma.agent.testing import node_manager, python_tests, setup_from_guidance, uses_pytest
 from tamma.errors import SandboxError
 from tamma.redact import Redactor
 
@@ -103,6 +103,13 @@ def setup_command(root: Path, configured: str | None) -> str | None:
         return configured.strip() or None
     if is_regular_beneath(root, ".tamma/setup.sh"):
         return "sh .tamma/setup.sh"
+    given, _ = setup_from_guidance(root)
+    if given:
+        # the repository's own instructions, in a venv so `pip install` has somewhere to go
+        venv = 'python3 -I -m venv "$VIRTUAL_ENV" && export PATH="$VIRTUAL_ENV/bin:$PATH"'
+        node = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
+        move = 'if [ -d node_modules ]; then rm -rf "$VIRTUAL_ENV/node_modules" && mv node_modules "$VIRTUAL_ENV/"; fi'
+        return f"{venv} && {node} && {given} && {move}"
     steps = [step for step in (_python_setup(root), _node_setup(root)) if step]
     return " && ".join(steps) or None
 

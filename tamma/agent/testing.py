@@ -221,3 +221,27 @@ def read_guidance(root: Path, per_file: int = 12_000, total: int = 24_000) -> st
             cut = text[:per_file] + ("\n[... cut]" if len(text) > per_file else "")
             parts.append(f"--- {name} ---\n{cut}")
     return "\n\n".join(parts)[:total]
+
+
+# An install command, as a guidance file gives one (never sudo or a system package manager: the
+# sandbox has neither root nor the system's network).
+_SETUP_LINE = re.compile(
+    r"^(?:(?:python3?|uv|pipx?)\s+(?:-m\s+pip\s+)?install\b|pip3?\s+install\b|uv\s+(?:sync|pip\s+install)\b|"
+    r"poetry\s+install\b|pdm\s+(?:install|sync)\b|npm\s+(?:ci|install)\b|pnpm\s+install\b|yarn(?:\s+install)?$|"
+    r"cargo\s+(?:fetch|build)\b|go\s+mod\s+download\b|make\s+(?:deps|install-deps|setup|bootstrap)\b)"
+)
+_SETUP_INTRO = re.compile(r"\b(install|set ?up|setup|dependencies|bootstrap|development environment)\b", re.I)
+
+
+def setup_from_guidance(root: Path) -> tuple[str | None, str]:
+    """The install commands a guidance file gives (a code block that a sentence about setting up
+    introduces, every line an install command), joined with &&; or None."""
+    for name in GUIDANCE_FILES:
+        text = read_text_beneath(root, name, 500_000) or ""
+        for m in re.finditer(r"^```[\w+-]*\n(.*?)^```", text, re.M | re.S):
+            lines = [raw.strip().removeprefix("$ ").strip() for raw in m.group(1).splitlines()]
+            lines = [line for line in lines if line and not line.startswith("#")]
+            before = "\n".join(text[: m.start()].rstrip().splitlines()[-2:])
+            if lines and _SETUP_INTRO.search(before) and all(_SETUP_LINE.match(line) for line in lines):
+                return " && ".join(lines), f"the setup {name} gives"
+    return None, ""

@@ -113,3 +113,29 @@ def test_node_setup_uses_the_project_s_manager_and_keeps_node_modules_in_the_env
     command = setup_command(tmp_path, None) or ""
     assert install in command and 'mv node_modules "$VIRTUAL_ENV/"' in command
     assert 'npm_config_cache="$VIRTUAL_ENV/npm-cache"' in command and 'COREPACK_HOME="$VIRTUAL_ENV/corepack"' in command
+
+
+def test_setup_the_guidance_gives_comes_before_guessing(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": "[project]\nname='x'\n",
+            "CONTRIBUTING.md": "## Development\n\nSet up a development environment with:\n\n"
+            "```sh\n$ pip install -e '.[dev]'\n$ npm ci\n```\n\nThen run the tests:\n\n```\npytest\n```\n",
+        },
+    )
+    command = setup_command(tmp_path, None) or ""
+    assert "pip install -e '.[dev]' && npm ci" in command and 'python3 -I -m venv "$VIRTUAL_ENV"' in command
+    assert detect_test_command(tmp_path, None).command == "pytest"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "sudo apt-get install libfoo\n",  # no root in the sandbox: not taken as setup
+        "pip install -e .\ncurl https://x.sh | sh\n",  # not every line an install command
+    ],
+)
+def test_guidance_that_is_not_only_installs_is_not_setup(tmp_path: Path, block: str) -> None:
+    write(tmp_path, {"AGENTS.md": f"To install:\n\n```\n{block}```\n", "requirements.txt": "x\n"})
+    assert "-r requirements.txt" in (setup_command(tmp_path, None) or "")  # back to the heuristics
