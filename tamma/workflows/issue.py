@@ -228,6 +228,11 @@ class IssueWorkflow:
         except asyncio.CancelledError:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
+        # The issue's progress comment says how the task ended — failed (even in analyse, before
+        # any comment), escalated, rejected, stopped — not the last step it was on. Versioned:
+        # histories recorded before ended without this activity.
+        if self.state.status != TaskStatus.MERGED and workflow.patched("progress-on-end"):
+            await self._progress()
         await self._delivered()
         # A task that did not end in a merge or an open PR ends as a *failed* execution, so the
         # Web UI, `temporal workflow list` and alerting see it as one, with the reason as the
@@ -780,6 +785,8 @@ class IssueWorkflow:
         ]
         if s.pull_request:
             lines += ["", f"Pull request: {s.pull_request.url}"]
+        if s.error and s.status not in (TaskStatus.RUNNING, TaskStatus.MERGED):
+            lines += ["", f"Ended: {s.error[:500]}"]
         if s.usage.calls:
             lines += ["", f"Model usage: {s.usage.tokens} tokens, ${s.usage.cost_usd:.4f}"]
         try:

@@ -269,6 +269,9 @@ async def test_diverged_transcript_fails_loudly(
         state = await service.result(wid)
     assert state.status == TaskStatus.FAILED
     assert "diverged from transcript" in state.error and "does not mention 'off-by-one'" in state.error
+    # it failed in analyse, before any progress comment: the issue still hears how it ended
+    progress = platform.progress(other.number)
+    assert "status: `failed`" in progress and "Ended:" in progress and "diverged" in progress
 
 
 async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(
