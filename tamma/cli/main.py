@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from tamma.config import Settings
-    from tamma.models import RepoRef, TaskState
+    from tamma.models import RepoRef, TaskOptions, TaskState
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tamma: issue in, merged branch out.")
 issue_app = typer.Typer(no_args_is_help=True, help="Issues of a local repository.")
@@ -272,6 +272,7 @@ async def run_task(
     transcript: str | None = None,
     config_file: Path | None = None,
     title: str = "",
+    options: TaskOptions | None = None,
 ) -> int:
     from tamma.agent.sandbox import require_isolation
     from tamma.cli.session import open_session
@@ -283,7 +284,7 @@ async def run_task(
     async with open_session(settings, console, config_file) as session:
         _print_server(session)
         console.print(f"Sandbox: {sandbox}")
-        options = settings.task_options(yes=yes, transcript=transcript)
+        options = options or settings.task_options(yes=yes, transcript=transcript)
         await _warn_about_drift(session)
         wid, created = await session.tasks.start(
             IssueTaskInput(repo=ref, issue_number=number, options=options), rerun, title=title
@@ -446,8 +447,13 @@ def retry(
     task: IdArg,
     repo: RepoOpt = Path("."),
     detach: Annotated[bool, typer.Option(help="resume or start, and return at once")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="approve the plan without asking this time")] = False,
+    transcript: Annotated[
+        Path | None, typer.Option("--transcript", help="replay this recording instead of the one it started with")
+    ] = None,
 ) -> None:
-    """Resume a parked task, or run a finished task that did not merge once more."""
+    """Resume a parked task, or run a finished task that did not merge once more — with the
+    options it was started with (its recording, approval policy, budget), unless told otherwise."""
     from tamma.cli.session import open_session
 
     async def go() -> int:
@@ -471,7 +477,16 @@ def retry(
                 raise InvalidInputError(
                     f"task {wid} already merged; `tamma start --issue {state.issue_number} --rerun` does it again"
                 )
-        return await run_task(settings, state.repo, state.issue_number, rerun=True, detach=detach, config_file=ctx.obj)
+            before = await session.tasks.started_with(wid)
+        options = before.options if before is not None else settings.task_options()
+        if yes:
+            options = options.model_copy(update={"yes": True})
+        if transcript is not None:
+            options = options.model_copy(update={"transcript": str(transcript.resolve())})
+        return await run_task(
+            settings, state.repo, state.issue_number, rerun=True, detach=detach, config_file=ctx.obj,
+            transcript=options.transcript, options=options,
+        )  # fmt: skip
 
     raise typer.Exit(run_or_exit(lambda: _run(go())))
 

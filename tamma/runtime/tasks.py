@@ -175,6 +175,23 @@ class TaskService:
         resp = await self.client.workflow_service.describe_task_queue(req)
         return bool(resp.pollers)
 
+    async def started_with(self, wid: str) -> IssueTaskInput | None:
+        """The input the task's last run was started with (its options: transcript, approval
+        policy, budget...), from the first event of its history; None when there is none."""
+        try:
+            async for event in self.handle(wid).fetch_history_events():
+                started = event.workflow_execution_started_event_attributes
+                if not started.input.payloads:
+                    return None
+                decoded = await self.client.data_converter.decode(started.input.payloads, [IssueTaskInput])
+                first = decoded[0] if decoded else None
+                return first if isinstance(first, IssueTaskInput) else None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return None
+
     async def retry_note(self, wid: str) -> str:
         """'retrying in 2s (429 rate limited, attempt 2/3)' while a step waits to be retried,
         else ''. From Temporal's own record of the pending activity, so a person sees the retry

@@ -318,12 +318,21 @@ def test_a_final_failure_says_it_is_final_and_what_to_do(cli_env: dict[str, str]
     broken.write_text(
         json.dumps({"format": "tamma-transcript/1", "exchanges": [{"purpose": "analysis", "response": {"x": 1}}]})
     )
-    tamma(cli_env, "issue", "create", "Something the recording never saw", cwd=repo)
+    tamma(cli_env, "issue", "create", "Fix the off-by-one in paginate() (retried)", cwd=repo)
     run = tamma(cli_env, "start", "--issue", "1", "--transcript", str(broken), cwd=repo)
     out = " ".join(run.stdout.split())
     assert run.returncode == 1 and "failed:" in out
     assert "This is final (no retry is scheduled)" in out and "tamma retry 1" in out
     assert "will retry" not in out
+    # `tamma retry` runs it as it was started: the same recording (this shell configures no model)
+    again = tamma(cli_env, "retry", "1", cwd=repo)
+    assert again.returncode == 1 and "not a valid Analysis" in " ".join(again.stdout.split()), again.stdout
+    assert f"LLM: scripted replay of {broken.name}" in again.stdout
+    # ... unless told otherwise: the demo's recording fixes it
+    from tamma.providers.scripted import DEMO_TRANSCRIPT
+
+    fixed = tamma(cli_env, "retry", "1", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
+    assert fixed.returncode == 0 and "Merged" in fixed.stdout, fixed.stdout + fixed.stderr
 
 
 def test_init_asks_before_overwriting_and_hides_a_typed_key(cli_env: dict[str, str], tmp_path: Path) -> None:
