@@ -69,7 +69,7 @@ def test_a_read_only_home_costs_the_log_file_not_the_command(cli_env: dict[str, 
 
 
 def test_markup_in_an_issue_title_is_shown_literally(cli_env: dict[str, str], repo: Path) -> None:
-    title = "Fix [/] paginate [bold red]now[/bold red] \\[x]"
+    title = "Fix [/] the off-by-one in paginate [bold red]now[/bold red] \\[x]"
     assert tamma(cli_env, "issue", "create", title, cwd=repo).returncode == 0
     run = tamma(cli_env, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
     assert run.returncode == 0, run.stdout + run.stderr
