@@ -57,11 +57,7 @@ log = logging.getLogger(__name__)
 MANIFEST = ".manifest"  # beside the environment (never inside it): <key>.manifest
 _LOCKFILE_BYTES = 20_000_000
 _FORWARD_PORT = 3128
-_LOCKFILES = (
-    "pyproject.toml",
-    "setup.py",
-    "setup.cfg",
-    "tox.ini",
+_REQUIREMENTS = (
     "requirements.txt",
     "requirements-dev.txt",
     "requirements-test.txt",
@@ -69,6 +65,13 @@ _LOCKFILES = (
     "requirements_test.txt",
     "requirements/test.txt",
     "requirements/dev.txt",
+)
+_LOCKFILES = (
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "tox.ini",
+    *_REQUIREMENTS,
     "poetry.lock",
     "uv.lock",
     "pdm.lock",
@@ -97,6 +100,14 @@ class Environment:
         return self.result is not None and self.result.exit_code != 0
 
 
+# Package managers' caches live in the environment, never in the workspace; node_modules is moved
+# there after install (the source setup ran in is thrown away) and linked into each workspace.
+_NODE_CACHES = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
+_KEEP_NODE_MODULES = (
+    'if [ -d node_modules ]; then rm -rf "$VIRTUAL_ENV/node_modules" && mv node_modules "$VIRTUAL_ENV/"; fi'
+)
+
+
 def setup_command(root: Path, configured: str | None) -> str | None:
     """The shell command that prepares `root`'s environment, or None when it needs none."""
     if configured is not None:
@@ -107,9 +118,7 @@ def setup_command(root: Path, configured: str | None) -> str | None:
     if given:
         # the repository's own instructions, in a venv so `pip install` has somewhere to go
         venv = 'python3 -I -m venv "$VIRTUAL_ENV" && export PATH="$VIRTUAL_ENV/bin:$PATH"'
-        node = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
-        move = 'if [ -d node_modules ]; then rm -rf "$VIRTUAL_ENV/node_modules" && mv node_modules "$VIRTUAL_ENV/"; fi'
-        return f"{venv} && {node} && {given} && {move}"
+        return f"{venv} && {_NODE_CACHES} && {given} && {_KEEP_NODE_MODULES}"
     steps = [step for step in (_python_setup(root), _node_setup(root)) if step]
     return " && ".join(steps) or None
 
@@ -144,15 +153,6 @@ def _python_setup(root: Path) -> str | None:
     return f"{venv} " + " ".join(args)
 
 
-_REQUIREMENTS = (
-    "requirements.txt",
-    "requirements-dev.txt",
-    "requirements-test.txt",
-    "requirements_dev.txt",
-    "requirements_test.txt",
-    "requirements/test.txt",
-    "requirements/dev.txt",
-)
 _TEST_GROUPS = ("test", "tests", "testing", "dev")
 
 
@@ -212,7 +212,6 @@ def _node_setup(root: Path) -> str | None:
     if not is_regular_beneath(root, "package.json"):
         return None
     manager = node_manager(root)
-    cache = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
     if manager == "pnpm":
         install = "corepack pnpm install --frozen-lockfile --config.node-linker=hoisted"
     elif manager == "yarn":
@@ -222,8 +221,7 @@ def _node_setup(root: Path) -> str | None:
         install = "npm ci --no-audit --no-fund"
     else:
         install = "npm install --no-audit --no-fund --no-package-lock"
-    move = 'if [ -d node_modules ]; then rm -rf "$VIRTUAL_ENV/node_modules" && mv node_modules "$VIRTUAL_ENV/"; fi'
-    return f'{cache} && mkdir -p "$VIRTUAL_ENV" && {install} && {move}'
+    return f'{_NODE_CACHES} && mkdir -p "$VIRTUAL_ENV" && {install} && {_KEEP_NODE_MODULES}'
 
 
 def lockfile_digest(root: Path) -> str:
