@@ -304,3 +304,4 @@ async def test_a_long_ci_wait_keeps_the_history_bounded(
     events = [e async for e in client.get_workflow_handle(state.workflow_id).fetch_history_events()]
     print(f"\n{len(polls)} CI polls, {len(events)} history events in the whole task")
     assert len(events) < 200  # the whole task; in the workflow, the polls alone were ~660
+    await keep_history(client, state.workflow_id, "ci-wait-activity")

@@ -272,6 +272,7 @@ async def test_diverged_transcript_fails_loudly(
     # it failed in analyse, before any progress comment: the issue still hears how it ended
     progress = platform.progress(other.number)
     assert "status: `failed`" in progress and "Ended:" in progress and "diverged" in progress
+    await keep_history(client, wid, "failed-in-analyse")
 
 
 async def test_failing_tests_are_retried_with_feedback_then_fail_bounded(

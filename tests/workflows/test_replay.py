@@ -27,6 +27,8 @@ REQUIRED = {
     "self-review-round",
     "github-review-round",
     "ci-fix-round",
+    "ci-wait-activity",  # CI polled inside one activity (patch ci-wait-activity)
+    "failed-in-analyse",  # the progress comment says how it ended (patch progress-on-end)
 }
 
 
