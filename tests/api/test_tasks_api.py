@@ -57,18 +57,26 @@ async def test_task_lifecycle_over_http(
                     break
                 await asyncio.sleep(0.1)
             assert state["plan"]["files"] == ["pager.py"]
-            # Paginated listing from visibility (eventually consistent: give it a moment).
-            params = {"page_size": 1, "status": "awaiting_approval", "repository": a.repo.key}
-            for _ in range(300):  # both tasks must reach the approval first (each clones to map the repo)
-                page = (await http.get("/api/v1/tasks", params=params, headers=viewer)).json()
-                if page["next_page_token"]:
+            # Both tasks must be waiting for approval before the listing is asked (each clones to map
+            # the repository first): a full first page carries a token even when nothing follows.
+            for _ in range(300):
+                other = (await http.get(f"/api/v1/tasks/{q(second.json()['id'])}", headers=viewer)).json()
+                if other["status"] == "awaiting_approval":
                     break
                 await asyncio.sleep(0.1)
-            nxt = (
-                await http.get(
-                    "/api/v1/tasks", params={**params, "page_token": page["next_page_token"]}, headers=viewer
-                )
-            ).json()
+            assert other["status"] == "awaiting_approval", other["status"]
+            # Paginated listing from visibility (eventually consistent: give it a moment).
+            params = {"page_size": 1, "status": "awaiting_approval", "repository": a.repo.key}
+            for _ in range(300):  # visibility lists both (it is eventually consistent)
+                page = (await http.get("/api/v1/tasks", params=params, headers=viewer)).json()
+                nxt = (
+                    await http.get(
+                        "/api/v1/tasks", params={**params, "page_token": page["next_page_token"]}, headers=viewer
+                    )
+                ).json() if page["next_page_token"] else {"tasks": []}
+                if page["tasks"] and nxt["tasks"]:
+                    break
+                await asyncio.sleep(0.1)
             ids = {page["tasks"][0]["workflow_id"], nxt["tasks"][0]["workflow_id"]}
             assert ids == {wid, second.json()["id"]}
             assert (await http.get("/api/v1/tasks", params={"page_token": "!!"}, headers=viewer)).status_code == 400
