@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from tamma.agent.safefs import read_text_beneath
+from tamma.gitcmd import safe_git_env_sync
 
 MAX_FILES = 5000
 MAX_BYTES = 300_000  # larger files are mapped by path only
@@ -55,9 +56,11 @@ def words(text: str) -> list[str]:
 def files_of(root: Path) -> list[str]:
     """The repository's tracked files (what the map is of); a walk when git cannot say."""
     try:
+        # The hardened environment: the clone's own config (fsmonitor, hooks...) runs nothing here.
         out = subprocess.run(
-            ["git", "-c", "core.quotePath=off", "ls-files", "-z"], cwd=root, capture_output=True, timeout=30
-        )
+            ["git", "-c", "core.quotePath=off", "ls-files", "-z"],
+            cwd=root, capture_output=True, timeout=30, stdin=subprocess.DEVNULL, env=safe_git_env_sync(root),
+        )  # fmt: skip
         if out.returncode == 0:
             return sorted(p for p in out.stdout.decode(errors="replace").split("\0") if p)[:MAX_FILES]
     except (OSError, subprocess.SubprocessError):

@@ -45,3 +45,20 @@ def test_files_a_plan_may_name(tmp_path: Path) -> None:
     (tmp_path / "src" / "a.py").write_text("")
     assert missing_files(tmp_path, ["src/a.py", "src/new.py"]) == []  # existing, or new in an existing folder
     assert missing_files(tmp_path, ["lib/x.py", "../outside.py", ".git/config"]) == ["lib/x.py", "../outside.py", ".git/config"]
+
+
+def test_mapping_a_repository_runs_none_of_its_git_config(tmp_path: Path) -> None:
+    """The map lists files with git on the host: a clone whose config names an fsmonitor (as
+    sandboxed code could write one) must not get that program run."""
+    repo = tmp_path / "r"
+    repo.mkdir()
+    (repo / "a.py").write_text("def f():\n    pass\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    marker = tmp_path / "ran"
+    monitor = tmp_path / "monitor.sh"
+    monitor.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    monitor.chmod(0o755)
+    subprocess.run(["git", "config", "core.fsmonitor", str(monitor)], cwd=repo, check=True)
+    assert repo_map(repo, "f").startswith("a.py: f()")
+    assert not marker.exists()
