@@ -25,12 +25,27 @@ wrong, where, and what to do.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import ClassVar
+
+
+class FailureKind(StrEnum):
+    """The failures the workflow decides on, as they travel in `ApplicationError.type`: the one
+    vocabulary shared by the activities that raise them and the workflow that reads them. The
+    values are fixed — recorded histories hold them — so renaming a class changes nothing on the
+    wire; a kind the workflow acts on is named here, never as a string in the workflow."""
+
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    RATE_LIMITED = "RateLimited"
+
 
 class TammaError(Exception):
     """Base of every error Tamma raises on purpose."""
 
     retryable: bool = False
     exit_code: int = 1
+    #: the kind the workflow decides on (inherited by subclasses); None: the class name travels
+    kind: ClassVar[FailureKind | None] = None
 
     def __init__(self, message: str, *, retryable: bool | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -45,6 +60,10 @@ class TammaError(Exception):
     def details(self) -> list[object]:
         """Extra data for the workflow (kept small: it enters history)."""
         return [{"usage": self.usage}] if self.usage else []
+
+    def failure_type(self) -> str:
+        """What `ApplicationError.type` carries for this error."""
+        return self.kind.value if self.kind is not None else type(self).__name__
 
 
 class ConfigError(TammaError):
@@ -110,6 +129,8 @@ class TranscriptMismatch(ProviderError):
 
 class BudgetExceeded(TammaError):
     """A per-issue budget ran out; `spent` is the usage up to that point."""
+
+    kind = FailureKind.BUDGET_EXCEEDED
 
     def __init__(self, message: str, spent: dict[str, object] | None = None) -> None:
         super().__init__(message)

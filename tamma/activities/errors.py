@@ -29,7 +29,7 @@ def temporal_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ApplicationError(
                 exc.message,
                 *exc.details(),
-                type=type(exc).__name__,
+                type=exc.failure_type(),
                 non_retryable=not exc.retryable,
                 next_retry_delay=delay,
             ) from None

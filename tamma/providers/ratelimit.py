@@ -19,7 +19,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-from tamma.errors import ProviderError
+from tamma.errors import FailureKind, ProviderError
 
 T = TypeVar("T")
 
@@ -116,6 +116,7 @@ class RateLimited(ProviderError):
     timer (up to workflow.rate_limit_horizon_s), then parks the task for `tamma retry`."""
 
     retryable = False  # the workflow, not Temporal's retry policy, decides when to call again
+    kind = FailureKind.RATE_LIMITED
 
     def __init__(self, message: str, wait_s: float) -> None:
         super().__init__(message, retryable=False, retry_after_s=None)

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from tamma import activity_names as names
+    from tamma.errors import FailureKind
     from tamma.models import (
         AnalyseInput,
         AnalyseOutput,
@@ -702,7 +703,7 @@ class IssueWorkflow:
         call again; after workflow.rate_limit_horizon_s of that, park the task until a person
         resumes it (`tamma retry N`). True to call the activity again."""
         cause = exc.cause
-        if not (isinstance(cause, ApplicationError) and cause.type == "RateLimited"):
+        if not (isinstance(cause, ApplicationError) and cause.type == FailureKind.RATE_LIMITED):
             return False
         # Versioned: histories from before parking failed the step here.
         if not workflow.patched("park-on-rate-limit"):
@@ -766,7 +767,7 @@ class IssueWorkflow:
             self._end(record, "failed", reason)
         billed = _billed(cause)
         self._account_failed_attempt(cause, record)
-        if isinstance(cause, ApplicationError) and cause.type == "BudgetExceeded":
+        if isinstance(cause, ApplicationError) and cause.type == FailureKind.BUDGET_EXCEEDED:
             spent = cause.details[0] if cause.details else {}
             if billed is None and isinstance(spent, dict):  # recorded before failures carried usage
                 self.state.usage = self.state.usage.plus(Usage.model_validate(spent))
