@@ -22,6 +22,7 @@ from tamma.platforms.local import LocalPlatform
 from tamma.runtime.embedded import temporal_binary
 from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import build_workers
+from tamma.runtime.presence import heartbeat_runtime
 from tamma.workflows import search
 
 # The real repositories under tests/fixtures/repos have test suites of their own: they are run
@@ -37,6 +38,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
         ui=False,
+        runtime=heartbeat_runtime(),  # as every Tamma launcher: worker heartbeats every 2 s
     )
     yield env
     await env.shutdown()

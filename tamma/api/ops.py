@@ -18,6 +18,7 @@ from tamma.activity_names import heavy_queue
 from tamma.api.metrics import Metrics
 from tamma.runtime import reload as reloading
 from tamma.runtime.client import first_line
+from tamma.runtime.presence import Presence, presence
 from tamma.version import tamma_version
 
 router = APIRouter(tags=["operations"])
@@ -35,6 +36,7 @@ class TemporalProbe:
         self.checked_at = 0.0
         self.error = ""
         self.queues: dict[str, dict[str, object]] = {}
+        self.presence: Presence | None = None
 
     async def check(self, timeout_s: float = 2.0) -> bool:
         try:
@@ -64,9 +66,13 @@ class TemporalProbe:
             self.metrics.waiting.labels(status).set(found.count)
 
     async def check_queues(self, timeout_s: float = 2.0) -> None:
-        """Pollers and backlog of the workflow queue, the light and the heavy activity queues."""
+        """Live workers (runtime.presence: heartbeats, not Temporal's minutes-long poller list)
+        and backlog of the workflow queue, the light and the heavy activity queues. Nothing is
+        claimed about workers while Temporal does not answer."""
         if not self.task_queue or not self.reachable:
+            self.queues, self.presence = {}, None
             return
+        self.presence = await presence(self.client, self.task_queue, timeout_s=timeout_s)
         kinds = {
             "workflow": (self.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
             "activity": (self.task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
@@ -87,12 +93,13 @@ class TemporalProbe:
                 self.queues[kind] = {"queue": name, "error": first_line(exc)}
                 continue
             backlog = int(resp.stats.approximate_backlog_count) if resp.HasField("stats") else 0
-            self.queues[kind] = {"queue": name, "pollers": len(resp.pollers), "backlog": backlog}
+            live = len(self.presence.live(name)) if not self.presence.unknown else len(resp.pollers)
+            self.queues[kind] = {"queue": name, "pollers": live, "backlog": backlog}
             if self.metrics is not None:
-                self.metrics.pollers.labels(name, kind).set(len(resp.pollers))
+                self.metrics.pollers.labels(name, kind).set(live)
                 self.metrics.backlog.labels(name, kind).set(backlog)
 
-    async def loop(self, every_s: float = 5.0) -> None:
+    async def loop(self, every_s: float = 3.0) -> None:
         while True:
             await self.check()
             await self.check_queues()
@@ -110,14 +117,19 @@ async def health(request: Request) -> JSONResponse:
     probe: TemporalProbe = request.app.state.probe
     temporal = {None: "unknown", True: "reachable", False: "unreachable"}[probe.reachable]
     queues = dict(probe.queues)
+    seen = probe.presence
     no_pollers = [k for k, q in queues.items() if q.get("pollers") == 0]
+    if not probe.reachable or seen is None:
+        workers = "unknown (Temporal is not reachable)" if probe.reachable is False else "unknown"
+    else:
+        workers = seen.waiting() or "polling: " + ", ".join(w.split(" ")[0] for w in seen.identities())
     body = {
-        "status": "ok" if probe.reachable and not no_pollers else "degraded",
+        "status": "ok" if probe.reachable and seen is not None and seen.serving and not no_pollers else "degraded",
         "version": tamma_version(),
         "temporal": temporal,
         "temporal_checked_at": probe.checked_at,
         "task_queues": queues,
-        "workers": "none polling " + ", ".join(no_pollers) if no_pollers else ("polling" if queues else "unknown"),
+        "workers": workers,
         # an edit of the config file that was refused: the running settings are the last good ones
         "settings": f"last edit refused: {reloading.last_refusal}" if reloading.last_refusal else "ok",
         "webhooks": {

@@ -292,6 +292,7 @@ async def run_task(
         console.print(f"{'Started' if created else 'Attached to'} [bold]{esc(wid)}[/]")
         _print_ui_link(session, wid)
         if detach:
+            await _ensure_worker(session)  # a detached task needs a worker that outlives this command
             console.print(f"Follow it with: tamma status {esc(wid)} --follow")
             return 0
         return await _follow_to_end(session, wid)
@@ -321,7 +322,11 @@ async def _follow_to_end(session: Session, wid: str) -> int:
     from tamma.runtime.background import spawn_background_worker
 
     started = await session.start_worker()
-    console.print("Worker: in this process" if started else "Worker: external workers are polling")
+    if started:
+        console.print("Worker: in this process (no other worker is running)")
+    else:
+        who = (await session.external_workers()).identities()
+        console.print(f"Worker: {esc(', '.join(w.split(' ')[0] for w in who) or 'external')} (already running)")
     try:
         state = await follow(session, wid, interactive=True)
     except Detached:
@@ -339,13 +344,16 @@ async def _ensure_worker(session: Session) -> None:
     """Decisions need a worker to reach the workflow; keep one running in the background."""
     from tamma.runtime.background import spawn_background_worker
 
-    if not await session.external_workers():
-        pid = spawn_background_worker(session.settings.data_dir, session.config_file)
-        console.print(f"(background worker pid {pid} serves the task queue)")
-        for _ in range(150):  # until its first poll reaches the server
-            if await session.tasks.serving():
-                return
-            await _sleep(0.1)
+    seen = await session.external_workers()
+    if seen.serving:
+        console.print(f"Worker: {esc(', '.join(w.split(' ')[0] for w in seen.identities()))} (already running)")
+        return
+    pid = spawn_background_worker(session.settings.data_dir, session.config_file)
+    console.print(f"Worker: started a background worker (pid {pid}); `tamma temporal stop` ends it")
+    for _ in range(150):  # until its first heartbeat reaches the server
+        if (await session.external_workers()).serving:
+            return
+        await _sleep(0.1)
 
 
 def _report(state: TaskState) -> int:
@@ -436,6 +444,8 @@ def status(
                 console.print(f"[red]error:[/] {esc(state.error)}")
             if state.status == TaskStatus.PARKED:
                 console.print(f"[yellow]parked:[/] {esc(state.parked_reason)}")
+            if state.note:
+                console.print(f"[yellow]{esc(state.note)}[/]")
             return 0
 
     raise typer.Exit(run_or_exit(lambda: _run(go())))

@@ -9,18 +9,15 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tamma.config import Settings
 from tamma.runtime.client import open_client
+from tamma.runtime.presence import Presence, presence
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import CONFIG_MARK, build_workers
@@ -40,41 +37,23 @@ class Session:
     workers: list[Worker] = field(default_factory=list)
     _runs: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def external_workers(self) -> bool:
-        """True when a worker outside any `tamma` CLI polled the queue in the last minute."""
-        req = DescribeTaskQueueRequest(
-            namespace=self.settings.temporal.namespace,
-            task_queue=TaskQueue(name=self.settings.temporal.task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-        resp = await self.client.workflow_service.describe_task_queue(req)
-        recent = datetime.now(UTC) - timedelta(seconds=60)
-        return any(
-            not p.identity.startswith(CLI_IDENTITY) and p.last_access_time.ToDatetime(UTC) > recent
-            for p in resp.pollers
+    async def external_workers(self) -> Presence:
+        """Workers outside any `tamma` CLI (a `tamma worker`, the background worker, a
+        deployment) that will run tasks now (runtime.presence): `.serving` says whether they do."""
+        return await presence(
+            self.client, self.settings.temporal.task_queue, exclude=lambda who: who.startswith(CLI_IDENTITY)
         )
 
     async def drifted_workers(self) -> list[str]:
-        """Identities of workers polling the queue with settings other than this shell's (they
-        started before the settings changed, or were given others)."""
+        """Identities of live workers with settings other than this shell's (they started
+        before the settings changed, or were given others)."""
         mine = f"{CONFIG_MARK}{self.settings.fingerprint()}"
-        recent = datetime.now(UTC) - timedelta(seconds=60)
-        found: list[str] = []
-        for queue_type in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
-            req = DescribeTaskQueueRequest(
-                namespace=self.settings.temporal.namespace,
-                task_queue=TaskQueue(name=self.settings.temporal.task_queue),
-                task_queue_type=queue_type,
-            )
-            resp = await self.client.workflow_service.describe_task_queue(req)
-            for p in resp.pollers:
-                if p.last_access_time.ToDatetime(UTC) > recent and CONFIG_MARK in p.identity and mine not in p.identity:
-                    found.append(p.identity.split(" ")[0])
-        return sorted(set(found))
+        seen = await presence(self.client, self.settings.temporal.task_queue)
+        return sorted({who.split(" ")[0] for who in seen.identities() if CONFIG_MARK in who and mine not in who})
 
     async def start_worker(self) -> bool:
         """Run a worker here unless external workers serve the queue; True if one started."""
-        if self.workers or await self.external_workers():
+        if self.workers or (await self.external_workers()).serving:
             return False
         s = self.settings.worker.model_copy(update={"graceful_shutdown_s": 2.0})
         identity = f"{CLI_IDENTITY}-{os.getpid()}@{socket.gethostname()}"

@@ -21,6 +21,7 @@ from tamma.config import Settings
 from tamma.config.schema import TemporalSettings
 from tamma.errors import ConfigError, TemporalUnavailable
 from tamma.runtime.embedded import ensure_embedded_server
+from tamma.runtime.presence import HEARTBEAT, heartbeat_runtime
 from tamma.telemetry import tracing_interceptors
 from tamma.workflows import search
 
@@ -167,7 +168,8 @@ def metrics_runtime(address: str) -> Runtime:
         "tamma_task_duration": [m * minute for m in (1, 5, 15, 30)] + [h * hour for h in (1, 2, 4, 8, 24, 72)],
     }
     return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address, histogram_bucket_overrides=buckets))
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address, histogram_bucket_overrides=buckets)),
+        worker_heartbeat_interval=HEARTBEAT,
     )
 
 
@@ -183,7 +185,8 @@ async def open_client(settings: Settings, runtime: Runtime | None = None) -> tup
         t.connect_timeout_s,
         namespace_wait_s=EMBEDDED_NAMESPACE_WAIT_S if embedded else 0.0,
         interceptors=tracing_interceptors(settings),
-        runtime=runtime,
+        # worker heartbeats every few seconds: how presence knows a worker left (runtime.presence)
+        runtime=runtime or heartbeat_runtime(),
         secure=security(t) if t.address else None,
     )
     await ensure_search_attributes(client, t.namespace)

@@ -10,9 +10,6 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -33,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.errors import DecisionQueued, InvalidInputError, NotFoundError, NotReady, TemporalUnavailable
 from tamma.models import ApprovalRequest, IssueTaskInput, RepoRef, TaskState, TaskStatus, TaskSummary
+from tamma.runtime.presence import Presence, presence
 from tamma.workflows import search
 from tamma.workflows.issue import TASK_ENDED, IssueWorkflow
 
@@ -142,12 +140,16 @@ class TaskService:
                 return await self._visible_state(wid, str(exc.cause or exc)[:200])
         # Running, cancelled or terminated: the workflow answers queries about its state, but
         # only through a worker; without one, answer what visibility knows instead of hanging.
+        if existing[0] == WorkflowExecutionStatus.RUNNING:
+            seen = await self.presence()
+            if not seen.unknown and seen.missing:  # no query would be answered: say why, now
+                return await self._visible_state(wid, "", note=seen.waiting())
         try:
             return await handle.query(IssueWorkflow.state_query, rpc_timeout=timedelta(seconds=query_timeout_s))
         except (RPCError, WorkflowQueryFailedError) as exc:
             return await self._visible_state(wid, str(exc)[:200])
 
-    async def _visible_state(self, wid: str, why: str) -> TaskState:
+    async def _visible_state(self, wid: str, why: str, note: str = "") -> TaskState:
         desc = await self.client.get_workflow_handle(wid).describe()
         sa = desc.typed_search_attributes
         platform, _, rest = (sa.get(search.REPOSITORY) or "local:?").partition(":")
@@ -162,18 +164,17 @@ class TaskService:
             ),
             issue_number=sa.get(search.ISSUE) or 0,
             status=TaskStatus(status) if status in TaskStatus._value2member_map_ else TaskStatus.RUNNING,
-            note=f"partial view from visibility: no worker answered the state query ({why}); is a worker running?",
+            note=note
+            or f"partial view from visibility: no worker answered the state query ({why}); is a worker running?",
         )
 
+    async def presence(self) -> Presence:
+        """Who will run this service's tasks (runtime.presence): the one answer for every launcher."""
+        return await presence(self.client, self.task_queue)
+
     async def serving(self) -> bool:
-        """True when some worker polled the task queue recently."""
-        req = DescribeTaskQueueRequest(
-            namespace=self.client.namespace,
-            task_queue=TaskQueue(name=self.task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-        resp = await self.client.workflow_service.describe_task_queue(req)
-        return bool(resp.pollers)
+        """True when a live worker serves both of the task's queues."""
+        return (await self.presence()).serving
 
     async def started_with(self, wid: str) -> IssueTaskInput | None:
         """The input the task's last run was started with (its options: transcript, approval
@@ -229,11 +230,9 @@ class TaskService:
             raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
         if existing[0] != WorkflowExecutionStatus.RUNNING:
             raise InvalidInputError(f"task {wid} is not running; nothing to decide")
-        if not await self.serving():
-            raise NotReady(
-                f"no worker serves task queue {self.task_queue!r}, so task {wid} cannot take a "
-                "decision now; start one (`tamma worker` or `python worker.py`) and retry"
-            )
+        seen = await self.presence()
+        if not seen.unknown and seen.missing:
+            raise NotReady(f"task {wid} cannot take a decision now: {seen.waiting()}, and retry")
         try:
             result: TaskState = await asyncio.wait_for(
                 self.handle(wid).execute_update(  # type: ignore[call-overload]

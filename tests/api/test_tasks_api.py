@@ -70,10 +70,14 @@ async def test_task_lifecycle_over_http(
             for _ in range(300):  # visibility lists both (it is eventually consistent)
                 page = (await http.get("/api/v1/tasks", params=params, headers=viewer)).json()
                 nxt = (
-                    await http.get(
-                        "/api/v1/tasks", params={**params, "page_token": page["next_page_token"]}, headers=viewer
-                    )
-                ).json() if page["next_page_token"] else {"tasks": []}
+                    (
+                        await http.get(
+                            "/api/v1/tasks", params={**params, "page_token": page["next_page_token"]}, headers=viewer
+                        )
+                    ).json()
+                    if page["next_page_token"]
+                    else {"tasks": []}
+                )
                 if page["tasks"] and nxt["tasks"]:
                     break
                 await asyncio.sleep(0.1)
@@ -214,11 +218,15 @@ async def test_ops_endpoints(http: httpx.AsyncClient, client: Client, api_settin
     # no worker runs: Temporal answers, but nothing polls Tamma's queues, and health says so
     idle = await eventually(health, lambda h: bool(h["task_queues"]), timeout_s=15)
     assert idle["temporal"] == "reachable" and idle["status"] == "degraded"
-    assert idle["workers"].startswith("none polling") and idle["task_queues"]["workflow"]["pollers"] == 0
+    assert idle["workers"].startswith("waiting for a worker — none polling") and "tamma worker" in idle["workers"]
+    assert idle["task_queues"]["workflow"]["pollers"] == 0
     queue = api_settings.temporal.task_queue
     async with running_worker(client, queue, build_activities(api_settings), api_settings):
-        busy = await eventually(health, lambda h: h["workers"] == "polling", timeout_s=15)
+        busy = await eventually(health, lambda h: h["workers"].startswith("polling: tamma-worker-"), timeout_s=15)
     assert busy["status"] == "ok" and all(q["pollers"] >= 1 for q in busy["task_queues"].values())
+    # the worker left (a graceful exit reports it): health says so at its next probe, not minutes later
+    gone = await eventually(health, lambda h: h["status"] == "degraded", timeout_s=10)
+    assert gone["workers"].startswith("waiting for a worker — none polling")
     assert busy["version"] == tamma_version()
     assert {q["queue"] for q in busy["task_queues"].values()} == {queue, f"{queue}-heavy"}
     await http.post("/webhooks/github", content=b"{}", headers={"x-github-event": "issues"})

@@ -169,6 +169,8 @@ async def test_temporal_unreachable_answers_503(api_settings: Settings, tmp_path
             again = await post_github(http, load("github/issues/assigned.json"), "issues", delivery="same")
             assert again.status_code == 503  # a failed delivery is not remembered as done
             assert (await http.get("/ready")).status_code == 503
+            health = (await http.get("/health")).json()  # nothing is claimed about workers it cannot see
+            assert health["workers"].startswith("unknown") and health["task_queues"] == {}
 
 
 async def test_100_issues_times_10_duplicate_deliveries_make_100_workflows(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_ctrl_c_detaches_and_status_follow_reattaches(cli_env: dict[str, str], r
         assert approved.returncode == 0 and "approved" in approved.stdout
         follow = tamma(env, "status", "1", "--follow", cwd=repo)
         assert follow.returncode == 0 and "Merged tamma/issue-1" in follow.stdout, follow.stdout + follow.stderr
-        assert "external workers are polling" in follow.stdout  # the background worker did the work
+        assert "(already running)" in follow.stdout  # the background worker did the work
         second = tamma(env, "approve", "1", cwd=repo)
         assert second.returncode != 0 and "not running" in second.stderr
     finally:
@@ -106,6 +107,33 @@ def test_reject_from_another_shell(cli_env: dict[str, str], repo: Path) -> None:
         assert rejected.returncode == 0, rejected.stderr
         out, _ = follow.communicate(timeout=60)
         assert follow.returncode == 1 and "rejected" in out
+    finally:
+        tamma(env, "temporal", "stop")
+
+
+def test_a_detached_start_brings_a_worker_and_status_says_when_none_runs(
+    cli_env: dict[str, str], repo: Path, settings: Settings
+) -> None:
+    """`start --detach` with no worker running used to leave the task queued forever; `status`
+    printed a bare [running] after a 5 s query timeout. Now the start brings the background
+    worker and says so; once that worker is killed, status says who is missing at once."""
+    env = dict(cli_env, TAMMA_APPROVAL__AUTO_APPROVE="false")
+    tamma(env, "issue", "create", "Fix off-by-one in paginate()", cwd=repo)
+    try:
+        started = tamma(env, "start", "--issue", "1", "--detach", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
+        assert started.returncode == 0 and "Worker: started a background worker (pid" in started.stdout, started.stdout
+        pid = running_pid(settings.data_dir)
+        assert pid is not None
+        deadline = time.monotonic() + 60
+        while "[awaiting_approval]" not in (seen := tamma(env, "status", "1", cwd=repo).stdout):
+            assert time.monotonic() < deadline, seen  # the background worker ran the task to its gate
+            time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)  # the worker this test's CLI started, by its PID
+        deadline = time.monotonic() + 20
+        while "waiting for a worker — none polling" not in (status := tamma(env, "status", "1", cwd=repo)).stdout:
+            assert time.monotonic() < deadline, status.stdout
+            time.sleep(0.5)
+        assert status.returncode == 0 and "tamma worker" in status.stdout
     finally:
         tamma(env, "temporal", "stop")
 
