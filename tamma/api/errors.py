@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.errors import (
     AuthError,
@@ -39,7 +40,24 @@ def error_response(exc: TammaError) -> JSONResponse:
     return JSONResponse({"detail": exc.message, "error": type(exc).__name__}, status_code=code, headers=headers)
 
 
+#: Temporal answers that mean "not now": the caller may try again (503), never a server bug (500)
+_TRANSIENT = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TammaError)
     async def tamma_error(request: Request, exc: TammaError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(RPCError)
+    async def temporal_refused(request: Request, exc: RPCError) -> JSONResponse:
+        if exc.status in _TRANSIENT:
+            return error_response(TemporalUnavailable(f"Temporal did not answer: {exc.message[:200]}; try again"))
+        raise exc
+
+    @app.exception_handler(RuntimeError)
+    async def not_connected(request: Request, exc: RuntimeError) -> JSONResponse:
+        # the lazy client's first call to a Temporal that is down raises a bare RuntimeError
+        if "connect" in str(exc).lower():
+            return error_response(TemporalUnavailable(f"Temporal is unreachable: {str(exc).splitlines()[0][:200]}"))
+        raise exc

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from tamma.api.auth import Operator, Viewer
 from tamma.api.events import allowed_repo
 from tamma.config import Settings
-from tamma.errors import InvalidInputError, PermissionDenied
+from tamma.errors import InvalidInputError, PermissionDenied, TemporalUnavailable
 from tamma.models import MAX_ISSUE, IssueTaskInput, RepoRef, TaskState, TaskSummary
 from tamma.platforms.local import local_repo_ref
 from tamma.runtime.tasks import TaskService
@@ -52,6 +52,11 @@ class Decision(BaseModel):
 
 
 def _service(request: Request) -> TaskService:
+    """The task service — or, while the health probe's last look found Temporal unreachable, a
+    503 at once: the SDK would retry each call for ~10 s before saying what the probe knows."""
+    probe = getattr(request.app.state, "probe", None)
+    if probe is not None and probe.reachable is False:
+        raise TemporalUnavailable(f"Temporal is unreachable ({probe.error}); the task API answers when it is back")
     svc: TaskService = request.app.state.tasks
     return svc
 

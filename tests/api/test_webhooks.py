@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from tamma.api.webhooks import github_signature_ok
 from tamma.config import Settings
 from tamma.logs import JsonFormatter, configure
-from tests.api.conftest import FIXTURES, GITHUB_SECRET, GITLAB_TOKEN, github_headers, load, running_api, with_sections
+from tests.api.conftest import FIXTURES, auth, GITHUB_SECRET, GITLAB_TOKEN, github_headers, load, running_api, with_sections
 
 
 def test_github_known_answer_vector() -> None:
@@ -171,6 +171,9 @@ async def test_temporal_unreachable_answers_503(api_settings: Settings, tmp_path
             assert (await http.get("/ready")).status_code == 503
             health = (await http.get("/health")).json()  # nothing is claimed about workers it cannot see
             assert health["workers"].startswith("unknown") and health["task_queues"] == {}
+            # the task API answers from the probe, not after the SDK's ~10 s of retries
+            listed = await http.get("/api/v1/tasks", headers=auth(down, "viewer"))
+            assert listed.status_code == 503 and "Temporal is unreachable" in listed.json()["detail"]
 
 
 async def test_100_issues_times_10_duplicate_deliveries_make_100_workflows(
