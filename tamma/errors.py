@@ -119,6 +119,8 @@ class ProviderError(TammaError):
     retryable = True
     #: a rate limit or overload (429/529): waited out, never a failed step (providers.ratelimit)
     rate_limited = False
+    #: the prompt did not fit the model's context window: the agent condenses and asks again
+    context_overflow = False
 
 
 class TranscriptMismatch(ProviderError):

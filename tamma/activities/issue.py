@@ -27,6 +27,7 @@ from tamma.activities.errors import temporal_errors
 from tamma.activities.heartbeat import earlier_usage, heartbeating, report_progress
 from tamma.activities.notify import Notifier
 from tamma.agent import prompts
+from tamma.agent.condense import ContextPolicy
 from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
 from tamma.agent.repomap import missing_files, repo_map
@@ -356,6 +357,7 @@ class IssueActivities:
                     budget=inp.budget_left,
                     output_retries=self.output_retries,
                     already=earlier_usage(),
+                    context=ContextPolicy(self.config.agent.context_window_tokens, self.config.agent.condense_at),
                 )
                 changed, left_out = await ws.stage(toolbox.written)
                 if left_out:

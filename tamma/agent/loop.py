@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 
+from tamma.agent.condense import ContextPolicy, condense, prompt_tokens
 from tamma.agent.tools import Toolbox
 from tamma.errors import BudgetExceeded, ProviderError
 from tamma.models import Budget, Usage
@@ -63,17 +64,25 @@ async def _chat(
     turn: int,
 ) -> ChatResponse:
     """One model call; a transient failure (not a rate limit: the workflow waits those out) is
-    retried here, so the conversation and the edits made so far are kept."""
-    for wait in (*TRANSIENT_WAITS, None):
+    retried here, so the conversation and the edits made so far are kept. A prompt over the
+    model's window is condensed (all but the last exchange) and asked again, while that helps."""
+    waits = iter((*TRANSIENT_WAITS, None))
+    while True:
         try:
             return await provider.chat("code", system, messages, list(specs))
         except ProviderError as exc:
+            if exc.context_overflow:
+                saved = condense(messages, keep_recent=2)
+                if not saved:
+                    raise
+                on_turn(turn, f"the prompt was over the model's window: elided {saved} characters of old output")
+                continue
+            wait = next(waits)
             if wait is None or not exc.retryable or exc.rate_limited:
                 raise
             pause = min(exc.retry_after_s or wait, 60.0)
             on_turn(turn, f"model call failed ({exc.message[:120]}); retrying in {pause:g}s")
             await asyncio.sleep(pause)
-    raise AssertionError("unreachable")
 
 
 class _Stuck:
@@ -122,10 +131,13 @@ async def run_agent(
     budget: Budget | None = None,
     output_retries: int = 2,
     already: Usage | None = None,
+    context: ContextPolicy | None = None,
 ) -> AgentOutcome:
     """Converse until the model finishes; bad output is fed back at most `output_retries` times
     in a row; budgets and max_turns stop it with a clear error. `already` is what earlier
-    attempts of this step spent: a retried step does not get a fresh budget."""
+    attempts of this step spent: a retried step does not get a fresh budget. `context`: when
+    a prompt passes its share of the window, old tool outputs are elided (agent.condense)."""
+    context = context or ContextPolicy()
     earlier = already or Usage()
     budget = budget or Budget()
     started = time.monotonic()
@@ -134,6 +146,10 @@ async def run_agent(
     stuck = _Stuck()
     for turn in range(1, max_turns + 1):
         response = await _chat(provider, system, messages, toolbox.specs, on_turn, turn)
+        if prompt_tokens(response, system, messages) > context.threshold:
+            saved = condense(messages, context.keep_recent)
+            if saved:
+                on_turn(turn, f"condensed the conversation: elided {saved} characters of old tool output")
         messages.append(Message(role="assistant", text=response.text, tool_calls=response.tool_calls))
         spent = earlier.plus(provider.usage.model_copy(update={"agent_turns": turn}))
         check_budget(budget, spent, started)

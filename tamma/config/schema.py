@@ -92,6 +92,14 @@ _RESERVED_SETUP_VARS = {"PATH", "HOME", "TMPDIR", "VIRTUAL_ENV", "LD_PRELOAD", "
 
 class AgentSettings(Strict):
     max_turns: int = Field(default=30, ge=1)
+    context_window_tokens: int = Field(
+        default=200_000,
+        ge=4_000,
+        description="the coding model's context window; old tool outputs are elided as a request nears it",
+    )
+    condense_at: float = Field(
+        default=0.6, gt=0.1, le=0.95, description="condense when a request's prompt passes this share of the window"
+    )
     test_command: str | None = Field(
         default=None, description="a shell command line run inside the sandbox; unset = detect from the repo"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -47,6 +48,16 @@ def priced(usage: Usage, price: Any | None) -> Usage:
     return usage.model_copy(update={"cost_usd": round(cost, 6)})
 
 
+#: how Anthropic ("prompt is too long: 210000 tokens > 200000 maximum"), OpenAI
+#: ("context_length_exceeded", "maximum context length is ...") and common OpenAI-compatible
+#: servers (vLLM, llama.cpp, Ollama) say a prompt is over the window
+_OVERFLOW = re.compile(
+    r"prompt is too long|context[_ ]length[_ ]exceeded|maximum context length|context window|"
+    r"exceeds the context|too many (input )?tokens|input is too long",
+    re.IGNORECASE,
+)
+
+
 def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> ProviderError:
     """Turn an SDK error into a ProviderError: transient ones retry (Temporal's policy, honouring
     retry-after); ones no retry can fix name the setting to change."""
@@ -80,6 +91,14 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
             f"({key_setting}) or choose another model (llm.model)",
             retryable=False,
         )
+    if status in (400, 413) and _OVERFLOW.search(detail):
+        overflow = ProviderError(
+            f"{vendor}: the conversation does not fit the model's context window ({status}): {detail}; "
+            "lower agent.context_window_tokens to condense sooner, or split the issue",
+            retryable=False,
+        )
+        overflow.context_overflow = True
+        return overflow
     if status == 404:
         return ProviderError(
             f"{vendor} has no model {model!r} (404); set llm.model or llm.steps.<step>.model", retryable=False

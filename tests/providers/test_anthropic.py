@@ -224,7 +224,9 @@ async def test_an_edit_undone_again_and_again_is_stopped(tmp_path: Path) -> None
     _, toolbox = await _workspace_toolbox(tmp_path)
     a, b = "    start = page * per_page\n", "    start = (page - 1) * per_page\n"
     flips = [
-        api.message([api.tool_use("edit_file", {"path": "pager.py", "old_text": x, "new_text": y}, f"e{i}")], "tool_use")
+        api.message(
+            [api.tool_use("edit_file", {"path": "pager.py", "old_text": x, "new_text": y}, f"e{i}")], "tool_use"
+        )
         for i, (x, y) in enumerate([(a, b), (b, a), (a, b), (b, a), (a, b)])
     ]
     with serve(api.scripted(flips)) as s, pytest.raises(ProviderError) as info:
@@ -245,3 +247,77 @@ async def test_a_retried_step_does_not_get_a_fresh_budget(tmp_path: Path) -> Non
             budget=Budget(max_tokens=10_000), already=Usage(input_tokens=7_000),
         )  # fmt: skip
     assert len(s.requests) == 1  # 7,000 before + 4,000 now: over at the first turn
+
+
+def _tool_results(request: Any) -> list[str]:
+    """The tool_result contents of a Messages API request, oldest first."""
+    return [
+        str(block["content"] if isinstance(block["content"], str) else json.dumps(block["content"]))
+        for m in request.json["messages"]
+        if isinstance(m["content"], list)
+        for block in m["content"]
+        if block.get("type") == "tool_result"
+    ]
+
+
+async def test_a_conversation_nearing_the_window_has_its_old_outputs_elided(tmp_path: Path) -> None:
+    """The stand-in reports a prompt of 130,000 tokens on turn 6 (over 0.6 of a 200,000 window):
+    the next request carries the old file reads as one-line notes, the recent ones whole, the
+    task and every call still there, each result still paired with its call."""
+    from tamma.agent.condense import ELIDED
+
+    ws, toolbox = await _workspace_toolbox(tmp_path)
+    (ws.root / "pager.py").write_text((ws.root / "pager.py").read_text() + "".join(f"# note {i}\n" for i in range(300)))
+    sizes = [10_000, 20_000, 30_000, 40_000, 50_000, 130_000, 20_000, 20_000]
+    reads = [
+        api.message(
+            [api.tool_use("read_file", {"path": "pager.py", "start_line": i + 1}, f"r{i}")], "tool_use", input_tokens=n
+        )  # fmt: skip
+        for i, n in enumerate(sizes[:-1])
+    ]
+    replies = [*reads, api.message([api.text("done")], "end_turn", input_tokens=sizes[-1])]
+    turns: list[str] = []
+    with serve(api.scripted(replies)) as s:
+        outcome = await run_agent(provider(s.url), toolbox, "sys", "the task", 20, lambda t, w: turns.append(w))
+    assert outcome.summary == "done"
+    assert any("condensed the conversation" in w for w in turns)
+    before, after = _tool_results(s.requests[5]), _tool_results(s.requests[6])
+    assert not any(r.startswith(ELIDED) for r in before)
+    assert after[0].startswith(ELIDED) and "Call the tool again" in after[0]
+    assert not after[-1].startswith(ELIDED) and "# note 299" in after[-1]  # the newest read is whole
+    last = s.requests[-1].json["messages"]
+    assert last[0]["content"] == "the task" or "the task" in json.dumps(last[0])
+    calls = [
+        b["id"] for m in last if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_use"
+    ]
+    paired = [
+        b["tool_use_id"] for m in last if isinstance(m["content"], list) for b in m["content"]
+        if b.get("type") == "tool_result"
+    ]  # fmt: skip
+    assert calls == paired == [f"r{i}" for i in range(len(reads))]
+
+
+async def test_a_context_overflow_is_condensed_and_asked_again_not_a_failure(tmp_path: Path) -> None:
+    ws, toolbox = await _workspace_toolbox(tmp_path)
+    (ws.root / "pager.py").write_text((ws.root / "pager.py").read_text() + "".join(f"# note {i}\n" for i in range(300)))
+    reads = [
+        api.message([api.tool_use("read_file", {"path": "pager.py", "start_line": i + 1}, f"r{i}")], "tool_use")
+        for i in range(4)
+    ]
+    too_long = api.error(400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")
+    replies = [*reads, too_long, api.message([api.text("done")], "end_turn")]
+    turns: list[str] = []
+    with serve(api.scripted(replies)) as s:
+        outcome = await run_agent(provider(s.url), toolbox, "sys", "the task", 20, lambda t, w: turns.append(w))
+    assert outcome.summary == "done" and any("over the model's window" in w for w in turns)
+    assert len(_tool_results(s.requests[5])) == 4 and _tool_results(s.requests[5])[0].startswith("[elided")
+
+
+async def test_an_overflow_that_condensing_cannot_fix_names_the_setting(tmp_path: Path) -> None:
+    _, toolbox = await _workspace_toolbox(tmp_path)
+    too_long = api.error(400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")
+    with serve(api.scripted([too_long])) as s, pytest.raises(ProviderError) as info:
+        await run_agent(provider(s.url), toolbox, "sys", "the task", 20, lambda t, w: None)
+    assert info.value.context_overflow and not info.value.retryable
+    assert "context window" in info.value.message and "agent.context_window_tokens" in info.value.message
+    assert len(s.requests) == 1

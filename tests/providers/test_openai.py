@@ -88,12 +88,25 @@ async def test_length_and_refusal_then_give_up() -> None:
             None,
         ),
         (api.error(400, "invalid_request_error", "context too long"), False, "context too long", None),
+        (
+            api.error(
+                400,
+                "invalid_request_error",
+                "This model's maximum context length is 128000 tokens. However, "
+                "your messages resulted in 130512 tokens.",
+                "context_length_exceeded",
+            ),
+            False,
+            "does not fit the model's context window",
+            None,
+        ),
     ],
 )
 async def test_http_errors_are_classified(reply: Reply, retryable: bool, fragment: str, wait: float | None) -> None:
     with serve(api.scripted([reply])) as s, pytest.raises(ProviderError) as info:
         await provider(s.url, rate_limit_inline_s=0).structured("analysis", "sys", "p", Analysis)
     assert info.value.retryable is retryable and fragment in info.value.message
+    assert info.value.context_overflow is ("context window" in fragment)
     waited = info.value.wait_s if isinstance(info.value, RateLimited) else info.value.retry_after_s
     assert waited == wait and len(s.requests) == 1
 
