@@ -10,7 +10,7 @@ import binascii
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -160,6 +160,35 @@ async def reject_task(task_id: str, body: Decision, request: Request, who: Opera
 @router.post("/tasks/{task_id:path}/resume", response_model=TaskState, summary="Resume a parked task (workflow update)")
 async def resume_task(task_id: str, request: Request, who: Operator) -> TaskState:
     return await _service(request).resume(task_id, by=f"api:{who.subject}")
+
+
+class Retried(BaseModel):
+    id: str
+    action: Literal["resumed", "started", "attached"] = Field(
+        description="resumed: a parked task goes on; started: a finished task runs again as it was started"
+    )
+
+
+@router.post(
+    "/tasks/{task_id:path}/retry",
+    response_model=Retried,
+    summary="Resume a parked task, or run a finished one that did not merge again (as `tamma retry`)",
+)
+async def retry_task(task_id: str, request: Request, who: Operator) -> Retried:
+    settings = request.app.state.settings
+    service = _service(request)
+    plan = await service.plan_retry(task_id, settings.task_options())
+    if plan.action == "resume":
+        await service.resume(task_id, by=f"api:{who.subject}")
+        return Retried(id=task_id, action="resumed")
+    assert plan.input is not None
+    repo = plan.input.repo  # checked again as at a start: the settings may have changed since
+    if repo.platform == "local":
+        check_local_allowed(settings, repo.locator)
+    elif not allowed_repo(settings.webhooks, repo.platform, repo.locator):
+        raise InvalidInputError(f"repository {repo.key} is not in webhooks.repositories")
+    wid, created = await service.start(plan.input, rerun=True)
+    return Retried(id=wid, action="started" if created else "attached")
 
 
 @router.get("/tasks/{task_id:path}", response_model=TaskState, summary="A task's state (workflow query)")

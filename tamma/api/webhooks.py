@@ -28,7 +28,7 @@ from tamma.api.errors import error_response
 from tamma.api.events import GITHUB_EVENTS, GITLAB_EVENTS, Action, github_action, gitlab_action
 from tamma.api.metrics import Metrics
 from tamma.config import Settings, WebhookSettings
-from tamma.errors import TammaError, TemporalUnavailable
+from tamma.errors import InvalidInputError, NotFoundError, TammaError, TemporalUnavailable
 from tamma.logs import bound, bound_task
 from tamma.models import ApprovalRequest, EventNote, IssueTaskInput
 from tamma.runtime.tasks import TaskService
@@ -222,6 +222,32 @@ class WebhookHub:
         self.metrics.deliveries.labels(platform, event_label(platform, event), outcome).inc()
         return reply
 
+    async def _retry(self, action: Action, wid: str, delivery: str) -> Reply:
+        """`/tamma retry`: TaskService.plan_retry decides, as for `tamma retry` and the API's
+        retry — a parked task resumes, a merged or still-working one is refused (the answer
+        says why), any other finished one runs again as it was started."""
+        try:
+            plan = await _within(self.tasks.plan_retry(wid, self.settings.task_options()))
+        except (NotFoundError, InvalidInputError) as exc:
+            self.metrics.workflows.labels("retry_refused").inc()
+            return 200, {"outcome": "refused", "task": wid, "reason": exc.message}
+        if plan.action == "resume":
+            # a signal, not an update: kept in history and taken when a worker is there; its
+            # delivery id makes a redelivered comment count once
+            resume = ApprovalRequest(by=action.by, reason=action.reason, delivery=delivery)
+            await _within(
+                self.client.get_workflow_handle(wid).signal(
+                    "resume_signal", resume, rpc_timeout=timedelta(seconds=RPC_S)
+                )
+            )
+            outcome = "resume_requested"
+        else:
+            assert plan.input is not None
+            started = await _within(self.tasks.ensure_started(plan.input, rerun=True, rpc_timeout_s=RPC_S))
+            outcome = "started" if started else "attached"
+        self.metrics.workflows.labels(outcome).inc()
+        return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
+
     async def apply(self, action: Action, delivery: str) -> Reply:
         if action.kind == "pong":
             return 200, {"outcome": "pong"}
@@ -230,13 +256,15 @@ class WebhookHub:
         wid = search.workflow_id(action.repo.key, action.issue)
         with bound_task(wid):  # what is logged while acting on the task names it
             try:
+                if action.kind == "start" and action.rerun:
+                    return await self._retry(action, wid, delivery)
                 if action.kind == "start":
                     inp = IssueTaskInput(
                         repo=action.repo, issue_number=action.issue, options=self.settings.task_options()
                     )
                     asked = datetime.now(UTC)
                     try:
-                        started = await _within(self.tasks.ensure_started(inp, rerun=action.rerun, rpc_timeout_s=RPC_S))
+                        started = await _within(self.tasks.ensure_started(inp, rpc_timeout_s=RPC_S))
                     except TemporalUnavailable:
                         # The start may have taken effect though its answer was lost (a slow
                         # server under a flood): look before answering 503, so that "started"
@@ -246,16 +274,6 @@ class WebhookHub:
                             raise
                         started = found
                     outcome = "started" if started else "attached"  # "started" only when a run began
-                    if not started and action.rerun:
-                        # `/tamma retry` on a run still going: resume it if it is parked (the workflow
-                        # ignores the signal otherwise, and a redelivery by its delivery id).
-                        resume = ApprovalRequest(by=action.by, reason=action.reason, delivery=delivery)
-                        await _within(
-                            self.client.get_workflow_handle(wid).signal(
-                                "resume_signal", resume, rpc_timeout=timedelta(seconds=RPC_S)
-                            )
-                        )
-                        outcome = "resume_requested"
                     self.metrics.workflows.labels(outcome).inc()
                     return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
                 handle = self.client.get_workflow_handle(wid)

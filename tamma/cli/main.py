@@ -470,32 +470,24 @@ def retry(
         settings = _settings(ctx)
         wid = task_id(task, repo, settings)
         async with open_session(settings, console, ctx.obj) as session:
-            state = await session.tasks.state(wid)
-            if state.status == TaskStatus.PARKED:
+            plan = await session.tasks.plan_retry(
+                wid,
+                settings.task_options(),
+                yes=yes,
+                transcript=str(transcript.resolve()) if transcript is not None else None,
+            )
+            if plan.action == "resume":
                 await _ensure_worker(session)
                 await session.tasks.resume(wid, by="cli")
                 console.print(f"Resumed [bold]{esc(wid)}[/]")
                 if detach:
                     return 0
                 return await _follow_to_end(session, wid)
-            if not state.status.finished:
-                raise InvalidInputError(
-                    f"task {wid} is {state.status.value}, not parked or finished; nothing to retry "
-                    f"(`tamma status {wid}` shows where it is)"
-                )
-            if state.status == TaskStatus.MERGED:
-                raise InvalidInputError(
-                    f"task {wid} already merged; `tamma start --issue {state.issue_number} --rerun` does it again"
-                )
-            before = await session.tasks.started_with(wid)
-        options = before.options if before is not None else settings.task_options()
-        if yes:
-            options = options.model_copy(update={"yes": True})
-        if transcript is not None:
-            options = options.model_copy(update={"transcript": str(transcript.resolve())})
+        assert plan.input is not None
+        o = plan.input.options
         return await run_task(
-            settings, state.repo, state.issue_number, rerun=True, detach=detach, config_file=ctx.obj,
-            transcript=options.transcript, options=options,
+            settings, plan.input.repo, plan.input.issue_number, rerun=True, detach=detach, config_file=ctx.obj,
+            transcript=o.transcript, options=o,
         )  # fmt: skip
 
     raise typer.Exit(run_or_exit(lambda: _run(go())))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -29,7 +31,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.errors import DecisionQueued, InvalidInputError, NotFoundError, NotReady, TemporalUnavailable
-from tamma.models import ApprovalRequest, IssueTaskInput, RepoRef, TaskState, TaskStatus, TaskSummary
+from tamma.models import ApprovalRequest, IssueTaskInput, RepoRef, TaskOptions, TaskState, TaskStatus, TaskSummary
 from tamma.runtime.presence import Presence, presence
 from tamma.workflows import search
 from tamma.workflows.issue import TASK_ENDED, IssueWorkflow
@@ -39,6 +41,16 @@ _DONE = {TaskStatus.MERGED.value, TaskStatus.PR_OPEN.value}
 
 #: what an update answers when no worker takes it in time
 _NO_TAKER = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.CANCELLED)
+
+
+class RetryPlan(BaseModel):
+    """What `retry` does to a task, decided in one place for every launcher (CLI, API, a
+    `/tamma retry` comment): resume it where it is parked, or run it again as it was started."""
+
+    workflow_id: str
+    action: Literal["resume", "rerun"]
+    #: for a rerun: the input it starts with (the last run's options, with the overrides asked)
+    input: IssueTaskInput | None = None
 
 
 class TaskService:
@@ -192,6 +204,39 @@ class TaskService:
                 return None
             raise
         return None
+
+    async def plan_retry(
+        self, wid: str, default_options: TaskOptions, *, yes: bool = False, transcript: str | None = None
+    ) -> RetryPlan:
+        """The one rule for retry: a parked task resumes; a task still working, or one already
+        merged, is refused with what to do instead; any other finished task runs again with the
+        options its last run was started with (its recording, approval policy, budget), `yes`
+        and `transcript` overriding them. `default_options` serve a run whose input is unreadable."""
+        existing = await self._describe(wid)
+        if existing is None:
+            raise NotFoundError(f"no task {wid} to retry; start one with `tamma start` (or a `/tamma start` comment)")
+        execution, status = existing
+        if execution == WorkflowExecutionStatus.RUNNING:
+            if status == TaskStatus.PARKED.value:
+                return RetryPlan(workflow_id=wid, action="resume")
+            raise InvalidInputError(
+                f"task {wid} is {status or 'running'}, not parked or finished; nothing to retry "
+                f"(`tamma status {wid}` shows where it is)"
+            )
+        if status == TaskStatus.MERGED.value:
+            raise InvalidInputError(
+                f"task {wid} already merged; nothing to retry (`tamma start --issue N --rerun` does it again)"
+            )
+        before = await self.started_with(wid)
+        if before is None:
+            seen = await self._visible_state(wid, "")
+            before = IssueTaskInput(repo=seen.repo, issue_number=seen.issue_number, options=default_options)
+        options = before.options
+        if yes:
+            options = options.model_copy(update={"yes": True})
+        if transcript is not None:
+            options = options.model_copy(update={"transcript": transcript})
+        return RetryPlan(workflow_id=wid, action="rerun", input=before.model_copy(update={"options": options}))
 
     async def retry_note(self, wid: str) -> str:
         """'retrying in 2s (429 rate limited, attempt 2/3)' while a step waits to be retried,

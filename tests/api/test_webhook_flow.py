@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from urllib.parse import quote
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from temporalio.client import Client
 
 from tamma.config import Settings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
+from tamma.errors import InvalidInputError
 from tamma.models import RepoRef, TaskStatus
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
@@ -173,3 +175,42 @@ async def test_the_server_registers_the_search_attributes_on_a_fresh_temporal(
         assert {k.name for k in search.ALL} <= registered
     finally:
         await fresh.shutdown()
+
+
+async def test_retry_is_one_rule_whatever_the_launcher(flow: Flow, api_settings: Settings) -> None:
+    """`/tamma retry`, the API's retry and `tamma retry` (TaskService.plan_retry, which the CLI
+    calls) give the same answer: refused while the task works or once it merged — a comment
+    used to rerun a merged task — and a rejected task runs again as it was started."""
+    from tests.api.conftest import auth
+
+    def comment(body: str) -> dict[str, Any]:
+        c = load("github/issue_comment/created.json")
+        c["repository"] = flow.assigned["repository"]
+        c["comment"] = dict(c["comment"], body=body, author_association="OWNER")
+        return c
+
+    operator = auth(api_settings, "operator")
+    wid = (await post(flow.http, flow.assigned, "issues", "r-assign")).json()["task"]
+    await wait_status(flow.service, wid, TaskStatus.AWAITING_APPROVAL)
+
+    async def refusals(delivery: str) -> tuple[str, str, str]:
+        by_comment = (await post(flow.http, comment("/tamma retry"), "issue_comment", delivery)).json()
+        by_api = await flow.http.post(f"/api/v1/tasks/{quote(wid, safe='')}/retry", headers=operator)
+        assert by_comment["outcome"] == "refused" and by_api.status_code == 400
+        with pytest.raises(InvalidInputError) as by_cli:
+            await flow.service.plan_retry(wid, api_settings.task_options())
+        return by_comment["reason"], by_api.json()["detail"], by_cli.value.message
+
+    waiting = await refusals("r-1")
+    assert len(set(waiting)) == 1 and "awaiting_approval, not parked or finished" in waiting[0]
+    await post(flow.http, comment("/tamma reject not this way"), "issue_comment", "r-reject")
+    assert (await flow.service.result(wid)).status == TaskStatus.REJECTED
+    first = await flow.service.started_with(wid)
+    rerun = (await post(flow.http, comment("/tamma retry"), "issue_comment", "r-2")).json()
+    assert rerun["outcome"] == "started"
+    await wait_status(flow.service, wid, TaskStatus.AWAITING_APPROVAL)
+    assert await flow.service.started_with(wid) == first  # as it was started: same options
+    await post(flow.http, comment("/tamma approve"), "issue_comment", "r-approve")
+    assert (await flow.service.result(wid)).status == TaskStatus.MERGED
+    merged = await refusals("r-3")
+    assert len(set(merged)) == 1 and "already merged" in merged[0]
