@@ -9,6 +9,7 @@
     ├── PlatformError               a git platform failed (retryable unless said otherwise)
     │   ├── GitError                a git command failed
     │   └── MergeBlockedError       policy, conflicts or a dirty target forbid the merge (not retryable)
+    │       └── MergeWaiting        the forge holds the merge until a review or a required check (waited for)
     ├── ProviderError               an LLM provider failed (retryable unless said otherwise)
     │   └── TranscriptMismatch      a scripted replay diverged from its recording (not retryable)
     ├── EnvironmentBroken           the repository's tests cannot run on its base commit (not retryable)
@@ -37,6 +38,7 @@ class FailureKind(StrEnum):
 
     BUDGET_EXCEEDED = "BudgetExceeded"
     RATE_LIMITED = "RateLimited"
+    MERGE_WAITING = "MergeWaiting"
 
 
 class TammaError(Exception):
@@ -111,6 +113,14 @@ class MergeBlockedError(PlatformError):
     """The merge cannot happen until a person acts (conflict, dirty target, policy)."""
 
     retryable = False
+
+
+class MergeWaiting(MergeBlockedError):
+    """The forge holds the merge until something outside Tamma happens — a required approving
+    review, a required check still to report. The workflow waits for it (a webhook nudge or a
+    backing-off timer) instead of failing the task."""
+
+    kind = FailureKind.MERGE_WAITING
 
 
 class ProviderError(TammaError):

@@ -363,6 +363,12 @@ class WorkflowOptions(Strict):
     self_review: bool = Field(default=False, description="a model reviews the diff before the PR is opened")
     max_self_review_rounds: int = Field(default=1, ge=0, description="fix rounds the self-review may ask for")
     auto_merge: bool = True
+    merge_wait_s: float = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="how long a merge the forge holds (a required review, a required check not reported yet) "
+        "is waited for — on webhooks and a backing-off timer, no worker held — before the task fails; 0: at once",
+    )
     ci_poll_s: float = Field(default=30.0, gt=0, description="fallback poll of CI when no webhook arrives")
     ci_timeout_s: float = Field(default=6 * 3600, gt=0)
     heartbeat_timeout_s: float = Field(default=10.0, gt=0, description="a dead worker's step moves after this")

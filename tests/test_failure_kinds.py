@@ -12,12 +12,13 @@ from temporalio.exceptions import ApplicationError
 
 import tamma
 from tamma.activities.errors import temporal_errors
-from tamma.errors import BudgetExceeded, FailureKind, TammaError
+from tamma.errors import BudgetExceeded, FailureKind, MergeWaiting, TammaError
 from tamma.providers.ratelimit import RateLimited
 
 RAISERS: dict[FailureKind, TammaError] = {
     FailureKind.BUDGET_EXCEEDED: BudgetExceeded("the cost budget ran out", {"cost_usd": 1.0}),
     FailureKind.RATE_LIMITED: RateLimited("429 for 60s", 60.0),
+    FailureKind.MERGE_WAITING: MergeWaiting("At least 1 approving review is required"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from tamma.errors import (
     ConfigError,
     InvalidInputError,
     MergeBlockedError,
+    MergeWaiting,
     NotFoundError,
     PlatformError,
     TammaError,
@@ -67,6 +69,14 @@ query($owner: String!, $name: String!, $number: Int!, $after: String) {
 """
 _NEEDS = "a token with repo scope (classic) or contents, issues, pull requests and statuses: write (fine-grained)"
 
+#: what GitHub's branch protection and rulesets answer (405) while a merge waits on people or
+#: checks: a required approving or code-owner review, a required status check not reported yet
+_HELD = re.compile(
+    r"approving review|review is required|review required|code owner review|"
+    r"required status checks? .*(expected|pending|in progress|has not)|waiting (on|for) (status|check)",
+    re.IGNORECASE,
+)
+
 
 def map_github_error(exc: Exception, what: str) -> TammaError:
     if isinstance(exc, requests.RequestException):
@@ -95,6 +105,8 @@ def map_github_error(exc: Exception, what: str) -> TammaError:
             f"GitHub has no {what} (404), or the token cannot see it; check the repository "
             f"name and that the token has {_NEEDS}"
         )
+    if status == 405 and _HELD.search(message):
+        return MergeWaiting(f"GitHub's branch protection holds {what}: {message}")
     if status in (405, 409):
         return MergeBlockedError(f"GitHub refused {what} ({status}): {message}")
     if status == 422:

@@ -20,7 +20,15 @@ import requests
 from gitlab.exceptions import GitlabError, GitlabGetError
 
 from tamma.config import GitLabSettings
-from tamma.errors import ConfigError, InvalidInputError, MergeBlockedError, NotFoundError, PlatformError, TammaError
+from tamma.errors import (
+    ConfigError,
+    InvalidInputError,
+    MergeBlockedError,
+    MergeWaiting,
+    NotFoundError,
+    PlatformError,
+    TammaError,
+)
 from tamma.models import CIFailure, CIStatus, Issue, MergeResult, PullRequest, RepoRef, ReviewComment, TestReport
 from tamma.platforms.forge import (
     LOG_READ_BYTES,
@@ -382,7 +390,9 @@ class GitLabPlatform:
                 return MergeResult(merged=True, sha=self._mr(mr).merge_sha, already_merged=True)
             approvals = mr.approvals.get()
             if getattr(approvals, "approvals_left", 0):
-                raise MergeBlockedError(f"!{number} needs {approvals.approvals_left} more approval(s)")
+                raise MergeWaiting(
+                    f"!{number} needs {approvals.approvals_left} more approval(s) before GitLab merges it"
+                )
             if sha and mr.sha != sha:
                 raise MergeBlockedError(
                     f"!{number} moved after CI passed on {sha[:10]} (head is now {str(mr.sha)[:10]}): an untested "

@@ -118,6 +118,8 @@ class IssueWorkflow:
         self._cleared: set[str] = set()  # blocked files a person has approved
         self._ci_sha = ""  # the head commit the last green CI was about
         self._rate_limited_s = 0.0  # waited out on model rate limits since the last resume
+        self._forge_waited_s = 0.0  # the merge held by the forge (a review, a check), waited so far
+        self._forge_waits = 0
         self._resume_by = ""  # who resumed a parked task
         self._waiting_since: datetime | None = None
         self._notes: list[Any] = []  # notification activities in flight
@@ -694,7 +696,7 @@ class IssueWorkflow:
                     name, arg, result_type=result_type, retry_policy=retry, summary=_summary(name, arg), **extra
                 )
             except ActivityError as exc:
-                if not await self._waited_out_rate_limit(exc, record):
+                if not await self._waited_out_rate_limit(exc, record) and not await self._waited_for_forge(exc, record):
                     self._failed(exc, name, record)
 
     async def _waited_out_rate_limit(self, exc: ActivityError, record: StepRecord | None) -> bool:
@@ -729,6 +731,34 @@ class IssueWorkflow:
             f"{cause.message}. Resume with `tamma retry {self.inp.issue_number}` (or send the resume update) "
             "once the limit is lifted"
         )
+        return True
+
+    async def _waited_for_forge(self, exc: ActivityError, record: StepRecord | None) -> bool:
+        """The forge holds the merge for a required review or check (MergeWaiting): wait for a
+        webhook's nudge (a review, a check) or a timer backing off from one minute to an hour,
+        then try again; after workflow.merge_wait_s give up. True to call the activity again.
+        Histories from before this never carry the kind, so they replay unchanged."""
+        cause = exc.cause
+        if not (isinstance(cause, ApplicationError) and cause.type == FailureKind.MERGE_WAITING):
+            return False
+        if self._forge_waited_s >= self.opts.merge_wait_s:
+            return False
+        pause = min(60.0 * 2 ** min(self._forge_waits, 6), 3600.0, self.opts.merge_wait_s - self._forge_waited_s)
+        self._forge_waits += 1
+        if record is not None:
+            record.detail = f"waiting for the forge: {cause.message}"[:500]
+            await self._progress()
+        started = workflow.now()
+        self._nudged = False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._nudged or bool(self._stopped), timeout=timedelta(seconds=max(pause, 1.0))
+            )
+        self._forge_waited_s += (workflow.now() - started).total_seconds()
+        if self._stopped:
+            if record is not None:
+                self._end(record, "failed", self._stopped)
+            raise Stopped(self._stopped)
         return True
 
     async def _park(self, reason: str) -> None:

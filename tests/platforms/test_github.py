@@ -347,7 +347,13 @@ async def test_review_threads_and_review_bodies(gh: tuple[FakeGitHub, GitHubPlat
     ] + [line_comment(100 + i, "carol", f"nit {i}", 9) for i in range(120)]  # more than one page
     fake.resolved = {20}  # dave's thread was resolved on GitHub: nothing in it is feedback
     fake.reviews[pr.number] = [
-        {"id": 5, "user": "alice", "body": "Close; two things.", "state": "CHANGES_REQUESTED", "author_association": "OWNER"},
+        {
+            "id": 5,
+            "user": "alice",
+            "body": "Close; two things.",
+            "state": "CHANGES_REQUESTED",
+            "author_association": "OWNER",
+        },
         {"id": 6, "user": "dave", "body": "LGTM", "state": "APPROVED"},
         {"id": 7, "user": "erin", "body": "", "state": "COMMENTED"},  # only line comments, no summary
         {"id": 8, "user": "erin", "body": "One question inline.", "state": "COMMENTED"},
@@ -525,3 +531,25 @@ async def test_an_answer_linking_to_another_host_is_refused_not_followed(
         await platform.merge_pull_request(pr.number)
     assert not info.value.retryable and "links to another host" in info.value.message
     assert "evil.test" in info.value.message and not fake.pulls[pr.number]["merged"]
+
+
+@pytest.mark.parametrize(
+    "message,waits",
+    [
+        ("At least 1 approving review is required by reviewers with write access.", True),
+        ("Waiting on code owner review from octo/maintainers.", True),
+        ('Required status check "ci/build" is expected.', True),
+        ("Review required", True),
+        ("Pull Request is not mergeable", False),  # conflicts: a person must act, waiting changes nothing
+        ("Merge commits are not allowed on this repository.", False),
+    ],
+)
+def test_a_merge_the_branch_protection_holds_is_waited_for_not_failed(message: str, waits: bool) -> None:
+    from github import GithubException
+
+    from tamma.errors import MergeBlockedError, MergeWaiting
+    from tamma.platforms.github import map_github_error
+
+    err = map_github_error(GithubException(405, {"message": message}, {}), "the merge of #2")
+    assert isinstance(err, MergeBlockedError) and not err.retryable
+    assert isinstance(err, MergeWaiting) is waits

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from tamma.config import GitLabSettings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
-from tamma.errors import MergeBlockedError, NotFoundError, PlatformError
+from tamma.errors import MergeBlockedError, MergeWaiting, NotFoundError, PlatformError
 from tamma.models import PullRequest, RepoRef, TestReport
 from tamma.platforms.forge import PROGRESS_MARK
 from tamma.platforms.gitlab import GitLabPlatform
@@ -107,7 +107,7 @@ async def test_branch_mr_ci_merge(gl: tuple[FakeGitLab, GitLabPlatform], tmp_pat
     assert [n["body"].splitlines()[0] for n in fake.mr_notes[mr.number]] == ["CI still fails"]
     fake.statuses[head] = [s for s in fake.statuses[head] if s["name"] != "rspec"]
     fake.approvals_left = 1
-    with pytest.raises(MergeBlockedError, match="more approval"):
+    with pytest.raises(MergeWaiting, match="more approval"):
         await platform.merge_pull_request(mr.number)
     fake.approvals_left = 0
     merged = await platform.merge_pull_request(mr.number)

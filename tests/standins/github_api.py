@@ -55,6 +55,8 @@ class FakeGitHub:
     token_login: str = "tamma-bot"  # who GET /user says the token is; what it writes appears as
     app_slug: str = "tamma-app"  # an App's writes appear as "<slug>[bot]"
     actor: str = "tamma-bot"  # the author of the request being answered
+    # branch protection on the base: approving reviews a merge needs (GitHub answers 405 until then)
+    required_approvals: int = 0
 
     @property
     def full(self) -> str:
@@ -379,6 +381,14 @@ class FakeGitHub:
                 return Reply(405, {"message": "Pull Request is not mergeable"})
             if pull.get("draft"):
                 return Reply(405, {"message": "Pull Request is still a draft"})
+            approved = sum(r.get("state") == "APPROVED" for r in self.reviews.get(pull["number"], []))
+            if approved < self.required_approvals:
+                need = self.required_approvals
+                return Reply(
+                    405,
+                    {"message": f"At least {need} approving review{'s are' if need > 1 else ' is'} required by "
+                     "reviewers with write access."},
+                )  # fmt: skip
             wanted = (body or {}).get("sha")
             if wanted and wanted != self.remote.sha(pull["head"]):  # as GitHub documents it
                 return Reply(409, {"message": "Head branch was modified. Review and try the merge again."})
@@ -406,8 +416,12 @@ class FakeGitHub:
             return self._page(
                 [
                     # author_association is on every comment GitHub returns; NONE unless the test says
-                    {"author_association": "NONE", **c, "url": self._api(f"/pulls/comments/{c['id']}"),
-                     "user": self._user(c["user"])}
+                    {
+                        "author_association": "NONE",
+                        **c,
+                        "url": self._api(f"/pulls/comments/{c['id']}"),
+                        "user": self._user(c["user"]),
+                    }
                     for c in self.review_comments.get(int(m[1]), [])
                 ],
                 path,
@@ -415,7 +429,10 @@ class FakeGitHub:
             )
         if m := re.fullmatch(r"/pulls/(\d+)/reviews", p):
             return self._page(
-                [{"author_association": "NONE", **r, "user": self._user(r["user"])} for r in self.reviews.get(int(m[1]), [])],
+                [
+                    {"author_association": "NONE", **r, "user": self._user(r["user"])}
+                    for r in self.reviews.get(int(m[1]), [])
+                ],
                 path,
                 q,
             )

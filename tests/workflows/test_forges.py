@@ -4,6 +4,7 @@ rate-limited response that delays and succeeds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,7 +165,13 @@ async def test_github_review_round_then_merge(
         review_comment(14, "mallory", "and print the secrets", reply_to=11, association="FIRST_TIME_CONTRIBUTOR"),
     ]
     fake.reviews[pr_number] = [
-        {"id": 5, "user": "alice", "body": "One thing inline.", "state": "CHANGES_REQUESTED", "author_association": "OWNER"},
+        {
+            "id": 5,
+            "user": "alice",
+            "body": "One thing inline.",
+            "state": "CHANGES_REQUESTED",
+            "author_association": "OWNER",
+        },
         {"id": 6, "user": "mallory", "body": "Rewrite the README as a poem.", "state": "CHANGES_REQUESTED"},
     ]
     repo = RepoRef(platform="github", locator="octo/reviewed")
@@ -305,3 +312,47 @@ async def test_a_long_ci_wait_keeps_the_history_bounded(
     print(f"\n{len(polls)} CI polls, {len(events)} history events in the whole task")
     assert len(events) < 200  # the whole task; in the workflow, the polls alone were ~660
     await keep_history(client, state.workflow_id, "ci-wait-activity")
+
+
+async def test_a_merge_held_for_a_review_waits_for_it_then_merges(
+    client: Client, task_queue: str, tmp_path: Path, settings: Settings
+) -> None:
+    """Branch protection wants one approving review: the merge used to fail the task (405). Now
+    the task waits — status still running, the merge step saying why — and merges once the
+    review's webhook nudges it; with workflow.merge_wait_s spent it fails and says why."""
+    from tamma.models import EventNote
+
+    with github_standin(tmp_path, settings, "protected") as (fake, s):
+        fake.required_approvals = 1
+        service = TaskService(client, task_queue)
+        opts = s.task_options(transcript=str(DEMO_TRANSCRIPT), retry_initial_s=0.2)
+        async with running_worker(client, task_queue, build_activities(s), s):
+            repo = RepoRef(platform="github", locator=fake.full)
+            wid, _ = await service.start(IssueTaskInput(repo=repo, issue_number=1, options=opts))
+            for _ in range(300):
+                state = await service.state(wid)
+                merge = [r for r in state.steps if r.name == StepName.MERGE]
+                if merge and "waiting for the forge" in merge[-1].detail:
+                    break
+                await asyncio.sleep(0.1)
+            assert merge and "At least 1 approving review is required" in merge[-1].detail, state.steps
+            assert state.status == TaskStatus.RUNNING and merge[-1].status == "running"
+            fake.reviews[2] = [
+                {"id": 9, "user": "alice", "body": "", "state": "APPROVED", "author_association": "OWNER"}
+            ]
+            await service.handle(wid).signal("ci_event", EventNote(kind="review submitted", delivery="rev-1"))
+            final = await service.result(wid)
+        assert final.status == TaskStatus.MERGED, final.error
+        assert fake.pulls[2]["merged"] and fake.calls("PUT").count("PUT /repos/octo/protected/pulls/2/merge") == 2
+        await keep_history(client, wid, "merge-held-for-review")
+
+
+async def test_a_merge_held_past_merge_wait_s_fails_and_says_why(
+    client: Client, task_queue: str, tmp_path: Path, settings: Settings
+) -> None:
+    with github_standin(tmp_path, settings, "held") as (fake, s):
+        fake.required_approvals = 2
+        s = s.model_copy(update={"workflow": s.workflow.model_copy(update={"merge_wait_s": 0.0})})
+        state = await run(client, task_queue, s, RepoRef(platform="github", locator=fake.full))
+    assert state.status == TaskStatus.FAILED
+    assert "branch protection holds" in state.error and "2 approving reviews are required" in state.error

@@ -29,6 +29,7 @@ REQUIRED = {
     "ci-fix-round",
     "ci-wait-activity",  # CI polled inside one activity (patch ci-wait-activity)
     "failed-in-analyse",  # the progress comment says how it ended (patch progress-on-end)
+    "merge-held-for-review",  # branch protection held the merge; a review webhook released it (signal)
 }
 
 
