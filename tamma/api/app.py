@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from tamma.api import config_routes, errors, ops, tasks, webhooks
+from tamma.api import config_routes, docs, errors, ops, tasks, webhooks
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
@@ -212,7 +212,10 @@ def create_app(
         lifespan=lifespan,
         description="Webhooks, task API and operations for the Tamma development agent.",
         telemetry=fastapi_telemetry(settings),
+        docs_url=None,  # served by api.docs from packaged assets, not a CDN
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.config_path = config_path or find_config_file() or Path("tamma.toml")

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import jwt
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tamma.config import ApiSettings
 from tamma.errors import AuthError, ConfigError, PermissionDenied
@@ -79,13 +80,20 @@ def verify(api: ApiSettings, token: str) -> Principal:
     return Principal(str(claims.get("sub", "")), role)
 
 
+#: declared in the OpenAPI document (so the docs' "Authorize" takes a token); the checks and the
+#: messages are ours: auto_error off, a missing or malformed header is answered below
+_BEARER = HTTPBearer(
+    auto_error=False, bearerFormat="JWT", description="a JWT from `tamma token create --role viewer|operator|admin`"
+)
+
+
 def require(role: Role) -> object:
-    def check(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    def check(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> Principal:
+        if credentials is None or not credentials.credentials.strip():
             raise AuthError("missing bearer token: send Authorization: Bearer <JWT>")
-        principal = verify(request.app.state.settings.api, token.strip())
+        principal = verify(request.app.state.settings.api, credentials.credentials.strip())
         if RANK[principal.role] < RANK[role]:
             raise PermissionDenied(f"this needs the {role} role; the token has {principal.role}")
         return principal
