@@ -317,10 +317,16 @@ async def test_a_decision_no_worker_takes_is_queued_then_taken_when_one_returns(
     stale = TaskService(client, task_queue)
     stale.decide_timeout_s = 2.0
 
-    async def listed_as_serving() -> bool:
-        return True
+    from datetime import UTC, datetime
 
-    stale.serving = listed_as_serving  # type: ignore[method-assign]
+    from tamma.runtime.presence import Presence, Seen
+
+    async def listed_as_serving() -> Presence:  # a worker killed a moment ago: still fresh
+        now = datetime.now(UTC)
+        queues = (task_queue, f"{task_queue}-heavy")
+        return Presence(queues, tuple(Seen("tamma-worker-1@gone", q, now, True, "heartbeat") for q in queues))
+
+    stale.presence = listed_as_serving  # type: ignore[method-assign]
     started = asyncio.get_running_loop().time()
     with pytest.raises(DecisionQueued, match="queued and takes effect when a worker returns"):
         await stale.approve(wid, by="alice", reason="go")
