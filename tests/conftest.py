@@ -41,7 +41,53 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         runtime=heartbeat_runtime(),  # as every Tamma launcher: worker heartbeats every 2 s
     )
     yield env
-    await env.shutdown()
+    try:
+        await replay_this_run(env.client)
+    finally:
+        await env.shutdown()
+
+
+#: what replaying this session's own histories found (pytest_sessionfinish fails the run on any)
+REPLAYED: dict[str, Any] = {"count": 0, "failures": []}
+
+
+async def replay_this_run(client: Client) -> None:
+    """Every IssueWorkflow and PollWorkflow history this test session made — runs of every
+    kind the tests drive, far more than the golden set — replayed on the current code before the
+    server goes. A run recorded by the code and not replayable by it is a nondeterminism bug."""
+    from temporalio.worker import Replayer
+
+    from tamma.workflows.issue import IssueWorkflow
+    from tamma.workflows.poll import PollWorkflow
+
+    replayer = Replayer(workflows=[IssueWorkflow, PollWorkflow], data_converter=pydantic_data_converter)
+    query = "WorkflowType = 'IssueWorkflow' OR WorkflowType = 'PollWorkflow'"
+    histories = [h async for h in client.list_workflows(query).map_histories()]
+
+    async def each() -> AsyncIterator[Any]:
+        for history in histories:
+            yield history
+
+    results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
+    REPLAYED["count"] = len(histories)
+    REPLAYED["failures"] = [f"{run_id}: {str(exc)[:300]}" for run_id, exc in results.replay_failures.items()]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if REPLAYED["failures"]:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not REPLAYED["count"]:
+        return
+    failures = REPLAYED["failures"]
+    terminalreporter.write_line(
+        f"replayed the {REPLAYED['count']} workflow histories this run made on the current code: "
+        + (f"{len(failures)} FAILED" if failures else "all replay")
+    )
+    for failure in failures:
+        terminalreporter.write_line(f"  nondeterminism: {failure}", red=True)
 
 
 @pytest.fixture

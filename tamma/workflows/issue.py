@@ -8,11 +8,13 @@ workflow issues, or their order — an activity, timer, child workflow, search-a
 added, removed or moved — goes behind `workflow.patched("<what-changed>")`: the new path when
 it returns True, the old path exactly as it was otherwise (old histories replay the old path; new
 runs record the marker). Changing an activity's input or result *fields* is not such a change
-(payloads are not compared), nor is changing pure logic between commands. Keep every patch id
-forever unless no run that predates it can still exist. The golden histories in
-tests/fixtures/histories (tests/workflows/test_replay.py) replay on every test run; a new kind
-of run gets one once it exists (RECORD_HISTORIES=1 with the test that makes it), and existing ones
-are never re-recorded to make a change pass — that is the nondeterminism they exist to catch."""
+(payloads are not compared), nor is changing pure logic between commands. Every id is registered
+with its stage and dates in tamma/workflows/patches.py (a test holds code and registry together),
+which says when it may be deprecated (`deprecate_patch`, old path gone) and removed. The golden
+histories in tests/fixtures/histories (tests/workflows/test_replay.py) replay on every test run,
+and every history the test suite makes is replayed at its end (tests/conftest.py); a new kind of
+run gets a golden history once it exists (RECORD_HISTORIES=1 with the test that makes it), and
+existing ones are re-recorded only when patches are deprecated — never to make a change pass."""
 
 from __future__ import annotations
 
@@ -232,18 +234,16 @@ class IssueWorkflow:
             self._finish(TaskStatus.CANCELLED, "cancelled")
             raise
         # The issue's progress comment says how the task ended — failed (even in analyse, before
-        # any comment), escalated, rejected, stopped — not the last step it was on. Versioned:
-        # histories recorded before ended without this activity.
-        if self.state.status != TaskStatus.MERGED and workflow.patched("progress-on-end"):
+        # any comment), escalated, rejected, stopped — not the last step it was on.
+        if self.state.status != TaskStatus.MERGED:
+            workflow.deprecate_patch("progress-on-end")
             await self._progress()
         await self._delivered()
         # A task that did not end in a merge or an open PR ends as a *failed* execution, so the
         # Web UI, `temporal workflow list` and alerting see it as one, with the reason as the
         # failure message; the final state travels in the failure's details (TaskService.result).
-        # Versioned: histories recorded before this completed every task.
-        if self.state.status not in (TaskStatus.MERGED, TaskStatus.PR_OPEN) and workflow.patched(
-            "unsuccessful-task-fails-execution"
-        ):
+        if self.state.status not in (TaskStatus.MERGED, TaskStatus.PR_OPEN):
+            workflow.deprecate_patch("unsuccessful-task-fails-execution")
             raise ApplicationError(
                 f"{self.state.status.value}: {self._reason()}",
                 self.state.model_dump(mode="json"),
@@ -284,8 +284,8 @@ class IssueWorkflow:
         iteration = await self._implement_until_green(issue, plan, branch, iteration=0, feedback="")
         if opts.self_review:
             iteration = await self._self_review(issue, plan, branch, iteration)
-        # Versioned: histories recorded before the gate existed replay without it.
-        if workflow.patched("blocked-paths-on-diff") and not await self._diff_gate(issue, "before its PR opens"):
+        workflow.deprecate_patch("blocked-paths-on-diff")
+        if not await self._diff_gate(issue, "before its PR opens"):
             return
         pr = await self._step(
             StepName.OPEN_PR,
@@ -303,18 +303,18 @@ class IssueWorkflow:
                 break
             self._review_rounds += 1
             iteration = await self._implement_until_green(issue, plan, branch, iteration, feedback)
-            # Versioned: histories recorded before replies existed replay without this activity.
-            if workflow.patched("reply-to-reviews"):
-                await self._reply_to_reviews(pr)
+            workflow.deprecate_patch("reply-to-reviews")
+            await self._reply_to_reviews(pr)
         else:
             raise StepFailed(f"review comments still open after {opts.max_review_rounds} rounds")
         if not opts.auto_merge:
             self._finish(TaskStatus.PR_OPEN, f"PR ready: {pr.url}")
             return
-        if workflow.patched("blocked-paths-on-diff") and not await self._diff_gate(issue, "before merge"):
+        workflow.deprecate_patch("blocked-paths-on-diff")
+        if not await self._diff_gate(issue, "before merge"):
             return
-        # Versioned: pinning the merge to the commit CI passed on is newer than some histories.
-        pinned = self._ci_sha if workflow.patched("merge-pins-ci-sha") else ""
+        workflow.deprecate_patch("merge-pins-ci-sha")
+        pinned = self._ci_sha  # the merge is of the commit CI passed on, or none
         merged = await self._step(
             StepName.MERGE,
             names.MERGE,
@@ -546,9 +546,7 @@ class IssueWorkflow:
             status = await self._wait_for_ci(pr, stale=failed_sha if self.state.commit != failed_sha else "")
             if status.state == "success":
                 return iteration
-            # Versioned: histories recorded before the fix loop ended the task at the first red CI.
-            if not workflow.patched("ci-fix-loop"):
-                raise StepFailed(f"CI failed on {pr.url}: {status.detail}")
+            workflow.deprecate_patch("ci-fix-loop")
             if fixes >= attempts:
                 await self._comment(pr.number, ci_failed_note(status, fixes), pull_request=True)
                 raise CIStop(f"CI still fails on {pr.url} after {fixes} fix attempt(s): {status.detail}")
@@ -564,33 +562,8 @@ class IssueWorkflow:
         fix replaced, is the forge not having seen the push yet, and is waited out)."""
         record = self._begin(StepName.CI)
         deadline = workflow.now() + timedelta(seconds=self.opts.ci_timeout_s)
-        # Versioned: histories recorded before polled CI from the workflow (~11 events a poll).
-        if workflow.patched("ci-wait-activity"):
-            return await self._wait_for_ci_in_activity(pr, stale, record, deadline)
-        while True:
-            if self._stopped:
-                self._end(record, "failed", self._stopped)
-                raise Stopped(self._stopped)
-            status: CIStatus = await self._activity(
-                names.CI_STATUS, PRRef(repo=self.inp.repo, pr_number=pr.number), CIStatus
-            )
-            if status.state == "success":
-                self._end(record, "done", status.detail)
-                self._ci_sha = status.sha
-                return status
-            if status.state == "failure" and not (stale and status.sha == stale):
-                self._end(record, "failed", status.detail)
-                return status
-            if workflow.now() >= deadline:
-                self._end(record, "failed", "CI did not finish in time")
-                raise StepFailed(f"CI on {pr.url} did not finish within {self.opts.ci_timeout_s:.0f}s")
-            record.detail = status.detail
-            # Webhooks nudge us early; the timer is the fallback because delivery isn't guaranteed.
-            self._nudged = False
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._nudged or bool(self._stopped), timeout=timedelta(seconds=self.opts.ci_poll_s)
-                )
+        workflow.deprecate_patch("ci-wait-activity")
+        return await self._wait_for_ci_in_activity(pr, stale, record, deadline)
 
     async def _wait_for_ci_in_activity(
         self, pr: PullRequest, stale: str, record: StepRecord, deadline: datetime
@@ -707,9 +680,7 @@ class IssueWorkflow:
         cause = exc.cause
         if not (isinstance(cause, ApplicationError) and cause.type == FailureKind.RATE_LIMITED):
             return False
-        # Versioned: histories from before parking failed the step here.
-        if not workflow.patched("park-on-rate-limit"):
-            return False
+        workflow.deprecate_patch("park-on-rate-limit")
         self._account_failed_attempt(cause, record)
         wait_s = next(
             (

@@ -24,7 +24,7 @@ from tamma.models import RepoRef, TaskStatus
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.api.conftest import github_headers, load, running_api, with_sections
-from tests.conftest import eventually, running_worker
+from tests.conftest import eventually, keep_history, running_worker
 from tests.standins.git_remote import BareRemote, git
 from tests.standins.github_api import FakeGitHub
 from tests.standins.http import serve
@@ -98,6 +98,7 @@ async def test_assign_then_approve_by_comment_merges(flow: Flow) -> None:
     assert state.status == TaskStatus.MERGED
     assert state.approval is not None and state.approval.by == "Codertocat" and state.approval.reason == "ship it"
     assert "(page - 1)" in git(flow.github.remote.path, "show", "main:pager.py")
+    await keep_history(flow.service.client, wid, "approved-by-comment")
 
 
 async def test_closing_the_issue_stops_the_task(flow: Flow) -> None:
@@ -108,6 +109,7 @@ async def test_closing_the_issue_stops_the_task(flow: Flow) -> None:
     state = await flow.service.result(wid)
     assert state.status == TaskStatus.CANCELLED and "closed" in state.error
     assert flow.github.remote.branches() == ["main"]  # stopped before any branch was made
+    await keep_history(flow.service.client, wid, "stopped-on-issue-close")
 
 
 async def test_an_edit_while_the_plan_waits_plans_again_from_the_new_text(flow: Flow) -> None:
@@ -129,6 +131,7 @@ async def test_an_edit_while_the_plan_waits_plans_again_from_the_new_text(flow: 
     final = await flow.service.result(wid)
     assert final.status == TaskStatus.MERGED, final.error
     assert [s.name for s in final.steps].count("plan") == 2
+    await keep_history(flow.service.client, wid, "replanned-after-edit")
     title_only = {**edited, "changes": {}}  # a label or milestone edit asks for nothing
     assert "neither title nor body" in (await post(flow.http, title_only, "issues", "e-none")).json()["reason"]
 

@@ -15,7 +15,7 @@ from tamma.runtime.polling import PREFIX, schedule_id, sync_schedules
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.workflows import search
-from tests.conftest import eventually, running_worker
+from tests.conftest import eventually, keep_history, running_worker
 
 
 def polling_settings(settings: Settings, *repos: str, **polling: object) -> Settings:
@@ -68,6 +68,7 @@ async def test_an_issue_labelled_while_the_server_was_down_is_picked_up_by_polli
         assert not await service.exists(search.workflow_id(platform.repo.key, demo.number))  # never Tamma's
         recent = desc.info.recent_actions
         assert recent and all(a.action.workflow_id.startswith(PREFIX) for a in recent)
+        await keep_history(client, recent[0].action.workflow_id, "poll")
     finally:
         await _drop_schedules(client)
 

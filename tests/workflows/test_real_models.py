@@ -254,3 +254,4 @@ async def test_a_sustained_rate_limit_parks_the_task_then_resume_finishes_it(
                 await service.resume(wid, by="alice")
     assert state.status == TaskStatus.MERGED, state.error
     assert state.parked_reason == "" and state.usage.calls == 6  # the 429s cost nothing
+    await keep_history(client, wid, "parked-then-resumed")

@@ -1,7 +1,9 @@
 """Golden histories: event histories of representative runs, recorded on earlier workflow code
 (tests/conftest.py `keep_history`, RECORD_HISTORIES=1), replayed on the current code. A change to
-`IssueWorkflow` that would break a run already in flight — a step added, removed or reordered
-without `workflow.patched` — fails here before it reaches a server with live workflows."""
+`IssueWorkflow` or `PollWorkflow` that would break a run already in flight — a step added,
+removed or reordered without `workflow.patched` — fails here before it reaches a server with live
+workflows. All were re-recorded at the v0.1.0 baseline, when every patch until then was
+deprecated (tamma/workflows/patches.py); they are never re-recorded to make a change pass."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tamma.workflows.issue import IssueWorkflow
+from tamma.workflows.poll import PollWorkflow
 from tests.conftest import HISTORIES
 
 #: the runs every workflow change must keep replaying; deleting one of them fails the suite
@@ -30,7 +33,14 @@ REQUIRED = {
     "ci-wait-activity",  # CI polled inside one activity (patch ci-wait-activity)
     "failed-in-analyse",  # the progress comment says how it ended (patch progress-on-end)
     "merge-held-for-review",  # branch protection held the merge; a review webhook released it (signal)
+    "approved-by-comment",  # `/tamma approve` (a signal, redelivered once)
+    "stopped-on-issue-close",  # the issue closed while the plan waited (signal)
+    "replanned-after-edit",  # the issue edited while the plan waited: planned again, then approved
+    "parked-then-resumed",  # a sustained rate limit parked the task; `resume` (an update) finished it
+    "poll",  # PollWorkflow: a schedule's poll that started the labelled issue's task
 }
+
+WORKFLOWS = [IssueWorkflow, PollWorkflow]
 
 
 def golden() -> list[Path]:
@@ -45,7 +55,7 @@ def test_every_representative_run_has_a_golden_history() -> None:
 async def test_golden_history_replays_on_the_current_code(path: Path) -> None:
     history = WorkflowHistory.from_json(f"golden-{path.stem}", path.read_text())
     assert history.events, "an empty history replays trivially and proves nothing"
-    replayer = Replayer(workflows=[IssueWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"
 
@@ -59,6 +69,6 @@ async def test_a_history_that_diverges_from_the_code_is_caught() -> None:
     attrs = events[first]["activityTaskScheduledEventAttributes"]
     attrs["activityType"]["name"] = "no_such_activity"
     history = WorkflowHistory.from_json("golden-tampered", json.dumps(doc))
-    replayer = Replayer(workflows=[IssueWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
