@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from temporalio import activity
 
+from tamma.agent.checkpoint import Checkpoint
 from tamma.models import Usage
 
 log = logging.getLogger("tamma.activity")
@@ -76,3 +77,17 @@ def earlier_usage() -> Usage:
     if not details or not isinstance(details[0], dict) or "usage" not in details[0]:
         return Usage()
     return Usage.model_validate(details[0]["usage"])
+
+
+def earlier_checkpoint(iteration: int) -> Checkpoint | None:
+    """What an earlier attempt of this implement step had done (agent.checkpoint), if it said."""
+    if not activity.in_activity():
+        return None
+    details = activity.info().heartbeat_details
+    if not details or not isinstance(details[0], dict) or not isinstance(details[0].get("checkpoint"), dict):
+        return None
+    try:
+        cp = Checkpoint.model_validate(details[0]["checkpoint"])
+    except ValueError:
+        return None
+    return cp if cp.iteration == iteration else None

@@ -24,9 +24,10 @@ from temporalio import activity
 
 from tamma import activity_names as names
 from tamma.activities.errors import temporal_errors
-from tamma.activities.heartbeat import earlier_usage, heartbeating, report_progress
+from tamma.activities.heartbeat import earlier_checkpoint, earlier_usage, heartbeating, report_progress
 from tamma.activities.notify import Notifier
 from tamma.agent import prompts
+from tamma.agent.checkpoint import restore, resume_note, take
 from tamma.agent.condense import ContextPolicy
 from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
@@ -344,20 +345,49 @@ class IssueActivities:
             prepared = await runner.prepared()
             provider = self._provider("code", inp.repo, inp.issue.number, inp.transcript, inp.iteration)
             toolbox = Toolbox(ws, runner, self.redactor, run_command=runner.run_command)
+            # An earlier attempt's edits (agent.checkpoint): restored, and the model told. Not in
+            # a replay, which must ask exactly what its recording holds.
+            before = earlier_checkpoint(inp.iteration) if not inp.transcript else None
+            resume = ""
+            if before is not None and before.files:
+                restored = await asyncio.to_thread(restore, before, ws.resolve)
+                toolbox.written.update(p for p in restored if before.files.get(p) is not None)
+                resume = "\n\n" + resume_note(before, restored)
+                log.info("resumed %s iteration %s from its checkpoint: %s", inp.repo.key, inp.iteration, restored)
+            progress: dict[str, Any] = {"turn": 0, "checkpoint": before.model_dump() if before else None}
+            prior_turns = before.turns if before else 0
             async with _spending(provider) as spent:
+
+                def report() -> dict[str, Any]:
+                    out = {"usage": spent().model_dump(), "turn": progress["turn"]}
+                    return out | ({"checkpoint": progress["checkpoint"]} if progress["checkpoint"] else {})
+
+                def turned(turn: int, what: str) -> None:
+                    progress["turn"] = turn
+                    report_progress(report, now=True)
+
+                async def keep(turn: int, note: str) -> None:
+                    touched = {*await ws.edited_files(), *toolbox.written}
+                    if touched:
+                        cp = take(ws.root, touched, inp.iteration, prior_turns + turn, note, self.redactor)
+                        progress["checkpoint"] = cp.model_dump()
+                        report_progress(report, now=True)
+
                 outcome = await run_agent(
                     provider,
                     toolbox,
                     prompts.CODE_SYSTEM,
                     prompts.code_prompt(
                         inp.issue, inp.plan, inp.feedback, prepared.baseline.for_prompt(), prepared.guidance
-                    ),
+                    )
+                    + resume,
                     self.config.agent.max_turns,
-                    lambda turn, what: report_progress(lambda: {"usage": spent().model_dump(), "turn": turn}, now=True),
+                    turned,
                     budget=inp.budget_left,
                     output_retries=self.output_retries,
                     already=earlier_usage(),
                     context=ContextPolicy(self.config.agent.context_window_tokens, self.config.agent.condense_at),
+                    checkpoint=keep,
                 )
                 changed, left_out = await ws.stage(toolbox.written)
                 if left_out:

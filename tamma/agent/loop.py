@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -132,11 +132,13 @@ async def run_agent(
     output_retries: int = 2,
     already: Usage | None = None,
     context: ContextPolicy | None = None,
+    checkpoint: Callable[[int, str], Awaitable[None]] | None = None,
 ) -> AgentOutcome:
     """Converse until the model finishes; bad output is fed back at most `output_retries` times
     in a row; budgets and max_turns stop it with a clear error. `already` is what earlier
     attempts of this step spent: a retried step does not get a fresh budget. `context`: when
-    a prompt passes its share of the window, old tool outputs are elided (agent.condense)."""
+    a prompt passes its share of the window, old tool outputs are elided (agent.condense).
+    `checkpoint(turn, last words)` runs after every turn whose tools ran (agent.checkpoint)."""
     context = context or ContextPolicy()
     earlier = already or Usage()
     budget = budget or Budget()
@@ -176,6 +178,8 @@ async def run_agent(
         results = [await toolbox.call(call) for call in response.tool_calls]
         on_turn(turn, ", ".join(c.name for c in response.tool_calls))
         messages.append(Message(role="user", text=nudge, tool_results=results))
+        if checkpoint is not None:
+            await checkpoint(turn, response.text)
     raise ProviderError(
         f"the coding agent used all {max_turns} turns without finishing; raise agent.max_turns or split the issue",
         retryable=False,

@@ -185,6 +185,15 @@ class Workspace:
         )  # fmt: skip
         return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
+    async def edited_files(self) -> list[str]:
+        """Tracked files changed or deleted in the work tree (new files are not listed)."""
+        self.refuse_nested_git()
+        out = await git(
+            "status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=all", "--no-renames",
+            cwd=self.root, strip=False,
+        )  # fmt: skip
+        return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
     async def stage(self, intended: Collection[str] | None = None) -> tuple[list[str], list[str]]:
         """Stage the change: every change to a tracked file, and the new files in `intended` (the
         ones the agent wrote on purpose; None stages every new file). New files nobody meant
