@@ -56,6 +56,29 @@ class Budget(Strict):
     max_agent_turns: Limit = 120
     max_wall_s: FloatLimit = 4 * 3600.0
 
+    def ran_out(self, spent: Usage, elapsed_s: float) -> str:
+        """The first of these limits that `spent` (in `elapsed_s`) has reached, as "the tokens
+        budget ran out: 3000100 of 3000000"; "" while all hold. The one budget check: the
+        workflow's between steps, the agent's between turns."""
+        for name, limit, value in (
+            ("tokens", self.max_tokens, spent.tokens),
+            ("cost (USD)", self.max_cost_usd, spent.cost_usd),
+            ("agent turns", self.max_agent_turns, spent.agent_turns),
+            ("wall time (s)", self.max_wall_s, elapsed_s),
+        ):
+            if limit is not None and value >= limit:
+                return f"the {name} budget ran out: {value:g} of {limit:g}"
+        return ""
+
+    def left_after(self, spent: Usage, elapsed_s: float) -> Budget:
+        """What is left of this budget once `spent` and `elapsed_s` are taken off."""
+        return Budget(
+            max_tokens=None if self.max_tokens is None else self.max_tokens - spent.tokens,
+            max_cost_usd=None if self.max_cost_usd is None else round(self.max_cost_usd - spent.cost_usd, 6),
+            max_agent_turns=None if self.max_agent_turns is None else self.max_agent_turns - spent.agent_turns,
+            max_wall_s=None if self.max_wall_s is None else self.max_wall_s - elapsed_s,
+        )
+
 
 class Usage(BaseModel):
     """Tokens and cost of model calls: per call, per step, per issue."""

@@ -33,16 +33,10 @@ class AgentOutcome(BaseModel):
 
 
 def check_budget(budget: Budget, spent: Usage, started: float) -> None:
-    """Raise BudgetExceeded naming the first budget that `spent` has used up."""
-    checks = [
-        ("tokens", budget.max_tokens, spent.tokens),
-        ("cost (USD)", budget.max_cost_usd, spent.cost_usd),
-        ("agent turns", budget.max_agent_turns, spent.agent_turns),
-        ("wall time (s)", budget.max_wall_s, time.monotonic() - started),
-    ]
-    for name, limit, value in checks:
-        if limit is not None and value >= limit:
-            raise BudgetExceeded(f"the {name} budget ran out: {value:g} of {limit:g}", spent=spent.model_dump())
+    """Raise BudgetExceeded naming the first budget that `spent` has used up (Budget.ran_out)."""
+    ran_out = budget.ran_out(spent, time.monotonic() - started)
+    if ran_out:
+        raise BudgetExceeded(ran_out, spent=spent.model_dump())
 
 
 def _problem(response: ChatResponse) -> str:
