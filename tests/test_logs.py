@@ -134,6 +134,10 @@ async def test_a_worker_serves_sdk_and_task_metrics_that_move_after_a_run(
     assert value("tamma_fix_iterations_count", 'outcome="merged"') == 1
     assert value("tamma_fix_iterations_sum", 'outcome="merged"') == 0  # the demo's tests pass at once
     assert value("tamma_review_rounds_count") == 1
+    # the task's history size when it ended: bounded (Temporal's hard limit is 51,200 events)
+    assert value("tamma_task_history_events_count", 'outcome="merged"') == 1
+    assert 20 <= value("tamma_task_history_events_sum", 'outcome="merged"') <= 2000
+    assert value("tamma_task_history_events_bucket", 'outcome="merged"', 'le="200"') == 1
     # model calls by provider, model and step (the demo replays a recording)
     model = ('provider="scripted"', 'model="recording"')
     assert value("tamma_llm_calls", *model, 'step="analyse"') >= 1

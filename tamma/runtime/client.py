@@ -165,6 +165,7 @@ def metrics_runtime(address: str) -> Runtime:
         # per-task counts are small integers: the SDK's default buckets are made for milliseconds
         "tamma_fix_iterations": [0, 1, 2, 3, 5, 8],
         "tamma_review_rounds": [0, 1, 2, 3, 5],
+        "tamma_task_history_events": [50, 100, 200, 500, 1000, 2000, 10000, 51200],
         "tamma_task_duration": [m * minute for m in (1, 5, 15, 30)] + [h * hour for h in (1, 2, 4, 8, 24, 72)],
     }
     return Runtime(

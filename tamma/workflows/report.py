@@ -115,3 +115,8 @@ def record_finish(status: TaskStatus, took: timedelta, implementations: int, rev
     )
     if ci_fixes:
         meter.create_counter("tamma_ci_fix_rounds", "failed CIs handed back to the agent").add(ci_fixes)
+    # Temporal ends a run at 51,200 events; a task's stays near a hundred whatever CI takes
+    # (CI is polled inside one activity): this shows it per task, and a regression at once.
+    meter.create_histogram("tamma_task_history_events", "events in a task's history when it ended").record(
+        workflow.info().get_current_history_length(), outcome
+    )
