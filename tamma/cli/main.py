@@ -188,17 +188,46 @@ def issue_list(ctx: typer.Context, repo: RepoOpt = Path(".")) -> None:
 
 @issue_app.command("show")
 def issue_show(ctx: typer.Context, number: int, repo: RepoOpt = Path(".")) -> None:
-    """Show an issue and Tamma's comments on it."""
+    """Show an issue, Tamma's task on it (state, step, pull request) and the comments."""
     from tamma.platforms.local import LocalPlatform, local_repo_ref
 
     def go() -> None:
-        platform = LocalPlatform(local_repo_ref(repo), _settings(ctx).data_dir)
+        settings = _settings(ctx)
+        platform = LocalPlatform(local_repo_ref(repo), settings.data_dir)
         issue = _run(platform.get_issue(number))
         console.print(f"[bold]#{issue.number} {esc(issue.title)}[/] ({issue.state})\n{esc(issue.body)}")
+        console.print(_run(_task_line(ctx, settings, platform.repo, number)))
         for c in platform.issue_comments(number):
             console.print(f"\n[cyan]{esc(c['author'])}[/]: {esc(c['body'])}")
 
     run_or_exit(go)
+
+
+async def _task_line(ctx: typer.Context, settings: Settings, ref: RepoRef, number: int) -> str:
+    """'Task: <id> [status] step — detail; PR url', or why there is none to show."""
+    from tamma.cli.session import open_session
+    from tamma.errors import TemporalUnavailable
+    from tamma.workflows import search
+
+    wid = search.workflow_id(ref.key, number)
+    try:
+        async with open_session(settings, console, ctx.obj) as session:
+            if not await session.tasks.exists(wid):
+                return f"\nTask: none yet — `tamma start --issue {number}` starts one"
+            state = await session.tasks.state(wid)
+    except TemporalUnavailable as exc:
+        return f"\nTask: unknown ({esc(exc.message)})"
+    line = f"\nTask: [bold]{esc(wid)}[/] \\[{state.status.value}]"
+    if state.steps and not state.status.finished:
+        last = state.steps[-1]
+        line += f" {last.name.value}" + (f" — {esc(last.detail)}" if last.detail else "")
+    if state.pull_request:
+        line += f"\nPull request: {esc(state.pull_request.url)}"
+    if state.error:
+        line += f"\nEnded: {esc(state.error)}"
+    if state.note:
+        line += f"\n[yellow]{esc(state.note)}[/]"
+    return line
 
 
 # ---- tasks -----------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 def test_issue_create_start_status_list(cli_env: dict[str, str], repo: Path) -> None:
     created = tamma(cli_env, "issue", "create", "Fix off-by-one in paginate()", "--body", "page 1 is wrong", cwd=repo)
     assert created.returncode == 0 and created.stdout.strip() == "#1 Fix off-by-one in paginate()"
+    fresh = tamma(cli_env, "issue", "show", "1", cwd=repo)
+    assert "Task: none yet — `tamma start --issue 1` starts one" in fresh.stdout, fresh.stdout + fresh.stderr
     run = tamma(cli_env, "start", "--issue", "1", "--transcript", str(DEMO_TRANSCRIPT), cwd=repo)
     assert run.returncode == 0, run.stdout + run.stderr
     for expected in (
@@ -35,6 +37,9 @@ def test_issue_create_start_status_list(cli_env: dict[str, str], repo: Path) -> 
         assert expected in run.stdout
     status = tamma(cli_env, "status", "1", cwd=repo)
     assert "[merged]" in status.stdout and "✔ merge" in status.stdout
+    shown = tamma(cli_env, "issue", "show", "1", cwd=repo)  # the issue with Tamma's task on it
+    assert shown.returncode == 0 and f"Task: tamma:local:{repo}#1 [merged]" in shown.stdout, shown.stdout
+    assert "Pull request: " in shown.stdout and "(closed)" in shown.stdout.splitlines()[0]
     for _ in range(50):  # visibility is eventually consistent
         listing = tamma(cli_env, "list", "--status", "merged", "--repository", f"local:{repo}")
         if f"local:{repo}#1" in listing.stdout.replace("\n", ""):
