@@ -1,0 +1,74 @@
+"""Bounded reads at the socket: a client that sends its request head a byte at a time
+(slow-loris) used to hold its connection for ever — uvicorn times out only the idle wait after a
+response, and any byte cancels that. Now the head must arrive within api.app.HEAD_TIMEOUT_S of
+the connection opening (or of the previous response), and everyone else is served meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tamma.api import app as api_app
+from tamma.config import Settings
+from tests.api.conftest import running_api
+
+
+def _drip(host: str, port: int, first: bytes, closed: dict[int, float], key: int, started: float) -> None:
+    """Open a connection, send `first`, then one more byte every 0.2 s until the server closes it."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(first)
+        sock.settimeout(0.2)
+        for byte in b"X-Slow: " + b"a" * 200:
+            try:
+                if sock.recv(4096) == b"":
+                    closed[key] = time.monotonic() - started
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
+                closed[key] = time.monotonic() - started
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                closed[key] = time.monotonic() - started
+                return
+
+
+def test_slow_request_heads_are_cut_off_and_others_are_served(
+    api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_app, "HEAD_TIMEOUT_S", 1.0)
+    with running_api(api_settings) as url:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        closed: dict[int, float] = {}
+        started = time.monotonic()
+        drips = [
+            threading.Thread(target=_drip, args=(host, port, b"GET /live HTTP/1.1\r\nHost: x\r\n", closed, i, started))
+            for i in range(16)
+        ]
+        for t in drips:
+            t.start()
+        time.sleep(0.3)
+        served = httpx.get(f"{url}/live", timeout=5)  # a normal client is not kept waiting
+        assert served.status_code == 200
+        for t in drips:
+            t.join(20)
+        # all 16 cut off near the deadline, not after the 40 s their drip would take
+        assert sorted(closed) == list(range(16)) and max(closed.values()) < 5, closed
+        # a kept-alive connection: the next request's head has the same deadline
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b'"alive"' not in answer:
+                answer += sock.recv(4096)
+            assert b" 200 " in answer
+            sock.sendall(b"GET /live HTTP/1.1\r\n")  # ... and never the rest
+            sock.settimeout(5)
+            assert sock.recv(4096) == b""  # closed by the server
