@@ -300,6 +300,7 @@ class PullRequest(BaseModel):
     state: Literal["open", "merged", "closed"] = "open"
     head_sha: str = ""
     merge_sha: str = ""
+    draft: bool = False
 
 
 class CIFailure(BaseModel):
@@ -545,6 +546,7 @@ class OpenPRInput(BaseModel):
     plan: Plan
     branch: str
     tests: str = Field(default="", description="how the change was tested, for the PR body")
+    draft: bool = Field(default=False, description="open it as a draft: nothing tested the change")
 
 
 class PRRef(BaseModel):

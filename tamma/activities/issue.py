@@ -223,7 +223,9 @@ class IssueActivities:
         tests = f"\n\n**Tests**\n{inp.tests}" if inp.tests else ""
         body = f"Fixes #{inp.issue.number}\n\n{inp.plan.summary}\n\n{steps}{tests}\n\n_Opened by Tamma._"
         title = f"{inp.issue.title} (#{inp.issue.number})"
-        return await platform.create_pull_request(inp.branch, await platform.default_branch(), title, body)
+        return await platform.create_pull_request(
+            inp.branch, await platform.default_branch(), title, body, draft=inp.draft
+        )
 
     @activity.defn(name=names.CI_STATUS)
     @temporal_errors

@@ -49,8 +49,10 @@ class GitPlatform(Protocol):
 
     async def find_pull_request(self, branch: str) -> PullRequest | None: ...
 
-    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
-        """Open a PR for `branch`, or return the one already open for it."""
+    async def create_pull_request(
+        self, branch: str, base: str, title: str, body: str, draft: bool = False
+    ) -> PullRequest:
+        """Open a PR for `branch` (a draft with `draft`), or return the one already open for it."""
         ...
 
     async def report_tests(self, sha: str, report: TestReport) -> None:

@@ -302,6 +302,7 @@ class GitHubPlatform:
             state=state,
             head_sha=p.head.sha,
             merge_sha=p.merge_commit_sha or "" if p.merged else "",
+            draft=bool(p.draft),
         )
 
     def _find(self, branch: str) -> PullRequest | None:
@@ -315,13 +316,17 @@ class GitHubPlatform:
     async def get_pull_request(self, number: int) -> PullRequest:
         return await self._call(f"pull request #{number}", lambda: self._pr(self._repo.get_pull(number)))
 
-    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+    async def create_pull_request(
+        self, branch: str, base: str, title: str, body: str, draft: bool = False
+    ) -> PullRequest:
         def create() -> PullRequest:
             # 422 "A pull request already exists": a racing attempt opened it; reuse that one.
             return find_or_create(
                 lambda: self._find(branch),
                 lambda: self._pr(
-                    self._repo.create_pull(base=base, head=branch, title=title, body=body, draft=self.settings.draft)
+                    self._repo.create_pull(
+                        base=base, head=branch, title=title, body=body, draft=self.settings.draft or draft
+                    )
                 ),
                 lambda e: isinstance(e, GithubException) and e.status == 422,
             )

@@ -236,6 +236,7 @@ class GitLabPlatform:
             body=m.description or "",
             url=m.web_url,
             state=state,
+            draft=bool(getattr(m, "draft", False)) or str(m.title).startswith(("Draft:", "[Draft]", "(Draft)")),
             head_sha=m.sha or "",
             merge_sha=merge_sha if state == "merged" else "",
         )
@@ -251,12 +252,14 @@ class GitLabPlatform:
     async def get_pull_request(self, number: int) -> PullRequest:
         return await self._call(f"merge request !{number}", lambda: self._mr(self._project.mergerequests.get(number)))
 
-    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+    async def create_pull_request(
+        self, branch: str, base: str, title: str, body: str, draft: bool = False
+    ) -> PullRequest:
         def open_mr() -> PullRequest:
             fields = {
                 "source_branch": branch,
                 "target_branch": base,
-                "title": title,
+                "title": f"Draft: {title}" if draft else title,  # GitLab's draft: the title prefix
                 "description": body,
                 "remove_source_branch": True,
             }
@@ -398,6 +401,11 @@ class GitLabPlatform:
                     f"!{number} moved after CI passed on {sha[:10]} (head is now {str(mr.sha)[:10]}): an untested "
                     "commit is not merged; retry the task to test and merge the new head"
                 )
+            if self._mr(mr).draft:
+                # Opened as a draft (nothing tested it); a person approved the merge: ready it,
+                # as GitLab will not merge a draft.
+                mr.title = str(mr.title).removeprefix("Draft:").removeprefix("[Draft]").removeprefix("(Draft)").strip()
+                mr.save()
             # GitLab refuses (409) if the source branch moved since `sha`.
             extra: dict[str, Any] = {"sha": sha} if sha else {}
             mr.merge(squash=self.settings.squash, should_remove_source_branch=True, **extra)

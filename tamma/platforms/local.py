@@ -223,7 +223,9 @@ class LocalPlatform:
                 return PullRequest.model_validate(_pr_fields(record))
         return None
 
-    async def create_pull_request(self, branch: str, base: str, title: str, body: str) -> PullRequest:
+    async def create_pull_request(
+        self, branch: str, base: str, title: str, body: str, draft: bool = False
+    ) -> PullRequest:
         # Everything that awaits happens before the lock: a file lock held across an await would
         # block this event loop for good when another coroutine here asks for the same lock.
         head = await git("rev-parse", f"refs/heads/{branch}", cwd=self.path)
@@ -240,6 +242,7 @@ class LocalPlatform:
                 body=body,
                 url=f"local:{self.path}!{number}",
                 head_sha=head,
+                draft=draft,
             )
             self.store.write("pulls", number, pr.model_dump() | {"reviews": [], "created_at": _now()})
         return pr

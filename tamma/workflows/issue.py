@@ -212,7 +212,14 @@ class IssueWorkflow(Gates, Changes):
         pr = await self._step(
             StepName.OPEN_PR,
             names.OPEN_PR,
-            OpenPRInput(repo=repo, issue=issue, plan=plan, branch=branch, tests=tests_note(self.state.tests)),
+            OpenPRInput(
+                repo=repo,
+                issue=issue,
+                plan=plan,
+                branch=branch,
+                tests=tests_note(self.state.tests),
+                draft=bool(self._untested),  # nothing tested it: a draft, and the merge waits for a person
+            ),
             PullRequest,
             detail=lambda p: p.url,
         )

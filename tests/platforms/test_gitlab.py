@@ -285,3 +285,15 @@ async def test_each_note_carries_its_authors_role_in_the_project(gl: tuple[FakeG
     assert [c.author for c in comments if not untrusted_reason(c, "gitlab", [], roles, ["Stranger"])] == [
         "maint", "dev", "stranger", "stranger",
     ]  # fmt: skip
+
+
+async def test_an_untested_change_opens_as_a_draft_and_is_readied_to_merge(
+    gl: tuple[FakeGitLab, GitLabPlatform], tmp_path: Path
+) -> None:
+    fake, platform = gl
+    await platform.ensure_branch("tamma/issue-2", "main")
+    fake.remote.push_file("tamma/issue-2", "fix.txt", "fixed\n", tmp_path)
+    mr = await platform.create_pull_request("tamma/issue-2", "main", "Fix", "Closes #2", draft=True)
+    assert mr.draft and fake.mrs[mr.number]["title"] == "Draft: Fix"
+    merged = await platform.merge_pull_request(mr.number)  # a person approved the merge
+    assert merged.merged and fake.mrs[mr.number]["title"] == "Fix"

@@ -184,6 +184,8 @@ class FakeGitLab:
             return Reply(201, self._mr(self.mrs[iid]))
         if m := re.fullmatch(r"/merge_requests/(\d+)", p):
             mr = self.mrs.get(int(m[1]))
+            if mr and method == "PUT":  # an edit: the fields python-gitlab's save() sends
+                mr.update({k: v for k, v in body.items() if k in ("title", "description")})
             return Reply(200, self._mr(mr)) if mr else Reply(404, {"message": "404 Not found"})
         if m := re.fullmatch(r"/merge_requests/(\d+)/discussions/([0-9a-z]+)(/notes)?", p):
             found = next((d for d in self.mr_discussions.get(int(m[1]), []) if d["id"] == m[2]), None)
@@ -207,6 +209,8 @@ class FakeGitLab:
             )
         if (m := re.fullmatch(r"/merge_requests/(\d+)/merge", p)) and method == "PUT":
             mr = self.mrs[int(m[1])]
+            if str(mr["title"]).startswith("Draft:"):  # GitLab does not merge a draft
+                return Reply(405, {"message": "405 Method Not Allowed"})
             if mr["state"] != "opened":
                 return Reply(405, {"message": "405 Method Not Allowed"})
             squash = str(body.get("squash", q.get("squash", [""])[0])).lower() == "true"

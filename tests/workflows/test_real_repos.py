@@ -52,7 +52,11 @@ CASES: dict[str, Case] = {
 
 def make_repo(name: str, dest: Path) -> Path:
     shutil.copytree(FIXTURES / name, dest)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
+    ):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
@@ -124,7 +128,9 @@ async def test_zero_configuration_sees_the_bug_merges_the_fix_and_refuses_a_wron
     client: Client, task_queue: str, settings: Settings, tmp_path: Path, name: str
 ) -> None:
     case = CASES[name]
-    missing = [tool for tool in case.needs if shutil.which(tool) is None and not (Path.home() / ".cargo/bin" / tool).exists()]
+    missing = [
+        tool for tool in case.needs if shutil.which(tool) is None and not (Path.home() / ".cargo/bin" / tool).exists()
+    ]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed here")
     s = configured(settings)
@@ -152,7 +158,9 @@ async def test_zero_configuration_sees_the_bug_merges_the_fix_and_refuses_a_wron
 
     # a wrong fix (fixes nothing, or breaks another test): refused, nothing merged
     wrong_repo = make_repo(name, tmp_path / "wrong")
-    state = await run(client, task_queue, s, wrong_repo, case.title, script(tmp_path, case.path, [(case.old, case.wrong)], "wrong"))
+    state = await run(
+        client, task_queue, s, wrong_repo, case.title, script(tmp_path, case.path, [(case.old, case.wrong)], "wrong")
+    )
     assert state.status == TaskStatus.FAILED, state.status
     refused = state.tests[-1]
     assert not refused.passed and refused.tests_ran and refused.tests_ran > 0, refused.summary
@@ -180,6 +188,7 @@ async def test_a_repository_without_tests_is_not_merged_without_a_person(
         assert report.untested and report.tests_ran is None
         pulls = platform.list_pull_requests()
         assert len(pulls) == 1 and "Not tested" in pulls[0].body
+        assert pulls[0].draft  # opened as a draft: nothing tested it
         assert "value /= 1000" in file_on_main(repo, "src/units/__init__.py")  # nothing merged on its own
         await service.approve(wid, by="maintainer", reason="checked by hand")
         state = await service.result(wid)
@@ -219,7 +228,9 @@ async def test_the_plan_is_made_from_the_repository_and_a_plan_naming_missing_fi
     wrong = json.loads(json.dumps(plan))
     wrong["response"]["files"] = ["lib/vectors/dot.py"]  # made up from the words
     wrong["expect"] = {"prompt_contains": ["more_itertools/recipes.py: ", "dotproduct()"]}
-    plan["expect"] = {"prompt_contains": ["these files do not exist and are not in an existing folder: lib/vectors/dot.py"]}
+    plan["expect"] = {
+        "prompt_contains": ["these files do not exist and are not in an existing folder: lib/vectors/dot.py"]
+    }
     doc["exchanges"] = [analysis, wrong, plan, *code]
     path.write_text(json.dumps(doc))
     state = await run(client, task_queue, configured(settings), repo, "The dot product of two vectors is wrong", path)
