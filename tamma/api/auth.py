@@ -4,51 +4,15 @@ optional issuer and audience, and a `role` claim: viewer < operator < admin."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tamma.config import ApiSettings
-from tamma.errors import AuthError, ConfigError, PermissionDenied
-
-Role = Literal["viewer", "operator", "admin"]
-RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
-
-
-def _pem(value: str) -> str:
-    return value if "-----BEGIN" in value else Path(value).expanduser().read_text(encoding="utf-8")
-
-
-def verification_key(api: ApiSettings) -> str:
-    if api.jwt_algorithm == "HS256":
-        if api.jwt_secret is None:
-            raise ConfigError("the API needs api.jwt_secret (TAMMA_API__JWT_SECRET) for HS256 tokens")
-        return api.jwt_secret.get_secret_value()
-    if api.jwt_public_key is None:
-        raise ConfigError("the API needs api.jwt_public_key (PEM or path) for RS256 tokens")
-    return _pem(api.jwt_public_key)
-
-
-def create_token(api: ApiSettings, subject: str, role: Role, ttl_s: int) -> str:
-    """Mint a token from the configured key (`tamma token create`)."""
-    if ttl_s > api.max_token_ttl_s:
-        raise ConfigError(f"a token may live at most api.max_token_ttl_s ({api.max_token_ttl_s}s); ask for less")
-    now = int(time.time())
-    claims: dict[str, object] = {"sub": subject, "role": role, "iat": now, "exp": now + ttl_s}
-    if api.jwt_issuer:
-        claims["iss"] = api.jwt_issuer
-    if api.jwt_audience:
-        claims["aud"] = api.jwt_audience
-    if api.jwt_algorithm == "HS256":
-        key = verification_key(api)
-    elif api.jwt_private_key is None:
-        raise ConfigError("minting RS256 tokens needs api.jwt_private_key (PEM or path)")
-    else:
-        key = _pem(api.jwt_private_key.get_secret_value())
-    return jwt.encode(claims, key, algorithm=api.jwt_algorithm)
+from tamma.errors import AuthError, PermissionDenied
+from tamma.tokens import RANK, Role, create_token, verification_key  # noqa: F401  (re-exported)
 
 
 class Principal:
