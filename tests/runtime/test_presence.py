@@ -44,6 +44,7 @@ async def test_a_killed_worker_is_gone_in_seconds_though_temporal_still_lists_it
             worker.kill()
             worker.wait()
     # the freshness window plus one heartbeat, not the minutes of the poller history
+    print(f"\nthe killed worker was gone from presence {took:.1f} s after SIGKILL")
     assert took <= FRESH.total_seconds() + 4, (took, gone.seen)
     assert f"none polling {queue!r} since " in gone.waiting(), gone.seen
     pollers = await client.workflow_service.describe_task_queue(
