@@ -62,3 +62,14 @@ def task_id(arg: str, repo: Path, settings: Settings) -> str:
 
 
 IdArg = Annotated[str, typer.Argument(help="task id, or issue number in --repo")]
+
+
+def who() -> str:
+    """The person at this terminal, as decisions record them: `cli:<OS user>` (`cli` alone when
+    the system cannot say)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return "cli"

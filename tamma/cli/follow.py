@@ -13,6 +13,7 @@ from rich.text import Text
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
+from tamma.cli.common import who
 from tamma.cli.render import plan_panel, step_line, steps_table
 from tamma.cli.session import Session
 from tamma.models import StepName, TaskState, TaskStatus
@@ -119,10 +120,10 @@ async def _ask(session: Session, wid: str, state: TaskState, interactive: bool) 
     while (answer := (await _read_line(session, "Approve this plan? [y/n]: ")).lower()) not in ("y", "yes", "n", "no"):
         console.print("Please answer y or n.")
     if answer.startswith("y"):
-        await session.tasks.approve(wid, by="cli")
+        await session.tasks.approve(wid, by=who())
     else:
         reason = await _read_line(session, "Reason (rejected at the prompt): ") or "rejected at the prompt"
-        await session.tasks.reject(wid, by="cli", reason=reason)
+        await session.tasks.reject(wid, by=who(), reason=reason)
 
 
 async def _read_line(session: Session, prompt: str) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape as esc
 
-from tamma.cli.common import IdArg, RepoOpt, _run, _settings, _sleep, console, task_id
+from tamma.cli.common import IdArg, RepoOpt, _run, _settings, _sleep, console, task_id, who
 from tamma.cli.errors import run_or_exit
 from tamma.errors import InvalidInputError
 from tamma.status import TaskStatus  # in command signatures: typer reads them at start
@@ -284,7 +284,7 @@ def retry(
             )
             if plan.action == "resume":
                 await _ensure_worker(session)
-                await session.tasks.resume(wid, by="cli")
+                await session.tasks.resume(wid, by=who())
                 console.print(f"Resumed [bold]{esc(wid)}[/]")
                 if detach:
                     return 0
@@ -345,7 +345,7 @@ def _act(
 @tasks_app.command()
 def approve(ctx: typer.Context, task: IdArg, repo: RepoOpt = Path("."), reason: str = "") -> None:
     """Approve a task's plan."""
-    _act(ctx, task, repo, lambda s, wid: s.tasks.approve(wid, by="cli", reason=reason), "approved")
+    _act(ctx, task, repo, lambda s, wid: s.tasks.approve(wid, by=who(), reason=reason), "approved")
 
 
 @tasks_app.command()
@@ -353,7 +353,7 @@ def reject(
     ctx: typer.Context, task: IdArg, reason: Annotated[str, typer.Option(help="why")], repo: RepoOpt = Path(".")
 ) -> None:
     """Reject a task's plan."""
-    _act(ctx, task, repo, lambda s, wid: s.tasks.reject(wid, by="cli", reason=reason), "rejected")
+    _act(ctx, task, repo, lambda s, wid: s.tasks.reject(wid, by=who(), reason=reason), "rejected")
 
 
 @tasks_app.command()

@@ -81,6 +81,9 @@ def test_ctrl_c_detaches_and_status_follow_reattaches(cli_env: dict[str, str], r
         follow = tamma(env, "status", "1", "--follow", cwd=repo)
         assert follow.returncode == 0 and "Merged tamma/issue-1" in follow.stdout, follow.stdout + follow.stderr
         assert "(already running)" in follow.stdout  # the background worker did the work
+        import getpass
+
+        assert f"approved by cli:{getpass.getuser()}" in follow.stdout  # the person, not just "cli"
         second = tamma(env, "approve", "1", cwd=repo)
         assert second.returncode != 0 and "not running" in second.stderr
     finally:
