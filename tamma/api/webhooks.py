@@ -278,9 +278,17 @@ class WebhookHub:
                     return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
                 handle = self.client.get_workflow_handle(wid)
                 rpc = timedelta(seconds=RPC_S)
-                if action.kind == "cancel":
-                    await _within(handle.cancel(rpc_timeout=rpc))
-                    return 200, {"outcome": "cancelled", "task": wid, "reason": action.reason}
+                if action.kind == "cancel" or action.signal in ("approve_signal", "reject_signal"):
+                    # the same checks and answers as `tamma approve|reject|cancel` and the API
+                    try:
+                        if action.kind == "cancel":
+                            await _within(self.tasks.cancel(wid))
+                            return 200, {"outcome": "cancelled", "task": wid, "reason": action.reason}
+                        await _within(
+                            self.tasks.check_decision(wid, "approve" if action.signal == "approve_signal" else "reject")
+                        )
+                    except (NotFoundError, InvalidInputError) as exc:
+                        return 200, {"outcome": "refused", "task": wid, "reason": exc.message}
                 arg: Any = (
                     ApprovalRequest(by=action.by, reason=action.text, delivery=delivery)
                     if action.signal in ("approve_signal", "reject_signal")

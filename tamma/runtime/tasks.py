@@ -269,12 +269,24 @@ class TaskService:
     #: how long a decision waits for a worker to take it before it is queued as a signal instead
     decide_timeout_s = 5.0
 
-    async def _decide(self, wid: str, update: object, req: ApprovalRequest, signal: str) -> TaskState:
+    async def check_decision(self, wid: str, kind: Literal["approve", "reject", "resume"]) -> None:
+        """The checks every launcher's decision gets — CLI and API (updates), `/tamma approve`
+        comments and the Web UI (signals) — with the same words as the workflow's validators:
+        the task exists, runs, and waits for this decision."""
         existing = await self._describe(wid)
         if existing is None:
             raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
-        if existing[0] != WorkflowExecutionStatus.RUNNING:
+        execution, status = existing
+        if execution != WorkflowExecutionStatus.RUNNING:
             raise InvalidInputError(f"task {wid} is not running; nothing to decide")
+        if kind == "resume" and status not in (None, TaskStatus.PARKED.value):
+            raise InvalidInputError(f"this task is not parked (status: {status}); nothing to resume")
+        if kind != "resume" and status not in (None, TaskStatus.AWAITING_APPROVAL.value):
+            raise InvalidInputError(f"this task is not waiting for approval (status: {status})")
+
+    async def _decide(self, wid: str, update: object, req: ApprovalRequest, signal: str) -> TaskState:
+        kind = signal.removesuffix("_signal")
+        await self.check_decision(wid, kind)  # type: ignore[arg-type]
         seen = await self.presence()
         if not seen.unknown and seen.missing:
             raise NotReady(f"task {wid} cannot take a decision now: {seen.waiting()}, and retry")

@@ -217,3 +217,16 @@ async def test_retry_is_one_rule_whatever_the_launcher(flow: Flow, api_settings:
     assert (await flow.service.result(wid)).status == TaskStatus.MERGED
     merged = await refusals("r-3")
     assert len(set(merged)) == 1 and "already merged" in merged[0]
+    # approve and cancel: one rule too — a comment used to answer "signalled" for a decision the
+    # finished task then ignored
+    late = (await post(flow.http, comment("/tamma approve"), "issue_comment", "r-late")).json()
+    api_late = await flow.http.post(f"/api/v1/tasks/{quote(wid, safe='')}/approve", headers=operator)
+    with pytest.raises(InvalidInputError) as cli_late:
+        await flow.service.approve(wid, by="cli:someone")
+    assert late["outcome"] == "refused" and api_late.status_code == 400
+    assert late["reason"] == api_late.json()["detail"] == cli_late.value.message
+    assert "is not running; nothing to decide" in late["reason"]
+    gone = (await post(flow.http, comment("/tamma cancel"), "issue_comment", "r-cancel")).json()
+    with pytest.raises(InvalidInputError) as cli_gone:
+        await flow.service.cancel(wid)
+    assert gone["outcome"] == "refused" and gone["reason"] == cli_gone.value.message
