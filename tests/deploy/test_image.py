@@ -123,7 +123,7 @@ def test_a_worker_container_is_healthy_fast_writes_a_fresh_volume_runs_sandboxed
     demo = docker("exec", name, "tamma", "demo", "--dir", "/data/demo/pager", timeout=240)
     assert "Merged" in demo.stdout, demo.stdout + demo.stderr
     assert "Sandbox: bwrap: workspace-only writes" in demo.stdout, demo.stdout
-    assert "external workers are polling" in demo.stdout
+    assert "Worker: tamma-worker-" in demo.stdout and "(already running)" in demo.stdout  # the container's worker
     t0 = time.monotonic()
     docker("stop", "-t", "40", name, timeout=60)
     state = inspect(name)["State"]
