@@ -269,16 +269,21 @@ class TaskService:
     #: how long a decision waits for a worker to take it before it is queued as a signal instead
     decide_timeout_s = 5.0
 
-    async def check_decision(self, wid: str, kind: Literal["approve", "reject", "resume"]) -> None:
+    async def check_decision(
+        self, wid: str, kind: Literal["approve", "reject", "resume"], *, waiting: bool = True
+    ) -> None:
         """The checks every launcher's decision gets — CLI and API (updates), `/tamma approve`
         comments and the Web UI (signals) — with the same words as the workflow's validators:
-        the task exists, runs, and waits for this decision."""
+        the task exists, runs, and (with `waiting`) waits for this decision. An update skips the
+        last: the workflow's validator answers it, and knows more ("already approved by …")."""
         existing = await self._describe(wid)
         if existing is None:
             raise NotFoundError(f"no task {wid}; list tasks with `tamma list`")
         execution, status = existing
         if execution != WorkflowExecutionStatus.RUNNING:
             raise InvalidInputError(f"task {wid} is not running; nothing to decide")
+        if not waiting:
+            return
         if kind == "resume" and status not in (None, TaskStatus.PARKED.value):
             raise InvalidInputError(f"this task is not parked (status: {status}); nothing to resume")
         if kind != "resume" and status not in (None, TaskStatus.AWAITING_APPROVAL.value):
@@ -286,7 +291,7 @@ class TaskService:
 
     async def _decide(self, wid: str, update: object, req: ApprovalRequest, signal: str) -> TaskState:
         kind = signal.removesuffix("_signal")
-        await self.check_decision(wid, kind)  # type: ignore[arg-type]
+        await self.check_decision(wid, kind, waiting=False)  # type: ignore[arg-type]
         seen = await self.presence()
         if not seen.unknown and seen.missing:
             raise NotReady(f"task {wid} cannot take a decision now: {seen.waiting()}, and retry")
