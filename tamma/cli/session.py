@@ -45,11 +45,15 @@ class Session:
         )
 
     async def drifted_workers(self) -> list[str]:
-        """Identities of live workers with settings other than this shell's (they started
-        before the settings changed, or were given others)."""
+        """Live workers with settings other than this shell's (they started before the settings
+        changed, or were given others), or running another version of Tamma."""
+        from tamma.version import tamma_version
+
         mine = f"{CONFIG_MARK}{self.settings.fingerprint()}"
         seen = await presence(self.client, self.settings.temporal.task_queue)
-        return sorted({who.split(" ")[0] for who in seen.identities() if CONFIG_MARK in who and mine not in who})
+        settings = {who.split(" ")[0] for who in seen.identities() if CONFIG_MARK in who and mine not in who}
+        builds = seen.other_builds(tamma_version())
+        return sorted(settings - {b.split(" ")[0] for b in builds}) + builds
 
     async def start_worker(self) -> bool:
         """Run a worker here unless external workers serve the queue; True if one started."""

@@ -134,8 +134,8 @@ async def _warn_about_drift(session: Session) -> None:
         else "restart those workers with the new settings"
     )
     console.print(
-        f"[yellow]warning:[/] {esc(', '.join(drifted))} run(s) with settings other than this shell's "
-        f"(started before a change, or configured differently) and may run this task: {how}"
+        f"[yellow]warning:[/] {esc(', '.join(drifted))} run(s) with settings or a version other than this "
+        f"shell's (started before a change, or configured differently) and may run this task: {how}"
     )
 
 

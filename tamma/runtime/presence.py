@@ -13,6 +13,7 @@ Temporal, or one with them turned off) and for workers that send none, with thei
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,16 @@ class Presence:
     def identities(self) -> list[str]:
         return sorted({s.identity for s in self.seen if s.live})
 
+    def other_builds(self, version: str) -> list[str]:
+        """Live Tamma workers of another version than `version` ("tamma-worker-12@host v0.1.0"):
+        they run this version's tasks with their own code."""
+        found = set()
+        for who in self.identities():
+            build = build_of(who)
+            if build and build != version:
+                found.add(f"{who.split(' ')[0]} v{build}")
+        return sorted(found)
+
     def waiting(self) -> str:
         """'' when served; else what a person reads: which queue has no worker since when, and the fix."""
         if self.unknown:
@@ -104,6 +115,12 @@ _NO_HEARTBEATS = (
     RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.INVALID_ARGUMENT,
 )
+
+
+def build_of(identity: str) -> str:
+    """The Tamma version a worker's identity names ("tamma-worker-12@host v0.1.0 cfg:…"), or ""."""
+    m = re.search(r" v(\S+)", identity)
+    return m.group(1) if m else ""
 
 
 def _ours(identity: str) -> bool:

@@ -83,3 +83,19 @@ async def test_presence_does_not_guess_when_temporal_does_not_answer() -> None:
     seen = await presence(dead, "q", timeout_s=0.5)
     assert seen.unknown and not seen.serving and not seen.seen
     assert seen.waiting().startswith("cannot tell whether a worker is running: Temporal did not answer")
+
+
+def test_workers_of_another_version_are_named() -> None:
+    from datetime import UTC, datetime
+
+    from tamma.runtime.presence import Presence, Seen, build_of
+
+    now = datetime.now(UTC)
+    seen = (
+        Seen("tamma-worker-1@a v0.2.0 cfg:abc", "q", now, True, "heartbeat"),
+        Seen("tamma-worker-2@b v0.1.0 cfg:abc", "q", now, True, "heartbeat"),
+        Seen("tamma-worker-3@c v0.0.9 cfg:abc", "q", now, False, "heartbeat"),  # gone: not counted
+        Seen("some-other-sdk-worker", "q", now, True, "poller"),  # no version: not judged
+    )
+    assert build_of("tamma-worker-1@a v0.2.0 cfg:abc") == "0.2.0" and build_of("x@y") == ""
+    assert Presence(("q",), seen).other_builds("0.2.0") == ["tamma-worker-2@b v0.1.0"]
