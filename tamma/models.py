@@ -387,6 +387,12 @@ class WorkflowOptions(Strict):
     self_review: bool = Field(default=False, description="a model reviews the diff before the PR is opened")
     max_self_review_rounds: int = Field(default=1, ge=0, description="fix rounds the self-review may ask for")
     auto_merge: bool = True
+    merge_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="a window before merging in which a reviewer can object: a trusted review comment "
+        "arriving in it leaves the PR open for people instead; 0: merge as soon as CI and reviews allow",
+    )
     merge_wait_s: float = Field(
         default=7 * 24 * 3600,
         ge=0,

@@ -189,6 +189,30 @@ class Changes(StepRunner):
             self._end(record, "failed", "CI did not finish in time")
             raise StepFailed(f"CI on {pr.url} did not finish within {self.opts.ci_timeout_s:.0f}s")
 
+    async def _merge_window(self, pr: PullRequest) -> bool:
+        """workflow.merge_delay_s before the merge: a review webhook (or the window's end) looks
+        for new trusted review comments; any is an objection (False: leave the PR to people)."""
+        record = self._begin(StepName.MERGE)
+        record.detail = f"merging in {self.opts.merge_delay_s:.0f}s unless a reviewer objects (workflow.merge_delay_s)"
+        deadline = workflow.now() + timedelta(seconds=self.opts.merge_delay_s)
+        while True:
+            self._nudged = False
+            left = (deadline - workflow.now()).total_seconds()
+            if left > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._nudged or bool(self._stopped), timeout=timedelta(seconds=left)
+                    )
+            if self._stopped:
+                self._end(record, "failed", self._stopped)
+                raise Stopped(self._stopped)
+            if await self._new_review_feedback(pr):
+                self._end(record, "failed", "a reviewer objected during the merge window")
+                return False
+            if workflow.now() >= deadline:
+                self._end(record, "done", f"no objection in {self.opts.merge_delay_s:.0f}s")
+                return True
+
     async def _new_review_feedback(self, pr: PullRequest) -> str:
         record = self._begin(StepName.REVIEW)
         comments: list[ReviewComment] = await self._activity(

@@ -242,6 +242,10 @@ class IssueWorkflow(Gates, Changes):
         workflow.deprecate_patch("blocked-paths-on-diff")
         if not await self._diff_gate(issue, "before merge"):
             return
+        # Versioned (only runs that ask for a window record the marker): a window to object in.
+        if opts.merge_delay_s > 0 and workflow.patched("merge-delay") and not await self._merge_window(pr):
+            self._finish(TaskStatus.PR_OPEN, f"a reviewer objected during the merge window: {pr.url} stays open")
+            return
         workflow.deprecate_patch("merge-pins-ci-sha")
         pinned = self._ci_sha  # the merge is of the commit CI passed on, or none
         merged = await self._step(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
@@ -335,3 +336,36 @@ async def test_a_decision_no_worker_takes_is_queued_then_taken_when_one_returns(
         state = await service.result(wid)
     assert state.status == TaskStatus.MERGED
     assert state.approval is not None and state.approval.by == "alice"
+
+
+async def test_a_merge_window_merges_when_nobody_objects_and_not_when_a_reviewer_does(
+    client: Client, task_queue: str, settings: Settings, activities: IssueActivities, tmp_path: Path
+) -> None:
+    """workflow.merge_delay_s: the merge waits out a window; a trusted review comment arriving in
+    it (its webhook nudges the task) is an objection, and the PR is left open for people."""
+    from tamma.demo import make_demo
+    from tamma.models import EventNote, StepName
+
+    service = TaskService(client, task_queue)
+    quiet, issue = make_demo(tmp_path / "quiet", settings.data_dir)
+    objected, other = make_demo(tmp_path / "objected", settings.data_dir)
+    async with running_worker(client, task_queue, activities, settings):
+        calm, _ = await service.start(demo_input(quiet, issue, settings, merge_delay_s=1.0))
+        contested, _ = await service.start(demo_input(objected, other, settings, merge_delay_s=120.0))
+        for _ in range(300):
+            state = await service.state(contested)
+            window = [r for r in state.steps if r.name == StepName.MERGE]
+            if window and "unless a reviewer objects" in window[-1].detail:
+                break
+            await asyncio.sleep(0.1)
+        assert window and window[-1].status == "running", state.steps
+        pr = objected.list_pull_requests()[0]
+        objected.add_review_comment(pr.number, "alice", "Hold on: page 0 should raise")
+        await service.handle(contested).signal("ci_event", EventNote(kind="review submitted", delivery="obj-1"))
+        held = await service.result(contested)
+        merged = await service.result(calm)
+        await keep_history(client, contested, "merge-window-objection")
+    assert merged.status == TaskStatus.MERGED
+    assert [r.detail for r in merged.steps if r.name == StepName.MERGE][0] == "no objection in 1s"
+    assert held.status == TaskStatus.PR_OPEN and "objected during the merge window" in held.error + str(held.steps)
+    assert "page * per_page" in git(objected, "show", "main:pager.py")  # nothing merged
