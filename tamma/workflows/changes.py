@@ -36,6 +36,9 @@ with workflow.unsafe.imports_passed_through():
 
 from tamma.workflows.steps import CIStop, StepFailed, StepRunner, Stopped
 
+#: restarts of one CI wait that webhook nudges may cause (each ~8 history events)
+CI_NUDGES = 20
+
 
 class Changes(StepRunner):
     async def _implement_until_green(self, issue: Issue, plan: Plan, branch: str, iteration: int, feedback: str) -> int:
@@ -148,8 +151,13 @@ class Changes(StepRunner):
     ) -> CIStatus:
         """The polls happen in one heartbeating activity, so a CI wait of hours adds a handful of
         events, not thousands. A webhook's nudge or a stop cancels it: a nudge starts it again
-        (it polls at once), a stop ends the step."""
+        (it polls at once), a stop ends the step. Each restart costs ~8 history events, so a
+        wait takes at most CI_NUDGES of them; later nudges are left to the activity's own polls
+        (every workflow.ci_poll_s) — a forge sending hundreds of check events cannot grow it."""
         o = self.opts
+        # Versioned: histories recorded before restarted on every nudge.
+        budget = CI_NUDGES if workflow.patched("ci-nudge-budget") else None
+        restarts = 0
         while True:
             if self._stopped:
                 self._end(record, "failed", self._stopped)
@@ -172,8 +180,14 @@ class Changes(StepRunner):
                 ),
                 summary=f"CI of !{pr.number}",
             )
-            await workflow.wait_condition(lambda h=handle: h.done() or self._nudged or bool(self._stopped))  # type: ignore[misc]
+            may_restart = budget is None or restarts < budget
+            await workflow.wait_condition(
+                lambda h=handle, again=may_restart: (  # type: ignore[misc]
+                    h.done() or (self._nudged and again) or bool(self._stopped)
+                )
+            )
             if not handle.done():
+                restarts += 1
                 handle.cancel()
                 with contextlib.suppress(ActivityError, asyncio.CancelledError):
                     await handle

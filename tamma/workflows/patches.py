@@ -54,6 +54,9 @@ PATCHES: dict[str, Patch] = {
     "progress-on-end": Patch(
         "deprecated", "2026-12-06", "the progress comment says how the task ended", "2027-01-31"
     ),
+    "ci-nudge-budget": Patch(
+        "patched", "2026-12-06", "a CI wait restarts on at most 20 webhook nudges (a bounded history)", "2027-01-31"
+    ),
     "merge-delay": Patch(
         "patched", "2026-12-06", "an optional window before the merge in which a reviewer can object", "2027-01-31"
     ),

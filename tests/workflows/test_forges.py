@@ -356,3 +356,56 @@ async def test_a_merge_held_past_merge_wait_s_fails_and_says_why(
         state = await run(client, task_queue, s, RepoRef(platform="github", locator=fake.full))
     assert state.status == TaskStatus.FAILED
     assert "branch protection holds" in state.error and "2 approving reviews are required" in state.error
+
+
+async def test_a_flood_of_ci_webhooks_restarts_the_wait_a_bounded_number_of_times(
+    client: Client, task_queue: str, github_ci: tuple[FakeGitHub, Settings]
+) -> None:
+    """Each CI nudge used to cancel and restart the wait (~8 history events): a forge sending a
+    check event per check for hours could grow a task's history without bound. Now a wait restarts
+    on at most CI_NUDGES of them; the rest are left to the activity's own polls."""
+    from tamma.models import EventNote
+    from tamma.workflows.changes import CI_NUDGES
+
+    fake, settings = github_ci
+    settings = settings.model_copy(update={"workflow": settings.workflow.model_copy(update={"ci_poll_s": 0.2})})
+    done = False
+
+    def ci(sha: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": 7100,
+                "name": "build",
+                "status": "completed" if done else "in_progress",
+                "conclusion": "success" if done else None,
+                "app": {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"},
+            }
+        ]
+
+    fake.ci = ci
+    service = TaskService(client, task_queue)
+    opts = settings.task_options(transcript=str(DEMO_TRANSCRIPT), retry_initial_s=0.2)
+    async with running_worker(client, task_queue, build_activities(settings), settings):
+        wid, _ = await service.start(
+            IssueTaskInput(repo=RepoRef(platform="github", locator=fake.full), issue_number=1, options=opts)
+        )
+        for _ in range(300):
+            if (await service.state(wid)).step == StepName.CI:
+                break
+            await asyncio.sleep(0.1)
+        for i in range(3 * CI_NUDGES):  # a check event per check, and then some
+            await service.handle(wid).signal("ci_event", EventNote(kind="check_run completed", delivery=f"n{i}"))
+            await asyncio.sleep(0.02)
+        done = True
+        state = await service.result(wid)
+    assert state.status == TaskStatus.MERGED, state.error
+    events = [e async for e in client.get_workflow_handle(wid).fetch_history_events()]
+    waits = [
+        e for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "wait_for_ci"
+    ]  # fmt: skip
+    signals = [e for e in events if e.HasField("workflow_execution_signaled_event_attributes")]
+    print(f"\n{len(signals)} CI nudges, {len(waits)} waits started, {len(events)} history events in all")
+    assert len(signals) == 3 * CI_NUDGES and len(waits) <= CI_NUDGES + 1
+    await keep_history(client, wid, "ci-nudges-bounded")

@@ -38,6 +38,7 @@ REQUIRED = {
     "replanned-after-edit",  # the issue edited while the plan waited: planned again, then approved
     "parked-then-resumed",  # a sustained rate limit parked the task; `resume` (an update) finished it
     "poll",  # PollWorkflow: a schedule's poll that started the labelled issue's task
+    "ci-nudges-bounded",  # 60 CI webhooks during one wait: 20 restarts, then the activity's polls (patch)
     "merge-window-objection",  # workflow.merge_delay_s: a review in the window left the PR open (patch merge-delay)
 }
 
