@@ -93,3 +93,31 @@ def test_redactor_hides_secrets_and_their_encodings() -> None:
     r = Redactor(["sk-ant-abcdef123", "ab"])  # too short to redact safely: ignored
     text = f"key sk-ant-abcdef123 b64 {base64.b64encode(b'sk-ant-abcdef123').decode()} lab"
     assert r(text) == f"key {REDACTED} b64 {REDACTED}== lab"  # the padding says nothing
+
+
+def test_a_workers_fingerprint_moves_with_what_workers_read_and_only_that() -> None:
+    """The fingerprint decides whether a config edit restarts the workers: rotating a webhook
+    secret or the API's JWT secret (the server's alone) used to restart every one of them."""
+    from pydantic import SecretStr
+
+    from tamma.config import Settings
+
+    base = Settings()
+
+    def with_(section: str, **values: object) -> Settings:
+        return base.model_copy(update={section: getattr(base, section).model_copy(update=values)})
+
+    same = [
+        with_("webhooks", github_secrets=[SecretStr("rotated-webhook-secret")]),
+        with_("webhooks", gitlab_tokens=[SecretStr("rotated-gitlab-token")]),
+        with_("api", jwt_secret=SecretStr("rotated-jwt-secret")),
+    ]
+    moved = [
+        with_("llm", anthropic_api_key=SecretStr("sk-ant-new")),
+        with_("github", token=SecretStr("ghp_new")),
+        with_("webhooks", authorized_users=["someone-new"]),  # workers decide whose reviews count
+        with_("notify", webhook_url="https://hooks.example/tamma"),  # workers send the notifications
+        with_("agent", max_turns=base.agent.max_turns + 1),
+    ]
+    assert [s.fingerprint() for s in same] == [base.fingerprint()] * len(same)
+    assert all(s.fingerprint() != base.fingerprint() for s in moved)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tamma.config.secrets import Secret
@@ -397,11 +397,17 @@ class Settings(BaseSettings):
 
     def fingerprint(self) -> str:
         """A short digest of what a worker's behaviour depends on (secrets by their hash), which
-        workers announce in their identity so a launcher can tell one runs with other settings."""
-        sections = ("data_dir", "temporal", "worker", "agent", "llm", "github", "gitlab", "telemetry")
+        workers announce in their identity so a launcher can tell one runs with other settings,
+        and which decides whether a config edit restarts them. Server-only settings stay out: the
+        API section and the webhooks' secrets (rotating a webhook secret used to restart every
+        worker); what workers do read of `webhooks` (bot login, whom to trust) and `notify` count."""
+        sections = ("data_dir", "temporal", "worker", "agent", "llm", "github", "gitlab", "telemetry", "notify")
+        worker_webhooks = self.webhooks.model_copy(update={"github_secrets": [], "gitlab_tokens": []})
         doc = self.model_dump(mode="json", include=set(sections))
+        doc["webhooks"] = worker_webhooks.model_dump(mode="json")
         digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode())
-        for secret in sorted(self.secrets()):
+        used = [getattr(self, s) for s in sections if isinstance(getattr(self, s), BaseModel)] + [worker_webhooks]
+        for secret in sorted({v for model in used for v in secret_values(model)}):
             digest.update(hashlib.sha256(secret.encode()).digest())
         return digest.hexdigest()[:12]
 
