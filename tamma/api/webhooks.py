@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from tamma.api.errors import error_response
@@ -274,8 +274,14 @@ class WebhookHub:
                             raise
                         started = found
                     outcome = "started" if started else "attached"  # "started" only when a run began
+                    reason = action.reason
+                    if not started and (ended := await self._ended_as(wid)):
+                        # a finished task is not run again by a repeated trigger (a redelivery, a
+                        # re-assignment): say so, and how to ask for it, instead of "attached"
+                        outcome = "finished"
+                        reason = f"the task already ended ({ended}); comment `/tamma retry` to run it again"
                     self.metrics.workflows.labels(outcome).inc()
-                    return 200, {"outcome": outcome, "task": wid, "reason": action.reason}
+                    return 200, {"outcome": outcome, "task": wid, "reason": reason}
                 handle = self.client.get_workflow_handle(wid)
                 rpc = timedelta(seconds=RPC_S)
                 if action.kind == "cancel" or action.signal in ("approve_signal", "reject_signal"):
@@ -303,6 +309,20 @@ class WebhookHub:
                 raise TemporalUnavailable(f"Temporal refused the {action.kind}: {exc.message}") from None
             except RuntimeError as exc:  # the lazy client could not connect
                 raise TemporalUnavailable(f"Temporal is unreachable: {str(exc)[:200]}") from None
+
+    async def _ended_as(self, wid: str) -> str:
+        """The final status of `wid` when its last run has ended ("" while it runs or when
+        Temporal does not say)."""
+        try:
+            desc = await asyncio.wait_for(
+                self.client.get_workflow_handle(wid).describe(rpc_timeout=timedelta(seconds=CHECK_S)), CHECK_S + 0.5
+            )
+        except (TimeoutError, RPCError, RuntimeError):
+            return ""
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            return ""
+        status = desc.typed_search_attributes.get(search.STATUS)
+        return str(status or (desc.status.name.lower() if desc.status else "ended"))
 
     async def _began_since(self, wid: str, asked: datetime) -> bool | None:
         """After a start whose answer was lost: True when a run of `wid` began since `asked`

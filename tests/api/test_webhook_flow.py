@@ -109,6 +109,9 @@ async def test_closing_the_issue_stops_the_task(flow: Flow) -> None:
     state = await flow.service.result(wid)
     assert state.status == TaskStatus.CANCELLED and "closed" in state.error
     assert flow.github.remote.branches() == ["main"]  # stopped before any branch was made
+    # assigned again: nothing runs, and the answer says so (it said "attached")
+    again = (await post(flow.http, flow.assigned, "issues", "a2")).json()
+    assert again["outcome"] == "finished" and "cancelled" in again["reason"] and "/tamma retry" in again["reason"]
     await keep_history(flow.service.client, wid, "stopped-on-issue-close")
 
 
