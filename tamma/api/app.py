@@ -30,6 +30,7 @@ from temporalio.service import RPCError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tamma.api import config_routes, docs, errors, ops, tasks, webhooks
+from tamma.api.live import LiveHub
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
 from tamma.config import Settings, find_config_file
@@ -231,6 +232,7 @@ def create_app(
                 handler.setFormatter(log_formatter(settings.logging.format, sys.stdout))
         logging.getLogger("tamma").setLevel(settings.logging.level.upper())
         app.state.tasks = TaskService(client, settings.temporal.task_queue)
+        app.state.live = LiveHub(app.state.tasks)  # one feed per watched task, for SSE and WebSocket
         app.state.hub = webhooks.WebhookHub(settings, client, metrics)
         app.state.probe = ops.TemporalProbe(client, settings.temporal.task_queue, metrics)
         for platform, on in (("GitHub", settings.webhooks.github_secrets), ("GitLab", settings.webhooks.gitlab_tokens)):

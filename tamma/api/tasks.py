@@ -7,19 +7,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from tamma.api.auth import Operator, Viewer
+from tamma.api.auth import Operator, Viewer, verify
 from tamma.api.events import allowed_repo
+from tamma.api.live import TOO_SLOW, LiveHub
 from tamma.config import Settings
-from tamma.errors import InvalidInputError, PermissionDenied, TemporalUnavailable
+from tamma.errors import AuthError, InvalidInputError, PermissionDenied, TemporalUnavailable
 from tamma.models import MAX_ISSUE, IssueTaskInput, RepoRef, TaskState, TaskSummary
 from tamma.platforms.local import local_repo_ref
 from tamma.runtime.tasks import TaskService
@@ -129,22 +131,72 @@ async def list_tasks(
 async def task_logs(task_id: str, request: Request, who: Viewer) -> StreamingResponse:
     svc = _service(request)
     await svc.state(task_id)  # 404 before streaming starts
+    hub: LiveHub = request.app.state.live
 
     async def events() -> AsyncIterator[str]:
-        seen: dict[int, str] = {}
-        while True:
-            state = await svc.state(task_id)
-            for n, step in enumerate(state.steps):
-                mark = f"{step.status}:{step.detail}"
-                if seen.get(n) != mark:
-                    seen[n] = mark
-                    yield f"event: step\ndata: {step.model_dump_json()}\n\n"
-            if state.status.finished or await request.is_disconnected():
-                yield f"event: end\ndata: {json.dumps({'status': state.status.value, 'error': state.error})}\n\n"
-                return
-            await asyncio.sleep(0.5)
+        async with hub.subscribe(task_id) as queue:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": ping\n\n"  # an SSE comment: keeps proxies from closing an idle stream
+                    continue
+                if event is None or event["event"] == "dropped":
+                    return
+                if event["event"] == "step":
+                    yield f"event: step\ndata: {json.dumps(event['step'])}\n\n"
+                elif event["event"] == "end":
+                    yield f"event: end\ndata: {json.dumps({'status': event['status'], 'error': event['error']})}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+#: a WebSocket or SSE stream with nothing to say sends a ping this often
+HEARTBEAT_S = 15.0
+
+
+@router.websocket("/tasks/{task_id:path}/events")
+async def task_events(websocket: WebSocket, task_id: str) -> None:
+    """A task's events as JSON messages — `step` (each change of a step), `end` (status, error),
+    `ping` (every HEARTBEAT_S while nothing happens) — until it ends. Auth: `Authorization: Bearer
+    <JWT>` (viewer or above), or `?access_token=` for browsers, which cannot set the header. Close
+    codes: 1008 not allowed or no such task, 1013 Temporal unreachable or the reader fell behind
+    (reconnect), 1000 after the end event."""
+    settings = websocket.app.state.settings
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("access_token", "")
+    try:
+        verify(settings.api, token)  # any valid role may watch: viewer is the lowest
+    except AuthError as exc:
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    probe = getattr(websocket.app.state, "probe", None)
+    if probe is not None and probe.reachable is False:
+        await websocket.close(code=1013, reason="Temporal is unreachable")
+        return
+    service: TaskService = websocket.app.state.tasks
+    if not await service.exists(task_id):
+        await websocket.close(code=1008, reason=f"no task {task_id}"[:120])
+        return
+    await websocket.accept()
+    hub: LiveHub = websocket.app.state.live
+    with contextlib.suppress(WebSocketDisconnect):
+        async with hub.subscribe(task_id) as queue:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    await websocket.send_json({"event": "ping"})
+                    continue
+                if event is None:
+                    await websocket.close(code=1000)
+                    return
+                await websocket.send_json(event)
+                if event is TOO_SLOW:
+                    await websocket.close(code=1013, reason="too far behind: reconnect")
+                    return
 
 
 @router.post("/tasks/{task_id:path}/approve", response_model=TaskState, summary="Approve the plan (workflow update)")
