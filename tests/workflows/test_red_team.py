@@ -251,7 +251,7 @@ async def test_the_blocked_path_gate_sees_every_changed_path(
 # ---- 6. resources: a test that forks and allocates --------------------------------------------
 
 HOG_TEST = """\
-import os, unittest
+import os, time, unittest
 
 
 class Hog(unittest.TestCase):
@@ -263,6 +263,7 @@ class Hog(unittest.TestCase):
                 block = bytearray(150 * 1024 * 1024)
                 for j in range(0, len(block), 4096):
                     block[j] = 1
+                time.sleep(2)  # all four hold their memory at once: 600 MB, whatever the timing
                 os._exit(0)
             kids.append(pid)
         codes = [os.waitpid(k, 0)[1] for k in kids]
