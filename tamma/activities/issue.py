@@ -458,11 +458,16 @@ class IssueActivities:
             else:
                 counts = parse_results(result.output)
                 touched = any(_TEST_PATH.search(f) for f in (await ws.branch_changes(base)).files)
-                verdict = judge(counts, result.exit_code, prepared.baseline.counts, touched)
+                verdict = judge(
+                    counts, result.exit_code, prepared.baseline.counts, touched, prepared.baseline.exit_code
+                )
                 if verdict.regressions and not result.timed_out:
                     # once more: a test that passes on a second run is flaky, not the change's
                     again = await runner.run_once()
-                    second = judge(parse_results(again.output), again.exit_code, prepared.baseline.counts, touched)
+                    second = judge(
+                        parse_results(again.output), again.exit_code, prepared.baseline.counts, touched,
+                        prepared.baseline.exit_code,
+                    )  # fmt: skip
                     flaky = sorted(set(verdict.regressions) - set(second.regressions))
                     if flaky:
                         log.warning("flaky on %s: %s", inp.repo.key, ", ".join(flaky[:20]))
@@ -701,7 +706,7 @@ class _TestRunner:
         if prepared.command is None:
             return result
         counts = parse_results(result.output)
-        verdict = judge(counts, result.exit_code, prepared.baseline.counts, touched_tests=False)
+        verdict = judge(counts, result.exit_code, prepared.baseline.counts, False, prepared.baseline.exit_code)
         note = f"\n[tamma] {counts.describe()}; {prepared.baseline.summary}"
         if verdict.regressions:
             note += f"; failing since the change: {', '.join(verdict.regressions[:10])}"

@@ -243,16 +243,39 @@ def _failing(counts: TestCounts) -> set[str]:
     return set(counts.failed_ids)
 
 
-def judge(after: TestCounts, exit_code: int, baseline: TestCounts | None, touched_tests: bool) -> Verdict:
-    """The gate on a test run after a change, against the same command's run on the base commit.
+def judge(
+    after: TestCounts,
+    exit_code: int,
+    baseline: TestCounts | None,
+    touched_tests: bool,
+    baseline_exit: int | None = None,
+) -> Verdict:
+    """The gate on a test run after a change, against the same command's run on the base commit
+    (`baseline`, and its exit code `baseline_exit`).
 
     Passes when tests ran, nothing that passed on the base fails, and, if some tests already
     failed there, the change either made one of them pass or changed tests itself (a change that
-    leaves the failures exactly as they were has not shown it fixed anything)."""
+    leaves the failures exactly as they were has not shown it fixed anything). A runner whose
+    output Tamma cannot read shows only its exit code: a command that failed on the base commit
+    and passes now is evidence; one that passed before and passes now shows nothing — untested,
+    so a person decides (it used to merge on the exit code alone)."""
     base = baseline if baseline is not None and baseline.known else None
     if not after.known:
-        why = "test count unknown: no runner summary recognised, judged by the exit code alone"
-        return Verdict(passed=exit_code == 0, summary=f"exit {exit_code} ({why})")
+        why = "test count unknown: no runner summary recognised"
+        if exit_code != 0:
+            return Verdict(passed=False, summary=f"exit {exit_code} ({why})")
+        if baseline_exit not in (None, 0):
+            return Verdict(
+                passed=True,
+                summary=f"exit 0 ({why}); the base commit's run failed (exit {baseline_exit}): the change made it pass",
+            )
+        return Verdict(
+            passed=True,
+            untested=True,
+            summary=f"exit 0, as on the base commit ({why}): nothing shows the change was tested; set "
+            "agent.test_command to a runner whose summary Tamma reads (pytest, unittest, node --test, mocha, "
+            "jest, vitest, cargo, go test, ctest, TAP)",
+        )
     if after.ran == 0:
         if base is not None and (base.ran or 0) > 0:
             return Verdict(

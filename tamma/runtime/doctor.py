@@ -58,6 +58,9 @@ async def diagnose(settings: Settings, repo: Path, console: Console) -> int:
         console.print(f"[red]Cannot test this repository:[/] {escape(baseline.explain())}")
         return 1
     if not baseline.counts.known:
-        console.print("[yellow]The runner's summary was not recognised: the gate will go by the exit code alone.[/]")
+        console.print(
+            "[yellow]The runner's summary was not recognised: a change that leaves its exit code as it was on "
+            "the base commit waits for a person (set agent.test_command to a runner Tamma reads).[/]"
+        )
     console.print("[green]Tamma can test changes to this repository.[/]")
     return 0

@@ -55,6 +55,8 @@ class Seen:
     last: datetime
     live: bool
     how: Literal["heartbeat", "poller"]
+    #: a heartbeat that reported the worker's shutdown: that instance is gone for good
+    ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class Presence:
         return f"waiting for a worker — none polling {', '.join(parts)}; {START_HINT}"
 
 
+_EPOCH = timedelta(days=365 * 100)  # "before any time": no shutdown was reported
+
 #: what a server that keeps no worker heartbeats answers ListWorkers with
 _NO_HEARTBEATS = (
     RPCStatusCode.UNIMPLEMENTED,
@@ -156,7 +160,9 @@ async def _heartbeats(client: Client, queue: str, rpc_timeout: timedelta) -> lis
         else:
             window = FRESH if _ours(hb.worker_identity) else POLL_FRESH
         running = hb.status in (WorkerStatus.WORKER_STATUS_RUNNING, WorkerStatus.WORKER_STATUS_UNSPECIFIED)
-        seen.append(Seen(hb.worker_identity, queue, last, running and _fresh(last, now, window), "heartbeat"))
+        seen.append(
+            Seen(hb.worker_identity, queue, last, running and _fresh(last, now, window), "heartbeat", not running)
+        )
     return seen
 
 
@@ -211,10 +217,13 @@ async def presence(
     for hb, pl in zip(beats, polls, strict=True):
         hb = hb or []
         seen += hb
-        # a poller that sends no heartbeats (another runtime, an older SDK, a server keeping
-        # none) counts by its poll; one that does is judged by its heartbeats alone
-        beating = {s.identity for s in hb}
-        seen += [p for p in pl if p.identity not in beating]
+        # A poller that sends no heartbeats (another runtime, an older SDK, a server keeping
+        # none) counts by its poll; one that does is judged by its heartbeats alone. A worker
+        # started again under the same identity (the same process) polls before its first
+        # heartbeat: its polls count when they are newer than the old instance's shutdown.
+        beating = {s.identity for s in hb if not s.ended}
+        ended = {s.identity: s.last for s in sorted(hb, key=lambda e: e.last) if s.ended}
+        seen += [p for p in pl if p.identity not in beating and p.last > ended.get(p.identity, p.last - _EPOCH)]
     if exclude is not None:
         seen = [s for s in seen if not exclude(s.identity)]
     return Presence(queues, tuple(seen))

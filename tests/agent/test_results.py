@@ -141,7 +141,9 @@ def test_output_with_no_summary_is_unknown_and_ansi_colour_is_ignored() -> None:
 
 
 def counts(ran: int, failed: list[str], errors: int = 0) -> TestCounts:
-    return TestCounts(runner="pytest", ran=ran, passed=ran - len(failed), failed=len(failed), errors=errors, failed_ids=failed)
+    return TestCounts(
+        runner="pytest", ran=ran, passed=ran - len(failed), failed=len(failed), errors=errors, failed_ids=failed
+    )
 
 
 def test_the_gate() -> None:
@@ -164,9 +166,14 @@ def test_the_gate() -> None:
     base2 = counts(10, ["t::bug", "t::flaky_network"])
     mixed = judge(counts(11, ["t::flaky_network"]), 1, base2, touched_tests=True)
     assert mixed.passed and mixed.preexisting == ["t::flaky_network"] and mixed.fixed == ["t::bug"]
-    # a runner whose summary Tamma cannot read: the exit code alone, and it says so
+    # a runner whose summary Tamma cannot read: only its exit code, compared with the base commit's
     unknown = judge(TestCounts(), 0, base, False)
-    assert unknown.passed and "unknown" in unknown.summary
+    assert unknown.passed and unknown.untested and "unknown" in unknown.summary  # no baseline exit: shows nothing
+    same = judge(TestCounts(), 0, TestCounts(), False, baseline_exit=0)
+    assert same.passed and same.untested and "agent.test_command" in same.summary  # passed before too: a person decides
+    made_pass = judge(TestCounts(), 0, TestCounts(), False, baseline_exit=1)
+    assert made_pass.passed and not made_pass.untested and "made it pass" in made_pass.summary
+    assert not judge(TestCounts(), 2, TestCounts(), False, baseline_exit=0).passed
     # failures the runner did not name cannot be compared: refused
     assert not judge(TestCounts(runner="x", ran=3, passed=2, failed=1), 1, base, False).passed
 

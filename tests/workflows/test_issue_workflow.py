@@ -369,3 +369,33 @@ async def test_a_merge_window_merges_when_nobody_objects_and_not_when_a_reviewer
     assert [r.detail for r in merged.steps if r.name == StepName.MERGE][0] == "no objection in 1s"
     assert held.status == TaskStatus.PR_OPEN and "objected during the merge window" in held.error + str(held.steps)
     assert "page * per_page" in git(objected, "show", "main:pager.py")  # nothing merged
+
+
+async def test_a_runner_tamma_cannot_read_merges_only_when_its_exit_code_moved(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Output Tamma cannot read (here: the runner's hidden) leaves only the exit code. The demo's
+    test fails on the base commit and passes after the fix: evidence, merged. A command that
+    passes before and after (`true`) shows nothing: it used to merge; now a person decides."""
+    from tamma.demo import make_demo
+    from tamma.models import StepName
+
+    service = TaskService(client, task_queue)
+
+    def hidden(command: str) -> Settings:
+        return settings.model_copy(update={"agent": settings.agent.model_copy(update={"test_command": command})})
+
+    moved = hidden("python3 -m unittest discover >/dev/null 2>&1")
+    silent = hidden("true")
+    a, issue_a = make_demo(tmp_path / "a", settings.data_dir)
+    b, issue_b = make_demo(tmp_path / "b", settings.data_dir)
+    async with running_worker(client, task_queue, build_activities(moved), moved):
+        merged = await service.result((await service.start(demo_input(a, issue_a, moved)))[0])
+    async with running_worker(client, task_queue, build_activities(silent), silent):
+        wid, _ = await service.start(demo_input(b, issue_b, silent))
+        waiting = await wait_for_status(service, wid, TaskStatus.AWAITING_APPROVAL, timeout_s=60)
+        await service.reject(wid, by="test", reason="nothing tested it")
+        await service.result(wid)
+    assert merged.status == TaskStatus.MERGED and "made it pass" in merged.tests[-1].summary
+    gate = [s for s in waiting.steps if s.name == StepName.APPROVAL][-1]
+    assert waiting.tests[-1].untested and "untested" in gate.detail and "agent.test_command" in gate.detail
