@@ -99,3 +99,26 @@ async def test_a_checkpoint_never_keeps_a_secret_or_follows_a_link(tmp_path: Pat
     )
     assert cp.files == {"ok.py": "x = 1\n", "gone.py": None}
     assert sorted(cp.skipped) == ["leak.py", "link.py"]
+
+
+async def test_a_checkpoint_restores_nothing_outside_the_workspace_or_into_git(
+    demo: tuple[LocalPlatform, Issue], tmp_path: Path
+) -> None:
+    """A checkpoint comes back through Temporal from an earlier attempt: treated as hostile. A path
+    that leaves the workspace, enters .git, or goes through a link the sandbox left is refused."""
+    from tamma.agent.checkpoint import Checkpoint, restore
+    from tamma.agent.workspace import Workspace
+    from tamma.errors import InvalidInputError
+
+    platform, _ = demo
+    ws = await Workspace.clone(str(platform.path), "main", tmp_path / "work")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws.root / "escape").symlink_to(outside)  # as sandboxed code could leave one
+    for path in ("../planted.py", ".git/hooks/post-checkout", "escape/planted.py", "/etc/planted"):
+        with pytest.raises(InvalidInputError):
+            restore(Checkpoint(iteration=1, turns=1, files={path: "x = 1\n"}), ws.resolve)
+    assert not (tmp_path / "planted.py").exists() and not list(outside.iterdir())
+    assert not (ws.root / ".git" / "hooks" / "post-checkout").exists()
+    assert restore(Checkpoint(iteration=1, turns=1, files={"pkg/new.py": "y = 2\n"}), ws.resolve) == ["pkg/new.py"]
+    assert (ws.root / "pkg" / "new.py").read_text() == "y = 2\n"
