@@ -20,19 +20,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import h11
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tamma.api import config_routes, docs, errors, ops, tasks, webhooks
 from tamma.api.live import LiveHub
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
+from tamma.api.server import MAX_HEADER_BYTES
 from tamma.config import Settings, find_config_file
 from tamma.logs import add_secrets, bound_task
 from tamma.logs import formatter as log_formatter
@@ -48,69 +47,6 @@ log = logging.getLogger("tamma.api")
 _UNLIMITED = ("/live", "/health", "/ready", "/metrics")
 _WEBHOOKS = "/webhooks/"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-MAX_HEADER_BYTES = 32 * 1024  # all headers of one request; forges send a few hundred bytes
-
-
-#: a request's line and headers must arrive within this many seconds of the connection opening
-#: (or of the previous response on a kept-alive one); a forge or an API client sends them at once
-HEAD_TIMEOUT_S = 10.0
-
-
-class BoundedH11(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on the request head. uvicorn times out an idle
-    kept-alive connection only after a response, and any byte cancels that: a client that opens
-    connections and sends its headers a byte at a time (slow-loris) held each one for ever. Here
-    a head not complete within HEAD_TIMEOUT_S closes the connection. Written by hand: uvicorn has
-    no such option (its `timeout_keep_alive` is the idle wait between requests)."""
-
-    _head_deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_head_deadline()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the head is in: the app has the request
-            self._disarm_head_deadline()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._arm_head_deadline()  # the next request's head gets the same deadline
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_deadline()
-        super().connection_lost(exc)
-
-    def _arm_head_deadline(self) -> None:
-        self._disarm_head_deadline()
-        self._head_deadline = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
-
-    def _disarm_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
-
-    def _head_too_slow(self) -> None:
-        self._head_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
-
-
-def server_options() -> dict[str, Any]:
-    """uvicorn's options for Tamma's server (the CLI's and the tests'). h11, not httptools:
-    httptools buffers a request's whole header block before anything can refuse it (32 MiB of
-    headers cost ~48 MB per connection), while h11 stops reading at `MAX_HEADER_BYTES` (plus the
-    request line) and answers 400; and the head must arrive within HEAD_TIMEOUT_S (BoundedH11)."""
-    return {
-        "http": BoundedH11,
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES + 8 * 1024,
-        "server_header": False,
-        "timeout_keep_alive": 5,
-    }
 
 
 async def _answer(send: Send, status: int, doc: dict[str, Any]) -> None:

@@ -139,7 +139,8 @@ def server(
     def go() -> None:
         import uvicorn
 
-        from tamma.api.app import access_log_config, create_app, lean_log_records, server_options
+        from tamma.api.app import access_log_config, create_app, lean_log_records
+        from tamma.api.server import server_options
 
         lean_log_records()
         settings = _settings(ctx)

@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
+from tamma.api.server import server_options
 from tamma.errors import ConfigError
 from tamma.runtime.client import first_line
 
@@ -178,7 +179,9 @@ class WorkerHealth:
                 f"worker.health_address {self.host}:{self.port} cannot be served ({exc.strerror}): "
                 "choose a free port, or an address of this host"
             ) from None
-        config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="off")
+        # The same bounded reads as the API server (slow heads and bodies cut off, headers capped
+        # before buffering): a cluster exposes this port to whatever can reach the pod.
+        config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="off", **server_options())
         server = self._server = _Quiet(config)
         # Its own thread and event loop: a worker whose loop is busy (many steps, subprocesses)
         # still answers its probes at once; the state it reports is plain attributes.

@@ -18,7 +18,8 @@ import httpx
 import pytest
 import uvicorn
 
-from tamma.api.app import create_app, server_options
+from tamma.api.app import create_app
+from tamma.api.server import server_options
 from tamma.api.auth import create_token
 from tamma.config import Settings
 

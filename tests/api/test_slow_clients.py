@@ -1,6 +1,6 @@
 """Bounded reads at the socket: a client that sends its request head a byte at a time
 (slow-loris) used to hold its connection for ever — uvicorn times out only the idle wait after a
-response, and any byte cancels that. Now the head must arrive within api.app.HEAD_TIMEOUT_S of
+response, and any byte cancels that. Now the head must arrive within api.server.HEAD_TIMEOUT_S of
 the connection opening (or of the previous response), and everyone else is served meanwhile."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tamma.api import app as api_app
+from tamma.api import server as api_server
 from tamma.config import Settings
 from tests.api.conftest import running_api
 
@@ -43,7 +43,7 @@ def _drip(host: str, port: int, first: bytes, closed: dict[int, float], key: int
 def test_slow_request_heads_are_cut_off_and_others_are_served(
     api_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api_app, "HEAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(api_server, "HEAD_TIMEOUT_S", 1.0)
     with running_api(api_settings) as url:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -72,3 +72,36 @@ def test_slow_request_heads_are_cut_off_and_others_are_served(
             sock.sendall(b"GET /live HTTP/1.1\r\n")  # ... and never the rest
             sock.settimeout(5)
             assert sock.recv(4096) == b""  # closed by the server
+
+
+def test_a_body_dripped_after_its_head_is_cut_off_and_a_prompt_one_is_served(
+    api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sibling door: a complete head that declares a body, then a byte every 0.2 s. Before,
+    the connection and the webhook handler waiting in `receive()` were held for as long as the
+    client liked (a forge's 5 MB cap at a byte per 0.2 s is 12 days)."""
+    monkeypatch.setattr(api_server, "BODY_TIMEOUT_S", 1.0)
+    with running_api(api_settings) as url:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        head = (
+            b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-GitHub-Event: ping\r\nContent-Length: 4000\r\n\r\n{"
+        )
+        closed: dict[int, float] = {}
+        started = time.monotonic()
+        drips = [threading.Thread(target=_drip, args=(host, port, head, closed, i, started)) for i in range(8)]
+        for t in drips:
+            t.start()
+        time.sleep(0.3)
+        assert httpx.get(f"{url}/live", timeout=5).status_code == 200
+        for t in drips:
+            t.join(20)
+        assert sorted(closed) == list(range(8)) and max(closed.values()) < 5, closed
+        # a body that arrives at once, after a pause shorter than the deadline, is read and answered
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(head.replace(b"4000", b"2")[:-1])
+            time.sleep(0.5)
+            sock.sendall(b"{}")
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 ") and b" 5" not in answer.split(b"\r\n")[0], answer

@@ -49,3 +49,31 @@ async def test_phases_drive_ready_and_metrics_survive_a_dead_sdk_exporter() -> N
             assert (await http.get("/live")).status_code == 200  # draining is alive: no restart
     finally:
         await health.stop()
+
+
+async def test_the_health_port_cuts_off_slow_request_heads_like_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster exposes this port to whatever reaches the pod: it used uvicorn's defaults, where a
+    head sent a byte at a time held its connection for ever. It now reads requests as the API does."""
+    from tamma.api import server as api_server
+
+    monkeypatch.setattr(api_server, "HEAD_TIMEOUT_S", 1.0)
+    port = free_port()
+    health = WorkerHealth(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}", "q")
+    await health.start()
+    try:
+
+        def slow_head() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+                sock.settimeout(8)
+                return sock.recv(4096)
+
+        import asyncio
+
+        assert await asyncio.to_thread(slow_head) == b""  # closed by the server, well before 8 s
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/live")).status_code == 200
+            big = await http.get("/live", headers={"X-Big": "a" * (64 * 1024)})
+            assert big.status_code in (400, 431)  # refused, not buffered
+    finally:
+        await health.stop()
