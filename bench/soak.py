@@ -194,7 +194,7 @@ async def main(args: argparse.Namespace) -> int:
         return await soak(Path(tmp), args)
 
 
-async def soak(root: Path, args: argparse.Namespace) -> int:  # noqa: PLR0915 - one scenario, read top to bottom
+async def soak(root: Path, args: argparse.Namespace) -> int:
     temporal = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()),
         search_attributes=list(search.ALL),
@@ -274,7 +274,7 @@ def assignment(full: str, to: str = BOT) -> dict[str, Any]:
     return p
 
 
-async def traffic(  # noqa: PLR0913, PLR0915
+async def traffic(
     args: argparse.Namespace,
     root: Path,
     forest: Forest,
