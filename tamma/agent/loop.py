@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
-from tamma.agent.condense import ContextPolicy, condense, prompt_tokens
+from tamma.agent.condense import ContextPolicy, condense, estimate, prompt_tokens
 from tamma.agent.tools import Toolbox
 from tamma.errors import BudgetExceeded, ProviderError
 from tamma.models import Budget, Usage
@@ -140,12 +140,16 @@ async def run_agent(
     messages = [Message(role="user", text=task)]
     problems = 0
     stuck = _Stuck()
+    counted, counted_upto = 0, 0  # the last request's prompt as the provider counted it, and its length
     for turn in range(1, max_turns + 1):
-        response = await _chat(provider, system, messages, toolbox.specs, on_turn, turn)
-        if prompt_tokens(response, system, messages) > context.threshold:
+        # Condense *before* a request that would pass the threshold (the last count plus an
+        # estimate of what was added since), so no request is sent over it.
+        if counted and counted + estimate("", messages[counted_upto:]) > context.threshold:
             saved = condense(messages, context.keep_recent)
             if saved:
                 on_turn(turn, f"condensed the conversation: elided {saved} characters of old tool output")
+        response = await _chat(provider, system, messages, toolbox.specs, on_turn, turn)
+        counted, counted_upto = prompt_tokens(response, system, messages), len(messages)
         messages.append(Message(role="assistant", text=response.text, tool_calls=response.tool_calls))
         spent = earlier.plus(provider.usage.model_copy(update={"agent_turns": turn}))
         check_budget(budget, spent, started)

@@ -88,3 +88,62 @@ def scripted(replies: list[Reply | dict[str, Any]], api_key: str = "sk-ant-test"
     return replay(
         replies, lambda req: protocol_problem(req, api_key), error(500, "api_error", "stand-in script exhausted")
     )
+
+
+class PromptCache:
+    """Anthropic's prompt caching, as documented, for counting: the prompt is the blocks of
+    `tools`, then `system`, then each message's content, in that order; a block carrying
+    `cache_control` is a breakpoint; a request reads the longest prefix cached earlier whose end
+    is at a breakpoint or up to 20 blocks before one, and writes the prefixes at its breakpoints;
+    a prefix under `minimum` tokens is never cached. Tokens are estimated as 4 characters each
+    (the real tokenizer is not public), which is the same for every run compared."""
+
+    LOOKBACK = 20
+
+    def __init__(self, minimum: int = 1024) -> None:
+        self.minimum = minimum
+        self.cached: set[str] = set()
+
+    @staticmethod
+    def blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = list(body.get("tools") or [])
+        system = body.get("system") or []
+        out += [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+        for m in body["messages"]:
+            content = m["content"]
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            out += [{"role": m["role"], **b} for b in blocks]
+        return out
+
+    def usage(self, body: dict[str, Any]) -> dict[str, int]:
+        import hashlib
+        import json
+
+        blocks = self.blocks(body)
+        sizes, prefixes = [], []
+        running = hashlib.sha256()
+        for b in blocks:
+            plain = json.dumps({k: v for k, v in b.items() if k != "cache_control"}, sort_keys=True)
+            sizes.append(max(1, len(plain) // 4))
+            running.update(plain.encode())
+            prefixes.append(running.copy().hexdigest())
+        total = sum(sizes)
+        ends = list(itertools.accumulate(sizes))
+        breakpoints = [i for i, b in enumerate(blocks) if "cache_control" in b]
+        hit = -1
+        for bp in breakpoints:
+            for i in range(bp, max(-1, bp - self.LOOKBACK - 1), -1):
+                if prefixes[i] in self.cached:
+                    hit = max(hit, i)
+                    break
+        read = ends[hit] if hit >= 0 else 0
+        last = max((bp for bp in breakpoints if ends[bp] >= self.minimum), default=-1)
+        write = ends[last] - read if last > hit else 0
+        for bp in breakpoints:
+            if ends[bp] >= self.minimum:
+                self.cached.add(prefixes[bp])
+        return {
+            "input_tokens": total - read - write,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": write,
+        }
