@@ -155,7 +155,8 @@ async def measure(turns: int, window: int) -> dict[str, dict[str, float]]:
 def report(turns: int, window: int, runs: dict[str, dict[str, float]]) -> bool:
     print(f"a {turns}-call trajectory over {len(MODULES)} standard-library modules; window {window:,} tokens")
     print(
-        f"\n{'run':<15}{'requests':>9}{'condensings':>12}{'peak tokens':>13}{'of window':>10}{'total input':>13}{'cached':>8}"
+        f"\n{'run':<15}{'requests':>9}{'condensings':>12}{'peak tokens':>13}{'of window':>10}"
+        f"{'total input':>13}{'cached':>8}"
     )
     for name, r in runs.items():
         print(
