@@ -101,9 +101,13 @@ class Model:
             "cache_write": used["cache_creation_input_tokens"],
         }
         if not self.calls:
-            return Reply(200, api.message([api.text("Read what was needed; done.")], "end_turn", **counts))
+            return api.as_asked(
+                req, Reply(200, api.message([api.text("Read what was needed; done.")], "end_turn", **counts))
+            )
         call = self.calls.pop(0)
-        return Reply(200, api.message([api.tool_use(call["name"], call["input"])], "tool_use", **counts))
+        return api.as_asked(
+            req, Reply(200, api.message([api.tool_use(call["name"], call["input"])], "tool_use", **counts))
+        )
 
 
 async def one_run(repo: Path, work: Path, calls: list[dict[str, Any]], context: ContextPolicy) -> dict[str, float]:

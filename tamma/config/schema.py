@@ -176,7 +176,15 @@ class LLMSettings(Strict):
     openai_api_key: Secret | None = None
     openai_base_url: str | None = None
     max_tokens: int = Field(default=8192, ge=256)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="connecting and a reply's start; a streamed reply may run longer"
+    )
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Anthropic replies are streamed: the longest silence mid-reply before the call fails (and is "
+        "retried); a long reply that keeps arriving is never cut off",
+    )
     output_retries: int = Field(default=2, ge=0, description="re-asks after a malformed or empty answer")
     rate_limit_inline_s: float = Field(
         default=60.0,

@@ -7,6 +7,7 @@ The SDK's own retries are off: Temporal retries the activity.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anthropic
@@ -32,10 +33,14 @@ class AnthropicProvider:
         base_url: str | None = None,
         max_tokens: int = 8192,
         timeout_s: float = 120.0,
+        idle_timeout_s: float = 60.0,
         output_retries: int = 2,
         price: Any | None = None,
         rate_limit_inline_s: float = 60.0,
     ) -> None:
+        # Replies are streamed: a long reply takes as long as the model keeps writing, and a model
+        # that goes quiet for idle_timeout_s mid-reply fails the call (retryable). The SDK's
+        # timeout bounds connecting, the reply's start and any single read.
         self.client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
@@ -43,6 +48,7 @@ class AnthropicProvider:
             timeout=timeout_s,
             default_headers={"User-Agent": user_agent()},
         )
+        self.idle_timeout_s = idle_timeout_s
         self.model = model
         self.max_tokens = max_tokens
         self.output_retries = output_retries
@@ -57,7 +63,7 @@ class AnthropicProvider:
 
     async def _create_once(self, **kwargs: Any) -> tuple[Any, Usage]:
         try:
-            response = await self.client.messages.create(model=self.model, max_tokens=self.max_tokens, **kwargs)
+            response = await self._streamed(**kwargs)
         except anthropic.APIError as exc:
             raise map_api_error(exc, "Anthropic", self.model, "llm.anthropic_api_key (ANTHROPIC_API_KEY)") from None
         u = response.usage
@@ -74,6 +80,30 @@ class AnthropicProvider:
         self.usage = self.usage.plus(call)
         count_call("anthropic", self.model, call)
         return response, call
+
+    async def _streamed(self, **kwargs: Any) -> Any:
+        """One reply, streamed; each event must come within idle_timeout_s of the one before."""
+        async with self.client.messages.stream(model=self.model, max_tokens=self.max_tokens, **kwargs) as stream:
+            events = stream.__aiter__()
+            while True:
+                try:
+                    await asyncio.wait_for(events.__anext__(), self.idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise ProviderError(
+                        f"Anthropic sent nothing for {self.idle_timeout_s:g}s in the middle of a reply "
+                        "(llm.idle_timeout_s)"
+                    ) from None
+                except anthropic.APIError:
+                    raise
+                except Exception as exc:  # the HTTP library's own errors mid-stream (a reset, a closed socket)
+                    if type(exc).__module__.split(".")[0].startswith("http"):
+                        raise ProviderError(
+                            f"the connection to Anthropic broke mid-reply ({type(exc).__name__})"
+                        ) from None
+                    raise
+            return await stream.get_final_message()
 
     def _system(self, system: str) -> list[dict[str, Any]]:
         return [{"type": "text", "text": system, "cache_control": _CACHE}]

@@ -71,6 +71,8 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
     if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
         return ProviderError(f"cannot connect to {vendor} ({type(exc).__name__})")
     status = getattr(exc, "status_code", None)
+    if status is not None and status < 400:  # an error event inside a streamed reply (its HTTP status was 200)
+        status = _STREAM_ERRORS.get(_error_type(exc), 500)
     response = getattr(exc, "response", None)
     headers = response.headers if response is not None else None
     detail = _error_message(exc)
@@ -106,6 +108,26 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
     return ProviderError(
         f"{vendor} rejected the request ({status}): {detail}; check llm.model and llm.max_tokens", retryable=False
     )
+
+
+#: Anthropic's error types, as the HTTP status each stands for when it arrives as an event of a
+#: stream already answered 200 (docs.anthropic.com, "Errors")
+_STREAM_ERRORS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _error_type(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    return str(err.get("type", "")) if isinstance(err, dict) else ""
 
 
 def _error_message(exc: Exception) -> str:

@@ -83,7 +83,10 @@ def make_provider(settings: Settings, step: Step, transcript: str | None, sessio
         if llm.anthropic_api_key is None:
             raise ConfigError("the anthropic provider needs a key: set ANTHROPIC_API_KEY or llm.anthropic_api_key")
         return AnthropicProvider(
-            api_key=llm.anthropic_api_key.get_secret_value(), base_url=llm.anthropic_base_url, **common
+            api_key=llm.anthropic_api_key.get_secret_value(),
+            base_url=llm.anthropic_base_url,
+            idle_timeout_s=llm.idle_timeout_s,
+            **common,
         )
     from tamma.providers.openai import OpenAIProvider
 

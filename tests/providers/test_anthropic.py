@@ -126,10 +126,53 @@ async def test_bad_key_is_not_retryable_and_names_the_setting() -> None:
 
 
 async def test_timeout_is_retryable() -> None:
-    slow = Reply(200, api.message([api.tool_use("answer", ANALYSIS)]), delay_s=2)
-    with serve(api.scripted([slow])) as s, pytest.raises(ProviderError) as info:
+    """No answer at all (not even the reply's start) within llm.timeout_s."""
+    silent = Reply(200, stream=api.events(api.message([api.tool_use("answer", ANALYSIS)], "tool_use")), delay_s=2)
+    with serve(api.scripted([silent])) as s, pytest.raises(ProviderError) as info:
         await provider(s.url, timeout_s=0.3).structured("analysis", "sys", "p", Analysis)
     assert info.value.retryable and "did not answer in time" in info.value.message
+
+
+async def test_a_long_reply_that_keeps_arriving_outlasts_the_timeout() -> None:
+    """Replies are streamed: a reply taking 3x llm.timeout_s in all arrives whole, because no
+    silence in it is longer than the idle limit (one 120 s limit used to cut such replies off)."""
+    answer = api.message([api.text("Thinking it through. " * 20), api.tool_use("answer", ANALYSIS)], "tool_use")
+    chunks = api.events(answer, gap_s=0.08)
+    assert len(chunks) * 0.08 > 3 * 0.4
+    with serve(api.scripted([Reply(200, stream=chunks)])) as s:
+        got = await provider(s.url, timeout_s=0.4, idle_timeout_s=0.3).structured("analysis", "sys", "p", Analysis)
+    assert got == Analysis.model_validate(ANALYSIS)
+    assert s.requests[0].json["stream"] is True
+
+
+async def test_a_model_that_goes_quiet_mid_reply_is_retried_in_place_with_the_conversation(tmp_path: Path) -> None:
+    ws, toolbox = await _workspace_toolbox(tmp_path)
+    replies = demo_code_replies()
+    stalled = Reply(200, stream=api.events(replies[1], stall_after=3, stall_s=3))
+    turns: list[str] = []
+    with serve(api.scripted([replies[0], stalled, *replies[1:]])) as s:
+        p = provider(s.url, idle_timeout_s=0.3)
+        outcome = await run_agent(p, toolbox, "sys", "fix paginate", 10, lambda t, w: turns.append(w))
+    assert "Fixed paginate()" in outcome.summary
+    assert any("sent nothing for 0.3s in the middle of a reply" in w and "retrying" in w for w in turns)
+    # the retry asked again with the same conversation (the first turn's call and its result)
+    assert s.requests[2].json["messages"] == s.requests[1].json["messages"]
+
+
+@pytest.mark.parametrize(
+    "kind,retryable,limited",
+    [("overloaded_error", False, True), ("api_error", True, False), ("invalid_request_error", False, False)],
+)
+async def test_an_error_event_inside_a_stream_is_classified_by_its_type(
+    kind: str, retryable: bool, limited: bool
+) -> None:
+    """The API can answer 200, start streaming, then send an `error` event (overloaded mid-reply):
+    it is the error its type names, not a 200 "rejected the request"."""
+    started = api.message([api.tool_use("answer", ANALYSIS)], "tool_use")
+    with serve(api.scripted([api.stream_error(kind, "busy", started)])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url, rate_limit_inline_s=0).structured("analysis", "sys", "p", Analysis)
+    assert info.value.retryable is retryable and isinstance(info.value, RateLimited) is limited, info.value.message
+    assert "(200)" not in info.value.message
 
 
 async def _workspace_toolbox(tmp_path: Path) -> tuple[Workspace, Toolbox]:

@@ -62,7 +62,7 @@ async def test_concurrent_calls_on_one_key_wait_for_the_limit_instead_of_each_hi
             refused.append(req)
             return anthropic_api.error(429, "rate_limit_error", "slow down", {"retry-after": "1"})
         answered.append(req)
-        return Reply(200, anthropic_api.message([anthropic_api.text("ok")]))
+        return anthropic_api.as_asked(req, Reply(200, anthropic_api.message([anthropic_api.text("ok")])))
 
     with serve(respond) as standin:
 

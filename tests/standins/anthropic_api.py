@@ -6,6 +6,7 @@ header, tool_use / tool_result pairing, usage fields with cache counters, and er
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -84,10 +85,76 @@ def protocol_problem(req: Request, api_key: str) -> Reply | None:
 
 
 def scripted(replies: list[Reply | dict[str, Any]], api_key: str = "sk-ant-test") -> Callable[[Request], Reply]:
-    """Answer valid requests with `replies` in order (dicts are 200 bodies)."""
-    return replay(
+    """Answer valid requests with `replies` in order (dicts are 200 bodies); a request that asks
+    for a stream (`"stream": true`) gets a 200 body as server-sent events, each event after the
+    reply's `delay_s` (a reply already streamed is sent as it is)."""
+    answer = replay(
         replies, lambda req: protocol_problem(req, api_key), error(500, "api_error", "stand-in script exhausted")
     )
+
+    return lambda req: as_asked(req, answer(req))
+
+
+def as_asked(req: Request, reply: Reply) -> Reply:
+    """`reply` as the API sends it for `req`: a 200 message as server-sent events (each after the
+    reply's `delay_s`) when the request asked for a stream, as JSON otherwise."""
+    if reply.status == 200 and reply.stream is None and isinstance(reply.body, dict) and req.json.get("stream"):
+        return Reply(200, stream=events(reply.body, gap_s=reply.delay_s), headers=reply.headers)
+    return reply
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def events(
+    msg: dict[str, Any], gap_s: float = 0.0, stall_after: int | None = None, stall_s: float = 0.0
+) -> list[tuple[float, bytes]]:
+    """A Messages API reply as the stream the API sends for it: message_start, each content
+    block's start / deltas (text in pieces, a tool's input as partial JSON) / stop, message_delta
+    with the stop reason and output tokens, message_stop. `gap_s` before every event; a pause of
+    `stall_s` before event number `stall_after` (a model that goes quiet mid-reply)."""
+    usage = msg["usage"]
+    start = {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    out = [_event("message_start", {"type": "message_start", "message": start})]
+    for i, block in enumerate(msg["content"]):
+        if block["type"] == "text":
+            out.append(
+                _event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                )
+            )
+            text = block["text"]
+            for k in range(0, max(1, len(text)), 40):
+                delta = {"type": "text_delta", "text": text[k : k + 40]}
+                out.append(_event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+        else:
+            first = {**block, "input": {}}
+            out.append(
+                _event("content_block_start", {"type": "content_block_start", "index": i, "content_block": first})
+            )
+            raw = json.dumps(block["input"])
+            for k in range(0, len(raw), 40):
+                delta = {"type": "input_json_delta", "partial_json": raw[k : k + 40]}
+                out.append(_event("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+        out.append(_event("content_block_stop", {"type": "content_block_stop", "index": i}))
+    end = {"stop_reason": msg["stop_reason"], "stop_sequence": None}
+    out.append(
+        _event(
+            "message_delta", {"type": "message_delta", "delta": end, "usage": {"output_tokens": usage["output_tokens"]}}
+        )
+    )
+    out.append(_event("message_stop", {"type": "message_stop"}))
+    return [(stall_s if n == stall_after else gap_s, chunk) for n, chunk in enumerate(out)]
+
+
+def stream_error(kind: str, message: str, after: dict[str, Any]) -> Reply:
+    """A stream that starts (`after`'s message_start) and then reports an error event, as the API
+    does when it is overloaded mid-reply."""
+    first = events(after)[0]
+    err = _event("error", {"type": "error", "error": {"type": kind, "message": message}})
+    return Reply(200, stream=[first, (0.0, err)])
 
 
 class PromptCache:
@@ -117,7 +184,6 @@ class PromptCache:
 
     def usage(self, body: dict[str, Any]) -> dict[str, int]:
         import hashlib
-        import json
 
         blocks = self.blocks(body)
         sizes, prefixes = [], []

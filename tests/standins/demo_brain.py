@@ -37,15 +37,15 @@ def anthropic_brain(
         usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
         if (body.get("tool_choice") or {}).get("name") == "answer":
             kind = _KIND[body["tools"][0]["input_schema"]["title"]]
-            return Reply(
-                200, anthropic_api.message([anthropic_api.tool_use("answer", _ANSWERS[kind])], "tool_use", **usage)
-            )
+            answer = anthropic_api.message([anthropic_api.tool_use("answer", _ANSWERS[kind])], "tool_use", **usage)
+            return anthropic_api.as_asked(req, Reply(200, answer))
         turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
         r = turns[turn]
         content = ([anthropic_api.text(r["text"])] if r.get("text") else []) + [
             anthropic_api.tool_use(c["name"], c["input"], c["id"]) for c in r.get("tool_calls", [])
         ]
-        return Reply(200, anthropic_api.message(content, "tool_use" if r.get("tool_calls") else "end_turn", **usage))
+        reply = anthropic_api.message(content, "tool_use" if r.get("tool_calls") else "end_turn", **usage)
+        return anthropic_api.as_asked(req, Reply(200, reply))
 
     return respond
 

@@ -32,6 +32,9 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    #: a streamed answer (server-sent events): each chunk written after its pause, then the
+    #: connection closes; `body` is ignored
+    stream: list[tuple[float, bytes]] | None = None
 
 
 Responder = Callable[[Request], Reply]
@@ -57,6 +60,9 @@ def serve(responder: Responder, host: str = "127.0.0.1", port: int = 0) -> Itera
             reply = responder(req)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
+            if reply.stream is not None:
+                self._stream(reply)
+                return
             raw = isinstance(reply.body, bytes)
             data = b"" if reply.status == 204 else reply.body if raw else json.dumps(reply.body).encode()
             try:
@@ -70,6 +76,26 @@ def serve(responder: Responder, host: str = "127.0.0.1", port: int = 0) -> Itera
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
+
+        def _stream(self, reply: Reply) -> None:
+            assert reply.stream is not None
+            self.close_connection = True
+            try:
+                self.send_response(reply.status)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("connection", "close")
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.flush()
+                for pause, chunk in reply.stream:
+                    if pause:
+                        time.sleep(pause)
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (an idle-timeout test)
 
         do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 
