@@ -1,17 +1,24 @@
-"""JWT bearer auth with PyJWT: HS256 shared secret or RS256 public key, `exp` required,
-optional issuer and audience, and a `role` claim: viewer < operator < admin."""
+"""JWT bearer auth with PyJWT: an HS256 shared secret, an RS256/ES256 public key, or the keys a
+team's identity provider publishes (api.jwks_url; PyJWKClient caches them and refetches on an
+unknown kid, at most once per 30 s). `exp` required, optional issuer and audience, a role claim
+(viewer < operator < admin), and a token id (jti) that api.revoked_tokens can refuse.
+
+Refresh tokens are not minted here: a team that wants short access tokens with refresh, rotation
+and revocation of sessions gets them from its identity provider, and Tamma verifies its tokens
+through the JWKS; Tamma's own tokens are revoked by id."""
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tamma.config import ApiSettings
-from tamma.errors import AuthError, PermissionDenied
+from tamma.errors import AuthError, PermissionDenied, TammaError
 from tamma.tokens import RANK, Role, create_token, verification_key  # noqa: F401  (re-exported)
 
 
@@ -21,23 +28,56 @@ class Principal:
         self.role = role
 
 
+JWKS_LIFESPAN_S = 300.0
+JWKS_COOLDOWN_S = 30.0
+_JWKS: dict[str, jwt.PyJWKClient] = {}
+_JWKS_LOCK = threading.Lock()
+
+
+def _key(api: ApiSettings, token: str) -> Any:
+    if api.jwks_url is None:
+        return verification_key(api)
+    with _JWKS_LOCK:
+        client = _JWKS.get(api.jwks_url)
+        if client is None:
+            # The key set is cached for JWKS_LIFESPAN_S and fetched again at most every JWKS_COOLDOWN_S
+            # for an unknown kid (a flood of made-up kids cannot make Tamma hammer the provider).
+            # No per-kid cache (cache_keys): it never expires, so a key the provider withdrew (a
+            # compromised one) would be trusted for ever; with the set's cache it goes in 5 minutes.
+            client = _JWKS[api.jwks_url] = jwt.PyJWKClient(
+                api.jwks_url, cache_keys=False, lifespan=JWKS_LIFESPAN_S, timeout=5, cooldown_duration=JWKS_COOLDOWN_S
+            )
+    try:
+        return client.get_signing_key_from_jwt(token).key
+    except jwt.PyJWKClientConnectionError as exc:
+        raise TammaError(
+            f"cannot fetch the identity provider's keys from api.jwks_url ({exc}); try again", retryable=True
+        ) from None
+    except (jwt.PyJWKClientError, jwt.DecodeError) as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+
+
 def verify(api: ApiSettings, token: str) -> Principal:
+    claim = api.jwt_role_claim
     try:
         claims = jwt.decode(
             token,
-            verification_key(api),
+            _key(api, token),
             algorithms=[api.jwt_algorithm],  # one algorithm: no alg confusion
             issuer=api.jwt_issuer,
             audience=api.jwt_audience,
-            options={"require": ["exp", "role"], "verify_aud": api.jwt_audience is not None},
+            options={"require": ["exp", claim], "verify_aud": api.jwt_audience is not None},
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("the token has expired; mint a new one with `tamma token create`") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from None
-    role = claims.get("role")
+    jti = claims.get("jti")
+    if isinstance(jti, str) and jti in api.revoked_tokens:
+        raise AuthError("the token was revoked (api.revoked_tokens); ask for a new one")
+    role = claims.get(claim)
     if not isinstance(role, str) or role not in RANK:
-        raise AuthError(f"the token's role {role!r} is not one of viewer, operator, admin")
+        raise AuthError(f"the token's {claim} claim {role!r} is not one of viewer, operator, admin")
     exp = claims.get("exp")
     if isinstance(exp, (int, float)) and exp - time.time() > api.max_token_ttl_s:
         raise AuthError(f"the token lives longer than api.max_token_ttl_s ({api.max_token_ttl_s}s); mint a shorter one")

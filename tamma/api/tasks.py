@@ -21,7 +21,7 @@ from tamma.api.auth import Operator, Viewer, verify
 from tamma.api.events import allowed_repo
 from tamma.api.live import TOO_SLOW, LiveHub
 from tamma.config import Settings
-from tamma.errors import AuthError, InvalidInputError, PermissionDenied, TemporalUnavailable
+from tamma.errors import AuthError, InvalidInputError, PermissionDenied, TammaError, TemporalUnavailable
 from tamma.models import MAX_ISSUE, IssueTaskInput, RepoRef, TaskState, TaskSummary
 from tamma.platforms.local import local_repo_ref
 from tamma.runtime.tasks import TaskService
@@ -168,9 +168,13 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("access_token", "")
     try:
-        verify(settings.api, token)  # any valid role may watch: viewer is the lowest
+        # in a thread: with api.jwks_url the keys may be fetched (blocking I/O)
+        await asyncio.to_thread(verify, settings.api, token)  # any valid role may watch: viewer is the lowest
     except AuthError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    except TammaError as exc:  # the identity provider's keys could not be fetched
+        await websocket.close(code=1013, reason=exc.message[:120])
         return
     probe = getattr(websocket.app.state, "probe", None)
     if probe is not None and probe.reachable is False:

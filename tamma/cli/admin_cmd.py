@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -27,7 +28,7 @@ def token_create(
     """Mint an API token from the configured key."""
 
     def go() -> None:
-        from tamma.tokens import RANK, create_token
+        from tamma.tokens import RANK, create_token, token_id
 
         if role not in RANK:
             raise InvalidInputError(f"role {role!r} must be viewer, operator or admin")
@@ -35,7 +36,10 @@ def token_create(
         if len(ttl) < 2 or ttl[-1] not in units or not ttl[:-1].isdigit():
             raise InvalidInputError(f"ttl {ttl!r} must look like 30m, 1h or 7d")
         seconds = int(ttl[:-1]) * units[ttl[-1]]
-        print(create_token(_settings(ctx).api, subject, role, seconds))  # type: ignore[arg-type]
+        token = create_token(_settings(ctx).api, subject, role, seconds)  # type: ignore[arg-type]
+        print(token)
+        # the id on stderr, so `$(tamma token create)` still captures the token alone
+        print(f"token id {token_id(token)}: add it to api.revoked_tokens to refuse this token", file=sys.stderr)
 
     run_or_exit(go)
 

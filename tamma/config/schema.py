@@ -12,6 +12,7 @@ import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, Field, model_validator
@@ -275,7 +276,7 @@ class WebhookSettings(Strict):
 class ApiSettings(Strict):
     host: str = "0.0.0.0"
     port: int = 3000
-    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
     allow_unsandboxed_config: bool = Field(
         default=False,
         description="allow PUT /api/v1/config to set agent.sandbox.backend = none (only settable in the file)",
@@ -284,10 +285,23 @@ class ApiSettings(Strict):
         default=90 * 24 * 3600, ge=60, description="the longest lifetime a token may have (minted or accepted)"
     )
     jwt_secret: Secret | None = Field(default=None, description="HS256 shared secret")
-    jwt_public_key: str | None = Field(default=None, description="RS256: PEM text or a path to it")
-    jwt_private_key: Secret | None = Field(default=None, description="RS256: PEM (or path) for `tamma token create`")
+    jwt_public_key: str | None = Field(default=None, description="RS256/ES256: PEM text or a path to it")
+    jwt_private_key: Secret | None = Field(
+        default=None, description="RS256/ES256: PEM (or path) for `tamma token create`"
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="verify tokens with the keys a team's identity provider publishes (its JWKS URL; RS256 or "
+        "ES256, chosen by the token's kid); https, or http on this host",
+    )
+    jwt_role_claim: str = Field(default="role", description="the claim holding viewer/operator/admin")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    revoked_tokens: list[str] = Field(
+        default_factory=list,
+        description="token ids (jti, printed by `tamma token create`) refused from the next request on; a config "
+        "reload applies it without a restart",
+    )
     rate_limit_per_min: int = Field(
         default=300, ge=1, description="per client IP, for /api and /docs; webhooks have their own"
     )
@@ -296,6 +310,17 @@ class ApiSettings(Strict):
         description="local repositories under these directories may be started through the API; others "
         "only when named 'local:/path' in webhooks.repositories",
     )
+
+    @model_validator(mode="after")
+    def _keys_fit_the_algorithm(self) -> ApiSettings:
+        if self.jwks_url is not None:
+            if self.jwt_algorithm == "HS256":
+                raise ValueError("api.jwks_url needs api.jwt_algorithm RS256 or ES256 (a JWKS holds public keys)")
+            url = urlsplit(self.jwks_url)
+            local = url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost", "::1")
+            if url.scheme != "https" and not local:
+                raise ValueError(f"api.jwks_url {self.jwks_url!r} must be https (http only on this host)")
+        return self
 
 
 class TelemetrySettings(Strict):

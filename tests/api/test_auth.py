@@ -1,7 +1,9 @@
-"""JWT: HS256 and RS256, exp required, issuer/audience, roles; refusals are 401/403."""
+"""JWT: HS256, RS256 and ES256, keys from an identity provider's JWKS, exp required, issuer/audience,
+roles, revocation by token id; refusals are 401/403, an unreachable identity provider 503."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -11,11 +13,17 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm
+from pydantic import ValidationError
 
+from tamma.api import auth as api_auth
 from tamma.config import Settings
+from tamma.tokens import token_id
 from tests.api.conftest import JWT_SECRET, auth, running_api, token, with_sections
+from tests.standins.http import Reply, Request, serve
 
 
 def b64(data: dict[str, object]) -> str:
@@ -95,3 +103,144 @@ async def test_rs256_with_issuer_and_audience(api_settings: Settings, tmp_path: 
             mac = hmac.new(public.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
             confused = f"{head}.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
             assert await status(http, confused) == 401
+
+
+def _ec() -> tuple[str, str, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public, key
+
+
+async def test_es256_tokens_are_minted_and_verified_and_nothing_else_passes(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    private, public, _ = _ec()
+    s = with_sections(
+        api_settings,
+        api={"jwt_algorithm": "ES256", "jwt_public_key": public, "jwt_private_key": private, "jwt_secret": None},
+    )
+    now = int(time.time())
+    with running_api(s, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            minted = token(s, "viewer")
+            assert jwt.get_unverified_header(minted)["alg"] == "ES256"
+            assert await status(http, minted) == 200
+            other, _, _ = _ec()  # a key the server does not trust
+            assert await status(http, jwt.encode({"role": "admin", "exp": now + 60}, other, algorithm="ES256")) == 401
+            rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            assert await status(http, jwt.encode({"role": "admin", "exp": now + 60}, rsa_key, algorithm="RS256")) == 401
+
+
+class _IdP:
+    """A team's identity provider as far as Tamma sees it: a JWKS document on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self.fetches = 0
+        self.down = False
+
+    def add_key(self, kid: str) -> None:
+        self.keys[kid] = _ec()[2]
+
+    def token(self, kid: str, **claims: object) -> str:
+        body = {"sub": "alice@example.com", "tamma_role": "operator", "exp": int(time.time()) + 600, **claims}
+        return jwt.encode(body, self.keys[kid], algorithm="ES256", headers={"kid": kid})
+
+    def __call__(self, req: Request) -> Reply:
+        self.fetches += 1
+        if self.down:
+            return Reply(503, {"error": "down"})
+        jwks = []
+        for kid, key in self.keys.items():
+            jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+            jwks.append({**jwk, "kid": kid, "alg": "ES256", "use": "sig"})
+        return Reply(200, {"keys": jwks})
+
+
+async def test_tokens_from_a_teams_identity_provider_are_verified_by_its_published_keys(
+    api_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_auth, "JWKS_COOLDOWN_S", 1.0)
+    idp = _IdP()
+    idp.add_key("2026-12")
+    with serve(idp) as keys:
+        s = with_sections(
+            api_settings,
+            api={"jwt_algorithm": "ES256", "jwks_url": f"{keys.url}/jwks.json", "jwt_role_claim": "tamma_role"},
+        )
+        with running_api(s, tmp_path / "t.toml") as url:
+            async with httpx.AsyncClient(base_url=url) as http:
+                assert await status(http, idp.token("2026-12")) == 200
+                viewer_only = idp.token("2026-12", tamma_role="viewer")
+                created = await http.post(
+                    "/api/v1/tasks",
+                    json={"repository": "github:a/b", "issue": 1},
+                    headers={"authorization": f"Bearer {viewer_only}"},
+                )
+                assert created.status_code == 403  # the role comes from the IdP's claim
+                # the IdP rotates its key: a token with the new kid is accepted (the set is fetched again)
+                idp.add_key("2027-01")
+                await asyncio.sleep(1.1)  # the refetch cooldown (30 s outside this test)
+                assert await status(http, idp.token("2027-01")) == 200
+                # Refusals: a kid the IdP never published; our own secret; the public key as an HMAC secret
+                assert await status(http, jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, JWT_SECRET, algorithm="HS256", headers={"kid": "2026-12"})) == 401  # fmt: skip
+                before = idp.fetches
+                for i in range(20):  # random kids must not make Tamma hammer the IdP
+                    forged, _, _ = _ec()
+                    fake = jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, forged, algorithm="ES256", headers={"kid": f"k{i}"})  # fmt: skip
+                    assert await status(http, fake) == 401
+                assert idp.fetches - before <= 2
+                # a forged token naming a real kid fails on the signature
+                forged, _, _ = _ec()
+                fake = jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, forged, algorithm="ES256", headers={"kid": "2026-12"})  # fmt: skip
+                assert await status(http, fake) == 401
+                # the IdP withdraws a key (compromised): its tokens stop passing once the set expires
+                monkeypatch.setattr(api_auth, "JWKS_LIFESPAN_S", 0.5)
+                api_auth._JWKS.clear()
+                still = idp.token("2026-12")
+                assert await status(http, still) == 200
+                del idp.keys["2026-12"]
+                await asyncio.sleep(1.2)
+                assert await status(http, still) == 401
+    # Config: a JWKS with an HMAC algorithm, or over plain http to another host, is refused
+    with pytest.raises(ValidationError, match="RS256 or ES256"):
+        with_sections(api_settings, api={"jwks_url": "https://idp.example.com/jwks.json"})
+    with pytest.raises(ValidationError, match="must be https"):
+        with_sections(api_settings, api={"jwt_algorithm": "RS256", "jwks_url": "http://idp.example.com/jwks.json"})
+
+
+async def test_an_identity_provider_that_cannot_be_reached_is_503_not_a_refusal(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    idp = _IdP()
+    idp.add_key("k1")
+    with serve(idp) as keys:
+        url_ = f"{keys.url}/jwks.json"
+    # the server is gone now: the keys cannot be fetched
+    s = with_sections(api_settings, api={"jwt_algorithm": "ES256", "jwks_url": url_, "jwt_role_claim": "tamma_role"})
+    with running_api(s, tmp_path / "t.toml") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            r = await http.get("/api/v1/tasks", headers={"authorization": f"Bearer {idp.token('k1')}"})
+    assert r.status_code == 503 and "api.jwks_url" in r.json()["detail"]
+
+
+async def test_a_revoked_token_is_refused_from_the_next_request_without_a_restart(
+    http: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    leaked, kept = token(api_settings, "operator"), token(api_settings, "viewer")
+    assert await status(http, leaked) == 200
+    jti = token_id(leaked)
+    assert jti and jti != token_id(kept)
+    admin = auth(api_settings, "admin")
+    put = await http.put("/api/v1/config", json={"api": {"revoked_tokens": [jti]}}, headers=admin)
+    assert put.status_code == 200, put.text
+    r = await http.get("/api/v1/tasks", headers={"authorization": f"Bearer {leaked}"})
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert await status(http, kept) == 200

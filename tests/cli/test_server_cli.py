@@ -42,6 +42,8 @@ def test_token_create_mints_a_verifiable_token(settings: Settings) -> None:
     assert out.returncode == 0, out.stderr
     claims = jwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
     assert claims["role"] == "operator" and 7100 < claims["exp"] - claims["iat"] <= 7200
+    # stdout holds the token alone (for `$(...)`); its id, to revoke it by, goes to stderr
+    assert f"token id {claims['jti']}" in out.stderr and "api.revoked_tokens" in out.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "tamma", "token", "create", "--role", "root"],
         env=env_for(settings),
