@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A .deb of the standalone build (.ci/binary.sh first): /opt/tamma/{tamma,_internal,temporal} and
-# /usr/bin/tamma -> /opt/tamma/tamma, built with dpkg-deb. Prints `export RELEASE_DEB=...`.
+# /usr/bin/tamma -> /opt/tamma/tamma, the systemd units, built with dpkg-deb. Prints `export RELEASE_DEB=...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${DEPLOY_WORK:-/tmp/tamma-ci-deploy}
@@ -13,6 +13,10 @@ D="$WORK/deb/tamma_${DEBV}_${ARCH}"; rm -rf "$WORK/deb"; mkdir -p "$D/DEBIAN" "$
 cp -a "$B"/. "$D/opt/tamma/"
 ln -s /opt/tamma/tamma "$D/usr/bin/tamma"
 cp LICENSE "$D/usr/share/doc/tamma/copyright"
+# systemd units (not enabled: see deploy/systemd/tamma-server.service) and the environment file's example
+mkdir -p "$D/usr/lib/systemd/system"
+cp deploy/systemd/tamma-server.service deploy/systemd/tamma-worker@.service "$D/usr/lib/systemd/system/"
+cp deploy/systemd/tamma.env.example "$D/usr/share/doc/tamma/"
 cat >"$D/DEBIAN/control" <<CTL
 Package: tamma
 Version: $DEBV

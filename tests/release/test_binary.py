@@ -79,8 +79,11 @@ def test_the_deb_installs_with_apt_runs_for_a_user_and_removes_cleanly(binary: P
     script = (
         "set -e; apt-get update -q >/dev/null 2>&1; apt-get install -y -q /deb/" + deb.name + " >/tmp/apt.log 2>&1"
         " || { tail -5 /tmp/apt.log; exit 1; }; dpkg -s tamma | grep -E '^(Status|Version)'; command -v tamma;"
+        " test -f /usr/lib/systemd/system/tamma-server.service && test -f '/usr/lib/systemd/system/tamma-worker@.service'"
+        " && echo units-installed;"
         " useradd -m u1; su u1 -c 'cd && tamma demo </dev/null 2>&1 | grep -E \"Merged|✘|rror\"; tamma temporal stop';"
-        " dpkg -r tamma >/dev/null; test ! -e /usr/bin/tamma && test ! -e /opt/tamma && echo removed-cleanly"
+        " dpkg -r tamma >/dev/null; test ! -e /usr/bin/tamma && test ! -e /opt/tamma"
+        " && test ! -e /usr/lib/systemd/system/tamma-server.service && echo removed-cleanly"
     )
     env = dict(os.environ, CONTAINERS_CONF=str(WORK / "containers.conf"))
     done = run(
@@ -109,6 +112,7 @@ def test_the_deb_installs_with_apt_runs_for_a_user_and_removes_cleanly(binary: P
     out = done.stdout
     assert "Status: install ok installed" in out and "/usr/bin/tamma" in out, out
     assert "Merged" in out, out
+    assert "units-installed" in out, out
     assert "removed-cleanly" in out, out
 
 
