@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import jwt
@@ -81,3 +82,53 @@ def test_server_serves_and_stops_on_sigterm(settings: Settings) -> None:
     assert proc.returncode == 0, out
     assert "GitLab webhooks are OFF" in out  # the fail-closed startup error is said plainly
     assert '"path": "/live"' in out and SECRET not in out  # JSON access log, no secrets
+
+
+def _inotify_watches(pid: int) -> int:
+    """How many inotify watches the process holds (each `inotify wd:` line of its fds' info)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                count += sum(1 for line in info if line.startswith("inotify wd:"))
+        except OSError:
+            continue
+    return count
+
+
+def test_the_server_watches_its_config_files_not_the_tree_it_starts_in(settings: Settings, tmp_path: Path) -> None:
+    """Started in a folder of 20,000 subfolders (a large monorepo), the server watched the working
+    directory recursively for a `tamma.toml` to appear: start-up and inotify watches grew with the
+    tree (minutes, or "too many watches"). It watches only the config files' own folders."""
+    big = tmp_path / "monorepo"
+    for i in range(200):
+        for j in range(100):
+            (big / f"d{i}" / f"e{j}").mkdir(parents=True)
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamma", "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env_for(settings),
+        cwd=big,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/live", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.05)
+        answered = time.monotonic() - started
+        time.sleep(1)  # the watcher starts beside the server
+        watches = _inotify_watches(proc.pid)
+        print(
+            f"\n/live answered {answered:.2f} s after the start in a tree of 20,000 folders; {watches} inotify watches"
+        )
+        assert 1 <= watches <= 10, f"{watches} inotify watches"  # the config folders, not the tree
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
