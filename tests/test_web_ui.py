@@ -128,6 +128,32 @@ def approve_in_browser(ui: str, wid: str, shots: Path) -> dict[str, Any]:
     return seen
 
 
+def finished_page(ui: str, wid: str, shots: Path) -> str:
+    """The text of a finished workflow's page (Selenium), read while no worker runs."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1400"):
+        options.add_argument(arg)
+    options.binary_location = str(CHROMIUM)
+    driver = webdriver.Chrome(options=options, service=Service(str(DRIVER)))
+    try:
+        driver.get(f"{ui}/namespaces/default/workflows/{urllib.parse.quote(wid, safe='')}")
+        wait = WebDriverWait(driver, 30)
+        wait.until(
+            lambda d: clicked(d, By.XPATH, "//*[(self::a or self::button or @role='tab') and normalize-space()='Memo']")
+        )
+        wait.until(lambda d: "tamma_details" in d.find_element(By.TAG_NAME, "body").text)
+        driver.save_screenshot(str(shots / "finished.png"))
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    finally:
+        driver.quit()
+
+
 async def test_a_person_with_only_the_web_ui_approves_a_waiting_plan(
     with_ui: tuple[WorkflowEnvironment, int], settings: Settings, tmp_path: Path
 ) -> None:
@@ -151,3 +177,10 @@ async def test_a_person_with_only_the_web_ui_approves_a_waiting_plan(
     assert state.approval.reason == "read it in the Web UI"
     assert "RUNNING" in seen["page"] and wid in seen["page"]
     assert all((shots / f).stat().st_size > 10_000 for f in ("list.png", "waiting.png", "signalled.png"))
+    # Finished, with no worker left: the task's final details are still on its page (its memo;
+    # "current details" needs a worker to answer). They were empty before.
+    memo = await env.client.get_workflow_handle(wid).describe()
+    details = await memo.memo_value("tamma_details", type_hint=str)
+    assert "`merged`" in details and "web-ui-person" in details
+    page = await asyncio.to_thread(finished_page, f"http://127.0.0.1:{port}", wid, shots)
+    assert "merged" in page and "web-ui-person" in page, page[-2000:]

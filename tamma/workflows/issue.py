@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
 
 from tamma.workflows.changes import Changes
 from tamma.workflows.gates import Gates
-from tamma.workflows.report import ending
+from tamma.workflows.report import current_details, ending
 from tamma.workflows.steps import BudgetStop, CIStop, StepFailed, Stopped
 
 #: the failure type of an execution whose task ended without a merge or an open PR
@@ -170,6 +170,10 @@ class IssueWorkflow(Gates, Changes):
             workflow.deprecate_patch("progress-on-end")
             await self._progress()
         await self._delivered()
+        if workflow.patched("details-memo"):
+            # The Web UI shows "current details" by asking a worker, so a finished task's page
+            # was empty when none ran; a memo is stored with the run and shown without one.
+            workflow.upsert_memo({"tamma_details": current_details(self.state)})
         # A task that did not end in a merge or an open PR ends as a *failed* execution, so the
         # Web UI, `temporal workflow list` and alerting see it as one, with the reason as the
         # failure message; the final state travels in the failure's details (TaskService.result).

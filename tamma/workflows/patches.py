@@ -57,6 +57,10 @@ PATCHES: dict[str, Patch] = {
     "ci-nudge-budget": Patch(
         "patched", "2026-12-06", "a CI wait restarts on at most 20 webhook nudges (a bounded history)", "2027-01-31"
     ),
+    "details-memo": Patch(
+        "patched", "2026-12-06", "the final details kept in the run's memo (the Web UI shows it without a worker)",
+        "2027-01-31",
+    ),
     "merge-delay": Patch(
         "patched", "2026-12-06", "an optional window before the merge in which a reviewer can object", "2027-01-31"
     ),

@@ -59,6 +59,9 @@ def current_details(s: TaskState) -> str:
         ]
     if s.plan is not None:
         lines += ["", f"**Plan:** {s.plan.summary}"]
+    if s.approval is not None:
+        verdict = "Approved" if s.approval.approved else "Rejected"
+        lines += ["", f"**{verdict} by:** {s.approval.by}" + (f" — {s.approval.reason}" if s.approval.reason else "")]
     if s.pull_request is not None:
         lines += ["", f"**Pull request:** {s.pull_request.url}"]
     if s.error:

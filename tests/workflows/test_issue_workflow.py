@@ -40,8 +40,12 @@ async def test_issue_becomes_merged_branch(
         state = await service.result(wid)
     assert created
     assert state.status == TaskStatus.MERGED, state.error
-    assert (await service.handle(wid).describe()).status == WorkflowExecutionStatus.COMPLETED
+    described = await service.handle(wid).describe()
+    assert described.status == WorkflowExecutionStatus.COMPLETED
+    # the final details stay with the run (its memo), readable with no worker running
+    assert "**Status:** `merged`" in await described.memo_value("tamma_details", type_hint=str)
     await keep_history(client, wid, "merged")
+    await keep_history(client, wid, "merged-details-memo")  # recorded on the patch's new path
     assert "(page - 1)" in git(platform, "show", "main:pager.py")
     assert git(platform, "log", "-1", "--format=%s", "main").startswith("Merge !1")
     assert state.tests[-1].passed

@@ -40,6 +40,7 @@ REQUIRED = {
     "poll",  # PollWorkflow: a schedule's poll that started the labelled issue's task
     "ci-nudges-bounded",  # 60 CI webhooks during one wait: 20 restarts, then the activity's polls (patch)
     "merge-window-objection",  # workflow.merge_delay_s: a review in the window left the PR open (patch merge-delay)
+    "merged-details-memo",  # the final details kept in the memo (patch details-memo)
 }
 
 WORKFLOWS = [IssueWorkflow, PollWorkflow]
