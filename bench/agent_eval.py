@@ -83,11 +83,7 @@ async def one(name: str, case: dict[str, Any], model: str, settings: Settings, t
     started = time.monotonic()
     repo = tmp / name / "repo"
     shutil.copytree(REPOS / name, repo)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
-    ):
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     acts = build_activities(settings)
     ws = await Workspace.clone(str(repo), "main", tmp / name / "work")
@@ -100,14 +96,10 @@ async def one(name: str, case: dict[str, Any], model: str, settings: Settings, t
             return row
         provider = scripted(case, tmp / name) if model == "scripted" else make_provider(settings, "code", None, 1)
         issue = Issue(number=1, title=case["title"], body="Found in production; the tests show it.")
-        plan = Plan(
-            summary="Resolve the issue.", steps=[PlanStep(title="Find and fix the bug", detail="")], estimate_hours=0.5
-        )
+        plan = Plan(summary="Resolve the issue.", steps=[PlanStep(title="Find and fix the bug", detail="")], estimate_hours=0.5)
         toolbox = Toolbox(ws, runner, acts.redactor, run_command=runner.run_command)
         task = prompts.code_prompt(issue, plan, "", prepared.baseline.for_prompt(), prepared.guidance)
-        outcome = await run_agent(
-            provider, toolbox, prompts.CODE_SYSTEM, task, settings.agent.max_turns, lambda t, w: None
-        )
+        outcome = await run_agent(provider, toolbox, prompts.CODE_SYSTEM, task, settings.agent.max_turns, lambda t, w: None)
         row.update(turns=outcome.turns, tokens=provider.usage.tokens, cost_usd=round(provider.usage.cost_usd, 4))
         result = await runner.run_once()
         touched = any("test" in f for f in await ws.changed_files())
@@ -150,9 +142,7 @@ async def main(names: list[str], model: str, as_json: bool) -> int:
             if r["resolved"] is None:
                 print(f"{r['task']:<16}{mark:>9}  {r['why']}")
                 continue
-            print(
-                f"{r['task']:<16}{mark:>9}{r['turns']:>7}{r['tokens']:>9}{r['cost_usd']:>9.4f}{r['seconds']:>7.1f}  {r['why']}"
-            )
+            print(f"{r['task']:<16}{mark:>9}{r['turns']:>7}{r['tokens']:>9}{r['cost_usd']:>9.4f}{r['seconds']:>7.1f}  {r['why']}")
         print(
             f"\n{model}: {resolved}/{len(ran)} resolved ({totals['rate']:.0%}), {totals['turns']} turns, "
             f"{totals['tokens']} tokens, ${totals['cost_usd']:.4f}, {totals['seconds']:.0f} s"

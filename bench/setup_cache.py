@@ -39,11 +39,7 @@ NEEDS = {"node-mocha": "npm", "rust-crate": "cargo", "c-make": "make"}
 
 def repo(name: str, dest: Path) -> Path:
     shutil.copytree(FIXTURES / name, dest)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
-    ):
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
@@ -74,16 +70,10 @@ async def measure(name: str, tmp: Path) -> tuple[float, float, float, float, str
 
 
 async def main(shapes: list[str]) -> None:
-    print(
-        f"{'shape':<16}{'cold s':>9}{'warm s':>9}{'cold/warm':>11}{'test run s':>12}{'baseline s':>12}{'base/test':>11}  command"
-    )
+    print(f"{'shape':<16}{'cold s':>9}{'warm s':>9}{'cold/warm':>11}{'test run s':>12}{'baseline s':>12}{'base/test':>11}  command")
     with tempfile.TemporaryDirectory(prefix="tamma-bench-setup-") as tmp:
         for name in shapes:
-            if (
-                name in NEEDS
-                and shutil.which(NEEDS[name]) is None
-                and not (Path.home() / ".cargo/bin" / NEEDS[name]).exists()
-            ):
+            if name in NEEDS and shutil.which(NEEDS[name]) is None and not (Path.home() / ".cargo/bin" / NEEDS[name]).exists():
                 print(f"{name:<16}skipped: {NEEDS[name]} not installed")
                 continue
             cold, warm, test_run, baseline, command = await measure(name, Path(tmp))

@@ -153,10 +153,8 @@ async def main(issues: int, probes: int) -> None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
             await env.shutdown()
-        print(
-            f"{issues} issues merged through one worker in {loaded:.1f} s; "
-            f"{len(busy_ready)} /ready and {len(busy_metrics)} /metrics probes meanwhile"
-        )
+        print(f"{issues} issues merged through one worker in {loaded:.1f} s; "
+              f"{len(busy_ready)} /ready and {len(busy_metrics)} /metrics probes meanwhile")
         report("/ready", idle_ready, busy_ready)
         report("/metrics", idle_metrics, busy_metrics)
         print(f"goal: /ready p99 under load < 100 ms: {'met' if pct(busy_ready, 0.99) < 100 else 'NOT met'}")

@@ -45,7 +45,7 @@ def plant(repo: Path, marker: Path) -> dict[str, tuple[str, list[str]]]:
         "editor": (f"[core]\n\teditor = {p('editor')}\n", [*IDENT, "commit", "-qa"]),
         "include": (f"[include]\n\tpath = {repo / 'included.cfg'}\n", ["add", "--all"]),
         "attributes-file": (
-            f'[core]\n\tattributesFile = {repo / "attrs"}\n[filter "y"]\n\tclean = {p("attrfile")}\n',
+            f"[core]\n\tattributesFile = {repo / 'attrs'}\n[filter \"y\"]\n\tclean = {p('attrfile')}\n",
             ["add", "--all"],
         ),
     }
@@ -55,9 +55,7 @@ def fresh_repo(tmp_path: Path, name: str, marker: Path) -> Path:
     repo = make_sample_repo(tmp_path / name)
     (repo / ".gitattributes").write_text("*.py filter=x diff=x\n")
     (repo / "attrs").write_text("*.md filter=y\n")
-    (repo / "included.cfg").write_text(
-        f'[filter "x"]\n\tclean = {payload(marker, "included").replace(chr(39), chr(34))}\n'
-    )
+    (repo / "included.cfg").write_text(f'[filter "x"]\n\tclean = {payload(marker, "included").replace(chr(39), chr(34))}\n')
     gpg = marker.parent / "gpg.sh"
     gpg.write_text(f"#!/bin/sh\necho gpg >> {marker}\nexit 1\n")
     gpg.chmod(0o755)

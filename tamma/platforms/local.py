@@ -314,7 +314,7 @@ class LocalPlatform:
             # One merge at a time per repository in this process (an asyncio lock: nothing blocks
             # the event loop); merges from other processes race, and the loser retries.
             async with _merge_lock(self.path):
-                sha = await self._merge_and_push(pr)
+                sha = await self._merge_in_place(pr, head) or await self._merge_and_push(pr)
         with self.store.locked():
             record = self._pr_record(number)
             record.update(state="merged", merge_sha=sha, head_sha=head, merged_at=_now())
@@ -326,6 +326,63 @@ class LocalPlatform:
                     issue.update(state="closed", closed_by=f"!{number}", closed_at=_now())
                     self.store.write("issues", fixed, issue)
         return MergeResult(merged=True, sha=sha)
+
+    async def _merge_in_place(self, pr: PullRequest, head: str) -> str | None:
+        """The merge without a clone: `git merge-tree --write-tree` computes it in the repository's
+        object store, `commit-tree` records it, and the base moves by compare-and-swap
+        (`update-ref <new> <old>`), so a merge by another process in between fails cleanly and the
+        retry merges onto the new base. Where the base is checked out, its files follow (`read-tree
+        -u -m`, as `receive.denyCurrentBranch=updateInstead` did), only when it has no uncommitted
+        changes. None when this git cannot (merge-tree --write-tree needs git 2.38): then clone."""
+        base_ref = f"refs/heads/{pr.base}"
+        old = await git("rev-parse", "--verify", base_ref, cwd=self.path)
+        out = await git(
+            "merge-tree", "--write-tree", "--name-only", "--no-messages", old, head, cwd=self.path, check=False
+        )
+        lines = out.splitlines()
+        if not lines or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", lines[0]):
+            return None  # no tree at all: an older git
+        if len(lines) > 1:
+            files = ", ".join(lines[1:6]) + (" ..." if len(lines) > 6 else "")
+            raise MergeBlockedError(
+                f"!{pr.number} does not merge cleanly into {pr.base} of {self.path} (conflicts in {files}); "
+                f"resolve the conflict on {pr.branch} and retry"
+            )
+        ident = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                 for what, value in (("NAME", "Tamma"), ("EMAIL", "tamma@localhost"))}  # fmt: skip
+        merge = await git(
+            "commit-tree", lines[0], "-p", old, "-p", head, "-m", f"Merge !{pr.number}: {pr.title}",
+            cwd=self.path, env=ident,
+        )  # fmt: skip
+        tree = await self._work_tree_of(base_ref)
+        if tree is not None:
+            if await git("status", "--porcelain", "--untracked-files=no", cwd=tree):
+                raise MergeBlockedError(
+                    f"cannot update {pr.base} in {self.path}: its working tree has uncommitted changes; "
+                    "commit or stash them and retry the merge"
+                )
+            try:
+                await git("read-tree", "-u", "-m", old, merge, cwd=tree)
+            except GitError as exc:  # an untracked file where the merge puts one
+                raise MergeBlockedError(
+                    f"cannot update {pr.base} in {self.path}: {exc.message}; move the file away and retry the merge"
+                ) from None
+        try:
+            await git("update-ref", "-m", f"tamma: merge !{pr.number}", base_ref, merge, old, cwd=self.path)
+        except GitError:
+            if tree is not None:
+                await git("read-tree", "-u", "-m", merge, old, cwd=tree)  # the files as they were
+            raise PlatformError(f"{pr.base} of {self.path} moved during the merge of !{pr.number}") from None
+        return merge
+
+    async def _work_tree_of(self, ref: str) -> Path | None:
+        """The working tree that has `ref` checked out, if any (none in a bare repository)."""
+        listing = await git("worktree", "list", "--porcelain", cwd=self.path)
+        for block in listing.split("\n\n"):
+            fields = dict(line.partition(" ")[::2] for line in block.splitlines())
+            if fields.get("branch") == ref and "bare" not in fields:
+                return Path(fields["worktree"])
+        return None
 
     async def _merge_and_push(self, pr: PullRequest) -> str:
         with tempfile.TemporaryDirectory(prefix="tamma-merge-") as tmp:

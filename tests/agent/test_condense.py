@@ -9,9 +9,7 @@ from tamma.providers.base import Message, ToolCall, ToolResult
 def _conversation(exchanges: int, size: int) -> list[Message]:
     messages = [Message(role="user", text="the task " * 100)]
     for i in range(exchanges):
-        messages.append(
-            Message(role="assistant", text=f"step {i}", tool_calls=[ToolCall(id=f"c{i}", name="read_file")])
-        )
+        messages.append(Message(role="assistant", text=f"step {i}", tool_calls=[ToolCall(id=f"c{i}", name="read_file")]))
         messages.append(Message(role="user", tool_results=[ToolResult(tool_call_id=f"c{i}", content="x\n" * size)]))
     return messages
 

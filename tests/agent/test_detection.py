@@ -37,26 +37,10 @@ PKG = {"name": "x", "version": "1.0.0", "scripts": {"test": "mocha"}}
         ({"pyproject.toml": "[tool.pytest.ini_options]\n", "t/test_a.py": ""}, PYTEST, "pytest"),
         ({"tests/test_a.py": "import pytest\n"}, PYTEST, "imported by the tests"),
         ({"tests/__init__.py": "", "tests/test_a.py": "import unittest\n"}, UNITTEST, "unittest"),
-        (
-            {"AGENTS.md": "# x\n\n## Testing\nRun the tests with:\n\n```sh\n$ ./check.sh --all\n```\n"},
-            "./check.sh --all",
-            "AGENTS.md",
-        ),
-        (
-            {"CONTRIBUTING.md": "Install:\n```\npip install -e .\n```\nThen:\n```\npytest -x tests\n```\n"},
-            "pytest -x tests",
-            "CONTRIBUTING.md",
-        ),
-        (
-            {".tamma/config.toml": 'test_command = "make unit"\n', "Makefile": "test:\n"},
-            "make unit",
-            ".tamma/config.toml",
-        ),
-        (
-            {".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: cargo test --all\n"},
-            "cargo test --all",
-            "ci.yml",
-        ),
+        ({"AGENTS.md": "# x\n\n## Testing\nRun the tests with:\n\n```sh\n$ ./check.sh --all\n```\n"}, "./check.sh --all", "AGENTS.md"),
+        ({"CONTRIBUTING.md": "Install:\n```\npip install -e .\n```\nThen:\n```\npytest -x tests\n```\n"}, "pytest -x tests", "CONTRIBUTING.md"),
+        ({".tamma/config.toml": 'test_command = "make unit"\n', "Makefile": "test:\n"}, "make unit", ".tamma/config.toml"),
+        ({".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: cargo test --all\n"}, "cargo test --all", "ci.yml"),
     ],
 )
 def test_the_test_command_for_each_shape(tmp_path: Path, files: dict[str, str], command: str, why: str) -> None:

@@ -13,11 +13,7 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "repos"
 
 def test_symbols_per_language() -> None:
     assert symbols("a.py", "def f():\n    pass\nclass K:\n    def m(self): pass\n") == ["f()", "class K(m)"]
-    assert symbols("a.ts", "export function go() {}\nexport const make = (x) => x\nclass Box {}\n") == [
-        "go",
-        "make",
-        "Box",
-    ]
+    assert symbols("a.ts", "export function go() {}\nexport const make = (x) => x\nclass Box {}\n") == ["go", "make", "Box"]
     assert symbols("a.go", "func (w *W) Wrap(s string) {}\ntype W struct{}\n") == ["Wrap", "W"]
     assert symbols("a.rs", "pub fn to_roman(n: u32) {}\nstruct S;\n") == ["to_roman", "S"]
     assert symbols("a.c", "int clamp(int v, int lo, int hi) {\n    return v;\n}\nstatic int n;\n") == ["clamp"]
@@ -48,11 +44,7 @@ def test_files_a_plan_may_name(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text("")
     assert missing_files(tmp_path, ["src/a.py", "src/new.py"]) == []  # existing, or new in an existing folder
-    assert missing_files(tmp_path, ["lib/x.py", "../outside.py", ".git/config"]) == [
-        "lib/x.py",
-        "../outside.py",
-        ".git/config",
-    ]
+    assert missing_files(tmp_path, ["lib/x.py", "../outside.py", ".git/config"]) == ["lib/x.py", "../outside.py", ".git/config"]
 
 
 def test_mapping_a_repository_runs_none_of_its_git_config(tmp_path: Path) -> None:

@@ -251,17 +251,11 @@ async def test_search_gives_context_globs_and_counts(toolbox: Toolbox, engine: s
 
 async def test_edit_failures_say_why_and_success_shows_the_region(toolbox: Toolbox) -> None:
     out, err = await call(toolbox, "edit_file", path="pager.py", old_text="    start = page*per_page\n", new_text="x")
-    assert (
-        err and "does not occur" in out and "start = page * per_page" in out and "\t" in out
-    )  # the closest line, numbered
+    assert err and "does not occur" in out and "start = page * per_page" in out and "\t" in out  # the closest line, numbered
     out, err = await call(toolbox, "edit_file", path="pager.py", old_text="per_page", new_text="size")
     assert err and "at lines" in out and "include more surrounding lines" in out
     out, err = await call(
-        toolbox,
-        "edit_file",
-        path="pager.py",
-        old_text="    start = page * per_page\n",
-        new_text="    start = (page - 1) * per_page\n",
+        toolbox, "edit_file", path="pager.py", old_text="    start = page * per_page\n", new_text="    start = (page - 1) * per_page\n"
     )
     assert not err and "start = (page - 1) * per_page" in out and "def paginate" in out  # the region around it
 
@@ -274,9 +268,7 @@ async def test_edit_failures_say_why_and_success_shows_the_region(toolbox: Toolb
         ("conf.toml", "[x]\na = 1\n", "a = 1", "a = "),
     ],
 )
-async def test_an_edit_that_breaks_the_syntax_is_refused(
-    toolbox: Toolbox, path: str, text: str, old: str, new: str
-) -> None:
+async def test_an_edit_that_breaks_the_syntax_is_refused(toolbox: Toolbox, path: str, text: str, old: str, new: str) -> None:
     (toolbox.ws.root / path).write_text(text)
     out, err = await call(toolbox, "edit_file", path=path, old_text=old, new_text=new)
     assert err and "would break" in out and (toolbox.ws.root / path).read_text() == text
@@ -302,9 +294,7 @@ async def test_run_executes_in_the_sandbox_with_exit_code_and_capped_output(tmp_
 
     tb = Toolbox(ws, run_tests, run_command=run)
     assert "run" in {t.name for t in tb.specs} and "run" not in {t.name for t in Toolbox(ws, run_tests).specs}
-    out, err = await call(
-        tb, "run", command="python3 -c 'import pager; print(pager.paginate(list(range(5)), 1, 2))'; exit 3"
-    )
+    out, err = await call(tb, "run", command="python3 -c 'import pager; print(pager.paginate(list(range(5)), 1, 2))'; exit 3")
     assert not err and out.startswith("[exit 3 after") and "[2, 3]" in out  # the bug, reproduced
     out, _ = await call(tb, "run", command="ls /root; echo $HOME; seq 1 20000")
     assert "characters cut" in out and "\n20000" in out and "\n1\n" in out  # head and tail kept

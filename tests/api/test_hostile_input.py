@@ -23,9 +23,7 @@ async def test_unauthenticated_oddities_are_4xx_never_500(http: httpx.AsyncClien
     body = b'{"zen": "x"}'
     headers = github_headers(body, "ping", "d-1")
     headers["x-hub-signature-256"] = "sha256=" + "é" * 64
-    answer = await http.post(
-        "/webhooks/github", content=body, headers={k: v.encode("latin-1") for k, v in headers.items()}
-    )  # type: ignore[misc]
+    answer = await http.post("/webhooks/github", content=body, headers={k: v.encode("latin-1") for k, v in headers.items()})  # type: ignore[misc]
     assert answer.status_code == 401, answer.text
     deep = ("[" * 100_000 + "]" * 100_000).encode()
     signed = github_headers(b'{"a": ' + deep + b"}", "issues", "d-2")
@@ -56,9 +54,7 @@ async def test_get_config_hides_credentials_in_urls(api_settings: Settings, tmp_
         github={"git_url": "https://x-access-token:ghs_SECRETinURL@github.example/{repo}.git"},
         notify={"webhook_url": "https://hooks.example/services/T0/B0/SECRETPATH"},
     )
-    s = s.model_copy(
-        update={"llm": s.llm.model_copy(update={"openai_base_url": "https://proxy.example/v1?key=SECRETQ"})}
-    )
+    s = s.model_copy(update={"llm": s.llm.model_copy(update={"openai_base_url": "https://proxy.example/v1?key=SECRETQ"})})
     with running_api(s, tmp_path / "tamma.toml") as url:
         async with httpx.AsyncClient(base_url=url) as http:
             shown = (await http.get("/api/v1/config", headers=auth(s, "operator"))).text
@@ -77,9 +73,7 @@ async def test_validate_reads_no_fifo_and_is_no_existence_oracle(
     answers = []
     for target in (fifo, "/dev/zero", tmp_path / "missing", exists):
         doc = {"github": {"token": f"file:{target}"}, "api": {"jwt_secret": "env:TAMMA_NO_SUCH_VARIABLE"}}
-        answer = await http.post(
-            "/api/v1/config/validate", json=doc, headers=auth(api_settings, "operator"), timeout=20
-        )
+        answer = await http.post("/api/v1/config/validate", json=doc, headers=auth(api_settings, "operator"), timeout=20)
         assert answer.status_code == 200, answer.text
         answers.append(answer.json())
     # FIFO, device and missing file answer alike, and none says why (or that the variable is unset).

@@ -18,16 +18,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from tamma.api.webhooks import github_signature_ok
 from tamma.config import Settings
 from tamma.logs import JsonFormatter, configure
-from tests.api.conftest import (
-    FIXTURES,
-    auth,
-    GITHUB_SECRET,
-    GITLAB_TOKEN,
-    github_headers,
-    load,
-    running_api,
-    with_sections,
-)
+from tests.api.conftest import FIXTURES, auth, GITHUB_SECRET, GITLAB_TOKEN, github_headers, load, running_api, with_sections
 
 
 def test_github_known_answer_vector() -> None:

@@ -16,11 +16,7 @@ pytestmark = pytest.mark.slow
 
 def repo(name: str, dest: Path) -> Path:
     shutil.copytree(FIXTURES / name, dest)
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
-    ):
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
         subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 

@@ -114,7 +114,13 @@ async def test_concurrent_merges_into_one_repository_both_land(tmp_path: Path) -
     assert [git(bare, "show", f"main:{n}.txt") for n in "abc"] == ["a", "b", "c"]
 
 
-async def test_a_push_that_lost_a_race_is_retryable_not_blocked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("moment", ["update-ref", "push"], ids=["in-place", "clone-fallback"])
+async def test_a_merge_that_lost_a_race_is_retryable_not_blocked(
+    tmp_path: Path, moment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's merge lands between this merge's computing and its moving the base: the
+    compare-and-swap of `update-ref` (or, on a git without merge-tree --write-tree, the push) fails
+    and the merge is retried onto the new base."""
     import tamma.platforms.local as local_module
     from tamma.errors import PlatformError
 
@@ -128,9 +134,15 @@ async def test_a_push_that_lost_a_race_is_retryable_not_blocked(tmp_path: Path) 
     original_git = local_module.git
     moved: list[str] = []
 
+    if moment == "push":  # the fallback path: as on a git older than 2.38
+
+        async def no_merge_tree(self: LocalPlatform, pr: object, head: str) -> None:
+            return None
+
+        monkeypatch.setattr(LocalPlatform, "_merge_in_place", no_merge_tree)
+
     async def git_moving_base(*args: str, **kw: object) -> str:
-        # another process's merge lands between this merge's clone and its push
-        if args and args[0] == "push" and not moved:
+        if args and args[0] == moment and not moved:
             moved.append("x")
             commit_on_branch(bare, "main", "elsewhere.txt", "x\n")
         return await original_git(*args, **kw)  # type: ignore[arg-type]
@@ -252,3 +264,46 @@ def test_issues_created_from_several_processes_at_once_get_distinct_numbers(tmp_
     assert len(issues) == 45
     assert sorted(i.number for i in issues) == list(range(1, 46))
     assert {i.title for i in issues} == {f"{n}-{i}" for n in "abc" for i in range(15)}
+
+
+async def test_a_merge_needs_no_clone_and_its_checked_out_base_follows(
+    platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_clone(self: LocalPlatform, pr: object) -> str:
+        raise AssertionError("the merge cloned the repository")
+
+    monkeypatch.setattr(LocalPlatform, "_merge_and_push", no_clone)
+    await platform.ensure_branch("b", "main")
+    commit_on_branch(platform.path, "b", "added.txt", "from the branch\n")
+    pr = await platform.create_pull_request("b", "main", "B", "")
+    merged = await platform.merge_pull_request(pr.number)
+    assert merged.merged and git(platform.path, "rev-parse", "main") == merged.sha
+    assert git(platform.path, "log", "-1", "--format=%s %an", "main") == "Merge !1: B Tamma"
+    assert (platform.path / "added.txt").read_text() == "from the branch\n"  # the checked-out files followed
+    assert git(platform.path, "status", "--porcelain") == ""  # index and files agree with main
+
+
+async def test_an_untracked_file_in_the_way_blocks_the_merge_and_is_kept(platform: LocalPlatform) -> None:
+    await platform.ensure_branch("b", "main")
+    commit_on_branch(platform.path, "b", "notes.txt", "from the branch\n")
+    (platform.path / "notes.txt").write_text("the user's own notes, never committed\n")
+    before = git(platform.path, "rev-parse", "main")
+    pr = await platform.create_pull_request("b", "main", "B", "")
+    with pytest.raises(MergeBlockedError, match="move the file away"):
+        await platform.merge_pull_request(pr.number)
+    assert (platform.path / "notes.txt").read_text() == "the user's own notes, never committed\n"
+    assert git(platform.path, "rev-parse", "main") == before  # the base did not move
+
+
+async def test_a_base_checked_out_in_a_linked_worktree_follows_the_merge(tmp_path: Path) -> None:
+    source = make_sample_repo(tmp_path / "src")
+    git(source, "checkout", "-q", "-b", "elsewhere")  # main is free to be checked out elsewhere
+    linked = tmp_path / "linked"
+    git(source, "worktree", "add", "-q", str(linked), "main")
+    platform = LocalPlatform(local_repo_ref(source), tmp_path / "data")
+    await platform.ensure_branch("b", "main")
+    commit_on_branch(source, "b", "added.txt", "x\n")
+    pr = await platform.create_pull_request("b", "main", "B", "")
+    assert (await platform.merge_pull_request(pr.number)).merged
+    assert (linked / "added.txt").read_text() == "x\n" and git(linked, "status", "--porcelain") == ""
+    assert not (source / "added.txt").exists()  # the main worktree is on another branch

@@ -41,9 +41,7 @@ async def test_chat_turns_and_divergence() -> None:
 
 async def test_unknown_tool_in_recording_is_divergence() -> None:
     with pytest.raises(TranscriptMismatch, match="tools this agent does not have"):
-        await ScriptedProvider(DEMO_TRANSCRIPT).chat(
-            "code", "s", [Message(role="user", text="the off-by-one in paginate")], []
-        )
+        await ScriptedProvider(DEMO_TRANSCRIPT).chat("code", "s", [Message(role="user", text="the off-by-one in paginate")], [])
 
 
 @pytest.mark.parametrize(

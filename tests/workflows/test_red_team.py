@@ -216,9 +216,7 @@ async def test_the_blocked_path_gate_sees_every_changed_path(
             (fill / f"{i:05}.txt").write_text("0")
         subprocess.run(["git", "add", "-A"], cwd=platform.path, check=True)
         subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fillers"],
-            cwd=platform.path,
-            check=True,
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fillers"], cwd=platform.path, check=True
         )
         script = "import pathlib\nfor i in range(3100):\n"
         script += "    pathlib.Path('#fill', f'{i:05}.txt').write_text(str(i))\n"

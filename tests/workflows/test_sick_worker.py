@@ -45,9 +45,7 @@ async def test_six_tasks_merge_although_one_worker_s_disk_is_full(
     client: Client, task_queue: str, settings: Settings, tmp_path: Path, small_disk: Path
 ) -> None:
     service = TaskService(client, task_queue)
-    sick_settings = Settings.model_validate(
-        settings.model_dump() | {"worker": {**settings.worker.model_dump(), "min_free_mb": 1}}
-    )
+    sick_settings = Settings.model_validate(settings.model_dump() | {"worker": {**settings.worker.model_dump(), "min_free_mb": 1}})
     sick = build_activities(sick_settings)
     sick.config.work_dir, sick.config.envs_dir = small_disk / "work", small_disk / "envs"
     (small_disk / "fill").write_bytes(b"x" * 3_600_000)  # the disk is full before any heavy step
