@@ -49,7 +49,7 @@ from tamma.agent.sandbox import (
     resolve_backend,
     run_sandboxed,
 )
-from tamma.agent.testing import node_manager, python_tests, setup_from_guidance, uses_pytest
+from tamma.agent.testing import node_manager, python_members, python_tests, setup_from_guidance, uses_pytest
 from tamma.errors import SandboxError
 from tamma.redact import Redactor
 
@@ -137,6 +137,12 @@ def _python_setup(root: Path) -> str | None:
         declared += read_text_beneath(root, "pyproject.toml") or ""
         declared += read_text_beneath(root, "setup.cfg") or ""
         declared += read_text_beneath(root, "setup.py") or ""
+    for member in python_members(root):  # a monorepo: each package with its test extras
+        extras = _python_extras(root / member)
+        args.append(shlex.quote(f"./{member}" + (f"[{extras}]" if extras else "")))
+        args[-1] = f"-e {args[-1]}"
+        declared += read_text_beneath(root, f"{member}/pyproject.toml") or ""
+        declared += read_text_beneath(root, f"{member}/setup.py") or ""
     for name in _REQUIREMENTS:
         if is_regular_beneath(root, name):
             args.append(f"-r {name}")

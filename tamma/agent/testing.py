@@ -202,7 +202,41 @@ def python_tests(root: Path, limit: int = 200) -> list[str]:
     return found
 
 
+def python_members(root: Path, limit: int = 20) -> list[str]:
+    """A monorepo's Python packages: folders (up to three levels down, outside hidden and
+    vendored ones) holding a pyproject.toml or setup.py, when the root holds neither. Empty for
+    an ordinary repository."""
+    if is_regular_beneath(root, "pyproject.toml") or is_regular_beneath(root, "setup.py"):
+        return []
+    skip = {"node_modules", "venv", ".venv", "build", "dist", "site-packages", "__pycache__", "tests", "test"}
+    found: list[str] = []
+    level = [root]
+    for _ in range(3):
+        below: list[Path] = []
+        for here in level:
+            try:
+                entries = sorted(p for p in here.iterdir() if p.is_dir() and not p.is_symlink())
+            except OSError:
+                continue
+            for p in entries:
+                if p.name.startswith(".") or p.name in skip:
+                    continue
+                rel = str(p.relative_to(root))
+                if is_regular_beneath(root, f"{rel}/pyproject.toml") or is_regular_beneath(root, f"{rel}/setup.py"):
+                    found.append(rel)
+                else:
+                    below.append(p)
+        level = below
+    return found[:limit]
+
+
 def _python(root: Path) -> tuple[str | None, str]:
+    members = python_members(root)
+    if members and python_tests(root):
+        # each member's tests from the root, over the members installed by setup; importlib
+        # mode, so two members' tests/test_util.py do not collide as one module
+        why = f"pytest over the workspace's Python packages ({', '.join(members)})"
+        return f"{PYTEST} --import-mode=importlib", why
     if uses_pytest(root):
         return PYTEST, "pytest (configured or imported by the tests)"
     if python_tests(root):

@@ -139,3 +139,25 @@ def test_setup_the_guidance_gives_comes_before_guessing(tmp_path: Path) -> None:
 def test_guidance_that_is_not_only_installs_is_not_setup(tmp_path: Path, block: str) -> None:
     write(tmp_path, {"AGENTS.md": f"To install:\n\n```\n{block}```\n", "requirements.txt": "x\n"})
     assert "-r requirements.txt" in (setup_command(tmp_path, None) or "")  # back to the heuristics
+
+
+def test_a_python_monorepo_installs_its_members_together_and_tests_from_the_root(tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "repos" / "py-monorepo", repo)
+    found = detect_test_command(repo, None)
+    assert found.command == f"{PYTEST} --import-mode=importlib"
+    assert "packages/reportkit" in found.why and "packages/textkit" in found.why
+    setup = setup_command(repo, None) or ""
+    # one pip command: reportkit's dependency on textkit is met by the local package, never an index's
+    assert "-e './packages/reportkit[test]' -e './packages/textkit[test]'" in setup
+    # a member reached through a link (out of the repository) is not installed
+    outside = tmp_path / "outside"
+    (outside / "evil").mkdir(parents=True)
+    (outside / "evil" / "setup.py").write_text("raise SystemExit('ran')\n")
+    (repo / "packages" / "linked").symlink_to(outside / "evil")
+    assert "linked" not in (setup_command(repo, None) or "")
+    # a root project is an ordinary repository, whatever folders it has
+    (repo / "pyproject.toml").write_text('[project]\nname = "root"\nversion = "1"\n')
+    assert "--import-mode" not in (detect_test_command(repo, None).command or "")
