@@ -78,9 +78,9 @@ class TemporalProbe:
             "activity": (self.task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
             "heavy": (heavy_queue(self.task_queue), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
         }
-        for kind, (name, qtype) in kinds.items():
-            try:
-                resp = await self.client.workflow_service.describe_task_queue(
+        described = await asyncio.gather(
+            *(
+                self.client.workflow_service.describe_task_queue(
                     DescribeTaskQueueRequest(
                         namespace=self.client.namespace,
                         task_queue=TaskQueue(name=name),
@@ -89,8 +89,13 @@ class TemporalProbe:
                     ),
                     timeout=timedelta(seconds=timeout_s),
                 )
-            except Exception as exc:  # reported, never raised: health must answer
-                self.queues[kind] = {"queue": name, "error": first_line(exc)}
+                for name, qtype in kinds.values()
+            ),
+            return_exceptions=True,
+        )  # the three at once: one round trip's time, not three
+        for (kind, (name, _)), resp in zip(kinds.items(), described, strict=True):
+            if isinstance(resp, BaseException):  # reported, never raised: health must answer
+                self.queues[kind] = {"queue": name, "error": first_line(resp)}
                 continue
             backlog = int(resp.stats.approximate_backlog_count) if resp.HasField("stats") else 0
             live = len(self.presence.live(name)) if not self.presence.unknown else len(resp.pollers)
@@ -99,12 +104,23 @@ class TemporalProbe:
                 self.metrics.pollers.labels(name, kind).set(live)
                 self.metrics.backlog.labels(name, kind).set(backlog)
 
-    async def loop(self, every_s: float = 3.0) -> None:
+    async def loop(self, every_s: float = 3.0, details_s: float = 5.0) -> None:
         while True:
-            await self.check()
-            await self.check_queues()
-            await self.count_waiting()
+            if await self.check():
+                try:
+                    await asyncio.wait_for(self._details(), details_s)
+                except TimeoutError:
+                    # It answered the probe, then stopped answering (frozen, overloaded): say so
+                    # now rather than after every RPC of this round has run out its own deadline.
+                    self.reachable, self.error = False, f"Temporal stopped answering (nothing within {details_s:g}s)"
+                    self.queues, self.presence = {}, None
+                    if self.metrics is not None:
+                        self.metrics.temporal_up.set(0)
             await asyncio.sleep(every_s)
+
+    async def _details(self) -> None:
+        await self.check_queues()
+        await self.count_waiting()
 
 
 @router.get("/live", summary="The process is up")
