@@ -60,3 +60,28 @@ def test_the_changelog_is_git_cliffs_rendering_of_real_commits() -> None:
         check=False,
     )
     assert notes.returncode == 0 and "## Unreleased" in notes.stdout, notes.stderr
+
+
+def test_every_file_the_release_publishes_is_signed() -> None:
+    """Keyless Sigstore signatures (cosign): a bundle beside every file `gh release create`
+    uploads, made after SHA256SUMS so it is signed too, in a job that may mint the OIDC token;
+    the image signed by the digest it was pushed as. (They run only in the release workflow: no
+    OIDC issuer here. actionlint above checks the steps' shape.)"""
+    import yaml
+
+    jobs = yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text())["jobs"]
+    release = jobs["github-release"]
+    assert release["permissions"].get("id-token") == "write"
+    runs = [step.get("run", "") for step in release["steps"]]
+    sums = next(i for i, r in enumerate(runs) if "sha256sum" in r)
+    sign = next(i for i, r in enumerate(runs) if "cosign sign-blob" in r)
+    upload = next(i for i, r in enumerate(runs) if "gh release create" in r)
+    assert sums < sign < upload
+    assert "for f in dist/*" in runs[sign] and '--bundle "$f.sigstore.json"' in runs[sign]
+    assert runs[upload].rstrip().endswith("dist/*")  # what was signed is what is uploaded, bundles too
+    image = jobs["image"]
+    assert image["permissions"].get("id-token") == "write"
+    pushed = next(s for s in image["steps"] if s.get("id") == "push")
+    assert pushed["with"]["push"] is True
+    signed = [s.get("run", "") for s in image["steps"] if "cosign sign " in s.get("run", "")]
+    assert signed and "@$DIGEST" in signed[0]
