@@ -67,6 +67,21 @@ query($owner: String!, $name: String!, $number: Int!, $after: String) {
   }
 }
 """
+# A base branch whose ruleset requires the merge queue: the REST merge is refused and the pull
+# request joins the queue by GraphQL; GitHub merges it once the queue's checks pass.
+_QUEUE_ENTRY = """
+query($owner: String!, $name: String!, $number: Int!) {
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) { id merged mergeQueueEntry { position state } }
+  }
+}
+"""
+_ENQUEUE = """
+mutation($input: EnqueuePullRequestInput!) {
+  enqueuePullRequest(input: $input) { mergeQueueEntry { position state } }
+}
+"""
+_MERGE_QUEUE = re.compile(r"merge queue", re.IGNORECASE)
 _NEEDS = "a token with repo scope (classic) or contents, issues, pull requests and statuses: write (fine-grained)"
 
 #: what GitHub's branch protection and rulesets answer (405) while a merge waits on people or
@@ -480,6 +495,22 @@ class GitHubPlatform:
             log.warning("cannot tell resolved review threads of #%s apart (GraphQL: %s); reading them all", number, exc)
             return set()
 
+    def _enqueue(self, number: int, head: str) -> str:
+        """Put the pull request in its base's merge queue (once: a retry finds it there), pinned
+        to the head CI passed on; where it stands in the queue."""
+        owner, name = self.repo.locator.split("/", 1)
+        _, data = self.gh.requester.graphql_query(_QUEUE_ENTRY, {"owner": owner, "name": name, "number": number})
+        pr = data["data"]["repository"]["pullRequest"]
+        if pr.get("merged"):
+            return "merged"
+        entry = pr.get("mergeQueueEntry")
+        if entry is None:
+            _, done = self.gh.requester.graphql_query(
+                _ENQUEUE, {"input": {"pullRequestId": pr["id"], "expectedHeadOid": head}}
+            )
+            entry = done["data"]["enqueuePullRequest"]["mergeQueueEntry"]
+        return _enqueued_position(entry)
+
     async def merge_pull_request(self, number: int, sha: str = "") -> MergeResult:
         def merge() -> MergeResult:
             pull = self._repo.get_pull(number)
@@ -499,6 +530,13 @@ class GitHubPlatform:
             except GithubException as exc:
                 if exc.status == 409:
                     raise _moved(number, sha, "a newer commit") from None
+                message = exc.data.get("message", "") if isinstance(exc.data, dict) else str(exc.data)
+                if exc.status == 405 and _MERGE_QUEUE.search(message):
+                    where = self._enqueue(number, sha or pull.head.sha)
+                    raise MergeWaiting(
+                        f"#{number} is in {pull.base.ref}'s merge queue ({where}); GitHub merges it when the "
+                        "queue's checks pass"
+                    ) from None
                 raise
             if not status.merged:
                 raise MergeBlockedError(f"GitHub did not merge #{number}: {status.message}")
@@ -508,6 +546,10 @@ class GitHubPlatform:
 
 
 __all__ = ["GitHubPlatform", "github", "map_github_error"]
+
+
+def _enqueued_position(entry: dict[str, object] | None) -> str:
+    return f"position {entry.get('position')}, {str(entry.get('state', '')).lower()}" if entry else "queued"
 
 
 def _graphql_error_types(exc: GithubException) -> set[str]:

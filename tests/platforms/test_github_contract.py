@@ -33,7 +33,7 @@ from pydantic import SecretStr
 from tamma.config import GitHubSettings
 from tamma.errors import TammaError
 from tamma.models import PullRequest, RepoRef, ReviewComment, TestReport
-from tamma.platforms.github import _THREADS, GitHubPlatform
+from tamma.platforms.github import _ENQUEUE, _QUEUE_ENTRY, _THREADS, GitHubPlatform
 from tests.ports import free_port
 from tests.standins.http import Reply, Request, serve
 
@@ -246,6 +246,8 @@ def test_the_graphql_tamma_sends_is_valid_against_githubs_schema() -> None:
     # deprecations of interface fields): take the schema as GitHub serves it, check our queries.
     schema = build_schema(GRAPHQL_SCHEMA.read_text(encoding="utf-8"), assume_valid=True, assume_valid_sdl=True)
     assert not validate(schema, parse(_THREADS)), "the review-threads query"
+    assert not validate(schema, parse(_QUEUE_ENTRY)), "the merge-queue entry query"
+    assert not validate(schema, parse(_ENQUEUE)), "the enqueue mutation"
     # the mutation PyGithub builds to mark a draft ready (PullRequest.mark_ready_for_review)
     sent: list[str] = []
 

@@ -57,6 +57,10 @@ class FakeGitHub:
     actor: str = "tamma-bot"  # the author of the request being answered
     # branch protection on the base: approving reviews a merge needs (GitHub answers 405 until then)
     required_approvals: int = 0
+    # a merge queue on the base (a ruleset): REST merges are refused; GraphQL enqueuePullRequest
+    # queues the PR, and `land_queue()` merges what is queued (the queue's checks passed)
+    merge_queue: bool = False
+    queued: list[int] = field(default_factory=list)
 
     @property
     def full(self) -> str:
@@ -72,6 +76,19 @@ class FakeGitHub:
             "labels": [],
             "pull_request": None,
         }
+
+    def land_queue(self) -> list[int]:
+        """The merge queue's checks passed: merge what it holds, in order."""
+        landed = []
+        with self.lock:
+            for number in self.queued:
+                pull = self.pulls[number]
+                sha = self.remote.merge(pull["head"], pull["base"], f"{pull['title']} (#{number})", squash=True)
+                if sha is not None:
+                    pull.update(merged=True, state="closed", merge_commit_sha=sha, head_sha=self.remote.sha(pull["head"]))
+                    landed.append(number)
+            self.queued.clear()
+        return landed
 
     def calls(self, method: str | None = None) -> list[str]:
         return [f"{m} {p}" for m, p, _ in self.log if method is None or m == method]
@@ -177,6 +194,28 @@ class FakeGitHub:
             pull["draft"] = False
             ready = {"clientMutationId": None, "pullRequest": {"isDraft": False}}
             return Reply(200, {"data": {"markPullRequestReadyForReview": ready}})
+        if "enqueuePullRequest" in query:
+            node = (v.get("input") or {}).get("pullRequestId")
+            number = next((n for n in self.pulls if f"PR_node{n}" == node), None)
+            if number is None or not self.merge_queue:
+                return Reply(200, {"errors": [{"type": "UNPROCESSABLE", "message": "Pull request is not in a mergeable state"}]})
+            expected = (v.get("input") or {}).get("expectedHeadOid")
+            if expected and expected != self.remote.sha(self.pulls[number]["head"]):
+                return Reply(200, {"errors": [{"type": "UNPROCESSABLE", "message": "Head ref is out of date"}]})
+            if number in self.queued:
+                return Reply(200, {"errors": [{"type": "UNPROCESSABLE", "message": "Pull request is already queued"}]})
+            self.queued.append(number)
+            entry = {"id": f"MQE_{number}", "position": len(self.queued), "state": "QUEUED"}
+            return Reply(200, {"data": {"enqueuePullRequest": {"mergeQueueEntry": entry}}})
+        if "mergeQueueEntry" in query and "pullRequest(number" in query:
+            if (v.get("owner"), v.get("name")) != (self.owner, self.name):
+                return Reply(200, {"errors": [{"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}]})
+            number = int(v["number"])
+            entry = None
+            if number in self.queued:
+                entry = {"id": f"MQE_{number}", "position": self.queued.index(number) + 1, "state": "QUEUED"}
+            pr = {"id": f"PR_node{number}", "merged": self.pulls[number]["merged"], "mergeQueueEntry": entry}
+            return Reply(200, {"data": {"repository": {"pullRequest": pr}}})
         if "reviewThreads" not in query or "isResolved" not in query or "fullDatabaseId" not in query:
             return Reply(200, {"errors": [{"type": "INVALID", "message": "unexpected query"}]})
         if (v.get("owner"), v.get("name")) != (self.owner, self.name):
@@ -381,6 +420,8 @@ class FakeGitHub:
                 return Reply(405, {"message": "Pull Request is not mergeable"})
             if pull.get("draft"):
                 return Reply(405, {"message": "Pull Request is still a draft"})
+            if self.merge_queue:  # what GitHub answers when a ruleset requires the merge queue
+                return Reply(405, {"message": "Changes must be made through the merge queue"})
             approved = sum(r.get("state") == "APPROVED" for r in self.reviews.get(pull["number"], []))
             if approved < self.required_approvals:
                 need = self.required_approvals

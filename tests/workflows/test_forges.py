@@ -347,6 +347,42 @@ async def test_a_merge_held_for_a_review_waits_for_it_then_merges(
         await keep_history(client, wid, "merge-held-for-review")
 
 
+async def test_a_repository_with_a_merge_queue_gets_the_pull_request_queued_and_waits_for_it(
+    client: Client, task_queue: str, tmp_path: Path, settings: Settings
+) -> None:
+    """A ruleset requires the merge queue: GitHub refuses the REST merge (405 "Changes must be made
+    through the merge queue"), which failed the task. Now the PR joins the queue (GraphQL
+    enqueuePullRequest, pinned to the head CI passed on, once however often the merge is tried)
+    and the task waits until GitHub merges it."""
+    from tamma.models import EventNote
+
+    with github_standin(tmp_path, settings, "queued") as (fake, s):
+        fake.merge_queue = True
+        service = TaskService(client, task_queue)
+        opts = s.task_options(transcript=str(DEMO_TRANSCRIPT), retry_initial_s=0.2)
+        async with running_worker(client, task_queue, build_activities(s), s):
+            repo = RepoRef(platform="github", locator=fake.full)
+            wid, _ = await service.start(IssueTaskInput(repo=repo, issue_number=1, options=opts))
+            for _ in range(300):
+                state = await service.state(wid)
+                merge = [r for r in state.steps if r.name == StepName.MERGE]
+                if merge and "merge queue" in merge[-1].detail:
+                    break
+                await asyncio.sleep(0.1)
+            assert merge and "#2 is in main's merge queue (position 1, queued)" in merge[-1].detail, state.steps
+            assert state.status == TaskStatus.RUNNING and fake.queued == [2]
+            await service.handle(wid).signal("ci_event", EventNote(kind="check_suite", delivery="nudge-1"))
+            await asyncio.sleep(0.5)  # tried again while still queued: not queued twice
+            assert fake.queued == [2] and not fake.pulls[2]["merged"]
+            assert fake.land_queue() == [2]  # the queue's checks passed: GitHub merged it
+            await service.handle(wid).signal("ci_event", EventNote(kind="pull_request closed", delivery="nudge-2"))
+            final = await service.result(wid)
+        assert final.status == TaskStatus.MERGED, final.error
+        enqueued = [b for m, p, b in fake.log if p == "/graphql" and "enqueuePullRequest" in (b or {}).get("query", "")]
+        assert len(enqueued) == 1
+        assert enqueued[0]["variables"]["input"]["expectedHeadOid"] == fake.pulls[2]["head_sha"]
+
+
 async def test_a_merge_held_past_merge_wait_s_fails_and_says_why(
     client: Client, task_queue: str, tmp_path: Path, settings: Settings
 ) -> None:
