@@ -30,6 +30,15 @@ def b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
+def _pems(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[str, str]:
+    """The private key (PKCS8) and its public key (SubjectPublicKeyInfo), as PEM text."""
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
 async def status(http: httpx.AsyncClient, tok: str | None) -> int:
     headers = {"authorization": f"Bearer {tok}"} if tok is not None else {}
     return (await http.get("/api/v1/tasks", headers=headers)).status_code
@@ -64,15 +73,7 @@ async def test_hs256_refusals(http: httpx.AsyncClient, api_settings: Settings) -
 
 
 async def test_rs256_with_issuer_and_audience(api_settings: Settings, tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private, public = _pems(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     (tmp_path / "pub.pem").write_text(public)
     s = with_sections(
         api_settings,
@@ -107,15 +108,7 @@ async def test_rs256_with_issuer_and_audience(api_settings: Settings, tmp_path: 
 
 def _ec() -> tuple[str, str, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public, key
+    return (*_pems(key), key)
 
 
 async def test_es256_tokens_are_minted_and_verified_and_nothing_else_passes(
@@ -136,6 +129,11 @@ async def test_es256_tokens_are_minted_and_verified_and_nothing_else_passes(
             assert await status(http, jwt.encode({"role": "admin", "exp": now + 60}, other, algorithm="ES256")) == 401
             rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             assert await status(http, jwt.encode({"role": "admin", "exp": now + 60}, rsa_key, algorithm="RS256")) == 401
+
+
+def _forged(key: str, algorithm: str, kid: str) -> str:
+    """An admin token that names `kid` but is signed by `key`, not by the identity provider."""
+    return jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, key, algorithm=algorithm, headers={"kid": kid})
 
 
 class _IdP:
@@ -189,18 +187,14 @@ async def test_tokens_from_a_teams_identity_provider_are_verified_by_its_publish
                 idp.add_key("2027-01")
                 await asyncio.sleep(1.1)  # the refetch cooldown (30 s outside this test)
                 assert await status(http, idp.token("2027-01")) == 200
-                # Refusals: a kid the IdP never published; our own secret; the public key as an HMAC secret
-                assert await status(http, jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, JWT_SECRET, algorithm="HS256", headers={"kid": "2026-12"})) == 401  # fmt: skip
+                # Refusals: an HS256 token (Tamma's own secret) naming the IdP's kid
+                assert await status(http, _forged(JWT_SECRET, "HS256", "2026-12")) == 401
                 before = idp.fetches
-                for i in range(20):  # random kids must not make Tamma hammer the IdP
-                    forged, _, _ = _ec()
-                    fake = jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, forged, algorithm="ES256", headers={"kid": f"k{i}"})  # fmt: skip
-                    assert await status(http, fake) == 401
+                for i in range(20):  # kids the IdP never published: refused, and no hammering of the IdP
+                    assert await status(http, _forged(_ec()[0], "ES256", f"k{i}")) == 401
                 assert idp.fetches - before <= 2
-                # a forged token naming a real kid fails on the signature
-                forged, _, _ = _ec()
-                fake = jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, forged, algorithm="ES256", headers={"kid": "2026-12"})  # fmt: skip
-                assert await status(http, fake) == 401
+                # a token signed by another key naming a real kid fails on the signature
+                assert await status(http, _forged(_ec()[0], "ES256", "2026-12")) == 401
                 # the IdP withdraws a key (compromised): its tokens stop passing once the set expires
                 monkeypatch.setattr(api_auth, "JWKS_LIFESPAN_S", 0.5)
                 api_auth._JWKS.clear()

@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 
 from tamma.config import GitHubSettings, GitLabSettings, Settings
 from tamma.demo import DEMO_BODY, DEMO_TITLE, make_sample_repo
-from tamma.models import IssueTaskInput, RepoRef, StepName, TaskState, TaskStatus
+from tamma.models import IssueTaskInput, RepoRef, StepName, StepRecord, TaskState, TaskStatus
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
@@ -314,6 +314,17 @@ async def test_a_long_ci_wait_keeps_the_history_bounded(
     await keep_history(client, state.workflow_id, "ci-wait-activity")
 
 
+async def merge_step_saying(service: TaskService, wid: str, text: str) -> tuple[TaskState, list[StepRecord]]:
+    """The task's state once its merge step's detail says `text` (or after 30 s), and its merge steps."""
+    for _ in range(300):
+        state = await service.state(wid)
+        merge = [r for r in state.steps if r.name == StepName.MERGE]
+        if merge and text in merge[-1].detail:
+            break
+        await asyncio.sleep(0.1)
+    return state, merge
+
+
 async def test_a_merge_held_for_a_review_waits_for_it_then_merges(
     client: Client, task_queue: str, tmp_path: Path, settings: Settings
 ) -> None:
@@ -329,12 +340,7 @@ async def test_a_merge_held_for_a_review_waits_for_it_then_merges(
         async with running_worker(client, task_queue, build_activities(s), s):
             repo = RepoRef(platform="github", locator=fake.full)
             wid, _ = await service.start(IssueTaskInput(repo=repo, issue_number=1, options=opts))
-            for _ in range(300):
-                state = await service.state(wid)
-                merge = [r for r in state.steps if r.name == StepName.MERGE]
-                if merge and "waiting for the forge" in merge[-1].detail:
-                    break
-                await asyncio.sleep(0.1)
+            state, merge = await merge_step_saying(service, wid, "waiting for the forge")
             assert merge and "At least 1 approving review is required" in merge[-1].detail, state.steps
             assert state.status == TaskStatus.RUNNING and merge[-1].status == "running"
             fake.reviews[2] = [
@@ -363,12 +369,7 @@ async def test_a_repository_with_a_merge_queue_gets_the_pull_request_queued_and_
         async with running_worker(client, task_queue, build_activities(s), s):
             repo = RepoRef(platform="github", locator=fake.full)
             wid, _ = await service.start(IssueTaskInput(repo=repo, issue_number=1, options=opts))
-            for _ in range(300):
-                state = await service.state(wid)
-                merge = [r for r in state.steps if r.name == StepName.MERGE]
-                if merge and "merge queue" in merge[-1].detail:
-                    break
-                await asyncio.sleep(0.1)
+            state, merge = await merge_step_saying(service, wid, "merge queue")
             assert merge and "#2 is in main's merge queue (position 1, queued)" in merge[-1].detail, state.steps
             assert state.status == TaskStatus.RUNNING and fake.queued == [2]
             await service.handle(wid).signal("ci_event", EventNote(kind="check_suite", delivery="nudge-1"))
