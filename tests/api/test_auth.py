@@ -133,7 +133,8 @@ async def test_es256_tokens_are_minted_and_verified_and_nothing_else_passes(
 
 def _forged(key: str, algorithm: str, kid: str) -> str:
     """An admin token that names `kid` but is signed by `key`, not by the identity provider."""
-    return jwt.encode({"tamma_role": "admin", "exp": int(time.time()) + 60}, key, algorithm=algorithm, headers={"kid": kid})
+    claims = {"tamma_role": "admin", "exp": int(time.time()) + 60}
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
 
 
 class _IdP:
