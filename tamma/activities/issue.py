@@ -7,6 +7,7 @@ commit, pull request, merge) and returns it rather than making it twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -624,6 +625,13 @@ async def _spending(provider: LLMProvider) -> AsyncIterator[Callable[[], Usage]]
     except TammaError as exc:
         exc.usage = total().model_dump()
         raise
+    finally:
+        # The SDK's HTTP client closed with the step, not left to the garbage collector (which
+        # warned "AsyncClient.aclose was never awaited" and kept sockets until it ran).
+        closing = getattr(provider, "aclose", None)
+        if closing is not None:
+            with contextlib.suppress(Exception):
+                await closing()
 
 
 async def _branch_listing(ws: Workspace, base: str) -> dict[str, Any]:

@@ -58,6 +58,10 @@ class AnthropicProvider:
         self.usage = Usage()
         self.description = f"anthropic {model}"
 
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP client (its connections)."""
+        await self.client.close()
+
     async def _create(self, **kwargs: Any) -> tuple[Any, Usage]:
         return await within_limits(self.gate, self.rate_limit_inline_s, lambda: self._create_once(**kwargs))
 

@@ -54,6 +54,10 @@ class OpenAIProvider:
         where = f" at {base_url}" if base_url else ""
         self.description = f"openai-compatible {model}{where}"
 
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP client (its connections)."""
+        await self.client.close()
+
     async def _create(self, **kwargs: Any) -> tuple[Any, Usage]:
         return await within_limits(self.gate, self.rate_limit_inline_s, lambda: self._create_once(**kwargs))
 

@@ -46,6 +46,11 @@ class RecordingProvider:
     def usage(self) -> Usage:
         return self.inner.usage
 
+    async def aclose(self) -> None:
+        closing = getattr(self.inner, "aclose", None)
+        if closing is not None:
+            await closing()
+
     async def structured(self, purpose: str, system: str, prompt: str, schema: type[T]) -> T:
         before = self.inner.usage
         try:

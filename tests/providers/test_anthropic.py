@@ -364,3 +364,20 @@ async def test_an_overflow_that_condensing_cannot_fix_names_the_setting(tmp_path
     assert info.value.context_overflow and not info.value.retryable
     assert "context window" in info.value.message and "agent.context_window_tokens" in info.value.message
     assert len(s.requests) == 1
+
+
+async def test_a_step_closes_its_providers_http_client_even_when_it_fails(tmp_path: Path) -> None:
+    """Each step made a provider and left its SDK client to the garbage collector ("coroutine
+    'AsyncClient.aclose' was never awaited", sockets kept until it ran); a worker runs thousands."""
+    from tamma.activities.issue import _spending
+    from tamma.providers.recording import RecordingProvider
+
+    p = provider("http://127.0.0.1:9")
+    async with _spending(p):
+        pass
+    assert p.client.is_closed()
+    wrapped = provider("http://127.0.0.1:9")
+    with pytest.raises(ProviderError):
+        async with _spending(RecordingProvider(wrapped, tmp_path / "code-s1-a1.json", 1, [])):
+            raise ProviderError("the step failed")
+    assert wrapped.client.is_closed()
