@@ -57,6 +57,13 @@ def _key(api: ApiSettings, token: str) -> Any:
         raise AuthError(f"invalid token: {exc}") from None
 
 
+def _ask_for_another(api: ApiSettings) -> str:
+    """Where a new token comes from: the identity provider when one signs them, else Tamma's key."""
+    if api.jwks_url is not None:
+        return "ask your identity provider (the one api.jwks_url names) for a new one"
+    return "mint a new one with `tamma token create`"
+
+
 def verify(api: ApiSettings, token: str) -> Principal:
     claim = api.jwt_role_claim
     try:
@@ -69,7 +76,7 @@ def verify(api: ApiSettings, token: str) -> Principal:
             options={"require": ["exp", claim], "verify_aud": api.jwt_audience is not None},
         )
     except jwt.ExpiredSignatureError:
-        raise AuthError("the token has expired; mint a new one with `tamma token create`") from None
+        raise AuthError(f"the token has expired; {_ask_for_another(api)}") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from None
     jti = claims.get("jti")
@@ -80,7 +87,10 @@ def verify(api: ApiSettings, token: str) -> Principal:
         raise AuthError(f"the token's {claim} claim {role!r} is not one of viewer, operator, admin")
     exp = claims.get("exp")
     if isinstance(exp, (int, float)) and exp - time.time() > api.max_token_ttl_s:
-        raise AuthError(f"the token lives longer than api.max_token_ttl_s ({api.max_token_ttl_s}s); mint a shorter one")
+        raise AuthError(
+            f"the token lives longer than api.max_token_ttl_s ({api.max_token_ttl_s}s); "
+            + ("the identity provider must issue shorter-lived ones" if api.jwks_url else "mint a shorter one")
+        )
     return Principal(str(claims.get("sub", "")), role)
 
 

@@ -184,6 +184,14 @@ async def test_tokens_from_a_teams_identity_provider_are_verified_by_its_publish
                     headers={"authorization": f"Bearer {viewer_only}"},
                 )
                 assert created.status_code == 403  # the role comes from the IdP's claim
+                # an expired token sends the user to the IdP, not to `tamma token create`
+                expired = await http.get(
+                    "/api/v1/tasks",
+                    headers={"authorization": f"Bearer {idp.token('2026-12', exp=int(time.time()) - 60)}"},
+                )
+                detail = expired.json()["detail"]
+                assert expired.status_code == 401 and "identity provider" in detail, detail
+                assert "tamma token create" not in detail
                 # the IdP rotates its key: a token with the new kid is accepted (the set is fetched again)
                 idp.add_key("2027-01")
                 await asyncio.sleep(1.1)  # the refetch cooldown (30 s outside this test)
