@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tamma.agent.node_links import KEEP_NODE_MODULES, link_node_modules, unlink_node_modules
 from tamma.agent.proxy import EgressProxy
 from tamma.agent.safefs import is_regular_beneath, read_beneath, read_text_beneath, write_file
 from tamma.agent.sandbox import (
@@ -101,11 +102,9 @@ class Environment:
 
 
 # Package managers' caches live in the environment, never in the workspace; node_modules is moved
-# there after install (the source setup ran in is thrown away) and linked into each workspace.
+# there after install (the source setup ran in is thrown away) and linked into each workspace
+# (tamma.agent.node_links).
 _NODE_CACHES = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
-_KEEP_NODE_MODULES = (
-    'if [ -d node_modules ]; then rm -rf "$VIRTUAL_ENV/node_modules" && mv node_modules "$VIRTUAL_ENV/"; fi'
-)
 
 
 def setup_command(root: Path, configured: str | None) -> str | None:
@@ -118,7 +117,7 @@ def setup_command(root: Path, configured: str | None) -> str | None:
     if given:
         # the repository's own instructions, in a venv so `pip install` has somewhere to go
         venv = 'python3 -I -m venv "$VIRTUAL_ENV" && export PATH="$VIRTUAL_ENV/bin:$PATH"'
-        return f"{venv} && {_NODE_CACHES} && {given} && {_KEEP_NODE_MODULES}"
+        return f"{venv} && {_NODE_CACHES} && {given} && {KEEP_NODE_MODULES}"
     steps = [step for step in (_python_setup(root), _node_setup(root)) if step]
     return " && ".join(steps) or None
 
@@ -227,7 +226,7 @@ def _node_setup(root: Path) -> str | None:
         install = "npm ci --no-audit --no-fund"
     else:
         install = "npm install --no-audit --no-fund --no-package-lock"
-    return f'{_NODE_CACHES} && mkdir -p "$VIRTUAL_ENV" && {install} && {_KEEP_NODE_MODULES}'
+    return f'{_NODE_CACHES} && mkdir -p "$VIRTUAL_ENV" && {install} && {KEEP_NODE_MODULES}'
 
 
 def lockfile_digest(root: Path) -> str:
@@ -453,26 +452,12 @@ async def run_in_environment(
             update={"output": environment.result.output + "\n[tamma] setup failed: tests were not run\n"}
         )
     mounts = Mounts(workspace=root, env_dir=environment.env_dir, hidden=tuple(policy.hide_paths))
-    link = _link_node_modules(root, environment, policy)
+    inside = ENV_DIR if resolve_backend(policy) != "none" else str(environment.env_dir)
+    made = link_node_modules(root, environment.env_dir, inside)
     try:
         return await run_sandboxed(command, mounts, policy, redactor)
     finally:
-        if link is not None and link.is_symlink():
-            link.unlink()
-
-
-def _link_node_modules(root: Path, environment: Environment, policy: SandboxPolicy) -> Path | None:
-    """Setup moved node_modules into the environment; show it in the workspace for this run
-    (a link, removed afterwards, so it is never committed). A node_modules the workspace
-    already has is left alone."""
-    if environment.env_dir is None or not (environment.env_dir / "node_modules").is_dir():
-        return None
-    link = root / "node_modules"
-    if os.path.lexists(link):
-        return None
-    inside = ENV_DIR if resolve_backend(policy) != "none" else str(environment.env_dir)
-    os.symlink(f"{inside}/node_modules", link)
-    return link
+        unlink_node_modules(made)
 
 
 async def sweep_builds(envs_dir: Path, older_than_s: float = 3600) -> None:

@@ -12,6 +12,7 @@ would mean rewriting the repository's own test command), so the summaries are pa
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 
@@ -37,7 +38,7 @@ class TestCounts(BaseModel):
 
     def plus(self, other: TestCounts) -> TestCounts:
         return TestCounts(
-            runner="+".join(r for r in (self.runner, other.runner) if r),
+            runner="+".join(dict.fromkeys(r for part in (self.runner, other.runner) for r in part.split("+") if r)),
             ran=(self.ran or 0) + (other.ran or 0),
             passed=self.passed + other.passed,
             failed=self.failed + other.failed,
@@ -214,20 +215,36 @@ _PARSERS: tuple[Callable[[str], TestCounts | None], ...] = (
 )  # fmt: skip
 
 
+# The header npm, pnpm and yarn print before running a package's script ("> @scope/pkg@1.2.0 test").
+_WORKSPACE_HEADER = re.compile(r"^> (@?[^\s@/]+(?:/[^\s@/]+)?)@\S+ test\b.*$", re.M)
+
+
 def parse_results(output: str) -> TestCounts:
     """The runs every recognised runner reports in `output`, summed (a `make test` may run two);
-    plain TAP only when no runner's own summary is there."""
+    plain TAP only when no runner's own summary is there. A workspace run (`npm test
+    --workspaces`) is read package by package, each failing test named with its package, so two
+    packages' summaries are both counted and their tests of the same name are told apart."""
     text = _ANSI.sub("", output).replace("\r\n", "\n")
+    headers = list(_WORKSPACE_HEADER.finditer(text))
+    if len({h.group(1) for h in headers}) < 2:
+        return _parse_one(text)
+    parts = [_parse_one(text[: headers[0].start()])]
+    for header, following in zip(headers, [*headers[1:], None], strict=True):
+        section = _parse_one(text[header.end() : following.start() if following else len(text)])
+        parts.append(section.model_copy(update={"failed_ids": [f"{header.group(1)}: {i}" for i in section.failed_ids]}))
+    return _summed([p for p in parts if p.known])
+
+
+def _parse_one(text: str) -> TestCounts:
     found = [c for c in (parse(text) for parse in _PARSERS) if c is not None]
     if not found:
         tap = _tap(text)
         found = [tap] if tap is not None else []
-    if not found:
-        return TestCounts()
-    total = found[0]
-    for more in found[1:]:
-        total = total.plus(more)
-    return total
+    return _summed(found)
+
+
+def _summed(found: list[TestCounts]) -> TestCounts:
+    return functools.reduce(TestCounts.plus, found) if found else TestCounts()
 
 
 class Verdict(BaseModel):

@@ -89,6 +89,34 @@ def is_regular_beneath(root: Path, relative: str) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
+def mkdir_beneath(root: Path, relative: str) -> bool:
+    """Make the folder `relative` under `root`, reaching its parent through no link. False
+    (nothing made) when the parent is missing or unsafe, or the name is taken."""
+    parts = tuple(Path(relative).parts)
+    if not parts or Path(relative).is_absolute():
+        return False
+    try:
+        with _dir_fd(root, parts[:-1]) as dfd:
+            os.mkdir(parts[-1], 0o755, dir_fd=dfd)
+    except OSError:
+        return False
+    return True
+
+
+def symlink_beneath(root: Path, relative: str, target: str) -> bool:
+    """Make `relative` under `root` a link to `target`, reaching its folder through no link.
+    False (nothing made) when that folder is missing or unsafe, or the name is taken."""
+    parts = tuple(Path(relative).parts)
+    if not parts or Path(relative).is_absolute():
+        return False
+    try:
+        with _dir_fd(root, parts[:-1]) as dfd:
+            os.symlink(target, parts[-1], dir_fd=dfd)
+    except OSError:
+        return False
+    return True
+
+
 def write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
     """Write `data` to `path` without following a link at `path` (O_NOFOLLOW) — the directory
     must be one Tamma made. With `exclusive`, refuse an existing file."""

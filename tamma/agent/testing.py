@@ -123,16 +123,28 @@ def node_manager(root: Path) -> str:
     return "npm"
 
 
+def node_workspaces(manifest: object) -> list[str]:
+    """The member patterns package.json declares (`workspaces`, a list or yarn's `{packages}`)."""
+    declared = manifest.get("workspaces") if isinstance(manifest, dict) else None
+    if isinstance(declared, dict):
+        declared = declared.get("packages")
+    return [p for p in declared if isinstance(p, str)] if isinstance(declared, list) else []
+
+
 def _node(root: Path) -> tuple[str | None, str]:
     text = read_text_beneath(root, "package.json", 2_000_000)
     if text is None:
         return None, ""
     try:
-        scripts = json.loads(text).get("scripts") or {}
+        manifest = json.loads(text)
+        scripts = manifest.get("scripts") or {}
     except (json.JSONDecodeError, AttributeError):
         return None, ""
     script = scripts.get("test") if isinstance(scripts, dict) else None
     if not isinstance(script, str) or not script.strip() or script.strip() == _NPM_PLACEHOLDER:
+        if node_workspaces(manifest) and node_manager(root) in ("npm", "yarn"):
+            # no test script at the root of a workspace: every member's own, each under its name
+            return "npm test --workspaces --if-present", "the test scripts of the workspace's packages"
         return None, ""
     # npm runs the script with node_modules/.bin on PATH whichever manager installed them
     return "npm test", f"package.json's test script ({node_manager(root)} project)"

@@ -29,6 +29,17 @@ PKG = {"name": "x", "version": "1.0.0", "scripts": {"test": "mocha"}}
         ({"package.json": json.dumps(PKG), "pnpm-lock.yaml": ""}, "npm test", "pnpm project"),
         ({"package.json": json.dumps(PKG), "yarn.lock": ""}, "npm test", "yarn project"),
         ({"package.json": json.dumps(PKG | {"packageManager": "pnpm@9.1.0"})}, "npm test", "pnpm project"),
+        # a workspace root with no test script of its own: every member's, by npm (yarn's too)
+        (
+            {"package.json": json.dumps({"private": True, "workspaces": ["packages/*"]})},
+            "npm test --workspaces --if-present",
+            "workspace's packages",
+        ),
+        (
+            {"package.json": json.dumps({"workspaces": {"packages": ["libs/*"]}}), "yarn.lock": ""},
+            "npm test --workspaces --if-present",
+            "workspace's packages",
+        ),
         ({"Cargo.toml": "[package]\nname='x'\n"}, "cargo test", "Cargo.toml"),
         ({"go.mod": "module x\n"}, "go test -v ./...", "go.mod"),
         ({"CMakeLists.txt": "project(x)\nenable_testing()\nadd_test(NAME a COMMAND a)\n"}, "ctest", "CMakeLists"),
@@ -37,10 +48,26 @@ PKG = {"name": "x", "version": "1.0.0", "scripts": {"test": "mocha"}}
         ({"pyproject.toml": "[tool.pytest.ini_options]\n", "t/test_a.py": ""}, PYTEST, "pytest"),
         ({"tests/test_a.py": "import pytest\n"}, PYTEST, "imported by the tests"),
         ({"tests/__init__.py": "", "tests/test_a.py": "import unittest\n"}, UNITTEST, "unittest"),
-        ({"AGENTS.md": "# x\n\n## Testing\nRun the tests with:\n\n```sh\n$ ./check.sh --all\n```\n"}, "./check.sh --all", "AGENTS.md"),
-        ({"CONTRIBUTING.md": "Install:\n```\npip install -e .\n```\nThen:\n```\npytest -x tests\n```\n"}, "pytest -x tests", "CONTRIBUTING.md"),
-        ({".tamma/config.toml": 'test_command = "make unit"\n', "Makefile": "test:\n"}, "make unit", ".tamma/config.toml"),
-        ({".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: cargo test --all\n"}, "cargo test --all", "ci.yml"),
+        (
+            {"AGENTS.md": "# x\n\n## Testing\nRun the tests with:\n\n```sh\n$ ./check.sh --all\n```\n"},
+            "./check.sh --all",
+            "AGENTS.md",
+        ),
+        (
+            {"CONTRIBUTING.md": "Install:\n```\npip install -e .\n```\nThen:\n```\npytest -x tests\n```\n"},
+            "pytest -x tests",
+            "CONTRIBUTING.md",
+        ),
+        (
+            {".tamma/config.toml": 'test_command = "make unit"\n', "Makefile": "test:\n"},
+            "make unit",
+            ".tamma/config.toml",
+        ),
+        (
+            {".github/workflows/ci.yml": "jobs:\n  t:\n    steps:\n      - run: cargo test --all\n"},
+            "cargo test --all",
+            "ci.yml",
+        ),
     ],
 )
 def test_the_test_command_for_each_shape(tmp_path: Path, files: dict[str, str], command: str, why: str) -> None:

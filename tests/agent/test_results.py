@@ -4,6 +4,7 @@ those runners print (mocha 10, jest 29, vitest 2, go 1.22, automake 1.16)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,27 @@ def test_node_test_runner(tmp_path: Path) -> None:
     got = parse_results(run(["node", "--test"], tmp_path))
     assert (got.runner, got.ran, got.passed, got.failed) == ("node --test", 2, 1, 1)
     assert got.failed_ids == ["bad one"]
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm not installed")
+def test_a_workspace_run_is_counted_package_by_package_and_failures_named_with_their_package(
+    tmp_path: Path,
+) -> None:
+    """Two packages whose tests have the same names: both summaries count, the failures differ."""
+    (tmp_path / "package.json").write_text(json.dumps({"private": True, "workspaces": ["packages/*"]}))
+    for name, bad in (("alpha", "1, 2"), ("beta", "2, 2")):
+        pkg = tmp_path / "packages" / name
+        pkg.mkdir(parents=True)
+        (pkg / "package.json").write_text(
+            json.dumps({"name": f"@t/{name}", "version": "1.0.0", "scripts": {"test": "node --test"}})
+        )
+        (pkg / "a.test.js").write_text(
+            "const { test } = require('node:test');\nconst assert = require('node:assert');\n"
+            f"test('same name', () => assert.equal({bad}));\ntest('fine', () => {{}});\n"
+        )
+    got = parse_results(run(["npm", "test", "--workspaces", "--if-present"], tmp_path))
+    assert (got.runner, got.ran, got.passed, got.failed) == ("node --test", 4, 3, 1)
+    assert got.failed_ids == ["@t/alpha: same name"]
 
 
 @pytest.mark.skipif(shutil.which("ctest") is None, reason="cmake not installed")
