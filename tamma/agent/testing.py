@@ -177,19 +177,46 @@ def _make(root: Path) -> tuple[str | None, str]:
     return None, ""
 
 
+# pytest named as a requirement ("pytest", "pytest>=7", 'pytest[testing]', pytest = "^8"), not
+# a plugin ("pytest-cov") or a section name ("[tool.pytest.ini_options]")
+_PYTEST_REQUIREMENT = re.compile(r"""(?:^|[\s"',\[])pytest(?![\w.-])\s*(?:[<>=!~\[;"',\]]|$)""", re.M)
+_DECLARING = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "noxfile.py", "Pipfile")
+
+
 def uses_pytest(root: Path) -> bool:
-    """The repository runs its tests with pytest: a pytest config, a conftest, or tests that
-    import pytest (declared nowhere is common: the runner is then installed by setup)."""
+    """The repository runs its tests with pytest: a pytest config, a conftest, pytest declared
+    as a requirement (a test extra, a dependency group, requirements-dev.txt ...), or tests that
+    import pytest or are bare `def test_` functions, which only pytest collects (declared
+    nowhere is common: the runner is then installed by setup)."""
     if any(is_regular_beneath(root, f) for f in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")):
         return True
     for name in ("pyproject.toml", "setup.cfg", "tox.ini"):
         head = read_text_beneath(root, name, 200_000) or ""
         if "[tool.pytest" in head or "[pytest]" in head or "[tool:pytest]" in head:
             return True
-    return any(
-        re.search(r"^\s*(import pytest|from pytest )", read_text_beneath(root, f, 200_000) or "", re.M)
-        for f in python_tests(root)
-    )
+    tests = python_tests(root)
+    if not tests:
+        return False  # declared but nothing to collect: no command is better than one that runs nothing
+    requirements = [str(p.relative_to(root)) for p in _requirement_files(root)]
+    if any(_PYTEST_REQUIREMENT.search(read_text_beneath(root, f, 200_000) or "") for f in (*_DECLARING, *requirements)):
+        return True
+    for f in tests:
+        text = read_text_beneath(root, f, 200_000) or ""
+        if re.search(r"^\s*(import pytest|from pytest )", text, re.M):
+            return True
+        if re.search(r"^def test", text, re.M) and not re.search(r"^\s*(import unittest|from unittest)", text, re.M):
+            return True
+    return False
+
+
+def _requirement_files(root: Path) -> list[Path]:
+    """requirements*.txt at the root and in requirements/ (regular files, no links)."""
+    found: list[Path] = []
+    for folder in (root, root / "requirements"):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        found += [p for p in sorted(folder.glob("*.txt")) if not p.is_symlink() and "req" in str(p.relative_to(root))]
+    return found[:20]
 
 
 def python_tests(root: Path, limit: int = 200) -> list[str]:

@@ -28,6 +28,9 @@ DEMO_TRANSCRIPT = Path(__file__).parent / "transcripts" / "demo.json"
 class Expectation(BaseModel):
     prompt_contains: list[str] = Field(default_factory=list)
     tools_succeeded: bool = True
+    #: for code turns after the first: text the previous turn's tool results must contain (what a
+    #: search found, what a run printed), so a replay stops where the tools saw something else
+    result_contains: list[str] = Field(default_factory=list)
 
 
 class Exchange(BaseModel):
@@ -106,13 +109,20 @@ class ScriptedProvider:
         exchange = found[turn]
         if turn == 0:
             self._check_prompt(exchange, messages[0].text if messages else "")
-        elif exchange.expect.tools_succeeded:
-            failed = [r for r in messages[-1].tool_results if r.is_error]
-            if failed:
+        else:
+            results = messages[-1].tool_results if messages else []
+            failed = [r for r in results if r.is_error]
+            if failed and exchange.expect.tools_succeeded:
                 raise self._diverged(
                     f"tool call {failed[0].tool_call_id} failed here ({failed[0].content[:200]}) "
                     "but succeeded in the recording"
                 )
+            seen = "\n".join(r.content for r in results)
+            for needle in exchange.expect.result_contains:
+                if needle not in seen:
+                    raise self._diverged(
+                        f"turn {turn + 1} expects the tool results to mention {needle!r}; they read: {seen[:300]!r}"
+                    )
         names = {t.name for t in tools}
         response = ChatResponse.model_validate({**exchange.response, "usage": exchange.usage.model_dump()})
         self.usage = self.usage.plus(exchange.usage)

@@ -48,6 +48,27 @@ PKG = {"name": "x", "version": "1.0.0", "scripts": {"test": "mocha"}}
         ({"pyproject.toml": "[tool.pytest.ini_options]\n", "t/test_a.py": ""}, PYTEST, "pytest"),
         ({"tests/test_a.py": "import pytest\n"}, PYTEST, "imported by the tests"),
         ({"tests/__init__.py": "", "tests/test_a.py": "import unittest\n"}, UNITTEST, "unittest"),
+        # pytest declared as a requirement, tests written as bare functions with plain asserts
+        (
+            {"pyproject.toml": "[project.optional-dependencies]\ntest = ['pytest>=8']\n", "tests/test_a.py": ""},
+            PYTEST,
+            "pytest",
+        ),
+        ({"requirements/dev.txt": "black\npytest==8.3\n", "test_a.py": ""}, PYTEST, "pytest"),
+        (
+            {"tests/test_a.py": "from calc import mean\n\ndef test_mean():\n    assert mean([2]) == 2\n"},
+            PYTEST,
+            "pytest",
+        ),
+        # a plugin is not the runner; TestCase classes are unittest's
+        (
+            {
+                "requirements-dev.txt": "pytest-cov\n",
+                "tests/test_a.py": "import unittest\n\nclass T(unittest.TestCase):\n    def test_a(self): pass\n",
+            },
+            UNITTEST,
+            "unittest",
+        ),
         (
             {"AGENTS.md": "# x\n\n## Testing\nRun the tests with:\n\n```sh\n$ ./check.sh --all\n```\n"},
             "./check.sh --all",

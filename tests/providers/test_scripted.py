@@ -41,7 +41,9 @@ async def test_chat_turns_and_divergence() -> None:
 
 async def test_unknown_tool_in_recording_is_divergence() -> None:
     with pytest.raises(TranscriptMismatch, match="tools this agent does not have"):
-        await ScriptedProvider(DEMO_TRANSCRIPT).chat("code", "s", [Message(role="user", text="the off-by-one in paginate")], [])
+        await ScriptedProvider(DEMO_TRANSCRIPT).chat(
+            "code", "s", [Message(role="user", text="the off-by-one in paginate")], []
+        )
 
 
 @pytest.mark.parametrize(
@@ -58,3 +60,28 @@ def test_bad_transcript_files(tmp_path: Path, content: str, match: str) -> None:
         ScriptedProvider(f)
     with pytest.raises(TranscriptMismatch, match="does not exist"):
         ScriptedProvider(tmp_path / "missing.json")
+
+
+async def test_a_turn_stops_when_the_tools_saw_something_else(tmp_path: Path) -> None:
+    """result_contains: the replay goes on only if the previous tool results mention the text."""
+    exchanges = [
+        {"purpose": "code", "response": {"tool_calls": [{"id": "c0", "name": "search", "input": {"pattern": "x"}}]}},
+        {"purpose": "code", "response": {"text": "done"}, "expect": {"result_contains": ["src/found.py:3:"]}},
+    ]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"format": "tamma-transcript/1", "exchanges": exchanges}))
+    first = await ScriptedProvider(path).chat("code", "s", [Message(role="user", text="go")], TOOL_SPECS)
+
+    def after(seen: str) -> list[Message]:
+        return [
+            Message(role="user", text="go"),
+            Message(role="assistant", tool_calls=first.tool_calls),
+            Message(role="user", tool_results=[ToolResult(tool_call_id="c0", content=seen)]),
+        ]
+
+    done = await ScriptedProvider(path).chat(
+        "code", "s", after("src/found.py:3: x = 1\n[1 matches in 1 files]"), TOOL_SPECS
+    )
+    assert done.text == "done"
+    with pytest.raises(TranscriptMismatch, match=r"expects the tool results to mention 'src/found\.py:3:'"):
+        await ScriptedProvider(path).chat("code", "s", after("no matches"), TOOL_SPECS)
