@@ -183,8 +183,13 @@ class LLMSettings(Strict):
     idle_timeout_s: float = Field(
         default=60.0,
         gt=0,
-        description="Anthropic replies are streamed: the longest silence mid-reply before the call fails (and is "
+        description="replies are streamed: the longest silence mid-reply before the call fails (and is "
         "retried); a long reply that keeps arriving is never cut off",
+    )
+    openai_stream: bool = Field(
+        default=True,
+        description="stream OpenAI-compatible replies (with usage chunks); a server that refuses a streamed "
+        "request is asked again without, and no longer streamed to",
     )
     output_retries: int = Field(default=2, ge=0, description="re-asks after a malformed or empty answer")
     rate_limit_inline_s: float = Field(

@@ -7,7 +7,6 @@ The SDK's own retries are off: Temporal retries the activity.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import anthropic
@@ -16,7 +15,7 @@ from pydantic import ValidationError
 from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
-from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, map_api_error, priced
+from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, drain, map_api_error, priced
 from tamma.providers.ratelimit import gate_for, within_limits
 from tamma.version import user_agent
 
@@ -88,25 +87,7 @@ class AnthropicProvider:
     async def _streamed(self, **kwargs: Any) -> Any:
         """One reply, streamed; each event must come within idle_timeout_s of the one before."""
         async with self.client.messages.stream(model=self.model, max_tokens=self.max_tokens, **kwargs) as stream:
-            events = stream.__aiter__()
-            while True:
-                try:
-                    await asyncio.wait_for(events.__anext__(), self.idle_timeout_s)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    raise ProviderError(
-                        f"Anthropic sent nothing for {self.idle_timeout_s:g}s in the middle of a reply "
-                        "(llm.idle_timeout_s)"
-                    ) from None
-                except anthropic.APIError:
-                    raise
-                except Exception as exc:  # the HTTP library's own errors mid-stream (a reset, a closed socket)
-                    if type(exc).__module__.split(".")[0].startswith("http"):
-                        raise ProviderError(
-                            f"the connection to Anthropic broke mid-reply ({type(exc).__name__})"
-                        ) from None
-                    raise
+            await drain(stream, "Anthropic", self.idle_timeout_s, anthropic.APIError)
             return await stream.get_final_message()
 
     def _system(self, system: str) -> list[dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +30,28 @@ def count_call(provider: str, model: str, call: Usage) -> None:
     meter.create_counter("tamma_llm_tokens", "model tokens (input + output + cache)").add(call.tokens, labels)
     # SDK counters are integers: cost counts in millionths of a dollar
     meter.create_counter("tamma_llm_cost_usd_micros", "model cost, USD x 1e6").add(round(call.cost_usd * 1e6), labels)
+
+
+async def drain(events: AsyncIterator[Any], vendor: str, idle_timeout_s: float, sdk_error: type[Exception]) -> None:
+    """Read a streamed reply to its end; each event must come within `idle_timeout_s` of the one
+    before (a model that goes quiet mid-reply fails the call, retryable). The SDK's own errors
+    (an error event) pass through; the HTTP library's (a reset, a closed socket) say so."""
+    iterator = events.__aiter__()
+    while True:
+        try:
+            await asyncio.wait_for(iterator.__anext__(), idle_timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ProviderError(
+                f"{vendor} sent nothing for {idle_timeout_s:g}s in the middle of a reply (llm.idle_timeout_s)"
+            ) from None
+        except sdk_error:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0].startswith("http"):
+                raise ProviderError(f"the connection to {vendor} broke mid-reply ({type(exc).__name__})") from None
+            raise
 
 
 def answer_tool_schema(schema: type[BaseModel]) -> dict[str, Any]:
@@ -71,7 +95,7 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
     if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
         return ProviderError(f"cannot connect to {vendor} ({type(exc).__name__})")
     status = getattr(exc, "status_code", None)
-    if status is not None and status < 400:  # an error event inside a streamed reply (its HTTP status was 200)
+    if status is None or status < 400:  # an error event inside a streamed reply (its HTTP status was 200)
         status = _STREAM_ERRORS.get(_error_type(exc), 500)
     response = getattr(exc, "response", None)
     headers = response.headers if response is not None else None
@@ -110,8 +134,9 @@ def map_api_error(exc: Exception, vendor: str, model: str, key_setting: str) -> 
     )
 
 
-#: Anthropic's error types, as the HTTP status each stands for when it arrives as an event of a
-#: stream already answered 200 (docs.anthropic.com, "Errors")
+#: Anthropic's and OpenAI's error types, as the HTTP status each stands for when it arrives as an
+#: event of a stream already answered 200 (docs.anthropic.com, "Errors"; platform.openai.com,
+#: "Error codes")
 _STREAM_ERRORS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -121,6 +146,10 @@ _STREAM_ERRORS = {
     "rate_limit_error": 429,
     "api_error": 500,
     "overloaded_error": 529,
+    # OpenAI's, in the error object a stream sends (the SDK raises it with no status)
+    "server_error": 500,
+    "requests": 429,
+    "tokens": 429,
 }
 
 

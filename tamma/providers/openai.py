@@ -8,6 +8,8 @@ Structured output is a forced function call whose parameters are the pydantic mo
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
 import openai
@@ -16,9 +18,15 @@ from pydantic import ValidationError
 from tamma.errors import ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
-from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, map_api_error, priced
+from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, drain, map_api_error, priced
 from tamma.providers.ratelimit import gate_for, within_limits
 from tamma.version import user_agent
+
+log = logging.getLogger(__name__)
+
+#: how a server says it does not take a streamed request ("Unrecognized request argument supplied:
+#: stream_options", "streaming is not supported")
+_NO_STREAMING = re.compile(r"stream_options|stream(ing)? (is )?not supported|does not support stream", re.I)
 
 _FINISH = {"tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens", "content_filter": "refusal"}
 
@@ -32,6 +40,8 @@ class OpenAIProvider:
         base_url: str | None = None,
         max_tokens: int = 8192,
         timeout_s: float = 120.0,
+        idle_timeout_s: float = 60.0,
+        stream: bool = True,
         output_retries: int = 2,
         price: Any | None = None,
         rate_limit_inline_s: float = 60.0,
@@ -44,6 +54,10 @@ class OpenAIProvider:
             timeout=timeout_s,
             default_headers={"User-Agent": user_agent()},
         )
+        # Replies are streamed (as Anthropic's are): a long reply takes as long as the model keeps
+        # writing, a silence of idle_timeout_s mid-reply fails the call (retryable).
+        self.idle_timeout_s = idle_timeout_s
+        self.stream = stream
         self.model = model
         self.max_tokens = max_tokens
         self.output_retries = output_retries
@@ -63,7 +77,25 @@ class OpenAIProvider:
 
     async def _create_once(self, **kwargs: Any) -> tuple[Any, Usage]:
         try:
-            response = await self.client.chat.completions.create(model=self.model, max_tokens=self.max_tokens, **kwargs)
+            if self.stream:
+                response = await self._streamed(**kwargs)
+            else:
+                response = await self.client.chat.completions.create(
+                    model=self.model, max_tokens=self.max_tokens, **kwargs
+                )
+        except openai.BadRequestError as exc:
+            if self.stream and _NO_STREAMING.search(str(exc)):
+                # an OpenAI-compatible server that cannot stream (or take stream_options): ask again
+                # whole, and never stream to it again
+                log.warning("%s refused a streamed request (%s); asking without streaming", self.description, exc)
+                self.stream = False
+                return await self._create_once(**kwargs)
+            raise map_api_error(
+                exc,
+                "the OpenAI-compatible server",
+                self.model,
+                "llm.openai_api_key (OPENAI_API_KEY) / llm.openai_base_url",
+            ) from None
         except openai.APIError as exc:
             raise map_api_error(
                 exc,
@@ -89,6 +121,17 @@ class OpenAIProvider:
         if not response.choices:
             raise ProviderError("the OpenAI-compatible server answered with no choices")
         return response, call
+
+    async def _streamed(self, **kwargs: Any) -> Any:
+        """One reply, streamed with its usage; each chunk must come within idle_timeout_s of the
+        one before. The SDK puts the chunks together (text, tool calls' arguments, finish reason,
+        usage); its snapshot is taken as it stands, since its final completion refuses a reply cut
+        off at max_tokens, which the callers handle themselves."""
+        async with self.client.chat.completions.stream(
+            model=self.model, max_tokens=self.max_tokens, stream_options={"include_usage": True}, **kwargs
+        ) as stream:
+            await drain(stream, "the OpenAI-compatible server", self.idle_timeout_s, openai.APIError)
+            return stream.current_completion_snapshot
 
     async def structured(self, purpose: str, system: str, prompt: str, schema: type[T]) -> T:
         tool = {

@@ -93,7 +93,13 @@ def make_provider(settings: Settings, step: Step, transcript: str | None, sessio
     key = llm.openai_api_key.get_secret_value() if llm.openai_api_key else None
     if key is None and llm.openai_base_url is None:
         raise ConfigError("the openai provider needs OPENAI_API_KEY or llm.openai_base_url (a local server)")
-    return OpenAIProvider(api_key=key, base_url=llm.openai_base_url, **common)
+    return OpenAIProvider(
+        api_key=key,
+        base_url=llm.openai_base_url,
+        idle_timeout_s=llm.idle_timeout_s,
+        stream=llm.openai_stream,
+        **common,
+    )
 
 
 def provider_description(settings: Settings, transcript: str | None) -> str:

@@ -137,3 +137,66 @@ async def test_tool_use_coding_session_edits_a_real_workspace(tmp_path: Path) ->
     tool_msgs = [m for m in msgs if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in tool_msgs] == ["call_1", "call_x", "call_2", "call_3"]
     assert tool_msgs[1]["content"].startswith("ERROR: bad arguments")
+
+
+async def test_replies_are_streamed_with_their_usage_and_a_long_one_outlasts_the_timeout() -> None:
+    """A reply taking 3x llm.timeout_s in all arrives whole (text and a tool call's arguments in
+    pieces), because no silence in it is longer than the idle limit; its tokens come from the
+    stream's usage chunk, cached ones included."""
+    body = api.completion(
+        "Thinking it through. " * 20,
+        [api.call("answer", ANALYSIS)],
+        prompt_tokens=900,
+        completion_tokens=70,
+        cached=512,
+    )
+    chunks = api.chunks(body, gap_s=0.08)
+    assert len(chunks) * 0.08 > 3 * 0.4
+    with serve(api.scripted([Reply(200, stream=chunks)])) as s:
+        p = provider(s.url, timeout_s=0.4, idle_timeout_s=0.3)
+        got = await p.structured("analysis", "sys", "p", Analysis)
+    assert got == Analysis.model_validate(ANALYSIS)
+    asked = s.requests[0].json
+    assert asked["stream"] is True and asked["stream_options"] == {"include_usage": True}
+    assert (p.usage.input_tokens, p.usage.cache_read_tokens, p.usage.output_tokens) == (388, 512, 70)
+
+
+async def test_a_stream_that_goes_quiet_mid_reply_fails_retryably() -> None:
+    body = api.completion(None, [api.call("answer", ANALYSIS)])
+    stalled = Reply(200, stream=api.chunks(body, stall_after=3, stall_s=3))
+    with serve(api.scripted([stalled])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url, idle_timeout_s=0.3).structured("analysis", "sys", "p", Analysis)
+    assert info.value.retryable and "sent nothing for 0.3s in the middle of a reply" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "kind,retryable,limited",
+    [("server_error", True, False), ("requests", False, True), ("invalid_request_error", False, False)],
+)
+async def test_an_error_inside_a_stream_is_classified_by_its_type(kind: str, retryable: bool, limited: bool) -> None:
+    """The server answers 200, starts streaming, then sends an error object: it is the error its
+    type names (a server error retries, a rate limit waits), not a rejected request."""
+    started = api.completion(None, [api.call("answer", ANALYSIS)])
+    with serve(api.scripted([api.stream_error(kind, "busy", started)])) as s, pytest.raises(ProviderError) as info:
+        await provider(s.url, rate_limit_inline_s=0).structured("analysis", "sys", "p", Analysis)
+    assert info.value.retryable is retryable and isinstance(info.value, RateLimited) is limited, info.value.message
+    assert "busy" in info.value.message
+
+
+async def test_a_server_that_cannot_stream_is_asked_again_whole_and_no_longer_streamed_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    replies = [
+        api.completion(None, [api.call("answer", ANALYSIS)]),
+        api.completion(None, [api.call("answer", ANALYSIS)]),
+    ]
+    with serve(api.scripted(replies, streams=False)) as s:
+        p = provider(s.url)
+        assert await p.structured("analysis", "sys", "p", Analysis) == Analysis.model_validate(ANALYSIS)
+        assert await p.structured("analysis", "sys", "p", Analysis) == Analysis.model_validate(ANALYSIS)
+    streamed = [bool(r.json.get("stream")) for r in s.requests]
+    assert streamed == [True, False, False]  # refused once, then whole every time
+    assert "asking without streaming" in caplog.text
+    with serve(api.scripted(replies[:1])) as s:
+        await provider(s.url, stream=False).structured("analysis", "sys", "p", Analysis)
+    assert "stream" not in s.requests[0].json  # llm.openai_stream = false

@@ -59,10 +59,12 @@ def openai_brain(api_key: str | None = None) -> Callable[[Request], Reply]:
         choice = body.get("tool_choice")
         if isinstance(choice, dict) and choice["function"]["name"] == "answer":
             kind = _KIND[body["tools"][0]["function"]["parameters"]["title"]]
-            return Reply(200, openai_api.completion(None, [openai_api.call("answer", _ANSWERS[kind])]))
+            return openai_api.as_asked(
+                req, Reply(200, openai_api.completion(None, [openai_api.call("answer", _ANSWERS[kind])]))
+            )
         turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
         r = _CODE[turn]
         calls = [openai_api.call(c["name"], c["input"], c["id"]) for c in r.get("tool_calls", [])]
-        return Reply(200, openai_api.completion(r.get("text"), calls or None))
+        return openai_api.as_asked(req, Reply(200, openai_api.completion(r.get("text"), calls or None)))
 
     return respond

@@ -85,7 +85,9 @@ class FakeGitHub:
                 pull = self.pulls[number]
                 sha = self.remote.merge(pull["head"], pull["base"], f"{pull['title']} (#{number})", squash=True)
                 if sha is not None:
-                    pull.update(merged=True, state="closed", merge_commit_sha=sha, head_sha=self.remote.sha(pull["head"]))
+                    pull.update(
+                        merged=True, state="closed", merge_commit_sha=sha, head_sha=self.remote.sha(pull["head"])
+                    )
                     landed.append(number)
             self.queued.clear()
         return landed
@@ -198,7 +200,9 @@ class FakeGitHub:
             node = (v.get("input") or {}).get("pullRequestId")
             number = next((n for n in self.pulls if f"PR_node{n}" == node), None)
             if number is None or not self.merge_queue:
-                return Reply(200, {"errors": [{"type": "UNPROCESSABLE", "message": "Pull request is not in a mergeable state"}]})
+                return Reply(
+                    200, {"errors": [{"type": "UNPROCESSABLE", "message": "Pull request is not in a mergeable state"}]}
+                )
             expected = (v.get("input") or {}).get("expectedHeadOid")
             if expected and expected != self.remote.sha(self.pulls[number]["head"]):
                 return Reply(200, {"errors": [{"type": "UNPROCESSABLE", "message": "Head ref is out of date"}]})
