@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import BaseModel
 
-from tamma.agent.condense import ContextPolicy, condense, estimate, prompt_tokens
+from tamma.agent.condense import ContextPolicy, condense, estimate, fold, prompt_tokens
 from tamma.agent.tools import Toolbox
 from tamma.errors import BudgetExceeded, ProviderError
 from tamma.models import Budget, Usage
@@ -67,9 +67,13 @@ async def _chat(
         except ProviderError as exc:
             if exc.context_overflow:
                 saved = condense(messages, keep_recent=2)
-                if not saved:
+                if saved:
+                    on_turn(turn, f"the prompt was over the model's window: elided {saved} characters of old output")
+                    continue
+                folded = fold(messages, keep_recent=2)
+                if not folded:
                     raise
-                on_turn(turn, f"the prompt was over the model's window: elided {saved} characters of old output")
+                on_turn(turn, f"the prompt was over the model's window: folded old turns ({folded} characters)")
                 continue
             wait = next(waits)
             if wait is None or not exc.retryable or exc.rate_limited:
@@ -148,6 +152,11 @@ async def run_agent(
             saved = condense(messages, context.keep_recent)
             if saved:
                 on_turn(turn, f"condensed the conversation: elided {saved} characters of old tool output")
+            else:  # nothing left to elide and still over (as the provider counted): the turns fill it
+                folded = fold(messages, context.keep_recent)
+                if folded:
+                    on_turn(turn, f"condensed the conversation: folded old turns into a digest ({folded} characters)")
+                    counted, counted_upto = estimate(system, messages), len(messages)
         response = await _chat(provider, system, messages, toolbox.specs, on_turn, turn)
         counted, counted_upto = prompt_tokens(response, system, messages), len(messages)
         messages.append(Message(role="assistant", text=response.text, tool_calls=response.tool_calls))

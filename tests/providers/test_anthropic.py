@@ -146,7 +146,7 @@ async def test_a_long_reply_that_keeps_arriving_outlasts_the_timeout() -> None:
 
 
 async def test_a_model_that_goes_quiet_mid_reply_is_retried_in_place_with_the_conversation(tmp_path: Path) -> None:
-    ws, toolbox = await _workspace_toolbox(tmp_path)
+    _, toolbox = await _workspace_toolbox(tmp_path)
     replies = demo_code_replies()
     stalled = Reply(200, stream=api.events(replies[1], stall_after=3, stall_s=3))
     turns: list[str] = []
@@ -315,7 +315,7 @@ async def test_a_conversation_nearing_the_window_has_its_old_outputs_elided(tmp_
     reads = [
         api.message(
             [api.tool_use("read_file", {"path": "pager.py", "start_line": i + 1}, f"r{i}")], "tool_use", input_tokens=n
-        )  # fmt: skip
+        )
         for i, n in enumerate(sizes[:-1])
     ]
     replies = [*reads, api.message([api.text("done")], "end_turn", input_tokens=sizes[-1])]
@@ -381,3 +381,46 @@ async def test_a_step_closes_its_providers_http_client_even_when_it_fails(tmp_pa
         async with _spending(RecordingProvider(wrapped, tmp_path / "code-s1-a1.json", 1, [])):
             raise ProviderError("the step failed")
     assert wrapped.client.is_closed()
+
+
+async def test_a_long_session_of_small_outputs_is_folded_into_a_digest_and_goes_on(tmp_path: Path) -> None:
+    """Twelve turns of small reads (nothing worth eliding) and a prompt the stand-in counts at
+    130,000 tokens: the next request starts with the task and a digest of the old turns, keeps
+    the recent ones (each result after its call), and the session finishes. Then an overflow
+    the API reports with nothing left to elide is folded and asked again, not a failure."""
+    from tamma.agent.condense import DIGEST
+
+    _, toolbox = await _workspace_toolbox(tmp_path)
+
+    def read(i: int, name: str, lines: int) -> dict[str, Any]:
+        return api.tool_use("read_file", {"path": "pager.py", "start_line": i + 1, "end_line": i + lines}, name)
+
+    reads = [
+        api.message(
+            [api.text(f"Reading lines {i + 1}-{i + 3}."), read(i, f"r{i}", 3)],
+            "tool_use",
+            input_tokens=130_000 if i == 11 else 1_000 + i,
+        )
+        for i in range(12)
+    ]
+    turns: list[str] = []
+    with serve(api.scripted([*reads, api.message([api.text("done")], "end_turn")])) as s:
+        outcome = await run_agent(provider(s.url), toolbox, "sys", "the task", 30, lambda t, w: turns.append(w))
+    assert outcome.summary == "done"
+    assert any("folded old turns into a digest" in w for w in turns), turns
+    folded = s.requests[-1].json["messages"]
+    first = json.dumps(folded[0])
+    assert "the task" in first and DIGEST in first and "read_file(path='pager.py', start_line=1, end_line=3)" in first
+    assert len(folded) < len(s.requests[-2].json["messages"])
+    blocks = [b for m in folded if isinstance(m["content"], list) for b in m["content"]]
+    calls = [b["id"] for b in blocks if b.get("type") == "tool_use"]
+    paired = [b["tool_use_id"] for b in blocks if b.get("type") == "tool_result"]
+    assert calls == paired and calls[-1] == "r11" and "r0" not in calls
+
+    too_long = api.error(400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")
+    small = [api.message([read(i, f"q{i}", 2)], "tool_use") for i in range(5)]
+    turns.clear()
+    with serve(api.scripted([*small, too_long, api.message([api.text("done")], "end_turn")])) as s:
+        outcome = await run_agent(provider(s.url), toolbox, "sys", "the task", 30, lambda t, w: turns.append(w))
+    assert outcome.summary == "done" and any("over the model's window: folded old turns" in w for w in turns), turns
+    assert DIGEST in json.dumps(s.requests[-1].json["messages"][0])
