@@ -287,13 +287,34 @@ async def test_a_long_ci_wait_keeps_the_history_bounded(
     """CI stays pending for 60 polls. Polling from the workflow cost ~11 history events a poll (a
     6-hour wait: ~7,900; nine of them passed Temporal's 51,200-event limit); polled inside one
     heartbeating activity, the wait adds a handful of events whatever it takes."""
+    state = await _pending_ci(client, task_queue, github_ci, 60)
+    await keep_history(client, state.workflow_id, "ci-wait-activity")
+
+
+@pytest.mark.slow
+async def test_twelve_hours_of_ci_polls_keep_the_history_as_small(
+    client: Client, task_queue: str, github_ci: tuple[FakeGitHub, Settings]
+) -> None:
+    """1,440 polls: as many as a 12-hour CI wait makes at the default workflow.ci_poll_s of 30 s,
+    under a 13-hour ci_timeout_s. They run faster here: the number of polls, not the clock, is
+    what could reach the history (the time-skipping server cannot skip an activity's own waits)."""
+    await _pending_ci(client, task_queue, github_ci, 1440)
+
+
+async def _pending_ci(
+    client: Client, task_queue: str, github_ci: tuple[FakeGitHub, Settings], pending_polls: int
+) -> TaskState:
+    """A task whose CI stays pending for `pending_polls` polls, then passes: it merges, and its
+    whole history stays under 200 events."""
     fake, settings = github_ci
-    settings = settings.model_copy(update={"workflow": settings.workflow.model_copy(update={"ci_poll_s": 0.05})})
+    poll_s = 0.05 if pending_polls <= 60 else 0.002
+    workflow = settings.workflow.model_copy(update={"ci_poll_s": poll_s, "ci_timeout_s": 13 * 3600})
+    settings = settings.model_copy(update={"workflow": workflow})
     polls: list[str] = []
 
     def ci(sha: str) -> list[dict[str, Any]]:
         polls.append(sha)
-        done = len(polls) > 60
+        done = len(polls) > pending_polls
         return [
             {
                 "id": 7000,
@@ -307,11 +328,11 @@ async def test_a_long_ci_wait_keeps_the_history_bounded(
     fake.ci = ci
     state = await run(client, task_queue, settings, RepoRef(platform="github", locator=fake.full))
     assert state.status == TaskStatus.MERGED, state.error
-    assert len(polls) > 60
+    assert len(polls) > pending_polls
     events = [e async for e in client.get_workflow_handle(state.workflow_id).fetch_history_events()]
     print(f"\n{len(polls)} CI polls, {len(events)} history events in the whole task")
-    assert len(events) < 200  # the whole task; in the workflow, the polls alone were ~660
-    await keep_history(client, state.workflow_id, "ci-wait-activity")
+    assert len(events) < 200  # the whole task; in the workflow, 60 polls alone were ~660
+    return state
 
 
 async def merge_step_saying(service: TaskService, wid: str, text: str) -> tuple[TaskState, list[StepRecord]]:
