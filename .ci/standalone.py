@@ -11,6 +11,8 @@ temporalio.worker.workflow_sandbox._in_sandbox by name), --collect-data tamma (t
 API docs' assets).
 
     python .ci/standalone.py [--work DIR]
+    python .ci/standalone.py --repack FOLDER ARCHIVE   # after signing the folder's binaries
+
 
 Prints `export RELEASE_BINARY_DIR=<folder with tamma and temporal>` and `export
 RELEASE_ARCHIVE=<archive>` on stdout; progress goes to stderr.
@@ -80,10 +82,26 @@ def pack(folder: Path, archive: Path) -> None:
             t.add(folder, arcname=folder.name)
 
 
+def repack(folder: Path, archive: Path) -> None:
+    """The archive and its SHA256SUMS line made again from `folder` (its binaries signed since)."""
+    if not (folder / f"tamma{EXE}").is_file():
+        raise SystemExit(f"--repack: {folder} holds no tamma{EXE}: not a build folder")
+    if archive.suffix not in (".zip", ".gz") or not archive.name.startswith("tamma-"):
+        raise SystemExit(f"--repack: {archive} is not a release archive (tamma-<version>-<target>.tar.gz or .zip)")
+    archive.unlink(missing_ok=True)
+    pack(folder, archive)
+    (archive.parent / "SHA256SUMS").write_text(f"{sha256(archive)}  {archive.name}\n")
+    log(f"repacked {archive.name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("DEPLOY_WORK", "/tmp/tamma-ci-deploy")))
+    parser.add_argument("--repack", nargs=2, type=Path, metavar=("FOLDER", "ARCHIVE"))
     args = parser.parse_args()
+    if args.repack:
+        repack(*args.repack)
+        return
     work: Path = args.work.resolve()
     build, venv = work / "pyi", work / "venv-pyi"
     scripts = venv / ("Scripts" if WINDOWS else "bin")

@@ -1,11 +1,13 @@
-"""Fill in the installer manifests of a release: the Homebrew formula, the Scoop manifest and the
-snapcraft.yaml, from the version and the SHA256SUMS of the release's standalone archives.
+"""Fill in the installer manifests of a release: the Homebrew formula, the Scoop manifest, the
+snapcraft.yaml and the Chocolatey package (nuspec and install scripts), from the version and the
+SHA256SUMS of the release's standalone archives.
 
     python packaging/render.py --version 1.2.0 --sums dist/SHA256SUMS --repo owner/tamma --out out/
 
-Writes out/homebrew/Formula/tamma.rb (the tap's layout), out/scoop/tamma.json and
-out/snap/snapcraft.yaml. Every archive a manifest names must be in SHA256SUMS: a release missing
-one (a matrix job that failed) renders nothing, and says which is missing.
+Writes out/homebrew/Formula/tamma.rb (the tap's layout), out/scoop/tamma.json,
+out/snap/snapcraft.yaml and out/chocolatey/ (`choco pack out/chocolatey/tamma.nuspec` builds
+it). Every archive a manifest names must be in SHA256SUMS: a release missing one (a matrix job
+that failed) renders nothing, and says which is missing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ OUTPUTS = {
     "homebrew/tamma.rb": "homebrew/Formula/tamma.rb",
     "scoop/tamma.json": "scoop/tamma.json",
     "snap/snapcraft.yaml": "snap/snapcraft.yaml",
+    "chocolatey/tamma.nuspec": "chocolatey/tamma.nuspec",
+    "chocolatey/tools/chocolateyinstall.ps1": "chocolatey/tools/chocolateyinstall.ps1",
+    "chocolatey/tools/chocolateyuninstall.ps1": "chocolatey/tools/chocolateyuninstall.ps1",
 }
 VERSION = re.compile(r"^\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?$")  # no +local: a tag's
 REPO = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
@@ -60,6 +65,12 @@ def values(version: str, repo: str, sums: dict[str, str]) -> dict[str, str]:
         raise SystemExit(f"--repo {repo!r} is not owner/name")
     found = {"version": version, "repo": repo, "owner": repo.split("/")[0]}
     found["grade"] = "devel" if re.search(r"(a|b|rc|\.dev)\d+", version) else "stable"
+    # NuGet's versions: a pre-release after a dash (1.5.0rc1 -> 1.5.0-rc1, 1.5.0.dev3 -> 1.5.0-dev3);
+    # a post-release as a fourth number, so it sorts after its release (1.5.0.post1 -> 1.5.0.1)
+    core, pre = re.match(r"^(\d+\.\d+\.\d+)(.*)$", version).groups()  # type: ignore[union-attr]
+    post = re.fullmatch(r"\.post(\d+)", pre)
+    prerelease = f"-{pre.lstrip('.').replace('.', '-')}" if pre else ""
+    found["choco_version"] = f"{core}.{post[1]}" if post else core + prerelease
     missing = []
     for key, suffix in TARGETS.items():
         name = f"tamma-{version}-{suffix}"

@@ -1,6 +1,7 @@
 """The installer manifests a release writes (packaging/render.py): the Homebrew formula (tap
-layout), the Scoop manifest and the snapcraft.yaml. Homebrew, Scoop and snapcraft do not run here;
-what does: Ruby's own syntax check of the formula, Scoop's published JSON schema, and the archive
+layout), the Scoop manifest, the snapcraft.yaml and the Chocolatey package. Homebrew, Scoop,
+snapcraft and choco do not run here; what does: Ruby's own syntax check of the formula, Scoop's
+published JSON schema, the nuspec schema of Chocolatey's NuGet fork, and the archive
 names and SHA-256 sums each manifest names, checked against real files. (snapd's own check of the
 snap's metadata, with the real standalone build inside, is in test_binary.py.)"""
 
@@ -14,9 +15,11 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
+import xmlschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,3 +154,46 @@ def test_a_checksum_file_that_is_not_sha256sum_output_is_refused_with_its_line(t
     sums_file.write_text("0" * 64 + "  tamma-1.4.0-linux-x86_64.tar.gz\nnot a checksum line\n")
     with pytest.raises(SystemExit, match=r"SHA256SUMS:2: not a `sha256sum` line"):
         render.main(["--version", VERSION, "--sums", str(sums_file), "--out", str(tmp_path / "out")])
+
+
+def test_the_chocolatey_package_passes_chocolatey_s_nuspec_schema_and_installs_the_zip_by_its_sum(
+    tmp_path: Path,
+) -> None:
+    """choco does not run here: the nuspec is checked against the schema Chocolatey's NuGet fork
+    validates with, and the install script's URL and SHA-256 against the release's real zip."""
+    sums, out = render_into(tmp_path)
+    package = out / "chocolatey"
+    schema = xmlschema.XMLSchema(SCHEMAS / "chocolatey-nuspec.xsd")
+    schema.validate(package / "tamma.nuspec")
+    ns = {"n": "http://schemas.microsoft.com/packaging/2015/06/nuspec.xsd"}
+    meta = ElementTree.parse(package / "tamma.nuspec").getroot().find("n:metadata", ns)
+    assert meta is not None
+    assert meta.findtext("n:id", namespaces=ns) == "tamma" and meta.findtext("n:version", namespaces=ns) == VERSION
+    assert meta.findtext("n:projectSourceUrl", namespaces=ns) == "https://github.com/acme/tamma"
+    install = (package / "tools" / "chocolateyinstall.ps1").read_text()
+    assert "@{" not in (package / "tamma.nuspec").read_text()
+    assert "$packageArgs = @{" in install and "Install-ChocolateyZipPackage @packageArgs" in install
+    assert "@{version}" not in install and "@@" not in install
+    url = re.search(r"url64bit\s*=\s*'([^']+)'", install)
+    digest = re.search(r"checksum64\s*=\s*'([0-9a-f]{64})'", install)
+    assert url and digest and "checksumType64 = 'sha256'" in install
+    name = url[1].rsplit("/", 1)[1]
+    assert url[1] == f"https://github.com/acme/tamma/releases/download/v{VERSION}/{name}"
+    assert name == f"tamma-{VERSION}-windows-x86_64.zip" and digest[1] == sums[name]
+    with zipfile.ZipFile(tmp_path / "dist" / name) as z:  # what Install-ChocolateyZipPackage unpacks
+        assert "tamma/tamma.exe" in z.namelist()
+    assert f"-ZipFileName '{name}'" in (package / "tools" / "chocolateyuninstall.ps1").read_text()
+    # the schema is not a rubber stamp: a nuspec without its description, or with an unknown
+    # element, is refused
+    text = (package / "tamma.nuspec").read_text()
+    for broken in (
+        re.sub(r"<description>.*?</description>", "", text, flags=re.S),
+        text.replace("<tags>", "<tagz>x</tagz><tags>"),
+    ):
+        with pytest.raises(xmlschema.XMLSchemaValidationError):
+            schema.validate(broken)
+    # NuGet versions: a pre-release after a dash, a post-release as a fourth number
+    for version, nuget in (("1.5.0rc1", "1.5.0-rc1"), ("1.5.0.post2", "1.5.0.2")):
+        _, out_v = render_into(tmp_path / version, version)
+        assert f"<version>{nuget}</version>" in (out_v / "chocolatey" / "tamma.nuspec").read_text()
+        schema.validate(out_v / "chocolatey" / "tamma.nuspec")
