@@ -457,7 +457,7 @@ async def run_in_environment(
     try:
         return await run_sandboxed(command, mounts, policy, redactor)
     finally:
-        unlink_node_modules(made)
+        unlink_node_modules(root, made)
 
 
 async def sweep_builds(envs_dir: Path, older_than_s: float = 3600) -> None:

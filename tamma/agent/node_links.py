@@ -18,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import shutil
 from pathlib import Path
 
-from tamma.agent.safefs import mkdir_beneath, symlink_beneath
+from tamma.agent.safefs import mkdir_beneath, remove_beneath, symlink_beneath
 
 #: setup's last step: node_modules out of the source it ran in (thrown away) into the environment
 KEEP_NODE_MODULES = (
@@ -118,11 +117,9 @@ def link_node_modules(root: Path, env_dir: Path | None, inside: str) -> list[Pat
     return made
 
 
-def unlink_node_modules(made: list[Path]) -> None:
-    """Take away what `link_node_modules` made (a folder of links: the folder, never through a link)."""
+def unlink_node_modules(root: Path, made: list[Path]) -> None:
+    """Take away what `link_node_modules` made, reaching each through no link: the run may have
+    swapped a member's folder for a link, and its target is never touched."""
     for path in reversed(made):
         with contextlib.suppress(OSError):
-            if path.is_symlink():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path)
+            remove_beneath(root, str(path.relative_to(root)))

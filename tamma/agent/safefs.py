@@ -103,6 +103,24 @@ def mkdir_beneath(root: Path, relative: str) -> bool:
     return True
 
 
+def remove_beneath(root: Path, relative: str) -> None:
+    """Remove `relative` under `root` (a link, a file, or a folder and what is in it), reaching it
+    through no link: a folder on the way swapped for a link since (by code the sandbox ran) makes
+    this remove nothing, never something the link points at. Missing: nothing to do."""
+    parts = tuple(Path(relative).parts)
+    if not parts or Path(relative).is_absolute():
+        raise UnsafePath(f"{relative!r} is not a relative path")
+    try:
+        with _dir_fd(root, parts[:-1]) as dfd:
+            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(parts[-1], dir_fd=dfd)
+            else:
+                os.unlink(parts[-1], dir_fd=dfd)
+    except FileNotFoundError:
+        return
+
+
 def symlink_beneath(root: Path, relative: str, target: str) -> bool:
     """Make `relative` under `root` a link to `target`, reaching its folder through no link.
     False (nothing made) when that folder is missing or unsafe, or the name is taken."""

@@ -7,6 +7,7 @@ treated as hostile (one that leaves the repository is never copied into the work
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_a_workspace_gets_a_folder_of_links_its_own_packages_resolved_here(tmp_p
     # links that leave the repository are not copied: they point into the environment, as before
     assert os.readlink(modules / "evil") == f"{INSIDE}/node_modules/evil"
     assert os.readlink(modules / "abs") == f"{INSIDE}/node_modules/abs"
-    unlink_node_modules(made)
+    unlink_node_modules(root, made)
     assert sorted(p.name for p in root.iterdir()) == ["packages"]
     assert (env / "node_modules" / "@s" / "dep").is_dir()  # the environment is untouched
 
@@ -62,7 +63,7 @@ def test_a_plain_project_gets_one_link_and_an_existing_node_modules_is_left_alon
     root.mkdir()
     made = link_node_modules(root, env, INSIDE)
     assert made == [root / "node_modules"] and os.readlink(root / "node_modules") == f"{INSIDE}/node_modules"
-    unlink_node_modules(made)
+    unlink_node_modules(root, made)
     assert not os.path.lexists(root / "node_modules")
     (root / "node_modules").mkdir()
     (root / "node_modules" / "mine").write_text("kept")
@@ -85,7 +86,7 @@ def test_members_own_node_modules_go_back_to_their_folders_never_through_a_link(
     assert os.readlink(root / "packages/b/node_modules") == f"{INSIDE}/members/packages/b/node_modules"
     assert list(outside.iterdir()) == []
     assert not os.path.lexists(root / "a/b/c/d/e/node_modules")
-    unlink_node_modules(made)
+    unlink_node_modules(root, made)
     assert not os.path.lexists(root / "packages/a/node_modules") and not os.path.lexists(root / "node_modules")
 
 
@@ -120,5 +121,34 @@ def test_a_pnpm_member_s_links_to_its_siblings_resolve_in_this_workspace(tmp_pat
     assert (shown / "@fixture" / "bytes" / "index.js").read_text() == "module.exports = 1;\n"
     assert os.readlink(shown / "@fixture" / "evil") == f"{INSIDE}/members/packages/report/node_modules/@fixture/evil"
     assert os.readlink(shown / "ms") == f"{INSIDE}/members/packages/report/node_modules/ms"
-    unlink_node_modules(made)
+    unlink_node_modules(root, made)
     assert not os.path.lexists(shown)
+
+
+def test_a_member_folder_swapped_for_a_link_during_the_run_makes_cleanup_touch_nothing_it_points_at(
+    tmp_path: Path,
+) -> None:
+    """The tests run hostile code with the workspace writable: it replaces packages/b (where a
+    node_modules folder of links was made) with a link to a folder of the user's that has a
+    node_modules of its own. Taking the links away must not delete that."""
+    env, root = _env(tmp_path), _workspace(tmp_path)
+    (root / "packages" / "b").mkdir()
+    members = env / "members" / "packages" / "b" / "node_modules"
+    (members / "@s").mkdir(parents=True)
+    os.symlink("../../../a", members / "@s" / "a")  # makes packages/b/node_modules a real folder
+    made = link_node_modules(root, env, INSIDE)
+    assert (root / "packages/b/node_modules").is_dir() and not (root / "packages/b/node_modules").is_symlink()
+    precious = tmp_path / "home" / "project"
+    (precious / "node_modules" / "dep").mkdir(parents=True)
+    (precious / "node_modules" / "dep" / "index.js").write_text("kept")
+    (precious / "node_modules.txt").write_text("kept")
+    # what the run did: the member's folder is now a link to the user's project
+    shutil.rmtree(root / "packages" / "b")
+    os.symlink(precious, root / "packages" / "b")
+    # and the root's node_modules folder is now a link too
+    shutil.rmtree(root / "node_modules")
+    os.symlink(precious / "node_modules", root / "node_modules")
+    unlink_node_modules(root, made)
+    assert (precious / "node_modules" / "dep" / "index.js").read_text() == "kept"
+    assert not os.path.lexists(root / "node_modules")  # the link itself is gone, its target is not
+    assert (root / "packages" / "b").is_symlink()  # not ours to remove
