@@ -51,6 +51,7 @@ from tamma.activities.issue import _TestRunner
 from tamma.agent import prompts
 from tamma.agent.loop import run_agent
 from tamma.agent.results import TestCounts, judge, parse_results
+from tamma.agent.safefs import UnsafePath, read_beneath, remove_beneath, write_file
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import Workspace
 from tamma.config import Settings, load_settings
@@ -216,20 +217,27 @@ def make_repo(task: EvalTask, dest: Path) -> Path:
 async def _run_with_hidden(runner: _TestRunner, ws: Workspace, hidden: list[Hidden]) -> tuple[TestCounts, int]:
     """The test command with the hidden tests in place (the agent's own files of those names are
     replaced: the hidden tests are the judge), then the workspace as it was."""
-    kept: dict[Path, bytes | None] = {}
+    kept: dict[str, bytes | None] = {}
     for h in hidden:
-        target = ws.root / h.path
-        kept[target] = target.read_bytes() if target.is_file() else None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(h.content)
+        # the agent's code ran with the workspace writable: a link where a hidden test goes (or on
+        # the way to it) is removed, never written through
+        folder = (ws.root / h.path).parent
+        if not folder.resolve().is_relative_to(ws.root.resolve()):
+            raise TammaError(f"the hidden test {h.path} would be written outside the workspace (a link on the way)")
+        try:
+            kept[h.path] = read_beneath(ws.root, h.path, 10_000_000)
+        except UnsafePath:
+            kept[h.path] = None
+        remove_beneath(ws.root, h.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_file(ws.root / h.path, h.content.encode(), exclusive=True)
     try:
         result = await runner.run_once()
     finally:
-        for target, data in kept.items():
-            if data is None:
-                target.unlink(missing_ok=True)
-            else:
-                target.write_bytes(data)
+        for path, data in kept.items():
+            remove_beneath(ws.root, path)
+            if data is not None:
+                write_file(ws.root / path, data, exclusive=True)
     return parse_results(result.output), result.exit_code
 
 

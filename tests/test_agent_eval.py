@@ -8,6 +8,7 @@ made from a repository's history is judged by the tests its fixing commit added.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,20 @@ def test_a_task_from_a_fix_in_the_repository_s_history(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert run.returncode != 0 and "changes no test file" in run.stderr, run.stderr
+
+
+def test_a_link_the_agent_leaves_where_a_hidden_test_goes_is_removed_not_written_through(tmp_path: Path) -> None:
+    """The agent's code runs with the workspace writable: it plants a link where the hidden test
+    will be written, pointing at a file of the user's. The eval removes the link and writes the
+    test in its place; the user's file is untouched."""
+    victim = tmp_path / "nothing-here-yet.py"  # where the user has no file: none may appear
+    tasks = json.loads((ROOT / "tests/fixtures/repos/eval-tasks.json").read_text())
+    fix = next(s for s in tasks["reproduce-first"]["steps"] if s["tool"] == "edit_file")
+    planted = tasks["reproduce-first"] | {
+        "steps": [{"tool": "run", "args": {"command": f"ln -s {victim} test_hidden_ordinal.py"}}, fix]
+    }
+    (tmp_path / "tasks.json").write_text(json.dumps({"planted-link": planted}))
+    doc = _eval("--task-file", str(tmp_path / "tasks.json"), "--tasks", "planted-link")
+    (row,) = doc["tasks"]
+    assert row["resolved"] is True, row
+    assert not os.path.lexists(victim)
