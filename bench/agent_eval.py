@@ -98,6 +98,7 @@ class EvalTask(_Strict):
     steps: list[Step] = Field(description="the scripted model's tool calls, before a final run_tests")
     hidden: list[Hidden] = Field(default_factory=list, description="tests added only after the agent finished")
     needs: list[str] = Field(default_factory=list, description="programs the task needs on this machine")
+    setup_secrets: dict[str, str] = Field(default_factory=dict, description="setup variables this machine needs")
 
 
 def _from_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +106,7 @@ def _from_case(case: dict[str, Any]) -> dict[str, Any]:
     return {
         "title": case["title"],
         "needs": case["needs"],
+        "setup_secrets": case.get("setup_secrets", {}),
         "steps": [
             {"tool": "read_file", "args": {"path": case["path"]}, "expect": [case["old"].strip()]},
             {"tool": "edit_file", "args": {"path": case["path"], "old_text": case["old"], "new_text": case["new"]}},
@@ -243,6 +245,10 @@ async def _run_with_hidden(runner: _TestRunner, ws: Workspace, hidden: list[Hidd
 
 async def one(name: str, task: EvalTask, model: str, settings: Settings, tmp: Path) -> dict[str, Any]:
     started = time.monotonic()
+    if task.setup_secrets:
+        data = settings.model_dump()
+        data["agent"]["setup_secrets"] = task.setup_secrets
+        settings = Settings.model_validate(data)
     repo = make_repo(task, tmp / name / "repo")
     acts = build_activities(settings)
     ws = await Workspace.clone(str(repo), "main", tmp / name / "work")

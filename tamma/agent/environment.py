@@ -104,7 +104,15 @@ class Environment:
 # Package managers' caches live in the environment, never in the workspace; node_modules is moved
 # there after install (the source setup ran in is thrown away) and linked into each workspace
 # (tamma.agent.node_links).
-_NODE_CACHES = 'export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
+# Node trusts its own CA list, not the system's: behind a proxy that inspects TLS (its CA added
+# to the system's store, as companies do) corepack's downloads fail SELF_SIGNED_CERT_IN_CHAIN
+# where pip, git and curl succeed. The system's bundle, where there is one, is added to Node's.
+_SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
+_NODE_CACHES = (
+    '{ export npm_config_cache="$VIRTUAL_ENV/npm-cache" COREPACK_HOME="$VIRTUAL_ENV/corepack"'
+    ' COREPACK_ENABLE_DOWNLOAD_PROMPT=0 YARN_CACHE_FOLDER="$VIRTUAL_ENV/yarn-cache" YARN_ENABLE_GLOBAL_CACHE=false;'
+    f" if [ -r {_SYSTEM_CAS} ]; then export NODE_EXTRA_CA_CERTS={_SYSTEM_CAS}; fi; }}"
+)
 
 
 def setup_command(root: Path, configured: str | None) -> str | None:
@@ -218,10 +226,17 @@ def _node_setup(root: Path) -> str | None:
         return None
     manager = node_manager(root)
     if manager == "pnpm":
-        install = "corepack pnpm install --frozen-lockfile --config.node-linker=hoisted"
+        store = '--config.store-dir="$VIRTUAL_ENV/pnpm-store"'
+        install = f"corepack pnpm install --frozen-lockfile --config.node-linker=hoisted {store}"
     elif manager == "yarn":
         berry = is_regular_beneath(root, ".yarnrc.yml")
-        install = "corepack yarn install " + ("--immutable" if berry else "--frozen-lockfile --non-interactive")
+        # Yarn 2+ installs Plug'n'Play by default: a .pnp.cjs in the source, thrown away with it;
+        # node_modules is what survives into the environment
+        install = (
+            "YARN_NODE_LINKER=node-modules corepack yarn install --immutable"
+            if berry
+            else "corepack yarn install --frozen-lockfile --non-interactive"
+        )
     elif is_regular_beneath(root, "package-lock.json") or is_regular_beneath(root, "npm-shrinkwrap.json"):
         install = "npm ci --no-audit --no-fund"
     else:
@@ -402,6 +417,9 @@ async def _run_setup(
         "NO_PROXY": "",
         "npm_config_proxy": proxy_url,
         "npm_config_https_proxy": proxy_url,
+        # Yarn 2+ reads its own proxy settings, not HTTP(S)_PROXY
+        "YARN_HTTP_PROXY": proxy_url,
+        "YARN_HTTPS_PROXY": proxy_url,
     }
     mounts = Mounts(
         workspace=root,

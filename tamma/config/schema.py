@@ -81,6 +81,7 @@ DEFAULT_SETUP_HOSTS = [
     "files.pythonhosted.org",
     "registry.npmjs.org",
     "registry.yarnpkg.com",
+    "repo.yarnpkg.com",  # where corepack fetches Yarn 2+ itself
     "index.crates.io",
     "static.crates.io",
     "proxy.golang.org",

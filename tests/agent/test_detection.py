@@ -150,7 +150,7 @@ def test_pytest_is_added_only_when_nothing_declares_it(tmp_path: Path) -> None:
         ({"package-lock.json": "{}"}, "npm ci"),
         ({"pnpm-lock.yaml": ""}, "corepack pnpm install --frozen-lockfile"),
         ({"yarn.lock": ""}, "corepack yarn install --frozen-lockfile"),
-        ({"yarn.lock": "", ".yarnrc.yml": ""}, "corepack yarn install --immutable"),
+        ({"yarn.lock": "", ".yarnrc.yml": ""}, "YARN_NODE_LINKER=node-modules corepack yarn install --immutable"),
         ({}, "npm install"),
     ],
 )

@@ -42,6 +42,10 @@ class Case:
     failing: str  # part of the id of a test that fails on the base commit
     needs: list[str] = field(default_factory=list)  # programs the case needs on this machine
     shape: str = ""
+    # setup variables this machine needs, not the repository: the npm registry reachable here
+    # serves package metadata without npm's signatures, which corepack checks before it runs
+    # pnpm or yarn (COREPACK_INTEGRITY_KEYS=0 turns that check off; the public registry signs)
+    setup_secrets: dict[str, str] = field(default_factory=dict)
 
 
 #: one case per repository, shared with bench/agent_eval.py
@@ -102,9 +106,10 @@ def script(
     return out
 
 
-def configured(settings: Settings, **workflow: Any) -> Settings:
+def configured(settings: Settings, agent: dict[str, Any] | None = None, **workflow: Any) -> Settings:
     data = settings.model_dump()
     data["agent"]["sandbox"]["timeout_s"] = 300
+    data["agent"] |= agent or {}
     data["workflow"] |= {"max_fix_attempts": 0, **workflow}
     return Settings.model_validate(data)
 
@@ -133,7 +138,7 @@ async def test_zero_configuration_sees_the_bug_merges_the_fix_and_refuses_a_wron
     ]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed here")
-    s = configured(settings)
+    s = configured(settings, agent={"setup_secrets": case.setup_secrets})
     # the right fix: the base commit's run saw the bug, the gate passed on the fix, it merged
     repo = make_repo(name, tmp_path / "repo")
     # the agent is told the test command and what already fails on the base commit, and is given
