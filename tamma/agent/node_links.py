@@ -107,8 +107,10 @@ def link_node_modules(root: Path, env_dir: Path | None, inside: str) -> list[Pat
         depth = 0 if relative == "." else relative.count(os.sep) + 1
         if "node_modules" in dirs:
             dirs.remove("node_modules")
+            installed = Path(here) / "node_modules"
             where = posixpath.join(relative.replace(os.sep, "/"), "node_modules")
-            if _show(root, where, Path(here) / "node_modules", f"{inside}/members/{where}"):
+            # a link where setup should have left a folder is not read
+            if not installed.is_symlink() and _show(root, where, installed, f"{inside}/members/{where}"):
                 made.append(root / where)
             if len(made) >= _MAX_MEMBERS:
                 break
