@@ -83,20 +83,13 @@ class OpenAIProvider:
                 response = await self.client.chat.completions.create(
                     model=self.model, max_tokens=self.max_tokens, **kwargs
                 )
-        except openai.BadRequestError as exc:
-            if self.stream and _NO_STREAMING.search(str(exc)):
+        except openai.APIError as exc:
+            if isinstance(exc, openai.BadRequestError) and self.stream and _NO_STREAMING.search(str(exc)):
                 # an OpenAI-compatible server that cannot stream (or take stream_options): ask again
                 # whole, and never stream to it again
                 log.warning("%s refused a streamed request (%s); asking without streaming", self.description, exc)
                 self.stream = False
                 return await self._create_once(**kwargs)
-            raise map_api_error(
-                exc,
-                "the OpenAI-compatible server",
-                self.model,
-                "llm.openai_api_key (OPENAI_API_KEY) / llm.openai_base_url",
-            ) from None
-        except openai.APIError as exc:
             raise map_api_error(
                 exc,
                 "the OpenAI-compatible server",
