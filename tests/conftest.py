@@ -52,16 +52,17 @@ REPLAYED: dict[str, Any] = {"count": 0, "failures": []}
 
 
 async def replay_this_run(client: Client) -> None:
-    """Every IssueWorkflow and PollWorkflow history this test session made — runs of every
+    """Every IssueWorkflow, PollWorkflow and SessionWorkflow history this test session made — runs of every
     kind the tests drive, far more than the golden set — replayed on the current code before the
     server goes. A run recorded by the code and not replayable by it is a nondeterminism bug."""
     from temporalio.worker import Replayer
 
     from tamma.workflows.issue import IssueWorkflow
     from tamma.workflows.poll import PollWorkflow
+    from tamma.workflows.session import SessionWorkflow
 
-    replayer = Replayer(workflows=[IssueWorkflow, PollWorkflow], data_converter=pydantic_data_converter)
-    query = "WorkflowType = 'IssueWorkflow' OR WorkflowType = 'PollWorkflow'"
+    replayer = Replayer(workflows=[IssueWorkflow, PollWorkflow, SessionWorkflow], data_converter=pydantic_data_converter)
+    query = " OR ".join(f"WorkflowType = '{w}'" for w in ("IssueWorkflow", "PollWorkflow", "SessionWorkflow"))
     histories = [h async for h in client.list_workflows(query).map_histories()]
 
     async def each() -> AsyncIterator[Any]:

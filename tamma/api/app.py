@@ -15,7 +15,7 @@ import logging.handlers
 import queue
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from tamma.api import config_routes, docs, errors, ops, tasks, webhooks
+from tamma.api import auth_routes, config_routes, docs, errors, ops, tasks, webhooks
 from tamma.api.live import LiveHub
 from tamma.api.metrics import Metrics
 from tamma.api.ratelimit import RateLimiter
@@ -35,6 +35,7 @@ from tamma.api.server import MAX_HEADER_BYTES
 from tamma.config import Settings, find_config_file
 from tamma.logs import add_secrets, bound_task
 from tamma.logs import formatter as log_formatter
+from tamma.runtime import sessions
 from tamma.runtime.client import ensure_search_attributes, resolve_address, security
 from tamma.runtime.polling import keep_schedules
 from tamma.runtime.reload import changed_keys, watch_settings, watched_files
@@ -179,6 +180,11 @@ def create_app(
                     "github_secrets" if platform == "GitHub" else "gitlab_tokens",
                 )
         probing = asyncio.create_task(app.state.probe.loop())
+        session_worker = (
+            asyncio.create_task(sessions.run_session_worker(_worker_client(client, settings), settings))
+            if settings.api.jwks_url is None  # the identity provider's tokens have no Tamma sessions
+            else None
+        )
         app.state.polling = asyncio.create_task(_prepare_temporal(client, settings))
         reloading = asyncio.create_task(_reload_on_change(app)) if reload else None
         # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:
@@ -189,6 +195,10 @@ def create_app(
             yield
         finally:
             probing.cancel()
+            if session_worker is not None:
+                session_worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session_worker
             app.state.polling.cancel()
             if reloading is not None:
                 reloading.cancel()
@@ -207,7 +217,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.config_path = config_path or find_config_file() or Path("tamma.toml")
     errors.install(app)
-    for router in (webhooks.router, tasks.router, config_routes.router, ops.router):
+    for router in (webhooks.router, tasks.router, auth_routes.router, config_routes.router, ops.router):
         app.include_router(router)
     app.state.webhook_limiter = RateLimiter(settings.webhooks.rate_limit_per_min)
     app.state.api_limiter = RateLimiter(settings.api.rate_limit_per_min)
@@ -215,6 +225,24 @@ def create_app(
         Edge, webhook_limiter=app.state.webhook_limiter, api_limiter=app.state.api_limiter, metrics=metrics
     )
     return app
+
+
+def _worker_client(client: Client, settings: Settings) -> Callable[[], Awaitable[Client]]:
+    """How the session worker gets a client: the server's own unless it is lazy (a worker needs
+    a connected one), else one connected like it once Temporal answers."""
+
+    async def connect() -> Client:
+        if not client.service_client.config.lazy:
+            return client
+        address, _ = await asyncio.to_thread(resolve_address, settings)
+        return await Client.connect(
+            address,
+            namespace=settings.temporal.namespace,
+            data_converter=pydantic_data_converter,
+            **(security(settings.temporal) if settings.temporal.address else {}),
+        )
+
+    return connect
 
 
 async def _prepare_temporal(client: Client, settings: Settings, retry_s: float = 5.0) -> None:

@@ -3,9 +3,9 @@ team's identity provider publishes (api.jwks_url; PyJWKClient caches them and re
 unknown kid, at most once per 30 s). `exp` required, optional issuer and audience, a role claim
 (viewer < operator < admin), and a token id (jti) that api.revoked_tokens can refuse.
 
-Refresh tokens are not minted here: a team that wants short access tokens with refresh, rotation
-and revocation of sessions gets them from its identity provider, and Tamma verifies its tokens
-through the JWKS; Tamma's own tokens are revoked by id."""
+Tamma's own tokens are revoked by id, or by their refresh session's id (tamma.runtime.sessions
+mints and rotates those; a refresh token is never accepted here). Under api.jwks_url refresh and
+session revocation are the identity provider's."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tamma.config import ApiSettings
 from tamma.errors import AuthError, PermissionDenied, TammaError
-from tamma.tokens import RANK, Role, create_token, verification_key  # noqa: F401  (re-exported)
+from tamma.tokens import RANK, REFRESH, Role, create_token, verification_key  # noqa: F401  (re-exported)
 
 
 class Principal:
@@ -73,16 +73,22 @@ def verify(api: ApiSettings, token: str) -> Principal:
             algorithms=[api.jwt_algorithm],  # one algorithm: no alg confusion
             issuer=api.jwt_issuer,
             audience=api.jwt_audience,
-            options={"require": ["exp", claim], "verify_aud": api.jwt_audience is not None},
+            options={"require": ["exp"], "verify_aud": api.jwt_audience is not None},
         )
     except jwt.ExpiredSignatureError:
         raise AuthError(f"the token has expired; {_ask_for_another(api)}") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from None
-    jti = claims.get("jti")
+    if claims.get("typ") == REFRESH:
+        raise AuthError("a refresh token is not an access token: POST it to /auth/refresh for one")
+    jti, sid = claims.get("jti"), claims.get("sid")
     if isinstance(jti, str) and jti in api.revoked_tokens:
         raise AuthError("the token was revoked (api.revoked_tokens); ask for a new one")
+    if isinstance(sid, str) and sid in api.revoked_tokens:
+        raise AuthError("the token's session was revoked (api.revoked_tokens); start a new one")
     role = claims.get(claim)
+    if role is None:
+        raise AuthError(f"invalid token: it has no {claim!r} claim (viewer, operator or admin)")
     if not isinstance(role, str) or role not in RANK:
         raise AuthError(f"the token's {claim} claim {role!r} is not one of viewer, operator, admin")
     exp = claims.get("exp")

@@ -300,6 +300,18 @@ class ApiSettings(Strict):
         description="verify tokens with the keys a team's identity provider publishes (its JWKS URL; RS256 or "
         "ES256, chosen by the token's kid); https, or http on this host",
     )
+    access_token_ttl_s: int = Field(
+        default=3600, ge=60, description="the lifetime of an access token a refresh session mints (POST /auth/refresh)"
+    )
+    refresh_token_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=300,
+        description="a refresh token's lifetime: a session with no refresh within it ends (`tamma token create "
+        "--refresh`)",
+    )
+    session_max_s: int = Field(
+        default=30 * 24 * 3600, ge=300, description="a refresh session's absolute lifetime, whatever its refreshes"
+    )
     jwt_role_claim: str = Field(default="role", description="the claim holding viewer/operator/admin")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -319,6 +331,15 @@ class ApiSettings(Strict):
 
     @model_validator(mode="after")
     def _keys_fit_the_algorithm(self) -> ApiSettings:
+        if self.access_token_ttl_s > self.max_token_ttl_s:
+            raise ValueError(
+                f"api.access_token_ttl_s ({self.access_token_ttl_s}) exceeds api.max_token_ttl_s "
+                f"({self.max_token_ttl_s}): the API would refuse the tokens it mints"
+            )
+        if self.refresh_token_ttl_s > self.session_max_s:
+            raise ValueError(
+                f"api.refresh_token_ttl_s ({self.refresh_token_ttl_s}) exceeds api.session_max_s ({self.session_max_s})"
+            )
         if self.jwks_url is not None:
             if self.jwt_algorithm == "HS256":
                 raise ValueError("api.jwks_url needs api.jwt_algorithm RS256 or ES256 (a JWKS holds public keys)")

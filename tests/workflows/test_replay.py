@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 
 from tamma.workflows.issue import IssueWorkflow
 from tamma.workflows.poll import PollWorkflow
+from tamma.workflows.session import SessionWorkflow
 from tests.conftest import HISTORIES
 
 #: the runs every workflow change must keep replaying; deleting one of them fails the suite
@@ -41,9 +42,10 @@ REQUIRED = {
     "ci-nudges-bounded",  # 60 CI webhooks during one wait: 20 restarts, then the activity's polls (patch)
     "merge-window-objection",  # workflow.merge_delay_s: a review in the window left the PR open (patch merge-delay)
     "merged-details-memo",  # the final details kept in the memo (patch details-memo)
+    "session-reuse-revoked",  # SessionWorkflow: two rotations, then a spent refresh token revoked it
 }
 
-WORKFLOWS = [IssueWorkflow, PollWorkflow]
+WORKFLOWS = [IssueWorkflow, PollWorkflow, SessionWorkflow]
 
 
 def golden() -> list[Path]:
