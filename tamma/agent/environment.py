@@ -154,16 +154,64 @@ def _python_setup(root: Path) -> str | None:
         if is_regular_beneath(root, name):
             args.append(f"-r {name}")
             declared += read_text_beneath(root, name) or ""
-    extra = _dependency_groups(root) + _tox_deps(root)
+    synced = _uv_sync(root) if not python_members(root) else None
+    if synced is not None:  # the lock decides the project's and its groups' versions
+        args = [a for a in args if not a.startswith("-e ")]
+        declared += " ".join(_dependency_groups(root))
+    extra = (_dependency_groups(root) if synced is None else []) + _hatch_pdm_deps(root) + _tox_deps(root)
     declared += " ".join(extra)
-    if not args and not extra and not python_tests(root):
+    if not args and not extra and not python_tests(root) and synced is None:
         return None
     if uses_pytest(root) and not re.search(r"(?<![\w-])pytest(?![\w-])", declared):
         extra.append("pytest")  # the tests import it; nothing declares it
     args += [shlex.quote(req) for req in dict.fromkeys(extra)]
+    if synced is not None:
+        venv_only = 'python3 -I -m venv "$VIRTUAL_ENV"'
+        then = f" && python -I -m pip install -q --disable-pip-version-check {' '.join(args)}" if args else ""
+        return f"{venv_only} && {synced}{then}"
     if not args:
         return None  # plain unittest tests: the system Python runs them
     return f"{venv} " + " ".join(args)
+
+
+# uv comes from the index into its own folder of the environment (not the venv the tests run
+# in); its cache lives in the environment; it never downloads a Python, trusts the system's CAs
+# (a TLS-inspecting proxy's) and leaves what else setup installs (--inexact).
+_UV = (
+    'python -I -m pip install -q --disable-pip-version-check --target "$VIRTUAL_ENV/.uv" uv'
+    ' && UV_PROJECT_ENVIRONMENT="$VIRTUAL_ENV" UV_CACHE_DIR="$VIRTUAL_ENV/.uv-cache" UV_PYTHON_DOWNLOADS=never'
+    ' UV_NATIVE_TLS=1 UV_NO_PROGRESS=1 "$VIRTUAL_ENV/.uv/bin/uv" sync --frozen --inexact'
+)
+
+
+def _uv_sync(root: Path) -> str | None:
+    """`uv sync` from the repository's uv.lock — the versions it pins, the project editable, its
+    test groups and extras — or None when there is no lock (or no pyproject) to sync from."""
+    if not (is_regular_beneath(root, "uv.lock") and is_regular_beneath(root, "pyproject.toml")):
+        return None
+    data = _pyproject(root)
+    groups = data.get("dependency-groups", {})
+    flags = [f"--group {g}" for g in _TEST_GROUPS if g in groups]
+    flags += [f"--extra {e}" for e in _python_extras(root).split(",") if e]
+    return " ".join([_UV, *flags])
+
+
+def _hatch_pdm_deps(root: Path) -> list[str]:
+    """Test requirements declared for Hatch's environments (`default`, `test`, `tests`,
+    `hatch-test`: dependencies and extra-dependencies) and PDM's `[tool.pdm.dev-dependencies]`
+    test/dev groups (PDM's newer projects use PEP 735 groups, read above)."""
+    tool = _pyproject(root).get("tool", {})
+    found: list[str] = []
+    envs = tool.get("hatch", {}).get("envs", {})
+    for name in ("default", "test", "tests", "hatch-test"):
+        env = envs.get(name, {})
+        for key in ("dependencies", "extra-dependencies"):
+            found += [d for d in env.get(key, []) if isinstance(d, str)]
+    pdm = tool.get("pdm", {}).get("dev-dependencies", {})
+    for name in _TEST_GROUPS:
+        found += [d for d in pdm.get(name, []) if isinstance(d, str) and not d.startswith("-e")]
+    # only plain requirements: hatch's context formatting ({root:uri}) and local paths are not pip's
+    return [d for d in found if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<>=!~;].*)?$", d)]
 
 
 _TEST_GROUPS = ("test", "tests", "testing", "dev")
@@ -420,6 +468,7 @@ async def _run_setup(
         # Yarn 2+ reads its own proxy settings, not HTTP(S)_PROXY
         "YARN_HTTP_PROXY": proxy_url,
         "YARN_HTTPS_PROXY": proxy_url,
+        **SCM_VERSION_ENV,
     }
     mounts = Mounts(
         workspace=root,
@@ -444,6 +493,19 @@ async def _run_setup(
         note = f"\n[tamma] setup egress refused (not in agent.setup_allow_hosts): {hosts}\n"
     header = f"[tamma] setup: {command}\n"
     return result.model_copy(update={"output": header + result.output + note})
+
+
+#: The export setup runs in has no .git, so a project whose version comes from git tags
+#: (setuptools-scm, hatch-vcs, PDM's scm source, poetry-dynamic-versioning) cannot be installed:
+#: "unable to detect version". Each is given a placeholder (its documented override); a
+#: PKG-INFO in the source (an sdist) is overridden too, which only changes the version the
+#: environment reports.
+SCM_PLACEHOLDER = "0.0.0"
+SCM_VERSION_ENV = {
+    "SETUPTOOLS_SCM_PRETEND_VERSION": SCM_PLACEHOLDER,
+    "PDM_BUILD_SCM_VERSION": SCM_PLACEHOLDER,
+    "POETRY_DYNAMIC_VERSIONING_BYPASS": SCM_PLACEHOLDER,
+}
 
 
 def _url_hosts(values: Iterable[str]) -> list[str]:

@@ -76,7 +76,8 @@ def _pytest(text: str) -> TestCounts | None:
     passed, failed = count.get("passed", 0), count.get("failed", 0)
     xs = count.get("xfailed", 0) + count.get("xpassed", 0)
     errors = count.get("error", 0) + count.get("errors", 0)
-    ids = re.findall(r"^(?:FAILED|ERROR) (\S+?)(?: - .*)?$", text, re.M)
+    # a parametrised id may hold spaces ("test_x[  #qwe]"): its brackets are taken whole
+    ids = re.findall(r"^(?:FAILED|ERROR) (\S+?(?:\[.*?\])?)(?: - .*)?$", text, re.M)
     return TestCounts(
         runner="pytest", ran=passed + failed + xs, passed=passed + xs, failed=failed, errors=errors,
         skipped=count.get("skipped", 0), failed_ids=_unique(ids),

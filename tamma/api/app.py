@@ -180,11 +180,12 @@ def create_app(
                     "github_secrets" if platform == "GitHub" else "gitlab_tokens",
                 )
         probing = asyncio.create_task(app.state.probe.loop())
-        session_worker = (
-            asyncio.create_task(sessions.run_session_worker(_worker_client(client, settings), settings))
-            if settings.api.jwks_url is None  # the identity provider's tokens have no Tamma sessions
-            else None
+        # The session worker starts with this replica's first /auth request (tamma.api.auth_routes):
+        # a server nobody refreshes at carries no worker (~7 MB).
+        app.state.session_worker_factory = lambda: sessions.run_session_worker(
+            _worker_client(client, settings), settings
         )
+        app.state.session_worker = None
         app.state.polling = asyncio.create_task(_prepare_temporal(client, settings))
         reloading = asyncio.create_task(_reload_on_change(app)) if reload else None
         # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:
@@ -195,10 +196,10 @@ def create_app(
             yield
         finally:
             probing.cancel()
-            if session_worker is not None:
-                session_worker.cancel()
+            if app.state.session_worker is not None:
+                app.state.session_worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await session_worker
+                    await app.state.session_worker
             app.state.polling.cancel()
             if reloading is not None:
                 reloading.cancel()

@@ -7,6 +7,8 @@ provider refreshes its own tokens."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from temporalio.client import Client
@@ -25,9 +27,13 @@ class RefreshRequest(BaseModel):
 
 
 def _client(request: Request) -> Client:
-    probe = getattr(request.app.state, "probe", None)
+    state = request.app.state
+    probe = getattr(state, "probe", None)
     if probe is not None and probe.reachable is False:
         raise TemporalUnavailable("Temporal is unreachable (the health probe's last look); try again shortly")
+    if state.settings.api.jwks_url is None and getattr(state, "session_worker", False) is None:
+        # this replica's share of the session workers, from its first session request on
+        state.session_worker = asyncio.create_task(state.session_worker_factory())
     client: Client = request.app.state.client
     return client
 

@@ -137,6 +137,46 @@ def test_python_setup_installs_what_the_tests_need(tmp_path: Path) -> None:
     assert "python -I -m pip" in command and "'^1.2'" not in command and "python'" not in command
 
 
+def test_a_uv_lock_is_synced_with_uv_its_test_groups_and_extras(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": "[project]\nname='x'\n[project.optional-dependencies]\ntest=['mock']\n"
+            "[dependency-groups]\ntest=['pytest']\ndocs=['sphinx']\n",
+            "uv.lock": "version = 1\n",
+            "requirements-dev.txt": "coverage\n",
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    command = setup_command(tmp_path, None) or ""
+    assert '"$VIRTUAL_ENV/.uv/bin/uv" sync --frozen --inexact --group test --extra test' in command, command
+    assert "UV_PYTHON_DOWNLOADS=never" in command and 'UV_CACHE_DIR="$VIRTUAL_ENV/' in command
+    assert "sphinx" not in command and "-e ." not in command and "-r requirements-dev.txt" in command
+    assert not command.endswith(" pytest")  # the test group declares it
+    (tmp_path / "uv.lock").unlink()  # no lock: pip, as for any pyproject
+    command = setup_command(tmp_path, None) or ""
+    assert "uv" not in command.replace("--disable", "") and "-e '.[test]'" in command and "pytest" in command
+
+
+def test_hatch_environments_and_pdm_dev_dependencies_are_installed(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": "[project]\nname='x'\n"
+            "[tool.hatch.envs.default]\ndependencies=['pytest-cov', '{root:uri}/sub']\n"
+            "[tool.hatch.envs.hatch-test]\nextra-dependencies=['hypothesis>=6']\n"
+            "[tool.hatch.envs.docs]\ndependencies=['mkdocs']\n"
+            "[tool.pdm.dev-dependencies]\ntest=['freezegun', '-e file:///${PROJECT_ROOT}/sub']\nlint=['ruff']\n",
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    command = setup_command(tmp_path, None) or ""
+    for wanted in ("pytest-cov", "'hypothesis>=6'", "freezegun", " pytest"):
+        assert wanted in command, (wanted, command)
+    for unwanted in ("mkdocs", "ruff", "root:uri", "PROJECT_ROOT"):
+        assert unwanted not in command, (unwanted, command)
+
+
 def test_pytest_is_added_only_when_nothing_declares_it(tmp_path: Path) -> None:
     write(tmp_path, {"setup.py": "from setuptools import setup\nsetup()\n", "test_x.py": "import pytest\n"})
     assert (setup_command(tmp_path, None) or "").endswith(" pytest")

@@ -42,6 +42,20 @@ def test_pytest_and_unittest_runs_are_counted_and_failures_named(pyproject: Path
     assert got.failed_ids == ["test_a.T.test_bad"]
 
 
+def test_parametrised_pytest_ids_with_spaces_and_dashes_are_named_whole(tmp_path: Path) -> None:
+    """Found on iniconfig: `test_iscommentline_true[  #qwe]` was read as nothing, so the gate
+    could not say the change fixed it."""
+    (tmp_path / "test_p.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.parametrize('line', ['#ok', '  #qwe', 'a - b'])\n"
+        "def test_line(line):\n"
+        "    assert line.startswith('#'), 'not a comment - really'\n"
+    )
+    got = parse_results(run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"], tmp_path))
+    assert (got.ran, got.failed) == (3, 2)
+    assert got.failed_ids == ["test_p.py::test_line[  #qwe]", "test_p.py::test_line[a - b]"]
+
+
 def test_a_module_that_does_not_import_is_an_error_not_a_test(pyproject: Path) -> None:
     (pyproject / "test_a.py").unlink()
     (pyproject / "test_b.py").write_text("import not_installed_anywhere\n")

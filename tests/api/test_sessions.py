@@ -14,6 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -177,6 +178,7 @@ async def test_a_session_idle_past_its_refresh_lifetime_ends_and_says_so(
     handle = await client.start_workflow(
         SessionWorkflow.run, state, id=workflow_id(sid), task_queue=session_queue(api_settings)
     )
+    assert (await refresh(http, "not-a-jwt")).status_code == 401  # a first /auth request starts the worker
     assert await asyncio.wait_for(handle.result(), 30) == "expired"
     r = await refresh(http, create_refresh_token(api_settings.api, "gina", sid, 0, 600))
     assert r.status_code == 401 and "session has ended" in r.json()["detail"]
@@ -234,3 +236,15 @@ def test_the_cli_opens_a_session_and_prints_the_pair_as_json(api_settings: Setti
     assert f"session id {pair.session_id}" in done.stderr and pair.refresh_token not in done.stderr
     both = subprocess.run([*cmd, "--ttl", "2h"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert both.returncode == 2 and "drop --ttl" in both.stderr
+
+
+async def test_a_replica_runs_a_session_worker_only_from_its_first_session_request(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    apps: list[Any] = []
+    with running_api(api_settings, tmp_path / "t.toml", started=apps.append) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            assert (await http.get("/live")).status_code == 200
+            assert apps[0].state.session_worker is None
+            await refresh(http, "not-a-jwt")
+            assert apps[0].state.session_worker is not None and not apps[0].state.session_worker.done()
