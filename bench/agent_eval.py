@@ -101,9 +101,11 @@ class EvalTask(_Strict):
     setup_secrets: dict[str, str] = Field(default_factory=dict, description="setup variables this machine needs")
 
 
-def _from_case(case: dict[str, Any]) -> dict[str, Any]:
+def _from_case(name: str, case: dict[str, Any]) -> dict[str, Any]:
     """A cases.json entry (shared with tests/workflows/test_real_repos.py) as an eval task."""
     return {
+        "repo": case.get("fixture") or name,
+        "plant": case.get("plant", []),
         "title": case["title"],
         "needs": case["needs"],
         "setup_secrets": case.get("setup_secrets", {}),
@@ -116,7 +118,7 @@ def _from_case(case: dict[str, Any]) -> dict[str, Any]:
 
 def load_tasks(extra: list[Path]) -> dict[str, EvalTask]:
     raw: dict[str, dict[str, Any]] = {
-        name: {"repo": name, **_from_case(case)}
+        name: _from_case(name, case)
         for name, case in json.loads((REPOS / "cases.json").read_text()).items()
     }
     for path in [REPOS / "eval-tasks.json", *extra]:

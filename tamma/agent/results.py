@@ -226,6 +226,14 @@ def parse_results(output: str) -> TestCounts:
     --workspaces`) is read package by package, each failing test named with its package, so two
     packages' summaries are both counted and their tests of the same name are told apart."""
     text = _ANSI.sub("", output).replace("\r\n", "\n")
+    pnpm = _pnpm_sections(text)
+    if pnpm:
+        parts = [_parse_one(body) for body in pnpm.values()]
+        named = [
+            part.model_copy(update={"failed_ids": [f"{where}: {i}" for i in part.failed_ids]})
+            for where, part in zip(pnpm, parts, strict=True)
+        ]
+        return _summed([p for p in named if p.known])
     headers = list(_WORKSPACE_HEADER.finditer(text))
     if len({h.group(1) for h in headers}) < 2:
         return _parse_one(text)
@@ -234,6 +242,22 @@ def parse_results(output: str) -> TestCounts:
         section = _parse_one(text[header.end() : following.start() if following else len(text)])
         parts.append(section.model_copy(update={"failed_ids": [f"{header.group(1)}: {i}" for i in section.failed_ids]}))
     return _summed([p for p in parts if p.known])
+
+
+# `pnpm -r test` prints "packages/a test$ node --test" before a member's run and prefixes every
+# line of it with "packages/a test: " (the members' lines may interleave).
+_PNPM_HEADER = re.compile(r"^(\S+) test\$ ", re.M)
+_PNPM_LINE = re.compile(r"^(\S+) test: ?(.*)$", re.M)
+
+
+def _pnpm_sections(text: str) -> dict[str, str]:
+    """Each member's own output, prefixes removed, by its folder; empty when not a pnpm run."""
+    members = set(_PNPM_HEADER.findall(text))
+    sections: dict[str, list[str]] = {m: [] for m in sorted(members)}
+    for where, line in _PNPM_LINE.findall(text):
+        if where in sections:
+            sections[where].append(line)
+    return {where: "\n".join(lines) for where, lines in sections.items()}
 
 
 def _parse_one(text: str) -> TestCounts:

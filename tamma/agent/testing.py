@@ -131,6 +131,12 @@ def node_workspaces(manifest: object) -> list[str]:
     return [p for p in declared if isinstance(p, str)] if isinstance(declared, list) else []
 
 
+PNPM_RECURSIVE_TEST = (
+    'COREPACK_HOME="$VIRTUAL_ENV/corepack" COREPACK_ENABLE_NETWORK=0 COREPACK_ENABLE_DOWNLOAD_PROMPT=0 '
+    "corepack pnpm -r --no-bail --if-present --workspace-concurrency=1 test"
+)
+
+
 def _node(root: Path) -> tuple[str | None, str]:
     text = read_text_beneath(root, "package.json", 2_000_000)
     if text is None:
@@ -145,6 +151,10 @@ def _node(root: Path) -> tuple[str | None, str]:
         if node_workspaces(manifest) and node_manager(root) in ("npm", "yarn"):
             # no test script at the root of a workspace: every member's own, each under its name
             return "npm test --workspaces --if-present", "the test scripts of the workspace's packages"
+        if node_manager(root) == "pnpm" and is_regular_beneath(root, "pnpm-workspace.yaml"):
+            # npm cannot read pnpm's workspace file: pnpm itself, from the environment's corepack
+            # (setup fetched it; the run is offline), every member even after one fails
+            return PNPM_RECURSIVE_TEST, "the test scripts of the pnpm workspace's packages"
         return None, ""
     # npm runs the script with node_modules/.bin on PATH whichever manager installed them
     return "npm test", f"package.json's test script ({node_manager(root)} project)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tamma.agent.environment import setup_command
-from tamma.agent.testing import PYTEST, UNITTEST, detect_test_command
+from tamma.agent.testing import PNPM_RECURSIVE_TEST, PYTEST, UNITTEST, detect_test_command
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -249,3 +249,13 @@ def test_a_python_monorepo_installs_its_members_together_and_tests_from_the_root
     # a root project is an ordinary repository, whatever folders it has
     (repo / "pyproject.toml").write_text('[project]\nname = "root"\nversion = "1"\n')
     assert "--import-mode" not in (detect_test_command(repo, None).command or "")
+
+
+def test_a_pnpm_workspace_with_no_root_test_script_runs_every_member_with_pnpm(tmp_path: Path) -> None:
+    manifest = {"name": "root", "private": True, "packageManager": "pnpm@9.15.0"}
+    write(tmp_path, {"package.json": json.dumps(manifest), "pnpm-workspace.yaml": "packages:\n  - 'packages/*'\n"})
+    found = detect_test_command(tmp_path, None)
+    assert found.command == PNPM_RECURSIVE_TEST and "--no-bail" in found.command and "pnpm" in found.why
+    (tmp_path / "pnpm-workspace.yaml").unlink()  # a single pnpm package with no test script: nothing to run
+    assert detect_test_command(tmp_path, None).command is None
+

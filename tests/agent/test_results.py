@@ -220,3 +220,39 @@ def test_a_broken_environment_is_told_from_a_bug() -> None:
     assert broken_environment(TestCounts(), 1, "/usr/bin/python3: No module named pytest") is not None
     assert broken_environment(counts(5, ["t::bug"]), 1, "") is None  # tests ran: a bug, not the environment
     assert broken_environment(TestCounts(), 0, "") is None
+
+
+# `pnpm -r test` with members run in parallel (pnpm 9): each line prefixed with the member's
+# folder; the two members' lines interleave.
+PNPM_PARALLEL = """Scope: 2 of 3 workspace projects
+packages/bytes test$ node --test test/
+packages/report test$ node --test test/
+packages/bytes test: TAP version 13
+packages/report test: TAP version 13
+packages/bytes test: # Subtest: small counts stay in bytes
+packages/bytes test: ok 1 - small counts stay in bytes
+packages/report test: # Subtest: one file is singular
+packages/report test: ok 1 - one file is singular
+packages/bytes test: # Subtest: a whole kibibyte is shown as 1 KiB
+packages/bytes test: not ok 2 - a whole kibibyte is shown as 1 KiB
+packages/report test: # Subtest: sizes add up
+packages/report test: not ok 2 - sizes add up
+packages/bytes test: 1..2
+packages/bytes test: # tests 2
+packages/bytes test: # pass 1
+packages/bytes test: # fail 1
+packages/report test: 1..2
+packages/report test: # tests 2
+packages/report test: # pass 1
+packages/report test: # fail 1
+packages/bytes test: Failed
+packages/report test: Failed
+/tmp/pw/packages/bytes:
+ ERR_PNPM_RECURSIVE_RUN_FIRST_FAIL  @fixture/bytes@1.2.0 test: `node --test test/`
+"""
+
+
+def test_a_parallel_pnpm_workspace_run_is_read_member_by_member() -> None:
+    got = parse_results(PNPM_PARALLEL)
+    assert (got.ran, got.passed, got.failed) == (4, 2, 2)
+    assert got.failed_ids == ["packages/bytes: a whole kibibyte is shown as 1 KiB", "packages/report: sizes add up"]

@@ -46,6 +46,8 @@ class Case:
     # serves package metadata without npm's signatures, which corepack checks before it runs
     # pnpm or yarn (COREPACK_INTEGRITY_KEYS=0 turns that check off; the public registry signs)
     setup_secrets: dict[str, str] = field(default_factory=dict)
+    fixture: str = ""  # the folder, when another case's repository is reused with `plant` edits
+    plant: list[dict[str, str]] = field(default_factory=list)  # {path, old, new}: the repository made different
 
 
 #: one case per repository, shared with bench/agent_eval.py
@@ -55,7 +57,13 @@ CASES: dict[str, Case] = {
 
 
 def make_repo(name: str, dest: Path) -> Path:
-    shutil.copytree(FIXTURES / name, dest)
+    case = CASES.get(name)
+    shutil.copytree(FIXTURES / (case.fixture if case and case.fixture else name), dest)
+    for edit in case.plant if case else []:
+        target = dest / edit["path"]
+        text = target.read_text()
+        assert text.count(edit["old"]) == 1, f"{name}: plant {edit['path']}: {edit['old']!r} is not there once"
+        target.write_text(text.replace(edit["old"], edit["new"]))
     for args in (
         ["init", "-q", "-b", "main"],
         ["add", "-A"],
