@@ -34,13 +34,21 @@ import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from tamma.agent.node_links import KEEP_NODE_MODULES, link_node_modules, unlink_node_modules
 from tamma.agent.proxy import EgressProxy
-from tamma.agent.safefs import is_regular_beneath, read_beneath, read_text_beneath, write_file
+from tamma.agent.safefs import (
+    is_regular_beneath,
+    mkdir_beneath,
+    read_beneath,
+    read_text_beneath,
+    remove_beneath,
+    write_beneath,
+    write_file,
+)
 from tamma.agent.sandbox import (
     ENV_DIR,
     PROXY_SOCKET,
@@ -95,6 +103,7 @@ class Environment:
     command: str = ""
     cached: bool = False
     result: CommandResult | None = None  # the setup run, when one ran
+    generated: tuple[str, ...] = ()  # files the install writes into the tree (kept in the environment)
 
     @property
     def failed(self) -> bool:
@@ -383,10 +392,11 @@ async def prepare_environment(
     command = setup_command(source, configured)
     if command is None:
         return Environment(env_dir=None)
+    generated = tuple(generated_files(source))
     backend = resolve_backend(policy)
     final = envs_dir / environment_key(source, repo_key, command, policy, backend, scope)
     if await _verified(final):
-        return Environment(env_dir=final, command=command, cached=True)
+        return Environment(env_dir=final, command=command, cached=True, generated=generated)
     envs_dir.mkdir(parents=True, exist_ok=True)
     envs_dir.chmod(0o700)
     _remove(_manifest(final))
@@ -401,6 +411,7 @@ async def prepare_environment(
     if result.exit_code != 0:
         _remove(building)
         return Environment(env_dir=None, command=command, result=result)
+    await asyncio.to_thread(_keep_generated, source, building, generated)
     digest = await asyncio.to_thread(tree_digest, building)
     if building != final:
         try:
@@ -408,12 +419,12 @@ async def prepare_environment(
         except OSError:
             _remove(building)  # another worker put its build in place first: check that one
             if await _verified(final):
-                return Environment(env_dir=final, command=command, cached=True)
+                return Environment(env_dir=final, command=command, cached=True, generated=generated)
             raise SandboxError(f"environment {final.name} is being built by another worker") from None
     pending = envs_dir / f".manifest-{uuid.uuid4().hex[:12]}"
     write_file(pending, digest.encode() + b"\n", exclusive=True)
     os.replace(pending, _manifest(final))
-    return Environment(env_dir=final, command=command, result=result)
+    return Environment(env_dir=final, command=command, result=result, generated=generated)
 
 
 async def _run_setup(
@@ -495,6 +506,75 @@ async def _run_setup(
     return result.model_copy(update={"output": header + result.output + note})
 
 
+_GENERATED = ".tamma-generated"  # in an environment: the files setup wrote into the tree
+
+
+def generated_files(root: Path) -> list[str]:
+    """The files a project's install writes into its own tree and its code may import: the
+    version file of setuptools-scm (`write_to`, `version_file`), hatch-vcs (`[tool.hatch.build.
+    hooks.vcs] version-file`) and PDM (`[tool.pdm.version] write_to`, under its `package-dir`).
+    Setup runs on an export that is thrown away, so each test run is given them again. Only
+    plain relative paths: nothing outside the tree, nothing in `.git` or `.tamma`."""
+    tool = _pyproject(root).get("tool", {})
+    scm = tool.get("setuptools_scm", {})
+    found: list[object] = [scm.get("write_to"), scm.get("version_file")]
+    found.append(tool.get("hatch", {}).get("build", {}).get("hooks", {}).get("vcs", {}).get("version-file"))
+    pdm = tool.get("pdm", {})
+    write_to = pdm.get("version", {}).get("write_to")
+    package_dir = pdm.get("build", {}).get("package-dir")
+    if isinstance(write_to, str):
+        nested = isinstance(package_dir, str) and package_dir.strip(".")
+        found.append(f"{package_dir}/{write_to}" if nested else write_to)
+    return [p for p in dict.fromkeys(found) if isinstance(p, str) and _plain_relative(p)]
+
+
+def _plain_relative(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return (
+        0 < len(path) <= 300
+        and not PurePosixPath(path).is_absolute()
+        and "\\" not in path
+        and all(p not in ("", ".", "..") and not p.startswith(".git") and p != ".tamma" for p in parts)
+    )
+
+
+def _keep_generated(source: Path, env_dir: Path, paths: tuple[str, ...]) -> None:
+    """Copy what setup generated in the source into the environment (its own folder, made
+    afresh: setup could have planted one)."""
+    with contextlib.suppress(OSError):
+        remove_beneath(env_dir, _GENERATED)
+    if not paths or not mkdir_beneath(env_dir, _GENERATED):
+        return
+    store = env_dir / _GENERATED
+    for path in paths:
+        try:
+            data = read_beneath(source, path, 1_000_000)
+        except OSError:
+            continue  # a link or a FIFO where the file should be: not kept
+        if data is None:
+            continue
+        parts = PurePosixPath(path).parts
+        for i in range(1, len(parts)):
+            mkdir_beneath(store, "/".join(parts[:i]))
+        write_beneath(store, path, data)
+
+
+def _place_generated(root: Path, environment: Environment) -> list[str]:
+    """The kept generated files into a workspace that lacks them (its folders reached through no
+    link; an existing file is left as it is); the ones placed, to take away after the run."""
+    if environment.env_dir is None:
+        return []
+    placed = []
+    for path in environment.generated:
+        try:
+            data = read_beneath(environment.env_dir / _GENERATED, path, 1_000_000)
+        except OSError:
+            continue
+        if data is not None and write_beneath(root, path, data):
+            placed.append(path)
+    return placed
+
+
 #: The export setup runs in has no .git, so a project whose version comes from git tags
 #: (setuptools-scm, hatch-vcs, PDM's scm source, poetry-dynamic-versioning) cannot be installed:
 #: "unable to detect version". Each is given a placeholder (its documented override); a
@@ -534,10 +614,14 @@ async def run_in_environment(
     mounts = Mounts(workspace=root, env_dir=environment.env_dir, hidden=tuple(policy.hide_paths))
     inside = ENV_DIR if resolve_backend(policy) != "none" else str(environment.env_dir)
     made = link_node_modules(root, environment.env_dir, inside)
+    placed = _place_generated(root, environment)
     try:
         return await run_sandboxed(command, mounts, policy, redactor)
     finally:
         unlink_node_modules(root, made)
+        for path in placed:
+            with contextlib.suppress(OSError):
+                remove_beneath(root, path)
 
 
 async def sweep_builds(envs_dir: Path, older_than_s: float = 3600) -> None:

@@ -135,6 +135,22 @@ def symlink_beneath(root: Path, relative: str, target: str) -> bool:
     return True
 
 
+def write_beneath(root: Path, relative: str, data: bytes) -> bool:
+    """Create the regular file `relative` under `root` holding `data`, its folder reached through
+    no link. False (nothing written) when the folder is missing or unsafe, or the name is taken."""
+    parts = tuple(Path(relative).parts)
+    if not parts or Path(relative).is_absolute():
+        return False
+    try:
+        with _dir_fd(root, parts[:-1]) as dfd:
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=dfd)
+    except OSError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return True
+
+
 def write_file(path: Path, data: bytes, *, exclusive: bool = False) -> None:
     """Write `data` to `path` without following a link at `path` (O_NOFOLLOW) — the directory
     must be one Tamma made. With `exclusive`, refuse an existing file."""

@@ -4,13 +4,14 @@ through Tamma's proxy, cached per lockfile; the tests themselves run with no net
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tamma.agent.environment import prepare_environment, run_in_environment, setup_command
+from tamma.agent.environment import generated_files, prepare_environment, run_in_environment, setup_command
 from tamma.agent.proxy import EgressProxy
 from tamma.agent.sandbox import SandboxPolicy, probe_bwrap
 from tamma.config import DEFAULT_SETUP_HOSTS
@@ -110,6 +111,74 @@ async def test_failed_setup_is_reported_and_nothing_is_cached(tmp_path: Path) ->
     result = await run_in_environment("true", repo, env, SandboxPolicy(), Redactor())
     assert result.exit_code == 3 and "broken deps" in result.output and "setup failed" in result.output
     assert not any(envs.iterdir())
+
+
+VERSIONED = {
+    "pyproject.toml": '[project]\nname = "pkg"\ndynamic = ["version"]\n'
+    '[tool.setuptools_scm]\nwrite_to = "src/pkg/_version.py"\n',
+    "src/pkg/__init__.py": "from ._version import version as __version__\n",
+    "test_version.py": "import sys\nsys.path.insert(0, 'src')\nimport pkg\nprint('VERSION', pkg.__version__)\n",
+}
+# what setuptools-scm does at install time: the version file, written into the tree setup runs in
+# (and, playing the hostile repository, a file planted where the environment keeps such files)
+WRITES_VERSION = (
+    "printf \"version = '1.2.3'\\n\" > src/pkg/_version.py"
+    ' && mkdir -p "$VIRTUAL_ENV/.tamma-generated/.git" && echo planted > "$VIRTUAL_ENV/.tamma-generated/.git/config"'
+)
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("backend", sandbox_backends())
+async def test_a_version_file_the_install_writes_is_there_for_every_run_and_gone_after(
+    tmp_path: Path, backend: str
+) -> None:
+    source, workspace = _tree(tmp_path / "source", VERSIONED), _tree(tmp_path / "work", VERSIONED)
+    policy, redactor = sandbox_policy(backend, timeout_s=60), Redactor()
+    env = await prepare_environment(source, "local:v", WRITES_VERSION, tmp_path / "envs", policy, redactor, [])
+    assert env.result is not None and env.result.exit_code == 0, env.result.output
+    assert env.generated == ("src/pkg/_version.py",)
+    result = await run_in_environment("python3 test_version.py", workspace, env, policy, redactor)
+    assert result.exit_code == 0 and "VERSION 1.2.3" in result.output, result.output
+    assert not (workspace / "src/pkg/_version.py").exists()  # taken away: never committed by mistake
+    assert not (workspace / ".git").exists()  # what setup planted beside it was never placed
+    # reused from the cache (no setup ran): the same file, from the environment
+    again = await prepare_environment(source, "local:v", WRITES_VERSION, tmp_path / "envs", policy, redactor, [])
+    assert again.cached and again.generated == env.generated
+    result = await run_in_environment("python3 test_version.py", workspace, again, policy, redactor)
+    assert "VERSION 1.2.3" in result.output, result.output
+    # a version file the change itself provides is left as it is
+    (workspace / "src/pkg/_version.py").write_text("version = '9.9'\n")
+    result = await run_in_environment("python3 test_version.py", workspace, again, policy, redactor)
+    assert "VERSION 9.9" in result.output and (workspace / "src/pkg/_version.py").read_text() == "version = '9.9'\n"
+
+
+async def test_a_generated_file_is_never_written_through_a_link_or_outside_the_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    source, workspace = _tree(tmp_path / "source", VERSIONED), _tree(tmp_path / "work", VERSIONED)
+    policy, redactor = sandbox_policy("bwrap", timeout_s=60), Redactor()
+    env = await prepare_environment(source, "local:l", WRITES_VERSION, tmp_path / "envs", policy, redactor, [])
+    # the workspace's package folder swapped for a link (by code a run executed): nothing lands there
+    shutil.rmtree(workspace / "src/pkg")
+    (workspace / "src/pkg").symlink_to(outside)
+    await run_in_environment("true", workspace, env, policy, redactor)
+    assert list(outside.iterdir()) == []
+    hostile = {
+        "pyproject.toml": '[tool.setuptools_scm]\nwrite_to = "../../outside/x.py"\nversion_file = ".git/config"\n'
+        '[tool.hatch.build.hooks.vcs]\nversion-file = "/etc/passwd"\n'
+        '[tool.pdm.version]\nwrite_to = "v.py"\n[tool.pdm.build]\npackage-dir = "../up"\n'
+    }
+    assert generated_files(_tree(tmp_path / "hostile", hostile)) == []
+    pdm = {
+        "pyproject.toml": '[tool.pdm.version]\nwrite_to = "pkg/__version__.py"\n[tool.pdm.build]\npackage-dir = "src"\n'
+    }
+    assert generated_files(_tree(tmp_path / "pdm", pdm)) == ["src/pkg/__version__.py"]
 
 
 def test_setup_command_detection(tmp_path: Path) -> None:
