@@ -83,6 +83,8 @@ _LOCKFILES = (
     *_REQUIREMENTS,
     "poetry.lock",
     "uv.lock",
+    "go.mod",
+    "go.sum",
     "pdm.lock",
     "Pipfile.lock",
     "package.json",
@@ -135,8 +137,26 @@ def setup_command(root: Path, configured: str | None) -> str | None:
         # the repository's own instructions, in a venv so `pip install` has somewhere to go
         venv = 'python3 -I -m venv "$VIRTUAL_ENV" && export PATH="$VIRTUAL_ENV/bin:$PATH"'
         return f"{venv} && {_NODE_CACHES} && {given} && {KEEP_NODE_MODULES}"
-    steps = [step for step in (_python_setup(root), _node_setup(root)) if step]
+    steps = [step for step in (_python_setup(root), _node_setup(root), _go_setup(root)) if step]
     return " && ".join(steps) or None
+
+
+#: where a Go module's dependencies live in the environment (GOMODCACHE), for setup and the runs
+GO_MODULES = "go/mod"
+
+
+def _go_setup(root: Path) -> str | None:
+    """`go mod download` into the environment when go.mod requires modules and nothing vendors
+    them: the test runs have no network. GOPROXY, GOPRIVATE, GONOSUMDB and the like come from the
+    setup's environment (agent.setup_secrets for a private proxy); the cache is kept writable so
+    an environment can be removed, and no newer Go is ever fetched."""
+    text = read_text_beneath(root, "go.mod", 1_000_000) or ""
+    if not re.search(r"^require\b", text, re.M) or is_regular_beneath(root, "vendor/modules.txt"):
+        return None
+    return (
+        f'mkdir -p "$VIRTUAL_ENV/{GO_MODULES}" && GOMODCACHE="$VIRTUAL_ENV/{GO_MODULES}" GOFLAGS=-modcacherw '
+        "GOTOOLCHAIN=local go mod download"
+    )
 
 
 def _python_setup(root: Path) -> str | None:
@@ -594,7 +614,8 @@ def _url_hosts(values: Iterable[str]) -> list[str]:
         with contextlib.suppress(ValueError):
             parsed = urlsplit(value.strip())
             if parsed.scheme in ("http", "https") and parsed.hostname:
-                hosts.append(parsed.hostname)
+                # a registry on its own port is allowed that port alone
+                hosts.append(f"{parsed.hostname}:{parsed.port}" if parsed.port else parsed.hostname)
     return hosts
 
 
@@ -615,8 +636,12 @@ async def run_in_environment(
     inside = ENV_DIR if resolve_backend(policy) != "none" else str(environment.env_dir)
     made = link_node_modules(root, environment.env_dir, inside)
     placed = _place_generated(root, environment)
+    extra: dict[str, str] = {}
+    if environment.env_dir is not None and (environment.env_dir / GO_MODULES).is_dir():
+        # the modules setup downloaded, read-only; anything missing fails at once, never a fetch
+        extra = {"GOMODCACHE": f"{inside}/{GO_MODULES}", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
     try:
-        return await run_sandboxed(command, mounts, policy, redactor)
+        return await run_sandboxed(command, mounts, policy, redactor, extra_env=extra or None)
     finally:
         unlink_node_modules(root, made)
         for path in placed:

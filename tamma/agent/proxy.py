@@ -19,6 +19,7 @@ import os
 from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import proxy_bypass
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,22 @@ class EgressProxy:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def permits(self, host: str) -> bool:
+    def permits(self, host: str, port: int = 443) -> bool:
+        """An entry `host` (or `*.domain`) allows ports 80 and 443; `host:port` allows that port
+        alone (a private registry on 8081, say)."""
         host = host.lower().rstrip(".")
-        return any(host == a or (a.startswith("*.") and fnmatch(host, a)) for a in self.allow)
+        for entry in self.allow:
+            name, sep, named_port = entry.rpartition(":")
+            if sep and named_port.isdigit():
+                if int(named_port) != port:
+                    continue
+            else:
+                name = entry
+                if port not in (80, 443):
+                    continue
+            if host == name or (name.startswith("*.") and fnmatch(host, name)):
+                return True
+        return False
 
     async def __aenter__(self) -> EgressProxy:
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path), limit=_MAX_HEAD)
@@ -81,7 +95,7 @@ class EgressProxy:
             host, port_n = url.hostname, url.port or 80
             origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
             rest = head.replace(target.encode("latin-1"), origin.encode("latin-1"), 1)
-        if not self.permits(host) or port_n not in (80, 443):
+        if not self.permits(host, port_n):
             self.refused.append(f"{host}:{port_n}")
             log.warning("sandbox egress refused: %s:%s", host, port_n)
             await _deny(writer, 403, f"tamma: {host}:{port_n} is not in agent.setup_allow_hosts")
@@ -96,7 +110,9 @@ class EgressProxy:
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
     async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if not self.upstream:
+        # NO_PROXY (the worker's): a registry inside the company network is reached directly,
+        # as every other client on the host reaches it
+        if not self.upstream or proxy_bypass(host):
             return await asyncio.wait_for(asyncio.open_connection(host, port), 30)
         up = urlsplit(self.upstream)
         r, w = await asyncio.wait_for(asyncio.open_connection(up.hostname, up.port or 3128), 30)

@@ -112,13 +112,14 @@ class AgentSettings(Strict):
     )
     setup_allow_hosts: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SETUP_HOSTS),
-        description="the only hosts the setup step may reach (through Tamma's proxy); '*.example.com' allowed",
+        description="the only hosts the setup step may reach (through Tamma's proxy), on ports 80 and 443; "
+        "'*.example.com' allowed; 'host:8081' allows that port alone",
     )
     setup_secrets: dict[str, Secret] = Field(
         default_factory=dict,
         description="variables for the setup step only (a private index URL, a registry token; references "
         "like env:NAME or file:/run/secrets/x work): never given to test runs or the agent; the host of a URL "
-        "value joins setup_allow_hosts",
+        "value (with its port, when it names one) joins setup_allow_hosts",
     )
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
     bot_name: str = "Tamma"
@@ -129,7 +130,10 @@ class AgentSettings(Strict):
     def _setup_secret_names(self) -> AgentSettings:
         for name in self.setup_secrets:
             upper = name.upper()
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or upper in _RESERVED_SETUP_VARS or "PROXY" in upper:
+            # a network proxy variable (HTTPS_PROXY, NO_PROXY, npm_config_proxy, YARN_HTTPS_PROXY…) would
+            # steer setup around Tamma's egress proxy; GOPROXY and GONOPROXY name module registries
+            network_proxy = upper.endswith(("_PROXY", "-PROXY")) or upper in ("PROXY", "ALL_PROXY")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or upper in _RESERVED_SETUP_VARS or network_proxy:
                 raise ValueError(
                     f"agent.setup_secrets: {name!r} cannot be a setup variable (a shell name, not PATH, HOME, "
                     "VIRTUAL_ENV, a proxy or a loader variable); name the variable your registry's client reads"

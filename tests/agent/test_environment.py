@@ -199,6 +199,7 @@ async def test_proxy_refuses_unlisted_hosts_and_odd_ports(tmp_path: Path) -> Non
     async with EgressProxy(sock, ["pypi.org", "*.pythonhosted.org"], upstream="") as proxy:
         assert proxy.permits("files.pythonhosted.org") and proxy.permits("PyPI.org.")
         assert not proxy.permits("pypi.org.evil.com") and not proxy.permits("pythonhosted.org.evil")
+        assert not proxy.permits("pypi.org", 8081) and proxy.permits("pypi.org", 80)
         for request in (b"CONNECT evil.com:443 HTTP/1.1\r\n\r\n", b"CONNECT pypi.org:22 HTTP/1.1\r\n\r\n"):
             reader, writer = await asyncio.open_unix_connection(str(sock))
             writer.write(request)
@@ -206,6 +207,37 @@ async def test_proxy_refuses_unlisted_hosts_and_odd_ports(tmp_path: Path) -> Non
             writer.close()
             assert answer.startswith(b"HTTP/1.1 403"), answer
     assert proxy.refused == ["evil.com:443", "pypi.org:22"]
+    # `host:port` allows that port alone, and that host alone
+    async with EgressProxy(tmp_path / "q.sock", ["nexus.corp.test:8081"], upstream="") as ported:
+        assert ported.permits("nexus.corp.test", 8081) and not ported.permits("nexus.corp.test", 443)
+        assert not ported.permits("evil.test", 8081) and not ported.permits("nexus.corp.test", 8082)
+
+
+async def test_the_upstream_proxy_is_bypassed_for_what_no_proxy_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a company proxy, a registry inside the network (NO_PROXY) is reached directly, as
+    every other client on the worker reaches it; the rest goes through the upstream proxy."""
+    from tests.standins.http import Reply, serve
+
+    async def fetch(sock: Path, url: str) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        writer.write(f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = await reader.read(10_000)
+        writer.close()
+        return answer
+
+    with serve(lambda req: Reply(200, b"from the registry")) as registry:
+        port = int(registry.url.rsplit(":", 1)[1])
+        allow = [f"127.0.0.1:{port}"]
+        dead_upstream = "http://127.0.0.1:9"  # nothing listens: going through it fails
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        async with EgressProxy(tmp_path / "a.sock", allow, upstream=dead_upstream):
+            assert b"from the registry" in await fetch(tmp_path / "a.sock", f"{registry.url}/simple/")
+        monkeypatch.delenv("no_proxy")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        async with EgressProxy(tmp_path / "b.sock", allow, upstream=dead_upstream):
+            assert b"from the registry" not in await fetch(tmp_path / "b.sock", f"{registry.url}/simple/")
 
 
 @pytest.mark.parametrize("backend", sandbox_backends())
@@ -250,7 +282,9 @@ async def test_setup_secrets_reach_setup_only_never_a_command_line_or_the_tests(
     assert "NPM_TOKEN" not in result.output and "PIP_INDEX_URL" not in result.output and token not in result.output
 
 
-@pytest.mark.parametrize("name", ["PATH", "HTTPS_PROXY", "LD_PRELOAD", "1BAD", "A-B"])
+@pytest.mark.parametrize(
+    "name", ["PATH", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "npm_config_https_proxy", "LD_PRELOAD", "1BAD", "A-B"]
+)
 def test_a_setup_secret_may_not_name_a_variable_that_steers_the_sandbox(name: str) -> None:
     from pydantic import ValidationError
 
@@ -258,3 +292,11 @@ def test_a_setup_secret_may_not_name_a_variable_that_steers_the_sandbox(name: st
 
     with pytest.raises(ValidationError, match="cannot be a setup variable"):
         AgentSettings(setup_secrets={name: "x"})
+
+
+@pytest.mark.parametrize("name", ["GOPROXY", "GONOPROXY", "GONOSUMDB", "PIP_INDEX_URL", "NPM_TOKEN"])
+def test_a_registry_s_own_variables_may_be_setup_secrets(name: str) -> None:
+    from tamma.config.schema import AgentSettings
+
+    assert name in AgentSettings(setup_secrets={name: "https://modules.example.com"}).setup_secrets
+

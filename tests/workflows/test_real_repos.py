@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.conftest import running_worker
+from tests.standins.goproxy import goproxy
 from tests.transcripts import transcript_doc
 from tests.workflows.test_issue_workflow import wait_for_status
 
@@ -249,3 +251,45 @@ async def test_the_plan_is_made_from_the_repository_and_a_plan_naming_missing_fi
     state = await run(client, task_queue, configured(settings), repo, "The dot product of two vectors is wrong", path)
     assert state.status == TaskStatus.MERGED, state.error
     assert state.plan is not None and state.plan.files == [case.path]
+
+
+async def test_a_go_module_with_a_dependency_from_a_private_proxy_is_set_up_then_tested_offline(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """go-deps requires example.com/strutil, which only a private module proxy serves (the
+    stand-in, named in agent.setup_secrets as a team names theirs). Setup downloads it into the
+    environment through Tamma's egress proxy; the runs (no network) build from there. Without
+    the private proxy the task stops as a broken environment, the model never asked."""
+    if shutil.which("go") is None:
+        pytest.skip("go not installed here")
+    fix, TITLE = ("\tif count > 1 {", "\tif count != 1 {"), "Label() says -2 file"
+    # A team's registry has a name (Go never sends a loopback address through a proxy): the
+    # stand-in's is modules.corp.test, which the worker's resolver — Tamma's egress proxy resolves
+    # names outside the sandbox — answers with the stand-in's address.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_getaddrinfo("127.0.0.1" if host == "modules.corp.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with goproxy() as private:
+        url = private.url.replace("127.0.0.1", "modules.corp.test")
+        s = configured(settings, agent={"setup_secrets": {"GOPROXY": url, "GONOSUMDB": "example.com"}})
+        repo = make_repo("go-deps", tmp_path / "repo")
+        state = await run(client, task_queue, s, repo, TITLE, script(tmp_path, "badge/badge.go", [fix]))
+        assert state.status == TaskStatus.MERGED, (state.error, [t.summary for t in state.tests])
+        report = state.tests[-1]
+        assert report.command == "go test -v ./..." and report.tests_ran and report.passed
+        assert any("TestLabelOfNegativeCountsIsPlural" in f for f in report.fixed), report.fixed
+        assert [r.path for r in private.requests if r.path.endswith(".zip")] == ["/example.com/strutil/@v/v1.0.0.zip"]
+        wrong = make_repo("go-deps", tmp_path / "wrong")
+        edits = [("\tif count > 1 {", "\tif count > 2 {")]
+        state = await run(client, task_queue, s, wrong, TITLE, script(tmp_path, "badge/badge.go", edits, "w"))
+        assert state.status == TaskStatus.FAILED and state.tests[-1].tests_ran, state.tests[-1].summary
+    # no private proxy (a fresh data dir: no environment to reuse): the module cannot be fetched
+    bare = configured(settings.model_copy(update={"data_dir": tmp_path / "other-data"}))
+    repo = make_repo("go-deps", tmp_path / "bare")
+    state = await run(client, task_queue, bare, repo, TITLE, script(tmp_path, "badge/badge.go", [fix], "b"))
+    assert state.status == TaskStatus.FAILED
+    assert "cannot run here, before any change" in state.error and "setup" in state.error, state.error
+    assert "\tif count > 1 {" in file_on_main(repo, "badge/badge.go")
