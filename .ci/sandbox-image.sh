@@ -32,4 +32,20 @@ if ! podman image exists "$IMAGE"; then
   tar -C "$R" -c . | podman import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' - "$IMAGE" >/dev/null
 fi
 podman run --rm --network none "$IMAGE" python3 -c 'print("sandbox image runs")' >&2
-echo "export CONTAINERS_CONF=$WORK/containers.conf SANDBOX_TEST_IMAGE=$IMAGE"
+
+# The multi-language image (Python, Node + corepack, Rust, Go, C/C++) from the recipe users get,
+# deploy/sandbox/Containerfile, on the image above instead of debian:bookworm-slim (no registry
+# here). The build reaches the Debian mirror and npm as the host does (--network host); this
+# machine's extra CAs (its TLS is inspected) go into the image, as a company's would. ~1.5 min, ~2 GB.
+MULTI=localhost/tamma-sandbox-multi:bookworm
+RECIPE="$(dirname "$0")/../deploy/sandbox/Containerfile"
+cat /usr/local/share/ca-certificates/*.crt > "$WORK/extra-ca.crt" 2>/dev/null || : > "$WORK/extra-ca.crt"
+LABEL="tamma.recipe=$(cat "$RECIPE" "$WORK/extra-ca.crt" | sha256sum | cut -c1-16)"
+if [ "$(podman image inspect --format '{{index .Labels "tamma.recipe"}}' "$MULTI" 2>/dev/null)" != "${LABEL#tamma.recipe=}" ]; then
+  log "podman build $MULTI from deploy/sandbox/Containerfile"
+  podman build --network host --build-arg BASE="$IMAGE" --label "$LABEL" \
+    --volume "$WORK/extra-ca.crt:/run/extra-ca.crt:ro" --build-arg EXTRA_CA="$([ -s "$WORK/extra-ca.crt" ] && echo /run/extra-ca.crt)" \
+    -t "$MULTI" -f "$RECIPE" "$(dirname "$RECIPE")" >"$WORK/multi-build.log" 2>&1 \
+    || { tail -30 "$WORK/multi-build.log" >&2; exit 1; }
+fi
+echo "export CONTAINERS_CONF=$WORK/containers.conf SANDBOX_TEST_IMAGE=$IMAGE SANDBOX_MULTI_IMAGE=$MULTI"

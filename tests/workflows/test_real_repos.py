@@ -10,6 +10,7 @@ broken environment is reported as one. The repositories and their licences: test
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -293,3 +294,35 @@ async def test_a_go_module_with_a_dependency_from_a_private_proxy_is_set_up_then
     assert state.status == TaskStatus.FAILED
     assert "cannot run here, before any change" in state.error and "setup" in state.error, state.error
     assert "\tif count > 1 {" in file_on_main(repo, "badge/badge.go")
+
+
+#: one repository per toolchain the multi-language image carries (deploy/sandbox/Containerfile)
+MULTI_LANGUAGE = ["node-test", "pnpm-workspace", "rust-crate", "go-module", "c-make", "uv-dependency-groups"]
+
+
+@pytest.mark.container
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MULTI_LANGUAGE)
+async def test_each_language_merges_inside_the_multi_language_container_image(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path, name: str
+) -> None:
+    """The container backend with the image deploy/sandbox/Containerfile builds (CI builds it:
+    .ci/sandbox-image.sh, SANDBOX_MULTI_IMAGE), no host toolchain shown: setup, the baseline and
+    the gate run on the image's Python, Node + corepack, cargo, Go and make alone."""
+    image = os.environ.get("SANDBOX_MULTI_IMAGE", "")
+    if not image:
+        if os.environ.get("SANDBOX_TEST_REQUIRE_CONTAINER") == "1":
+            pytest.fail("SANDBOX_MULTI_IMAGE is not set: .ci/sandbox-image.sh builds the multi-language image")
+        pytest.skip("SANDBOX_MULTI_IMAGE is not set (.ci/sandbox-image.sh builds the multi-language image)")
+    case = CASES[name]
+    sandbox = {**settings.agent.sandbox.model_dump(), "backend": "container", "image": image, "toolchains": []}
+    sandbox["timeout_s"] = 300
+    s = configured(settings, agent={"setup_secrets": case.setup_secrets, "sandbox": sandbox})
+    repo = make_repo(name, tmp_path / "repo")
+    state = await run(client, task_queue, s, repo, case.title, script(tmp_path, case.path, [(case.old, case.new)]))
+    assert state.status == TaskStatus.MERGED, (state.error, [t.summary for t in state.tests])
+    report = state.tests[-1]
+    assert report.command == case.command and report.tests_ran and report.passed, report.summary
+    assert report.isolation.startswith(f"container ({image})"), report.isolation
+    assert "base commit" in report.baseline and any(case.failing in f for f in report.fixed), report.fixed
+    assert case.new.strip() in file_on_main(repo, case.path)
