@@ -85,6 +85,9 @@ _LOCKFILES = (
     "uv.lock",
     "go.mod",
     "go.sum",
+    "Cargo.toml",
+    "Cargo.lock",
+    ".cargo/config.toml",
     "pdm.lock",
     "Pipfile.lock",
     "package.json",
@@ -137,12 +140,31 @@ def setup_command(root: Path, configured: str | None) -> str | None:
         # the repository's own instructions, in a venv so `pip install` has somewhere to go
         venv = 'python3 -I -m venv "$VIRTUAL_ENV" && export PATH="$VIRTUAL_ENV/bin:$PATH"'
         return f"{venv} && {_NODE_CACHES} && {given} && {KEEP_NODE_MODULES}"
-    steps = [step for step in (_python_setup(root), _node_setup(root), _go_setup(root)) if step]
+    steps = [step for step in (_python_setup(root), _node_setup(root), _go_setup(root), _cargo_setup(root)) if step]
     return " && ".join(steps) or None
 
 
 #: where a Go module's dependencies live in the environment (GOMODCACHE), for setup and the runs
 GO_MODULES = "go/mod"
+#: where a Rust crate's registries and downloaded crates live in the environment (CARGO_HOME)
+CARGO_HOME = "cargo"
+
+
+def _cargo_setup(root: Path) -> str | None:
+    """`cargo fetch` into the environment (CARGO_HOME) when the crate has dependencies and does
+    not vendor them; the runs build from there offline. A private registry is named where Cargo
+    reads it — the repository's `.cargo/config.toml` — and its host allowed in setup."""
+    try:
+        manifest = tomllib.loads(read_text_beneath(root, "Cargo.toml", 1_000_000) or "")
+    except tomllib.TOMLDecodeError:
+        return None
+    tables = [manifest.get(k) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
+    tables += [t.get(k) for t in manifest.get("target", {}).values() if isinstance(t, dict) for k in ("dependencies",)]
+    has_deps = any(isinstance(t, dict) and t for t in tables) or bool(manifest.get("workspace", {}).get("members"))
+    config = read_text_beneath(root, ".cargo/config.toml", 200_000) or read_text_beneath(root, ".cargo/config", 200_000)
+    if not has_deps or "vendored-sources" in (config or ""):
+        return None
+    return f'mkdir -p "$VIRTUAL_ENV/{CARGO_HOME}" && CARGO_HOME="$VIRTUAL_ENV/{CARGO_HOME}" cargo fetch'
 
 
 def _go_setup(root: Path) -> str | None:
@@ -639,7 +661,9 @@ async def run_in_environment(
     extra: dict[str, str] = {}
     if environment.env_dir is not None and (environment.env_dir / GO_MODULES).is_dir():
         # the modules setup downloaded, read-only; anything missing fails at once, never a fetch
-        extra = {"GOMODCACHE": f"{inside}/{GO_MODULES}", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
+        extra |= {"GOMODCACHE": f"{inside}/{GO_MODULES}", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
+    if environment.env_dir is not None and (environment.env_dir / CARGO_HOME).is_dir():
+        extra |= {"CARGO_HOME": f"{inside}/{CARGO_HOME}", "CARGO_NET_OFFLINE": "true"}
     try:
         return await run_sandboxed(command, mounts, policy, redactor, extra_env=extra or None)
     finally:

@@ -259,3 +259,16 @@ def test_a_pnpm_workspace_with_no_root_test_script_runs_every_member_with_pnpm(t
     (tmp_path / "pnpm-workspace.yaml").unlink()  # a single pnpm package with no test script: nothing to run
     assert detect_test_command(tmp_path, None).command is None
 
+
+
+def test_dependencies_of_go_modules_and_rust_crates_are_fetched_unless_vendored(tmp_path: Path) -> None:
+    write(tmp_path, {"go.mod": "module x\n\ngo 1.19\n", "Cargo.toml": "[package]\nname='x'\n[dependencies]\n"})
+    assert setup_command(tmp_path, None) is None  # nothing required: no setup, no environment
+    write(tmp_path, {"go.mod": "module x\n\ngo 1.19\n\nrequire example.com/y v1.0.0\n"})
+    write(tmp_path, {"Cargo.toml": "[package]\nname='x'\n[dev-dependencies]\nproptest = '1'\n"})
+    command = setup_command(tmp_path, None) or ""
+    assert 'GOMODCACHE="$VIRTUAL_ENV/go/mod"' in command and "go mod download" in command
+    assert 'CARGO_HOME="$VIRTUAL_ENV/cargo" cargo fetch' in command
+    write(tmp_path, {"vendor/modules.txt": "# example.com/y v1.0.0\n"})
+    write(tmp_path, {".cargo/config.toml": '[source.crates-io]\nreplace-with = "vendored-sources"\n'})
+    assert setup_command(tmp_path, None) is None  # vendored: the runs build from the repository

@@ -27,6 +27,7 @@ from tamma.platforms.local import LocalPlatform, local_repo_ref
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tests.conftest import running_worker
+from tests.standins.cargo_registry import cargo_registry
 from tests.standins.goproxy import goproxy
 from tests.transcripts import transcript_doc
 from tests.workflows.test_issue_workflow import wait_for_status
@@ -326,3 +327,38 @@ async def test_each_language_merges_inside_the_multi_language_container_image(
     assert report.isolation.startswith(f"container ({image})"), report.isolation
     assert "base commit" in report.baseline and any(case.failing in f for f in report.fixed), report.fixed
     assert case.new.strip() in file_on_main(repo, case.path)
+
+
+async def test_a_rust_crate_with_a_dependency_from_a_private_registry_is_set_up_then_tested_offline(
+    client: Client, task_queue: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rust-deps depends on corp-strutil from the team's registry, which its .cargo/config.toml
+    names (sparse+http://cargo.corp.test/index/) and agent.setup_allow_hosts allows. Setup runs
+    `cargo fetch` into the environment through Tamma's egress proxy; the runs build from there
+    with no network."""
+    if shutil.which("cargo") is None and not (Path.home() / ".cargo/bin/cargo").exists():
+        pytest.skip("cargo not installed here")
+    with cargo_registry("http://cargo.corp.test") as registry:
+        port = int(registry.url.rsplit(":", 1)[1])
+        real_getaddrinfo = socket.getaddrinfo
+
+        def resolve(host: Any, service: Any, *args: Any, **kwargs: Any) -> Any:
+            # the registry's name, port 80, answered by the stand-in (the egress proxy resolves
+            # names on the worker, outside the sandbox)
+            if host == "cargo.corp.test":
+                return real_getaddrinfo("127.0.0.1", port, *args, **kwargs)
+            return real_getaddrinfo(host, service, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        hosts = [*settings.agent.setup_allow_hosts, "cargo.corp.test"]
+        s = configured(settings, agent={"setup_allow_hosts": hosts})
+        repo = make_repo("rust-deps", tmp_path / "repo")
+        fix = [("    if count > 1 {", "    if count != 1 {")]
+        state = await run(client, task_queue, s, repo, "label() says -2 file", script(tmp_path, "src/lib.rs", fix))
+        assert state.status == TaskStatus.MERGED, (state.error, [t.summary for t in state.tests])
+        report = state.tests[-1]
+        assert report.command == "cargo test" and report.tests_ran and report.passed, report.summary
+        assert any("zero_and_negative_counts_are_plural" in f for f in report.fixed), report.fixed
+        assert any(r.path.endswith("/corp-strutil/1.0.0/download") for r in registry.requests)
+    left = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.split()
+    assert not any(p.startswith("target/") for p in left)
