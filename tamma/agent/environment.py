@@ -254,7 +254,7 @@ def _hatch_pdm_deps(root: Path) -> list[str]:
     tool = _pyproject(root).get("tool", {})
     found: list[str] = []
     envs = tool.get("hatch", {}).get("envs", {})
-    for name in ("default", "test", "tests", "hatch-test"):
+    for name in _HATCH_TEST_ENVS:
         env = envs.get(name, {})
         for key in ("dependencies", "extra-dependencies"):
             found += [d for d in env.get(key, []) if isinstance(d, str)]
@@ -275,10 +275,17 @@ def _pyproject(root: Path) -> dict[str, Any]:
         return {}
 
 
+_HATCH_TEST_ENVS = ("default", "test", "tests", "hatch-test")
+
+
 def _python_extras(root: Path) -> str:
-    """The test extras a pyproject declares (test, tests, testing, dev), comma-joined."""
-    declared = _pyproject(root).get("project", {}).get("optional-dependencies", {})
-    return ",".join(e for e in _TEST_GROUPS if e in declared)
+    """The test extras a pyproject declares (test, tests, testing, dev) and those its Hatch test
+    environments install (`features`), comma-joined."""
+    data = _pyproject(root)
+    declared = data.get("project", {}).get("optional-dependencies", {})
+    envs = data.get("tool", {}).get("hatch", {}).get("envs", {})
+    features = [f for name in _HATCH_TEST_ENVS for f in envs.get(name, {}).get("features", []) if isinstance(f, str)]
+    return ",".join(e for e in dict.fromkeys([*_TEST_GROUPS, *features]) if e in declared)
 
 
 def _dependency_groups(root: Path) -> list[str]:

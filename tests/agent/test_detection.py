@@ -164,14 +164,15 @@ def test_hatch_environments_and_pdm_dev_dependencies_are_installed(tmp_path: Pat
         {
             "pyproject.toml": "[project]\nname='x'\n"
             "[tool.hatch.envs.default]\ndependencies=['pytest-cov', '{root:uri}/sub']\n"
-            "[tool.hatch.envs.hatch-test]\nextra-dependencies=['hypothesis>=6']\n"
+            "[tool.hatch.envs.hatch-test]\nextra-dependencies=['hypothesis>=6']\nfeatures=['fast', 'nope']\n"
+            "[project.optional-dependencies]\nfast=['regex']\nall=['pandas']\n"
             "[tool.hatch.envs.docs]\ndependencies=['mkdocs']\n"
             "[tool.pdm.dev-dependencies]\ntest=['freezegun', '-e file:///${PROJECT_ROOT}/sub']\nlint=['ruff']\n",
             "tests/test_a.py": "import pytest\n",
         },
     )
     command = setup_command(tmp_path, None) or ""
-    for wanted in ("pytest-cov", "'hypothesis>=6'", "freezegun", " pytest"):
+    for wanted in ("pytest-cov", "'hypothesis>=6'", "freezegun", " pytest", "-e '.[fast]'"):
         assert wanted in command, (wanted, command)
     for unwanted in ("mkdocs", "ruff", "root:uri", "PROJECT_ROOT"):
         assert unwanted not in command, (unwanted, command)
