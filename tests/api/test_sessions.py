@@ -6,7 +6,6 @@ tokens of one kind refused as the other. The player here is someone holding a co
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from tamma.tokens import create_refresh_token
 from tamma.workflows.session import SessionState, SessionWorkflow
 from tests.api.conftest import JWT_SECRET, auth, running_api, with_sections
 from tests.conftest import keep_history
+from tests.workflows.test_hostile_model import decoded_history
 
 REFRESH = "/api/v1/auth/refresh"
 
@@ -40,22 +40,15 @@ async def tasks_status(http: httpx.AsyncClient, access_token: str) -> httpx.Resp
     return await http.get("/api/v1/tasks", headers={"authorization": f"Bearer {access_token}"})
 
 
-def payloads(history_json: str) -> str:
-    """Every payload of a history, decoded (the JSON export holds them base64-encoded)."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("data"), str) and "metadata" in node:
-                found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(history_json))
-    return "\n".join(found)
+async def start_session(client: Client, settings: Settings, subject: str, **state: Any) -> tuple[str, Any]:
+    """A session's workflow started directly, with state a refresh could not give it."""
+    sid, now = uuid.uuid4().hex, datetime.now(UTC)
+    fields = {"idle_s": 3600, "ends_at": now + timedelta(days=1), "last_refresh": now, **state}
+    session = SessionState(sid=sid, subject=subject, role="viewer", **fields)
+    handle = await client.start_workflow(
+        SessionWorkflow.run, session, id=workflow_id(sid), task_queue=session_queue(settings)
+    )
+    return sid, handle
 
 
 async def test_a_session_rotates_and_a_spent_refresh_token_coming_back_revokes_it_for_everyone(
@@ -85,7 +78,7 @@ async def test_a_session_rotates_and_a_spent_refresh_token_coming_back_revokes_i
     handle = client.get_workflow_handle(workflow_id(first.session_id))
     described = await handle.query(SessionWorkflow.describe)
     assert described.revoked == "refresh token of generation 0 used again" and described.generation == 2
-    history = payloads((await handle.fetch_history()).to_json())
+    history = decoded_history((await handle.fetch_history()).to_json())
     assert '"sid":"' + first.session_id in history and '"generation":2' in history  # the decoding works
     for pair in (first, second, third):  # the history holds the session's state, never a token
         assert pair.refresh_token not in history and pair.access_token not in history
@@ -169,15 +162,8 @@ async def test_a_session_idle_past_its_refresh_lifetime_ends_and_says_so(
     http: httpx.AsyncClient, api_settings: Settings, client: Client
 ) -> None:
     """A session whose last refresh was almost idle_s ago: its workflow ends on its own timer."""
-    sid = uuid.uuid4().hex
-    now = datetime.now(UTC)
-    state = SessionState(
-        sid=sid, subject="gina", role="viewer", idle_s=300, ends_at=now + timedelta(days=1),
-        last_refresh=now - timedelta(seconds=298),
-    )  # fmt: skip
-    handle = await client.start_workflow(
-        SessionWorkflow.run, state, id=workflow_id(sid), task_queue=session_queue(api_settings)
-    )
+    ago = datetime.now(UTC) - timedelta(seconds=298)
+    sid, handle = await start_session(client, api_settings, "gina", idle_s=300, last_refresh=ago)
     assert (await refresh(http, "not-a-jwt")).status_code == 401  # a first /auth request starts the worker
     assert await asyncio.wait_for(handle.result(), 30) == "expired"
     r = await refresh(http, create_refresh_token(api_settings.api, "gina", sid, 0, 600))
@@ -187,15 +173,7 @@ async def test_a_session_idle_past_its_refresh_lifetime_ends_and_says_so(
 async def test_a_long_session_starts_afresh_and_keeps_its_generation(
     http: httpx.AsyncClient, api_settings: Settings, client: Client
 ) -> None:
-    sid = uuid.uuid4().hex
-    now = datetime.now(UTC)
-    state = SessionState(
-        sid=sid, subject="hal", role="viewer", idle_s=3600, ends_at=now + timedelta(days=1), last_refresh=now,
-        rotations_per_run=3,
-    )  # fmt: skip
-    handle = await client.start_workflow(
-        SessionWorkflow.run, state, id=workflow_id(sid), task_queue=session_queue(api_settings)
-    )
+    sid, handle = await start_session(client, api_settings, "hal", rotations_per_run=3)
     token = create_refresh_token(api_settings.api, "hal", sid, 0, 600)
     for _ in range(7):
         r = await refresh(http, token)
