@@ -3,6 +3,7 @@ real git repositories in temp dirs."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,20 @@ from tamma.workflows import search
 # The real repositories under tests/fixtures/repos have test suites of their own: they are run
 # inside the sandbox by tests/workflows/test_real_repos.py, never collected as Tamma's tests.
 collect_ignore_glob = ["fixtures/repos/*"]
+
+#: The real repositories end to end (tests/workflows/test_real_repos.py, marker `repos`): the
+#: slowest part (~6 minutes: a real worker, sandbox and setup per repository), a stage of .ci/run of
+#: its own; locally with `-m repos` or REPOS_TEST=1, skipped (saying so) otherwise.
+REPOS_ASKED = os.environ.get("REPOS_TEST") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    explicit = "repos" in (config.getoption("markexpr", "") or "")
+    for item in items:
+        if item.path.name == "test_real_repos.py":
+            item.add_marker(pytest.mark.repos)
+            if not (REPOS_ASKED or explicit):
+                item.add_marker(pytest.mark.skip(reason="real repositories end to end: -m repos or REPOS_TEST=1"))
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +76,9 @@ async def replay_this_run(client: Client) -> None:
     from tamma.workflows.poll import PollWorkflow
     from tamma.workflows.session import SessionWorkflow
 
-    replayer = Replayer(workflows=[IssueWorkflow, PollWorkflow, SessionWorkflow], data_converter=pydantic_data_converter)
-    query = " OR ".join(f"WorkflowType = '{w}'" for w in ("IssueWorkflow", "PollWorkflow", "SessionWorkflow"))
+    workflows = [IssueWorkflow, PollWorkflow, SessionWorkflow]
+    replayer = Replayer(workflows=workflows, data_converter=pydantic_data_converter)
+    query = " OR ".join(f"WorkflowType = '{w.__name__}'" for w in workflows)
     histories = [h async for h in client.list_workflows(query).map_histories()]
 
     async def each() -> AsyncIterator[Any]:
