@@ -19,6 +19,7 @@ changed after it was built is rebuilt, never used.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import hashlib
@@ -80,6 +81,7 @@ _LOCKFILES = (
     "setup.py",
     "setup.cfg",
     "tox.ini",
+    "noxfile.py",
     *_REQUIREMENTS,
     "poetry.lock",
     "uv.lock",
@@ -210,6 +212,7 @@ def _python_setup(root: Path) -> str | None:
         args = [a for a in args if not a.startswith("-e ")]
         declared += " ".join(_dependency_groups(root))
     extra = (_dependency_groups(root) if synced is None else []) + _hatch_pdm_deps(root) + _tox_deps(root)
+    extra += _nox_deps(root)
     declared += " ".join(extra)
     if not args and not extra and not python_tests(root) and synced is None:
         return None
@@ -311,6 +314,32 @@ def _dependency_groups(root: Path) -> list[str]:
     for table in tables:
         found += [name for name in table if isinstance(name, str) and name != "python"]
     return found
+
+
+def _nox_deps(root: Path) -> list[str]:
+    """The requirements noxfile.py's test sessions install: string literals given to
+    `session.install(...)` in functions whose name has "test" in it. Read with `ast`, never run
+    (it is the repository's code); flags, paths and `-r files` are left out."""
+    text = read_text_beneath(root, "noxfile.py", 500_000)
+    if not text:
+        return []
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) or "test" not in fn.name.lower():
+            continue
+        for call in ast.walk(fn):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "install"
+                and not (call.args and isinstance(call.args[0], ast.Constant) and call.args[0].value in ("-r", "-e"))
+            ):
+                found += [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return [d for d in found if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<>=!~;].*)?$", d)]
 
 
 def _tox_deps(root: Path) -> list[str]:

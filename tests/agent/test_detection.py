@@ -273,3 +273,27 @@ def test_dependencies_of_go_modules_and_rust_crates_are_fetched_unless_vendored(
     write(tmp_path, {"vendor/modules.txt": "# example.com/y v1.0.0\n"})
     write(tmp_path, {".cargo/config.toml": '[source.crates-io]\nreplace-with = "vendored-sources"\n'})
     assert setup_command(tmp_path, None) is None  # vendored: the runs build from the repository
+
+
+def test_nox_test_sessions_requirements_are_read_never_run(tmp_path: Path) -> None:
+    noxfile = (
+        "import nox, os\n"
+        "os.system('touch PWNED')\n"
+        "@nox.session\n"
+        "def tests(session):\n"
+        "    session.install('-e', '.')\n"
+        "    session.install('-r', 'requirements-test.txt')\n"
+        "    session.install('pytest', 'freezegun>=1.2', '--pre')\n"
+        "@nox.session\n"
+        "def docs(session):\n"
+        "    session.install('sphinx')\n"
+    )
+    setup_py = "from setuptools import setup\nsetup()\n"
+    write(tmp_path, {"setup.py": setup_py, "noxfile.py": noxfile, "test_a.py": "def test_a(): pass\n"})
+    command = setup_command(tmp_path, None) or ""
+    assert "freezegun>=1.2" in command and " pytest" in command, command
+    assert "sphinx" not in command and "--pre" not in command and "requirements-test.txt" not in command
+    assert not (tmp_path / "PWNED").exists()
+    write(tmp_path, {"noxfile.py": "def tests(:\n"})  # a noxfile that does not parse: nothing from it
+    assert "freezegun" not in (setup_command(tmp_path, None) or "")
+
