@@ -265,7 +265,7 @@ def _hatch_pdm_deps(root: Path) -> list[str]:
     for name in _TEST_GROUPS:
         found += [d for d in pdm.get(name, []) if isinstance(d, str) and not d.startswith("-e")]
     # only plain requirements: hatch's context formatting ({root:uri}) and local paths are not pip's
-    return [d for d in found if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<>=!~;].*)?$", d)]
+    return [d for d in found if _PLAIN_REQUIREMENT.match(d)]
 
 
 _TEST_GROUPS = ("test", "tests", "testing", "dev")
@@ -279,6 +279,9 @@ def _pyproject(root: Path) -> dict[str, Any]:
 
 
 _HATCH_TEST_ENVS = ("default", "test", "tests", "hatch-test")
+#: a requirement pip takes as it is ("name", "name[extra]>=1", "name; marker"): no flags, paths,
+#: URLs or a tool's own substitutions ({root:uri}, ${PROJECT_ROOT})
+_PLAIN_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<>=!~;].*)?$")
 
 
 def _python_extras(root: Path) -> str:
@@ -339,7 +342,7 @@ def _nox_deps(root: Path) -> list[str]:
                 and not (call.args and isinstance(call.args[0], ast.Constant) and call.args[0].value in ("-r", "-e"))
             ):
                 found += [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-    return [d for d in found if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<>=!~;].*)?$", d)]
+    return [d for d in found if _PLAIN_REQUIREMENT.match(d)]
 
 
 def _tox_deps(root: Path) -> list[str]:
@@ -350,7 +353,7 @@ def _tox_deps(root: Path) -> list[str]:
     if deps is None:
         return []
     lines = [line.split("#")[0].strip() for line in deps.group(1).splitlines()]
-    return [line for line in lines if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[.*\])?\s*([<>=!~].*)?$", line)]
+    return [line for line in lines if _PLAIN_REQUIREMENT.match(line)]
 
 
 def _node_setup(root: Path) -> str | None:
