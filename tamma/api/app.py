@@ -186,6 +186,7 @@ def create_app(
             _worker_client(client, settings), settings
         )
         app.state.session_worker = None
+        app.state.session_check = sessions.SessionCheck(client)  # revoked sessions' access tokens refused
         app.state.polling = asyncio.create_task(_prepare_temporal(client, settings))
         reloading = asyncio.create_task(_reload_on_change(app)) if reload else None
         # What start-up built (FastAPI, pydantic schemas, the SDKs) lives as long as the process:

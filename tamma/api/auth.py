@@ -9,6 +9,7 @@ session revocation are the identity provider's."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Annotated, Any
@@ -23,9 +24,10 @@ from tamma.tokens import RANK, REFRESH, Role, create_token, verification_key  # 
 
 
 class Principal:
-    def __init__(self, subject: str, role: str) -> None:
+    def __init__(self, subject: str, role: str, session: str | None = None) -> None:
         self.subject = subject
         self.role = role
+        self.session = session  # the refresh session that minted the token, if one did
 
 
 JWKS_LIFESPAN_S = 300.0
@@ -97,7 +99,30 @@ def verify(api: ApiSettings, token: str) -> Principal:
             f"the token lives longer than api.max_token_ttl_s ({api.max_token_ttl_s}s); "
             + ("the identity provider must issue shorter-lived ones" if api.jwks_url else "mint a shorter one")
         )
-    return Principal(str(claims.get("sub", "")), role)
+    return Principal(str(claims.get("sub", "")), role, sid if isinstance(sid, str) and api.jwks_url is None else None)
+
+
+async def verified(state: Any, token: str) -> Principal:
+    """verify() (in a thread: a JWKS fetch blocks), then, for a token a refresh session minted,
+    whether that session still stands (tamma.runtime.sessions.SessionCheck)."""
+    principal = await asyncio.to_thread(verify, state.settings.api, token)
+    check = getattr(state, "session_check", None)
+    if principal.session is not None and check is not None:
+        await check.ensure(state.settings, principal.session)
+    return principal
+
+
+async def revoked_since(state: Any, principal: Principal) -> str | None:
+    """For a stream that outlives its request (SSE, WebSocket): why the token's session has been
+    revoked since, or None while it stands."""
+    check = getattr(state, "session_check", None)
+    if principal.session is None or check is None:
+        return None
+    try:
+        await check.ensure(state.settings, principal.session)
+    except AuthError as exc:
+        return exc.message
+    return None
 
 
 #: declared in the OpenAPI document (so the docs' "Authorize" takes a token); the checks and the
@@ -108,12 +133,12 @@ _BEARER = HTTPBearer(
 
 
 def require(role: Role) -> object:
-    def check(
+    async def check(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
     ) -> Principal:
         if credentials is None or not credentials.credentials.strip():
             raise AuthError("missing bearer token: send Authorization: Bearer <JWT>")
-        principal = verify(request.app.state.settings.api, credentials.credentials.strip())
+        principal = await verified(request.app.state, credentials.credentials.strip())
         if RANK[principal.role] < RANK[role]:
             raise PermissionDenied(f"this needs the {role} role; the token has {principal.role}")
         return principal

@@ -49,18 +49,21 @@ def _settings(request: Request) -> Settings:
     summary="Trade a refresh token for a new access token and refresh token (the one sent is spent)",
 )
 async def refresh(body: RefreshRequest, request: Request) -> sessions.TokenPair:
-    return await sessions.refresh(_client(request), _settings(request), body.refresh_token.strip())
+    return await sessions.refresh(
+        _client(request), _settings(request), body.refresh_token.strip(), request.app.state.session_check
+    )
 
 
 @router.post("/revoke", status_code=204, summary="End the session a refresh token belongs to (sign out)")
 async def revoke(body: RefreshRequest, request: Request) -> None:
     settings = _settings(request)
     sid, _ = read_refresh_token(settings.api, body.refresh_token.strip())
-    await sessions.revoke(_client(request), settings, sid, "signed out")
+    await sessions.revoke(_client(request), settings, sid, "signed out", request.app.state.session_check)
 
 
 @router.delete("/sessions/{session_id}", status_code=204, summary="End a session by its id (admin)")
 async def end_session(session_id: str, request: Request, who: Admin) -> None:
     if not (0 < len(session_id) <= 64 and session_id.isalnum()):
         raise InvalidInputError("a session id is the hex id `tamma token create --refresh` printed")
-    await sessions.revoke(_client(request), _settings(request), session_id, f"ended by {who.subject or 'an admin'}")
+    reason = f"ended by {who.subject or 'an admin'}"
+    await sessions.revoke(_client(request), _settings(request), session_id, reason, request.app.state.session_check)

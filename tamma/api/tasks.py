@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from tamma.api.auth import Operator, Viewer, verify
+from tamma.api.auth import Operator, Viewer, revoked_since, verified
 from tamma.api.events import allowed_repo
 from tamma.api.live import TOO_SLOW, LiveHub
 from tamma.config import Settings
@@ -139,7 +139,7 @@ async def task_logs(task_id: str, request: Request, who: Viewer) -> StreamingRes
                 try:
                     event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
                 except TimeoutError:
-                    if await request.is_disconnected():
+                    if await request.is_disconnected() or await revoked_since(request.app.state, who):
                         return
                     yield ": ping\n\n"  # an SSE comment: keeps proxies from closing an idle stream
                     continue
@@ -164,12 +164,10 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
     <JWT>` (viewer or above), or `?access_token=` for browsers, which cannot set the header. Close
     codes: 1008 not allowed or no such task, 1013 Temporal unreachable or the reader fell behind
     (reconnect), 1000 after the end event."""
-    settings = websocket.app.state.settings
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else websocket.query_params.get("access_token", "")
     try:
-        # in a thread: with api.jwks_url the keys may be fetched (blocking I/O)
-        await asyncio.to_thread(verify, settings.api, token)  # any valid role may watch: viewer is the lowest
+        who = await verified(websocket.app.state, token)  # any valid role may watch: viewer is the lowest
     except AuthError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
         return
@@ -192,6 +190,10 @@ async def task_events(websocket: WebSocket, task_id: str) -> None:
                 try:
                     event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
                 except TimeoutError:
+                    revoked = await revoked_since(websocket.app.state, who)
+                    if revoked:
+                        await websocket.close(code=1008, reason=revoked[:120])
+                        return
                     await websocket.send_json({"event": "ping"})
                     continue
                 if event is None:

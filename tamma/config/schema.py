@@ -316,6 +316,13 @@ class ApiSettings(Strict):
     session_max_s: int = Field(
         default=30 * 24 * 3600, ge=300, description="a refresh session's absolute lifetime, whatever its refreshes"
     )
+    session_check_s: int = Field(
+        default=15,
+        ge=0,
+        le=3600,
+        description="an access token of a refresh session is refused within this many seconds of the session's "
+        "revocation (each API replica looks the session up at most this often; 0: on every request)",
+    )
     jwt_role_claim: str = Field(default="role", description="the claim holding viewer/operator/admin")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None

@@ -23,6 +23,9 @@ from temporalio.exceptions import ApplicationError
 REUSED = "SessionTokenReused"
 REVOKED = "SessionRevoked"
 ENDED = "SessionEnded"
+#: the memo key a revoked session carries, so the API refuses its access tokens by describing the
+#: workflow (a server-side read: no worker needs to be up, unlike a query)
+REVOKED_MEMO = "revoked"
 
 
 class SessionState(BaseModel):
@@ -88,7 +91,7 @@ class SessionWorkflow:
         self._refuse_if_ended()
         if generation != self.state.generation:
             # An old refresh token came back: someone else holds a copy. End the session for all.
-            self.state.revoked = f"refresh token of generation {generation} used again"
+            self._revoke(f"refresh token of generation {generation} used again")
             raise ApplicationError(
                 "this refresh token was already used; the session is revoked", type=REUSED, non_retryable=True
             )
@@ -98,10 +101,15 @@ class SessionWorkflow:
         s = self.state
         return Rotated(generation=s.generation, subject=s.subject, role=s.role, ends_at=s.ends_at)
 
+    def _revoke(self, reason: str) -> None:
+        self.state.revoked = reason[:200] or "revoked"
+        if workflow.patched("session-revoked-memo"):  # histories from before it replay without it
+            workflow.upsert_memo({REVOKED_MEMO: self.state.revoked})
+
     @workflow.update
     def revoke(self, reason: str) -> None:
         if not self.state.revoked:
-            self.state.revoked = reason[:200] or "revoked"
+            self._revoke(reason)
 
     @workflow.query
     def describe(self) -> SessionState:

@@ -226,3 +226,115 @@ async def test_a_replica_runs_a_session_worker_only_from_its_first_session_reque
             assert apps[0].state.session_worker is None
             await refresh(http, "not-a-jwt")
             assert apps[0].state.session_worker is not None and not apps[0].state.session_worker.done()
+
+
+async def test_a_revoked_session_s_access_tokens_are_refused_here_at_once_and_on_every_replica_within_the_interval(
+    http: httpx.AsyncClient, api_settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    """Someone holds a copy of an access token; the owner signs out at one replica. That replica
+    refuses the token from the next request, another replica within api.session_check_s — not an
+    hour later when it expires. Other sessions are untouched."""
+    stolen = await open_session(client, api_settings, "kim", "operator")
+    bystander = await open_session(client, api_settings, "lee", "viewer")
+    other_replica = with_sections(api_settings, api={"session_check_s": 1})
+    with running_api(other_replica, tmp_path / "b.toml") as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as b:
+            assert (await tasks_status(b, stolen.access_token)).status_code == 200  # B has looked: it stands
+            assert (await tasks_status(http, stolen.access_token)).status_code == 200
+            signed_out = await http.post("/api/v1/auth/revoke", json={"refresh_token": stolen.refresh_token})
+            assert signed_out.status_code == 204
+            here = await tasks_status(http, stolen.access_token)
+            assert here.status_code == 401 and "revoked (signed out)" in here.json()["detail"], here.text
+            started = time.monotonic()
+            while (there := await tasks_status(b, stolen.access_token)).status_code == 200:
+                assert time.monotonic() - started < 10, "replica B never learnt of the revocation"
+                await asyncio.sleep(0.1)
+            waited = time.monotonic() - started
+            assert there.status_code == 401 and "signed out" in there.json()["detail"], there.text
+            assert waited < 1 + 2, waited  # the interval (1 s), and a lookup's slack
+            assert stolen.access_token not in there.text
+            assert (await tasks_status(b, bystander.access_token)).status_code == 200
+            assert (await tasks_status(http, bystander.access_token)).status_code == 200
+
+
+async def test_a_reused_refresh_token_ends_every_access_token_of_its_session(
+    http: httpx.AsyncClient, api_settings: Settings, client: Client
+) -> None:
+    owner = await open_session(client, api_settings, "max", "operator")
+    thief = TokenPair.model_validate((await refresh(http, owner.refresh_token)).json())  # the copy is used first
+    assert (await tasks_status(http, thief.access_token)).status_code == 200
+    assert (await refresh(http, owner.refresh_token)).status_code == 401  # the owner's refresh: reuse
+    for access in (owner.access_token, thief.access_token):
+        r = await tasks_status(http, access)
+        assert r.status_code == 401 and "used again" in r.json()["detail"], r.text
+
+
+async def test_a_watcher_is_closed_at_its_next_heartbeat_once_its_session_is_revoked(
+    api_settings: Settings, client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.parse
+
+    import websockets
+
+    from tamma.api import tasks as task_routes
+    from tamma.demo import make_demo
+    from tamma.providers.scripted import DEMO_TRANSCRIPT
+    from tamma.runtime.wiring import build_activities
+    from tests.conftest import running_worker
+
+    monkeypatch.setattr(task_routes, "HEARTBEAT_S", 0.5)
+    settings = with_sections(
+        api_settings,
+        approval={"auto_approve": False},
+        llm={"transcript": str(DEMO_TRANSCRIPT)},
+        api={"session_check_s": 0},
+    )
+    repo, _ = make_demo(tmp_path / "repo", settings.data_dir)
+    op = auth(settings, "operator")
+    with running_api(settings, tmp_path / "t.toml") as url:
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            running_worker(client, task_queue, build_activities(settings), settings),
+        ):
+            wid = (
+                await http.post("/api/v1/tasks", json={"repository": f"local:{repo.path}", "issue": 1}, headers=op)
+            ).json()["id"]
+            q = urllib.parse.quote(wid, safe="")
+            pair = await open_session(client, settings, "nia", "viewer")
+            headers = {"authorization": f"Bearer {pair.access_token}"}
+            async with websockets.connect(
+                url.replace("http://", "ws://") + f"/api/v1/tasks/{q}/events", additional_headers=headers
+            ) as ws:
+                await asyncio.wait_for(ws.recv(), 30)  # watching: a step or a ping
+                assert (await http.post("/api/v1/auth/revoke", json={"refresh_token": pair.refresh_token})).is_success
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    async with asyncio.timeout(20):  # pings every 0.5 s would go on for ever otherwise
+                        while True:
+                            await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert "signed out" in closed.value.rcvd.reason
+            # SSE the same: the stream ends at its next heartbeat
+            again = await open_session(client, settings, "nia", "viewer")
+            stream = {"authorization": f"Bearer {again.access_token}"}
+            async with http.stream("GET", f"/api/v1/tasks/{q}/logs", headers=stream) as sse:
+                assert sse.status_code == 200
+                await http.post("/api/v1/auth/revoke", json={"refresh_token": again.refresh_token})
+                body = await asyncio.wait_for(sse.aread(), 15)  # ends: the read returns
+            assert b"event: end" not in body  # closed for the revocation, not because the task ended
+            refused = await http.get(f"/api/v1/tasks/{q}/logs", headers=stream)
+            assert refused.status_code == 401
+
+
+async def test_while_temporal_cannot_be_asked_the_last_answer_stands_and_nothing_fails(
+    api_settings: Settings,
+) -> None:
+    from tamma.errors import AuthError
+    from tamma.runtime.sessions import SessionCheck
+
+    unreachable = await Client.connect("127.0.0.1:9", lazy=True)
+    check = SessionCheck(unreachable)
+    every_time = with_sections(api_settings, api={"session_check_s": 0})
+    await check.ensure(every_time, "a" * 32)  # never looked up, cannot be: let through (signature checked)
+    check.revoked("b" * 32, "signed out")
+    with pytest.raises(AuthError, match="signed out"):  # a revocation is remembered for good
+        await check.ensure(every_time, "b" * 32)
