@@ -255,6 +255,7 @@ async def test_a_revoked_session_s_access_tokens_are_refused_here_at_once_and_on
             assert stolen.access_token not in there.text
             assert (await tasks_status(b, bystander.access_token)).status_code == 200
             assert (await tasks_status(http, bystander.access_token)).status_code == 200
+    await keep_history(client, workflow_id(stolen.session_id), "session-signed-out-memo")
 
 
 async def test_a_reused_refresh_token_ends_every_access_token_of_its_session(

@@ -43,6 +43,7 @@ REQUIRED = {
     "merge-window-objection",  # workflow.merge_delay_s: a review in the window left the PR open (patch merge-delay)
     "merged-details-memo",  # the final details kept in the memo (patch details-memo)
     "session-reuse-revoked",  # SessionWorkflow: two rotations, then a spent refresh token revoked it
+    "session-signed-out-memo",  # sign-out carries the revocation in the memo (patch session-revoked-memo)
 }
 
 WORKFLOWS = [IssueWorkflow, PollWorkflow, SessionWorkflow]
