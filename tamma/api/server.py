@@ -6,6 +6,8 @@ a cluster's probes and anything else that can reach the port)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 import h11
@@ -34,6 +36,14 @@ class BoundedH11(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio turns Nagle off only for sockets made with proto=IPPROTO_TCP; one bound by
+            # hand (`socket.socket()`, proto 0: the worker's health server, a socket handed over)
+            # kept it on, and the response's head and body, written apart, met the client's
+            # delayed ACK: 40 ms on every request of a kept-alive connection.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         self._arm(HEAD_TIMEOUT_S)
 
