@@ -23,6 +23,7 @@ import ast
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -91,6 +92,7 @@ _LOCKFILES = (
     "Cargo.lock",
     ".cargo/config.toml",
     "pdm.lock",
+    "Pipfile",
     "Pipfile.lock",
     "package.json",
     "package-lock.json",
@@ -188,7 +190,7 @@ def _python_setup(root: Path) -> str | None:
     its tox test deps, and pytest when the tests use it but nothing declares it."""
     # -I: the source directory is not on sys.path, so a `pip/` (or `venv/`) package in the
     # repository cannot stand in for the real one and run as the installer.
-    venv = 'python3 -I -m venv "$VIRTUAL_ENV" && python -I -m pip install -q --disable-pip-version-check'
+    venv, pip = 'python3 -I -m venv "$VIRTUAL_ENV"', "python -I -m pip install -q --disable-pip-version-check"
     args: list[str] = []
     declared = ""
     if is_regular_beneath(root, "pyproject.toml") or is_regular_beneath(root, "setup.py"):
@@ -212,7 +214,7 @@ def _python_setup(root: Path) -> str | None:
         args = [a for a in args if not a.startswith("-e ")]
         declared += " ".join(_dependency_groups(root))
     extra = (_dependency_groups(root) if synced is None else []) + _hatch_pdm_deps(root) + _tox_deps(root)
-    extra += _nox_deps(root)
+    extra += _nox_deps(root) + _pipfile_deps(root)
     declared += " ".join(extra)
     if not args and not extra and not python_tests(root) and synced is None:
         return None
@@ -220,12 +222,11 @@ def _python_setup(root: Path) -> str | None:
         extra.append("pytest")  # the tests import it; nothing declares it
     args += [shlex.quote(req) for req in dict.fromkeys(extra)]
     if synced is not None:
-        venv_only = 'python3 -I -m venv "$VIRTUAL_ENV"'
-        then = f" && python -I -m pip install -q --disable-pip-version-check {' '.join(args)}" if args else ""
-        return f"{venv_only} && {synced}{then}"
+        then = f" && {pip} {' '.join(args)}" if args else ""
+        return f"{venv} && {synced}{then}"
     if not args:
         return None  # plain unittest tests: the system Python runs them
-    return f"{venv} " + " ".join(args)
+    return f"{venv} && {_with_lock(root, f'{pip} ' + ' '.join(args))}"
 
 
 # uv comes from the index into its own folder of the environment (not the venv the tests run
@@ -248,6 +249,99 @@ def _uv_sync(root: Path) -> str | None:
     flags = [f"--group {g}" for g in _TEST_GROUPS if g in groups]
     flags += [f"--extra {e}" for e in _python_extras(root).split(",") if e]
     return " ".join([_UV, *flags])
+
+
+#: what a lock may pin: a distribution name and a version, nothing a shell or pip reads otherwise
+_LOCK_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+_LOCK_VERSION = re.compile(r"^[0-9][A-Za-z0-9.+!_-]{0,62}$")
+#: a command line's one argument holds at most 128 KiB (Linux); the pins travel in it
+_LOCK_PINS_BYTES = 64 * 1024
+LOCK_CONSTRAINTS = ".lock-constraints.txt"  # in the environment
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _lock_pins(root: Path) -> tuple[str, list[str]]:
+    """The versions the repository's Poetry, PDM or Pipenv lock pins (`name==version`), for pip's
+    `-c`: pip reads none of those lockfiles and the tools that do (poetry, pdm, pipenv) would be
+    one more installer to fetch and trust, while a pin list is all pip needs. Only registry
+    packages (no git, path or URL sources), never the project's own name, and only names and
+    versions that look like them — the lock is the repository's, hostile like the rest."""
+    own: set[str] = set()
+    for where in (root, *(root / m for m in python_members(root))):  # the project and its members
+        data = _pyproject(where)
+        for name in (data.get("project", {}).get("name"), data.get("tool", {}).get("poetry", {}).get("name")):
+            if isinstance(name, str):
+                own.add(_normalise(name))
+    pins: dict[str, str] = {}
+    lock = ""
+    for name in ("poetry.lock", "pdm.lock"):
+        text = read_text_beneath(root, name, _LOCKFILE_BYTES)
+        if text is None:
+            continue
+        try:
+            packages = tomllib.loads(text).get("package", [])
+        except tomllib.TOMLDecodeError:
+            return name, []  # unreadable: installed without it (setup's output says nothing pinned)
+        lock = name
+        for pkg in packages if isinstance(packages, list) else []:
+            if not isinstance(pkg, dict) or pkg.get("develop") or pkg.get("editable"):
+                continue
+            source = pkg.get("source")
+            if isinstance(source, dict) and source.get("type") not in (None, "legacy"):
+                continue  # git, directory, file, url: not a version pip can be held to
+            if any(k in pkg for k in ("git", "path", "url")):  # PDM's forms of the same
+                continue
+            pins[str(pkg.get("name", ""))] = str(pkg.get("version", ""))
+        break
+    if not lock and (text := read_text_beneath(root, "Pipfile.lock", _LOCKFILE_BYTES)) is not None:
+        lock = "Pipfile.lock"
+        try:
+            sections = json.loads(text)
+        except ValueError:
+            return lock, []
+        for section in ("default", "develop"):
+            entries = sections.get(section, {}) if isinstance(sections, dict) else {}
+            for pname, spec in entries.items() if isinstance(entries, dict) else []:
+                version = spec.get("version", "") if isinstance(spec, dict) else ""
+                if isinstance(version, str) and version.startswith("=="):
+                    pins[str(pname)] = version[2:]
+    kept = [
+        f"{n}=={v}"
+        for n, v in sorted(pins.items())
+        if _LOCK_NAME.match(n) and _LOCK_VERSION.match(v) and _normalise(n) not in own
+    ]
+    if sum(len(k) + 3 for k in kept) > _LOCK_PINS_BYTES:
+        log.warning("%s pins too many packages to carry into setup (%d); installing without them", lock, len(kept))
+        return lock, []
+    return lock, kept
+
+
+def _with_lock(root: Path, install: str) -> str:
+    """`install` (a pip install) held to the lock's versions, falling back to the plain install
+    with a note when those cannot be installed here (a lock made for another Python)."""
+    lock, pins = _lock_pins(root)
+    if not pins:
+        return install
+    write = f'printf "%s\\n" {" ".join(shlex.quote(p) for p in pins)} > "$VIRTUAL_ENV/{LOCK_CONSTRAINTS}"'
+    held = f'{install} -c "$VIRTUAL_ENV/{LOCK_CONSTRAINTS}"'
+    note = shlex.quote(f"tamma: the versions {lock} pins do not install here; installing without them")
+    return f"{write} && {{ {held} || {{ echo {note} >&2; {install}; }}; }}"
+
+
+def _pipfile_deps(root: Path) -> list[str]:
+    """A Pipenv project's packages and dev-packages, by name (Pipfile.lock pins their versions;
+    Pipfile's own specifiers and git/path entries are Pipenv's, not pip's)."""
+    try:
+        data = tomllib.loads(read_text_beneath(root, "Pipfile", 1_000_000) or "")
+    except tomllib.TOMLDecodeError:
+        return []
+    names = [n for section in ("packages", "dev-packages") for n, spec in data.get(section, {}).items()]
+    plain = [n for n in names if _LOCK_NAME.match(n)]
+    entries = {**data.get("packages", {}), **data.get("dev-packages", {})}
+    return [n for n in plain if not (isinstance(entries.get(n), dict) and {"git", "path", "file"} & set(entries[n]))]
 
 
 def _hatch_pdm_deps(root: Path) -> list[str]:

@@ -297,3 +297,90 @@ def test_nox_test_sessions_requirements_are_read_never_run(tmp_path: Path) -> No
     write(tmp_path, {"noxfile.py": "def tests(:\n"})  # a noxfile that does not parse: nothing from it
     assert "freezegun" not in (setup_command(tmp_path, None) or "")
 
+
+
+POETRY_LOCK = """
+[[package]]
+name = "packaging"
+version = "21.3"
+[[package]]
+name = "mylib"
+version = "0.2.0"
+[[package]]
+name = "from-git"
+version = "1.0"
+[package.source]
+type = "git"
+url = "https://example.test/x.git"
+[[package]]
+name = "internal"
+version = "2.0"
+[package.source]
+type = "legacy"
+url = "https://pypi.corp.test/simple"
+[[package]]
+name = "evil; touch /tmp/pwned"
+version = "1.0"
+[[package]]
+name = "evil2"
+version = "1.0$(touch /tmp/pwned)"
+[[package]]
+name = "local-thing"
+version = "0.1"
+develop = true
+"""
+
+
+def test_a_poetry_lock_holds_the_install_to_its_versions_and_nothing_hostile_gets_through(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": "[tool.poetry]\nname='MyLib'\n[tool.poetry.dependencies]\npackaging='*'\n"
+            "[tool.poetry.group.test.dependencies]\npytest='*'\n",
+            "poetry.lock": POETRY_LOCK,
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    command = setup_command(tmp_path, None) or ""
+    pins = command.split("printf")[1].split(">")[0]
+    assert "packaging==21.3" in pins and "internal==2.0" in pins  # the registry's and a private index's
+    for left_out in ("mylib", "from-git", "evil", "local-thing", "pwned"):
+        assert left_out not in pins, (left_out, pins)  # the project, sources pip can't pin, hostile text
+    assert '-c "$VIRTUAL_ENV/.lock-constraints.txt"' in command
+    # the lock held, or — a lock made for another Python — the same install without it, said so
+    held, fallback = command.split(" || ", 1)
+    assert "pip install" in held and "-e ." in held
+    assert "do not install here; installing without them" in fallback and "-e ." in fallback
+    assert "-c " not in fallback
+
+
+def test_pdm_and_pipenv_locks_pin_too_and_a_broken_lock_pins_nothing(tmp_path: Path) -> None:
+    pdm = write(
+        tmp_path / "pdm",
+        {
+            "pyproject.toml": "[project]\nname='p'\n[dependency-groups]\ntest=['pytest']\n",
+            "pdm.lock": '[[package]]\nname = "pytest"\nversion = "8.3.3"\n'
+            '[[package]]\nname = "mine"\nversion = "0.1"\npath = "./mine"\n',
+        },
+    )
+    command = setup_command(pdm, None) or ""
+    assert "pytest==8.3.3" in command and "mine==" not in command
+    pipenv = write(
+        tmp_path / "pipenv",
+        {
+            "Pipfile": '[packages]\nrequests = "*"\nmine = {path = "."}\n[dev-packages]\npytest = ">=7"\n',
+            "tests/test_a.py": "import pytest\n",
+            "Pipfile.lock": json.dumps(
+                {
+                    "default": {"requests": {"version": "==2.31.0"}, "vcs": {"git": "https://x.test/r.git"}},
+                    "develop": {"pytest": {"version": "==7.4.4"}},
+                }
+            ),
+        },
+    )
+    command = setup_command(pipenv, None) or ""
+    assert "requests==2.31.0" in command and "pytest==7.4.4" in command and "vcs" not in command
+    assert command.count(" requests") >= 2 and " pytest" in command and " mine" not in command  # Pipfile's names
+    broken = write(tmp_path / "broken", {"pyproject.toml": "[project]\nname='b'\n", "poetry.lock": "[[package]\n"})
+    command = setup_command(broken, None) or ""
+    assert "-e ." in command and "-c " not in command  # unreadable: installed as without a lock

@@ -301,3 +301,30 @@ def test_a_registry_s_own_variables_may_be_setup_secrets(name: str) -> None:
 
     assert name in AgentSettings(setup_secrets={name: "https://modules.example.com"}).setup_secrets
 
+
+
+@pytest.mark.slow
+async def test_a_lock_that_cannot_install_here_falls_back_to_the_plain_install_and_says_so(tmp_path: Path) -> None:
+    """A poetry.lock made elsewhere pins a version this machine's index does not have (or not for
+    this Python): setup still succeeds, unpinned, and its output says the lock was not honoured.
+    A lock that can install is honoured (the real-repository case `poetry-lock` depends on it)."""
+    repo = sample_repo(tmp_path / "repo", "iniconfig")
+    (repo / "poetry.lock").write_text('[[package]]\nname = "iniconfig"\nversion = "0.0.0.1"\n')
+    envs, policy, redactor = tmp_path / "envs", SandboxPolicy(timeout_s=240), Redactor()
+    env = await prepare_environment(repo, "local:lock", None, envs, policy, redactor, DEFAULT_SETUP_HOSTS)
+    assert env.result is not None and env.result.exit_code == 0, env.result.output
+    said = "tamma: the versions poetry.lock pins do not install here; installing without them"
+    assert said in env.result.output.splitlines(), env.result.output  # printed (the command also names it)
+    result = await run_in_environment("python3 -m unittest -v", repo, env, policy, redactor)
+    assert result.exit_code == 0, result.output  # iniconfig is there, unpinned
+
+    held = sample_repo(tmp_path / "held", "iniconfig")
+    (held / "poetry.lock").write_text('[[package]]\nname = "iniconfig"\nversion = "1.1.1"\n')
+    env = await prepare_environment(held, "local:held", None, envs, policy, redactor, DEFAULT_SETUP_HOSTS)
+    assert env.result is not None and env.result.exit_code == 0, env.result.output
+    assert said not in env.result.output.splitlines(), env.result.output
+    version = await run_in_environment(
+        "python3 -c 'import importlib.metadata as m; print(\"iniconfig\", m.version(\"iniconfig\"))'",
+        held, env, policy, redactor,
+    )  # fmt: skip
+    assert "iniconfig 1.1.1" in version.output, version.output
