@@ -424,6 +424,22 @@ def _nox_deps(root: Path) -> list[str]:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return []
+    # module-level lists of literals (`TEST_DEPS = ["pytest", "freezegun"]`), which a session
+    # installs as `session.install(*TEST_DEPS)`; anything computed is not followed
+    lists: dict[str, list[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.List | ast.Tuple):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            items = [e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            lists.update({t.id: items for t in targets if isinstance(t, ast.Name)})
+
+    def strings(arg: ast.expr) -> list[str]:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return [arg.value]
+        if isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name):
+            return lists.get(arg.value.id, [])
+        return []
+
     found: list[str] = []
     for fn in ast.walk(tree):
         if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) or "test" not in fn.name.lower():
@@ -435,7 +451,7 @@ def _nox_deps(root: Path) -> list[str]:
                 and call.func.attr == "install"
                 and not (call.args and isinstance(call.args[0], ast.Constant) and call.args[0].value in ("-r", "-e"))
             ):
-                found += [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                found += [text for arg in call.args for text in strings(arg)]
     return [d for d in found if _PLAIN_REQUIREMENT.match(d)]
 
 

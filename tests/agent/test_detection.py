@@ -298,6 +298,26 @@ def test_nox_test_sessions_requirements_are_read_never_run(tmp_path: Path) -> No
     assert "freezegun" not in (setup_command(tmp_path, None) or "")
 
 
+def test_nox_requirements_kept_in_module_level_lists_are_followed(tmp_path: Path) -> None:
+    noxfile = (
+        "import nox\n"
+        "TEST_DEPS = ['pytest', 'hypothesis>=6']\n"
+        "DOCS_DEPS: list[str] = ['sphinx']\n"
+        "COMPUTED = [d.upper() for d in TEST_DEPS]\n"
+        "@nox.session\n"
+        "def tests(session):\n"
+        "    session.install(*TEST_DEPS, 'freezegun')\n"
+        "    session.install(*COMPUTED)\n"
+        "@nox.session\n"
+        "def docs(session):\n"
+        "    session.install(*DOCS_DEPS)\n"
+    )
+    write(tmp_path, {"setup.py": "from setuptools import setup\nsetup()\n", "noxfile.py": noxfile})
+    command = setup_command(tmp_path, None) or ""
+    assert "'hypothesis>=6'" in command and " pytest" in command and "freezegun" in command, command
+    assert "sphinx" not in command and "PYTEST" not in command
+
+
 
 POETRY_LOCK = """
 [[package]]
