@@ -8,6 +8,7 @@ provider refreshes its own tokens."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -26,15 +27,21 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=1, max_length=8192)
 
 
+def _serve_sessions(state: Any) -> None:
+    """This replica's share of the session workers, from its first session request on (a server
+    nobody refreshes at carries none)."""
+    if state.settings.api.jwks_url is None and getattr(state, "session_worker", False) is None:
+        state.session_worker = asyncio.create_task(state.session_worker_factory())
+
+
 def _client(request: Request) -> Client:
+    """The Temporal client a session update goes through, once the session worker runs here."""
     state = request.app.state
     probe = getattr(state, "probe", None)
     if probe is not None and probe.reachable is False:
         raise TemporalUnavailable("Temporal is unreachable (the health probe's last look); try again shortly")
-    if state.settings.api.jwks_url is None and getattr(state, "session_worker", False) is None:
-        # this replica's share of the session workers, from its first session request on
-        state.session_worker = asyncio.create_task(state.session_worker_factory())
-    client: Client = request.app.state.client
+    _serve_sessions(state)
+    client: Client = state.client
     return client
 
 
