@@ -298,7 +298,9 @@ async def test_a_go_module_with_a_dependency_from_a_private_proxy_is_set_up_then
 
 
 #: one repository per toolchain the multi-language image carries (deploy/sandbox/Containerfile)
-MULTI_LANGUAGE = ["node-test", "pnpm-workspace", "rust-crate", "go-module", "c-make", "uv-dependency-groups"]
+MULTI_LANGUAGE = [
+    "node-test", "pnpm-workspace", "rust-crate", "go-module", "c-make", "cmake-ctest", "uv-dependency-groups"
+]
 
 
 @pytest.mark.container
