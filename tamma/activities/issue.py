@@ -33,7 +33,15 @@ from tamma.agent.condense import ContextPolicy
 from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
 from tamma.agent.loop import run_agent
 from tamma.agent.repomap import missing_files, repo_map
-from tamma.agent.results import Baseline, TestCounts, Verdict, broken_environment, judge, parse_results
+from tamma.agent.results import (
+    Baseline,
+    TestCounts,
+    Verdict,
+    broken_environment,
+    hung_test,
+    judge,
+    parse_results,
+)
 from tamma.agent.safefs import copy_tree, private_dir, write_file
 from tamma.agent.sandbox import CommandResult
 from tamma.agent.testing import TestCommand, detect_test_command, read_guidance
@@ -480,7 +488,7 @@ class IssueActivities:
                 passed=verdict.passed,
                 command=prepared.command or "",
                 exit_code=result.exit_code,
-                summary=_summarise(verdict.summary, result.exit_code, result.timed_out),
+                summary=_summarise(verdict.summary, result.exit_code, result.timed_out, result.output),
                 output_tail=result.output[-3000:],
                 duration_s=round(result.duration_s, 3),
                 isolation=result.isolation,
@@ -549,16 +557,18 @@ class IssueActivities:
             )
         result = await run_in_environment(found.command, source, environment, self.config.agent.sandbox, self.redactor)
         counts = parse_results(result.output)
-        broken = broken_environment(counts, result.exit_code, result.output)
+        limit = self.config.agent.sandbox.timeout_s
+        broken = broken_environment(counts, result.exit_code, result.output, result.timed_out, limit)
         if environment.failed:
             broken = "the repository's setup failed"
+        ran = f"did not finish within {limit:.0f}s" if result.timed_out else counts.describe()
         return Baseline(
             command=found.command,
             counts=counts,
             exit_code=result.exit_code,
             broken=broken,
             output_tail=result.output[-3000:],
-            summary=f"base commit: {counts.describe()} (exit {result.exit_code})",
+            summary=f"base commit: {ran} (exit {result.exit_code})",
         )
 
     def _baseline_path(self, repo: RepoRef, base_sha: str, found: TestCommand) -> Path:
@@ -645,9 +655,10 @@ def _path_of(provider: LLMProvider) -> str:
     return str(provider.path) if isinstance(provider, RecordingProvider) else ""
 
 
-def _summarise(summary: str, exit_code: int, timed_out: bool) -> str:
+def _summarise(summary: str, exit_code: int, timed_out: bool, output: str = "") -> str:
     if timed_out:
-        return f"timed out (exit {exit_code}); {summary}"[:500]
+        stuck = hung_test(output)
+        return (f"timed out (exit {exit_code})" + (f", stuck in {stuck}" if stuck else "") + f"; {summary}")[:500]
     return summary[:500]
 
 

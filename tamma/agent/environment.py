@@ -807,14 +807,17 @@ async def run_in_environment(
     inside = ENV_DIR if resolve_backend(policy) != "none" else str(environment.env_dir)
     made = link_node_modules(root, environment.env_dir, inside)
     placed = _place_generated(root, environment)
-    extra: dict[str, str] = {}
+    # pytest (however it is started: directly, tox, make) prints where each thread is when one
+    # test runs past a quarter of the run's limit, so a run killed for hanging names the test
+    # (tamma.agent.results.hung_test); a slow test that finishes only adds the dump to the output
+    extra: dict[str, str] = {"PYTEST_ADDOPTS": f"-o faulthandler_timeout={max(5, int(policy.timeout_s // 4))}"}
     if environment.env_dir is not None and (environment.env_dir / GO_MODULES).is_dir():
         # the modules setup downloaded, read-only; anything missing fails at once, never a fetch
         extra |= {"GOMODCACHE": f"{inside}/{GO_MODULES}", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
     if environment.env_dir is not None and (environment.env_dir / CARGO_HOME).is_dir():
         extra |= {"CARGO_HOME": f"{inside}/{CARGO_HOME}", "CARGO_NET_OFFLINE": "true"}
     try:
-        return await run_sandboxed(command, mounts, policy, redactor, extra_env=extra or None)
+        return await run_sandboxed(command, mounts, policy, redactor, extra_env=extra)
     finally:
         unlink_node_modules(root, made)
         for path in placed:

@@ -369,9 +369,43 @@ _CANNOT_RUN = re.compile(
 )
 
 
-def broken_environment(counts: TestCounts, exit_code: int, output: str) -> str | None:
+#: pytest's faulthandler_timeout dump (Tamma sets it for every test run, tamma.agent.environment):
+#: the innermost frame of a function named test* is the test that hung
+#: (after pytest's progress dots on the same line: "..FTimeout (0:00:05)!")
+_FAULT_DUMP = re.compile(r"Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!\s*\n[^\n]*most recent call first")
+_FAULT_FRAME = re.compile(r'^\s*File "(?P<path>[^"\n]{1,500})", line (?P<line>\d+) in (?P<fn>test\w*)\s*$', re.M)
+
+
+def hung_test(output: str, workspace: str = "/workspace") -> str | None:
+    """The test a run was stuck in when pytest's faulthandler timeout fired: `path::name (line N)`
+    with the path relative to the workspace, or None when the output has no such dump."""
+    text = _ANSI.sub("", output)
+    dumps = list(_FAULT_DUMP.finditer(text))
+    if not dumps:
+        return None
+    frame = _FAULT_FRAME.search(text, dumps[-1].end())
+    if frame is None:
+        return None
+    path = frame["path"]
+    for prefix in (workspace.rstrip("/") + "/", "/workspace/"):
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+            break
+    return f"{path}::{frame['fn']} (line {frame['line']})"
+
+
+def broken_environment(
+    counts: TestCounts, exit_code: int, output: str, timed_out: bool = False, limit_s: float = 0
+) -> str | None:
     """Why the base commit's test run shows an environment that cannot test (not a bug the
     change could fix), or None. Judged on the base commit, before the agent changed anything."""
+    if timed_out:
+        stuck = hung_test(output)
+        return (
+            f"the tests did not finish within agent.sandbox.timeout_s ({limit_s:.0f}s)"
+            + (f"; they were stuck in {stuck}" if stuck else "")
+            + ": raise agent.sandbox.timeout_s, or set agent.test_command to the tests that finish"
+        )
     if exit_code == 0:
         return None
     if counts.known and counts.ran == 0:

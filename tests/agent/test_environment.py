@@ -328,3 +328,24 @@ async def test_a_lock_that_cannot_install_here_falls_back_to_the_plain_install_a
         held, env, policy, redactor,
     )  # fmt: skip
     assert "iniconfig 1.1.1" in version.output, version.output
+
+
+async def test_a_hanging_test_is_named_when_the_run_is_killed(tmp_path: Path) -> None:
+    """Through the real sandbox: the run's environment makes pytest dump where it is stuck, so
+    the run the wall-clock limit kills says which test hung."""
+    from tamma.agent.environment import Environment
+    from tamma.agent.results import hung_test
+
+    if subprocess.run(["python3", "-c", "import pytest"], capture_output=True).returncode != 0:
+        pytest.skip("the sandbox's python3 (the system's) has no pytest here")
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "tests" / "test_slow.py").write_text(
+        "import time\n\ndef test_quick():\n    pass\n\ndef test_waits_for_ever():\n    time.sleep(10_000)\n"
+    )
+    policy = SandboxPolicy(timeout_s=12)
+    result = await run_in_environment(
+        "python3 -m pytest -q -p no:cacheprovider tests", repo, Environment(None), policy, Redactor()
+    )
+    assert result.timed_out, result.output
+    assert hung_test(result.output) == "tests/test_slow.py::test_waits_for_ever (line 7)", result.output

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tamma.agent.results import TestCounts, broken_environment, judge, parse_results
+from tamma.agent.results import TestCounts, broken_environment, hung_test, judge, parse_results
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -256,3 +256,24 @@ def test_a_parallel_pnpm_workspace_run_is_read_member_by_member() -> None:
     got = parse_results(PNPM_PARALLEL)
     assert (got.ran, got.passed, got.failed) == (4, 2, 2)
     assert got.failed_ids == ["packages/bytes: a whole kibibyte is shown as 1 KiB", "packages/report: sizes add up"]
+
+
+def test_a_run_killed_for_hanging_names_the_test_it_was_stuck_in() -> None:
+    """pytest's faulthandler dump (Tamma sets faulthandler_timeout for every run) comes right
+    after the progress characters; the innermost test function's frame is the hung test."""
+    output = (
+        "..F.Timeout (0:00:05)!\n"
+        "Thread 0x00007fb8ea676b80 (most recent call first):\n"
+        '  File "/usr/lib/python3.11/threading.py", line 320 in wait\n'
+        '  File "/workspace/tests/net/test_client.py", line 41 in test_reconnects\n'
+        '  File "/tamma/env/lib/python3.11/site-packages/_pytest/python.py", line 166 in pytest_pyfunc_call\n'
+        "\n[tamma] killed after 20s wall-clock limit\n"
+    )
+    assert hung_test(output) == "tests/net/test_client.py::test_reconnects (line 41)"
+    assert hung_test("....\n3 passed in 0.1s\n") is None
+    assert hung_test("Timeout (0:00:05)!\nno dump follows\n") is None
+    why = broken_environment(TestCounts(), -9, output, timed_out=True, limit_s=20)
+    assert why is not None and "did not finish within agent.sandbox.timeout_s (20s)" in why
+    assert "stuck in tests/net/test_client.py::test_reconnects" in why and "agent.test_command" in why
+    plain = broken_environment(TestCounts(), -9, "....", timed_out=True, limit_s=20)
+    assert plain is not None and "stuck" not in plain  # no dump (not pytest): the limit alone
