@@ -581,12 +581,15 @@ class IssueActivities:
     def _cached_baseline(self, repo: RepoRef, base_sha: str, found: TestCommand) -> Baseline | None:
         path = self._baseline_path(repo, base_sha, found)
         try:
-            return Baseline.model_validate_json(path.read_bytes())
+            cached = Baseline.model_validate_json(path.read_bytes())
         except (OSError, ValueError):
             return None
+        # a run killed by a signal (a time or memory limit) says nothing lasting about the
+        # repository: run again (such runs are no longer stored; older versions stored them)
+        return None if cached.exit_code < 0 else cached
 
     def _store_baseline(self, repo: RepoRef, base_sha: str, found: TestCommand, baseline: Baseline) -> None:
-        if baseline.broken:
+        if baseline.broken or baseline.exit_code < 0:
             return  # a broken environment is looked at again next time (someone may fix the setup)
         path = self._baseline_path(repo, base_sha, found)
         private_dir(path.parent)

@@ -277,3 +277,25 @@ def test_a_run_killed_for_hanging_names_the_test_it_was_stuck_in() -> None:
     assert "stuck in tests/net/test_client.py::test_reconnects" in why and "agent.test_command" in why
     plain = broken_environment(TestCounts(), -9, "....", timed_out=True, limit_s=20)
     assert plain is not None and "stuck" not in plain  # no dump (not pytest): the limit alone
+
+
+def test_a_killed_baseline_is_never_kept_and_one_kept_by_an_older_version_is_run_again(tmp_path: Path) -> None:
+    from tamma.agent.results import Baseline
+    from tamma.agent.testing import TestCommand
+    from tamma.config import Settings
+    from tamma.models import RepoRef
+    from tamma.runtime.wiring import build_activities
+
+    acts = build_activities(Settings(data_dir=tmp_path / "data"))
+    repo, found = RepoRef(platform="local", locator=str(tmp_path / "r")), TestCommand("python3 -m pytest", "pytest")
+    killed = Baseline(command=found.command, exit_code=-9, summary="base commit: did not finish within 30s")
+    acts._store_baseline(repo, "a" * 40, found, killed)
+    assert acts._cached_baseline(repo, "a" * 40, found) is None  # not stored
+    path = acts._baseline_path(repo, "a" * 40, found)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(killed.model_dump_json())  # as an older version stored it
+    assert acts._cached_baseline(repo, "a" * 40, found) is None  # ignored: run again
+    finished = killed.model_copy(update={"exit_code": 1, "summary": "base commit: 3 ran, 1 failed"})
+    acts._store_baseline(repo, "a" * 40, found, finished)
+    cached = acts._cached_baseline(repo, "a" * 40, found)
+    assert cached is not None and cached.exit_code == 1
