@@ -44,7 +44,7 @@ from tamma.agent.results import (
 )
 from tamma.agent.safefs import copy_tree, private_dir, write_file
 from tamma.agent.sandbox import CommandResult
-from tamma.agent.testing import TestCommand, detect_test_command, read_guidance
+from tamma.agent.testing import TestCommand, detect_test_command, read_guidance, submodule_paths
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import MAX_LISTED_FILES, Workspace
 from tamma.config import AgentSettings
@@ -561,6 +561,12 @@ class IssueActivities:
         broken = broken_environment(counts, result.exit_code, result.output, result.timed_out, limit)
         if environment.failed:
             broken = "the repository's setup failed"
+        if broken and (modules := submodule_paths(source)):
+            broken += (
+                f"; the repository has git submodules ({', '.join(modules)}), which Tamma does not fetch — their "
+                "folders are empty here: commit (vendor) what the tests need, or set agent.test_command to tests "
+                "that do not need it"
+            )
         ran = f"did not finish within {limit:.0f}s" if result.timed_out else counts.describe()
         return Baseline(
             command=found.command,

@@ -251,6 +251,14 @@ def python_tests(root: Path, limit: int = 200) -> list[str]:
     return found
 
 
+def submodule_paths(root: Path, limit: int = 10) -> list[str]:
+    """The paths .gitmodules declares. Tamma never fetches submodules (their URLs and the code
+    they bring are the repository's to choose: hostile input), so their folders are empty here."""
+    text = read_text_beneath(root, ".gitmodules", 200_000) or ""
+    found = re.findall(r"^\s*path\s*=\s*(\S[^\n]{0,200}?)\s*$", text, re.M)
+    return list(dict.fromkeys(found))[:limit]
+
+
 def python_members(root: Path, limit: int = 20) -> list[str]:
     """A monorepo's Python packages: folders (up to three levels down, outside hidden and
     vendored ones) holding a pyproject.toml or setup.py, when the root holds neither. Empty for

@@ -43,3 +43,33 @@ def test_doctor_on_a_repository_without_tests(cli_env: dict[str, str], tmp_path:
     run = tamma(cli_env, "doctor", "--repo", str(repo("no-tests", tmp_path / "r")), timeout=300)
     out = " ".join(run.stdout.split())
     assert run.returncode == 1 and "no test command found" in out and "Not tested" in out
+
+
+def test_a_repository_whose_tests_need_a_submodule_is_told_why_they_cannot_run(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Tamma never fetches submodules (the repository chooses their URLs: hostile input), so a
+    repository whose tests import a submodule's code cannot be tested, and doctor says that is why."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "protocol.file.allow=always"]
+    vendored = tmp_path / "units"
+    vendored.mkdir()
+    (vendored / "units.py").write_text("KM = 1000\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "units"]):
+        subprocess.run([*git, *args], cwd=vendored, check=True, capture_output=True)
+    app = tmp_path / "app"
+    (app / "tests").mkdir(parents=True)
+    (app / "tests" / "test_distance.py").write_text(
+        "import sys\nsys.path.insert(0, 'vendor/units')\nfrom units import KM\n\n\ndef test_km():\n    assert KM == 1000\n"
+    )
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["submodule", "add", "-q", str(vendored), "vendor/units"],
+        ["add", "-A"],
+        ["commit", "-qm", "base"],
+    ):
+        subprocess.run([*git, *args], cwd=app, check=True, capture_output=True)
+    run = tamma(cli_env, "doctor", "--repo", str(app), timeout=300)
+    out = " ".join(run.stdout.split())
+    assert run.returncode == 1, out
+    assert "Cannot test this repository" in out and "git submodules (vendor/units)" in out, out
+    assert "does not fetch" in out and "agent.test_command" in out
