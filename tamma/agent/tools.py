@@ -24,6 +24,7 @@ import sysconfig
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +245,8 @@ class Toolbox:
             raise ToolError(f"{args.path} does not exist")
         if target.stat().st_size > MAX_FILE_BYTES:
             raise ToolError(f"{args.path} is larger than {MAX_FILE_BYTES} bytes; search it instead")
-        text = await asyncio.to_thread(target.read_text, encoding="utf-8")
-        lines = text.splitlines()
+        loaded = await asyncio.to_thread(_Text.load, target)
+        lines = loaded.shown().splitlines()
         total = len(lines)
         if total == 0:
             return f"{args.path} is empty"
@@ -265,6 +266,8 @@ class Toolbox:
             size += len(line) + 1
         note = f"[{args.path}: lines {start}-{end} of {total}"
         note += f"; {total - end} more: read_file start_line={end + 1}]" if end < total else "]"
+        if not loaded.utf8:
+            note += " [not UTF-8: bytes it cannot show are \ufffd; edits elsewhere keep them as they are]"
         return "\n".join([*shown, note])
 
     async def _tool_search(self, args: Search) -> str:
@@ -331,7 +334,13 @@ class Toolbox:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink():
             raise ToolError(f"{args.path} is a symbolic link; write to the file it names instead")
-        await asyncio.to_thread(target.write_text, args.content, encoding="utf-8")
+        # a file that exists keeps its line endings (a CRLF file stays CRLF: a rewrite must not
+        # touch every line of the diff); a new one is written as given
+        content = _Text(args.content)
+        existing = target.is_file() and target.stat().st_size <= MAX_FILE_BYTES
+        if existing and (await asyncio.to_thread(_Text.load, target)).crlf:
+            content = _Text(args.content.replace("\r\n", "\n"), crlf=True)
+        await asyncio.to_thread(content.save, target)
         self.written.add(str(target.relative_to(self.ws.root.resolve())))
         return f"wrote {len(args.content)} characters to {args.path}"
 
@@ -339,25 +348,31 @@ class Toolbox:
         target = self._inside(args.path)
         if not target.is_file():
             raise ToolError(f"{args.path} does not exist")
-        text = await asyncio.to_thread(target.read_text, encoding="utf-8")
-        if not args.old_text:
+        if target.stat().st_size > MAX_FILE_BYTES:
+            raise ToolError(f"{args.path} is larger than {MAX_FILE_BYTES} bytes; it cannot be edited here")
+        loaded = await asyncio.to_thread(_Text.load, target)
+        text = loaded.text
+        # the model sees "\n" line ends whatever the file has (read_file); its text is matched so
+        old_text, new_text = args.old_text.replace("\r\n", "\n"), args.new_text.replace("\r\n", "\n")
+        if not old_text:
             raise ToolError("old_text is empty; give the exact text to replace (write_file creates a file)")
-        count = text.count(args.old_text)
+        count = text.count(old_text)
         if count == 0:
-            raise ToolError(f"old_text does not occur in {args.path}. {_closest(text, args.old_text)}")
+            raise ToolError(f"old_text does not occur in {args.path}. {_closest(loaded.shown(), old_text)}")
         if count > 1:
-            lines = _line_numbers(text, args.old_text)
+            lines = _line_numbers(text, old_text)
             raise ToolError(
                 f"old_text occurs {count} times in {args.path} (at lines {', '.join(map(str, lines[:20]))}); "
                 "include more surrounding lines so it occurs exactly once"
             )
-        new = text.replace(args.old_text, args.new_text, 1)
+        new = text.replace(old_text, new_text, 1)
         broken = _syntax_error(args.path, new)
         if broken and not _syntax_error(args.path, text):
             raise ToolError(f"the edit was not made: it would break {args.path} ({broken}); fix the new_text")
-        await asyncio.to_thread(target.write_text, new, encoding="utf-8")
-        start = text[: text.index(args.old_text)].count("\n") + 1
-        return f"edited {args.path}:\n{_window(new, start, start + args.new_text.count(chr(10)))}"
+        await asyncio.to_thread(_Text(new, loaded.crlf).save, target)
+        start = text[: text.index(old_text)].count("\n") + 1
+        shown = _Text(new, loaded.crlf).shown()
+        return f"edited {args.path}:\n{_window(shown, start, start + new_text.count(chr(10)))}"
 
     async def _tool_run(self, args: Run) -> str:
         if self._run_command is None:
@@ -452,6 +467,41 @@ def _window(text: str, first: int, last: int, around: int = 3) -> str:
     lines = text.splitlines()
     lo, hi = max(1, first - around), min(len(lines), last + around)
     return "\n".join(f"{n:>6}\t{lines[n - 1]}" for n in range(lo, hi + 1))
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A file as the model reads and edits it, written back as the repository had it. Python's
+    text mode would turn a CRLF file's endings into "\n" on the first edit (a diff of every line)
+    and refuse a file that is not UTF-8 (a Latin-1 source, say) outright. Here the endings are
+    "\n" for the model and restored on save, and bytes that are not UTF-8 travel through as
+    surrogates (surrogateescape), unchanged, wherever the model did not edit."""
+
+    text: str  # "\n" line ends; undecodable bytes as lone surrogates
+    crlf: bool = False
+
+    @property
+    def utf8(self) -> bool:
+        try:
+            self.text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    @classmethod
+    def load(cls, path: Path) -> _Text:
+        raw = path.read_bytes()
+        crlf = raw.count(b"\r\n") * 2 > raw.count(b"\n")  # most lines end CRLF
+        text = raw.decode("utf-8", errors="surrogateescape")
+        return cls(text.replace("\r\n", "\n") if crlf else text, crlf)
+
+    def shown(self) -> str:
+        """What the model may see: no lone surrogates (an API would refuse them)."""
+        return self.text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+    def save(self, path: Path) -> None:
+        text = self.text.replace("\n", "\r\n") if self.crlf else self.text
+        path.write_bytes(text.encode("utf-8", errors="surrogateescape"))
 
 
 def _syntax_error(path: str, text: str) -> str | None:

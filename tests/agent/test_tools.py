@@ -300,3 +300,31 @@ async def test_run_executes_in_the_sandbox_with_exit_code_and_capped_output(tmp_
     assert "characters cut" in out and "\n20000" in out and "\n1\n" in out  # head and tail kept
     out, _ = await call(tb, "run", command="sleep 30", timeout_s=1)
     assert out.startswith("[timed out")
+
+
+async def test_a_crlf_file_keeps_its_line_endings_and_a_latin1_file_its_bytes(toolbox: Toolbox) -> None:
+    """Repositories from Windows keep CRLF files, old ones Latin-1 sources. An edit changes the
+    lines it names and nothing else: not every line's ending, not the bytes it cannot decode."""
+    root = toolbox.ws.root
+    crlf = b"def a():\r\n    return 1\r\n\r\ndef b():\r\n    return 2\r\n"
+    (root / "win.py").write_bytes(crlf)
+    shown, err = await call(toolbox, "read_file", path="win.py")
+    assert not err and "\r" not in shown and "return 2" in shown
+    out, err = await call(toolbox, "edit_file", path="win.py", old_text="def b():\n    return 2", new_text="def b():\n    return 3")
+    assert not err, out
+    assert (root / "win.py").read_bytes() == crlf.replace(b"return 2", b"return 3")
+    out, err = await call(toolbox, "edit_file", path="win.py", old_text="return 1\r\n", new_text="return 10\r\n")
+    assert not err, out  # the model's own CRLF is matched too, and not doubled
+    assert (root / "win.py").read_bytes() == crlf.replace(b"return 2", b"return 3").replace(b"return 1", b"return 10")
+    await call(toolbox, "write_file", path="win.py", content="x = 1\ny = 2\n")
+    assert (root / "win.py").read_bytes() == b"x = 1\r\ny = 2\r\n"  # a rewrite keeps the file's endings
+    await call(toolbox, "write_file", path="new.txt", content="a\nb\n")
+    assert (root / "new.txt").read_bytes() == b"a\nb\n"  # a new file as given
+
+    latin = "# café\nNAME = 'José'\nVALUE = 1\n".encode("latin-1")
+    (root / "legacy.py").write_bytes(latin)
+    shown, err = await call(toolbox, "read_file", path="legacy.py")
+    assert not err and "not UTF-8" in shown and "Jos\ufffd" in shown, shown
+    out, err = await call(toolbox, "edit_file", path="legacy.py", old_text="VALUE = 1", new_text="VALUE = 2")
+    assert not err, out
+    assert (root / "legacy.py").read_bytes() == latin.replace(b"VALUE = 1", b"VALUE = 2")  # é left as 0xe9
