@@ -314,9 +314,12 @@ class Toolbox:
             try:
                 if f.stat().st_size > MAX_FILE_BYTES:
                     continue
-                lines = f.read_text(encoding="utf-8").splitlines()
-            except (UnicodeDecodeError, OSError):
+                raw = f.read_bytes()
+            except OSError:
                 continue
+            if b"\0" in raw[:8192]:
+                continue  # binary, as ripgrep judges it
+            lines = raw.decode("utf-8", errors="replace").splitlines()  # a Latin-1 source is searched too
             rel = self._rel(f)
             for n, line in enumerate(lines, 1):
                 try:

@@ -328,3 +328,10 @@ async def test_a_crlf_file_keeps_its_line_endings_and_a_latin1_file_its_bytes(to
     out, err = await call(toolbox, "edit_file", path="legacy.py", old_text="VALUE = 1", new_text="VALUE = 2")
     assert not err, out
     assert (root / "legacy.py").read_bytes() == latin.replace(b"VALUE = 1", b"VALUE = 2")  # é left as 0xe9
+
+
+async def test_a_latin1_source_is_searched_and_a_binary_is_not(toolbox: Toolbox, engine: str) -> None:
+    (toolbox.ws.root / "legacy.py").write_bytes("# café\nTOTAL_PRICE = 1\n".encode("latin-1"))
+    (toolbox.ws.root / "blob.bin").write_bytes(b"\x00\x01TOTAL_PRICE\x00")
+    out, err = await call(toolbox, "search", pattern="TOTAL_PRICE")
+    assert not err and "legacy.py:2" in out and "blob.bin" not in out, out
