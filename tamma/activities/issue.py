@@ -44,7 +44,7 @@ from tamma.agent.results import (
 )
 from tamma.agent.safefs import copy_tree, private_dir, write_file
 from tamma.agent.sandbox import CommandResult
-from tamma.agent.testing import TestCommand, detect_test_command, read_guidance, submodule_paths
+from tamma.agent.testing import TestCommand, detect_test_command, lfs_patterns, read_guidance, submodule_paths
 from tamma.agent.tools import Toolbox
 from tamma.agent.workspace import MAX_LISTED_FILES, Workspace
 from tamma.config import AgentSettings
@@ -561,12 +561,9 @@ class IssueActivities:
         broken = broken_environment(counts, result.exit_code, result.output, result.timed_out, limit)
         if environment.failed:
             broken = "the repository's setup failed"
-        if broken and (modules := submodule_paths(source)):
-            broken += (
-                f"; the repository has git submodules ({', '.join(modules)}), which Tamma does not fetch — their "
-                "folders are empty here: commit (vendor) what the tests need, or set agent.test_command to tests "
-                "that do not need it"
-            )
+        missing = _missing_content(source)
+        if broken and missing:
+            broken += f"; {missing}"
         ran = f"did not finish within {limit:.0f}s" if result.timed_out else counts.describe()
         return Baseline(
             command=found.command,
@@ -574,7 +571,8 @@ class IssueActivities:
             exit_code=result.exit_code,
             broken=broken,
             output_tail=result.output[-3000:],
-            summary=f"base commit: {ran} (exit {result.exit_code})",
+            summary=f"base commit: {ran} (exit {result.exit_code})"
+            + (f"; {missing}" if missing and result.exit_code != 0 and not broken else ""),
         )
 
     def _baseline_path(self, repo: RepoRef, base_sha: str, found: TestCommand) -> Path:
@@ -662,6 +660,28 @@ async def _branch_listing(ws: Workspace, base: str) -> dict[str, Any]:
 
 def _path_of(provider: LLMProvider) -> str:
     return str(provider.path) if isinstance(provider, RecordingProvider) else ""
+
+
+def _missing_content(source: Path) -> str:
+    """What the repository keeps outside its tree, which Tamma's checkouts do not have: why its
+    tests may not run (or fail) here through no fault of the code."""
+    notes = []
+    if modules := submodule_paths(source):
+        notes.append(
+            f"the repository has git submodules ({', '.join(modules)}), which Tamma does not fetch — their "
+            "folders are empty here"
+        )
+    if stored := lfs_patterns(source):
+        notes.append(
+            f"files matching {', '.join(stored)} are stored with Git LFS, and Tamma's checkouts hold their pointers, "
+            "not their contents"
+        )
+    if not notes:
+        return ""
+    return (
+        "; ".join(notes)
+        + ": commit what the tests need as plain files, or set agent.test_command to tests that do not need it"
+    )
 
 
 def _summarise(summary: str, exit_code: int, timed_out: bool, output: str = "") -> str:

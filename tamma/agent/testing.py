@@ -259,6 +259,14 @@ def submodule_paths(root: Path, limit: int = 10) -> list[str]:
     return list(dict.fromkeys(found))[:limit]
 
 
+def lfs_patterns(root: Path, limit: int = 10) -> list[str]:
+    """The patterns .gitattributes stores with Git LFS: Tamma's checkouts hold their pointer files
+    (it runs no filter: a filter is a program the repository's config names)."""
+    text = read_text_beneath(root, ".gitattributes", 200_000) or ""
+    found = [line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:]]
+    return list(dict.fromkeys(found))[:limit]
+
+
 def python_members(root: Path, limit: int = 20) -> list[str]:
     """A monorepo's Python packages: folders (up to three levels down, outside hidden and
     vendored ones) holding a pyproject.toml or setup.py, when the root holds neither. Empty for

@@ -73,3 +73,25 @@ def test_a_repository_whose_tests_need_a_submodule_is_told_why_they_cannot_run(
     assert run.returncode == 1, out
     assert "Cannot test this repository" in out and "git submodules (vendor/units)" in out, out
     assert "does not fetch" in out and "agent.test_command" in out
+
+
+def test_a_repository_whose_test_data_is_in_git_lfs_is_told_its_files_are_pointers_here(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    (app / "tests").mkdir(parents=True)
+    (app / ".gitattributes").write_text("*.csv filter=lfs diff=lfs merge=lfs -text\n")
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "ab" * 32 + "\nsize 2048\n"
+    (app / "tests" / "rates.csv").write_text(pointer)  # what a checkout without LFS holds
+    (app / "tests" / "test_rates.py").write_text(
+        "import csv, pathlib\n\n\ndef test_rates_have_a_header():\n"
+        "    rows = list(csv.reader(pathlib.Path(__file__).with_name('rates.csv').open()))\n"
+        "    assert rows[0] == ['currency', 'rate']\n\n\ndef test_nothing_else():\n    assert True\n"
+    )
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "b"]):
+        subprocess.run(["git", *args], cwd=app, check=True, capture_output=True)
+    run = tamma(cli_env, "doctor", "--repo", str(app), timeout=300)
+    out = " ".join(run.stdout.split())
+    assert run.returncode == 0, out  # it can be tested: one test fails on the base commit already
+    assert "already failing: tests/test_rates.py::test_rates_have_a_header" in out, out
+    assert "files matching *.csv are stored with Git LFS" in out and "pointers, not their contents" in out
