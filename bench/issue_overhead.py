@@ -28,13 +28,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from dev_server import start_dev_server
 from noop_workflow import NoopChain, noop
 
 from tamma.agent.sandbox import (
@@ -50,11 +49,9 @@ from tamma.config import Settings
 from tamma.demo import make_demo
 from tamma.models import IssueTaskInput, TaskStatus
 from tamma.providers.scripted import DEMO_TRANSCRIPT
-from tamma.runtime.embedded import temporal_binary
 from tamma.runtime.tasks import TaskService
 from tamma.runtime.wiring import build_activities
 from tamma.runtime.worker import build_workers
-from tamma.workflows import search
 
 ACTIVITIES_PER_ISSUE = (
     13  # fetch, analyse, plan, progress, branch, implement, tests, PR, progress, CI, review, merge, progress
@@ -86,14 +83,7 @@ async def measure(run_one: Callable[[int], Awaitable[None]], n: int, concurrency
 async def main(n: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tamma-bench-") as tmp:
         root = Path(tmp)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=list(search.ALL),
-            data_converter=pydantic_data_converter,
-            dev_server_log_level="error",
-            ui=False,
-            dev_server_extra_args=["--db-filename", str(root / "temporal.db")],  # like the embedded default
-        )
+        env = await start_dev_server("--db-filename", str(root / "temporal.db"))  # like the embedded default
         try:
             client = env.client
             queue = f"bench-{uuid.uuid4().hex[:8]}"

@@ -27,19 +27,18 @@ from typing import Any
 
 import httpx
 import uvicorn
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from dev_server import start_dev_server  # noqa: E402
 
 from tamma.api.app import create_app  # noqa: E402
 from tamma.api.server import server_options  # noqa: E402
 from tamma.config import Settings  # noqa: E402
-from tamma.runtime.embedded import temporal_binary  # noqa: E402
 from tamma.runtime.sessions import open_session, session_worker  # noqa: E402
 from tamma.tokens import create_token  # noqa: E402
-from tamma.workflows import search  # noqa: E402
 
 SECRET = "bench-secret-of-sufficient-length-0123456789"
 
@@ -96,13 +95,7 @@ def p(values: list[float], q: float) -> float:
 
 async def main(n: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tamma-bench-") as tmp:
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=list(search.ALL),
-            data_converter=pydantic_data_converter,
-            dev_server_log_level="error",
-            ui=False,
-        )
+        env = await start_dev_server()
         try:
             results: dict[tuple[str, int], tuple[list[float], float]] = {}
             for check_s in (15, 0):

@@ -25,19 +25,18 @@ import uuid
 from pathlib import Path
 
 import httpx
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from dev_server import start_dev_server  # noqa: E402
 
 from tamma.config import Settings  # noqa: E402
 from tamma.demo import make_demo  # noqa: E402
 from tamma.models import IssueTaskInput, TaskStatus  # noqa: E402
 from tamma.providers.scripted import DEMO_TRANSCRIPT  # noqa: E402
-from tamma.runtime.embedded import temporal_binary  # noqa: E402
 from tamma.runtime.tasks import TaskService  # noqa: E402
-from tamma.workflows import search  # noqa: E402
 
 
 #: probes /ready every 20 ms and /metrics every 100 ms until SIGINT; prints the latencies (ms) as JSON
@@ -87,13 +86,7 @@ def report(name: str, idle: list[float], busy: list[float]) -> None:
 async def main(issues: int, probes: int) -> None:
     with tempfile.TemporaryDirectory(prefix="tamma-bench-health-") as tmp:
         root = Path(tmp)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=list(search.ALL),
-            data_converter=pydantic_data_converter,
-            dev_server_log_level="error",
-            ui=False,
-        )
+        env = await start_dev_server()
         queue = f"bench-{uuid.uuid4().hex[:8]}"
         address = env.client.service_client.config.target_host
         with socket_port() as port:

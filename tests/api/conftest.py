@@ -9,8 +9,8 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from tamma.api.app import create_app
-from tamma.api.server import server_options
 from tamma.api.auth import create_token
+from tamma.api.server import server_options
 from tamma.config import Settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
@@ -53,6 +53,29 @@ def running_api(
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@asynccontextmanager
+async def a_task_over_http(
+    settings: Settings, client: Any, task_queue: str, tmp_path: Path
+) -> AsyncIterator[tuple[str, httpx.AsyncClient, str]]:
+    """The real API on a socket and a worker, with the demo issue's task started through the API
+    (waiting for approval when approval.auto_approve is off): (url, client, task id)."""
+    from tamma.demo import make_demo
+    from tamma.runtime.wiring import build_activities
+    from tests.conftest import running_worker
+
+    repo, _ = make_demo(tmp_path / "repo", settings.data_dir)
+    with running_api(settings, tmp_path / "t.toml") as url:
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+            running_worker(client, task_queue, build_activities(settings), settings),
+        ):
+            created = await http.post(
+                "/api/v1/tasks", json={"repository": f"local:{repo.path}", "issue": 1}, headers=auth(settings, "operator")
+            )
+            assert created.status_code == 201, created.text
+            yield url, http, created.json()["id"]
 
 
 @pytest.fixture

@@ -278,10 +278,8 @@ async def test_a_watcher_is_closed_at_its_next_heartbeat_once_its_session_is_rev
     import websockets
 
     from tamma.api import tasks as task_routes
-    from tamma.demo import make_demo
     from tamma.providers.scripted import DEMO_TRANSCRIPT
-    from tamma.runtime.wiring import build_activities
-    from tests.conftest import running_worker
+    from tests.api.conftest import a_task_over_http
 
     monkeypatch.setattr(task_routes, "HEARTBEAT_S", 0.5)
     settings = with_sections(
@@ -290,40 +288,31 @@ async def test_a_watcher_is_closed_at_its_next_heartbeat_once_its_session_is_rev
         llm={"transcript": str(DEMO_TRANSCRIPT)},
         api={"session_check_s": 0},
     )
-    repo, _ = make_demo(tmp_path / "repo", settings.data_dir)
-    op = auth(settings, "operator")
-    with running_api(settings, tmp_path / "t.toml") as url:
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30) as http,
-            running_worker(client, task_queue, build_activities(settings), settings),
-        ):
-            wid = (
-                await http.post("/api/v1/tasks", json={"repository": f"local:{repo.path}", "issue": 1}, headers=op)
-            ).json()["id"]
-            q = urllib.parse.quote(wid, safe="")
-            pair = await open_session(client, settings, "nia", "viewer")
-            headers = {"authorization": f"Bearer {pair.access_token}"}
-            async with websockets.connect(
-                url.replace("http://", "ws://") + f"/api/v1/tasks/{q}/events", additional_headers=headers
-            ) as ws:
-                await asyncio.wait_for(ws.recv(), 30)  # watching: a step or a ping
-                assert (await http.post("/api/v1/auth/revoke", json={"refresh_token": pair.refresh_token})).is_success
-                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-                    async with asyncio.timeout(20):  # pings every 0.5 s would go on for ever otherwise
-                        while True:
-                            await ws.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-            assert "signed out" in closed.value.rcvd.reason
-            # SSE the same: the stream ends at its next heartbeat
-            again = await open_session(client, settings, "nia", "viewer")
-            stream = {"authorization": f"Bearer {again.access_token}"}
-            async with http.stream("GET", f"/api/v1/tasks/{q}/logs", headers=stream) as sse:
-                assert sse.status_code == 200
-                await http.post("/api/v1/auth/revoke", json={"refresh_token": again.refresh_token})
-                body = await asyncio.wait_for(sse.aread(), 15)  # ends: the read returns
-            assert b"event: end" not in body  # closed for the revocation, not because the task ended
-            refused = await http.get(f"/api/v1/tasks/{q}/logs", headers=stream)
-            assert refused.status_code == 401
+    async with a_task_over_http(settings, client, task_queue, tmp_path) as (url, http, wid):
+        q = urllib.parse.quote(wid, safe="")
+        pair = await open_session(client, settings, "nia", "viewer")
+        headers = {"authorization": f"Bearer {pair.access_token}"}
+        async with websockets.connect(
+            url.replace("http://", "ws://") + f"/api/v1/tasks/{q}/events", additional_headers=headers
+        ) as ws:
+            await asyncio.wait_for(ws.recv(), 30)  # watching: a step or a ping
+            assert (await http.post("/api/v1/auth/revoke", json={"refresh_token": pair.refresh_token})).is_success
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                async with asyncio.timeout(20):  # pings every 0.5 s would go on for ever otherwise
+                    while True:
+                        await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "signed out" in closed.value.rcvd.reason
+        # SSE the same: the stream ends at its next heartbeat
+        again = await open_session(client, settings, "nia", "viewer")
+        stream = {"authorization": f"Bearer {again.access_token}"}
+        async with http.stream("GET", f"/api/v1/tasks/{q}/logs", headers=stream) as sse:
+            assert sse.status_code == 200
+            await http.post("/api/v1/auth/revoke", json={"refresh_token": again.refresh_token})
+            body = await asyncio.wait_for(sse.aread(), 15)  # ends: the read returns
+        assert b"event: end" not in body  # closed for the revocation, not because the task ended
+        refused = await http.get(f"/api/v1/tasks/{q}/logs", headers=stream)
+        assert refused.status_code == 401
 
 
 async def test_while_temporal_cannot_be_asked_the_last_answer_stands_and_nothing_fails(

@@ -21,7 +21,15 @@ from tamma.errors import PermissionDenied
 from tamma.providers.scripted import DEMO_TRANSCRIPT
 from tamma.runtime.wiring import build_activities
 from tamma.version import tamma_version
-from tests.api.conftest import GITHUB_SECRET, JWT_SECRET, auth, github_headers, running_api, with_sections
+from tests.api.conftest import (
+    GITHUB_SECRET,
+    JWT_SECRET,
+    a_task_over_http,
+    auth,
+    github_headers,
+    running_api,
+    with_sections,
+)
 from tests.conftest import eventually, running_worker
 
 
@@ -108,23 +116,15 @@ async def test_task_lifecycle_over_http(
 
 async def test_cancel_over_http(api_settings: Settings, client: Client, task_queue: str, tmp_path: Path) -> None:
     settings = with_sections(api_settings, approval={"auto_approve": False}, llm={"transcript": str(DEMO_TRANSCRIPT)})
-    a, _ = make_demo(tmp_path / "a", settings.data_dir)
     op = auth(settings, "operator")
-    with running_api(settings, tmp_path / "t.toml") as url:
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=30) as http,
-            running_worker(client, task_queue, build_activities(settings), settings),
-        ):
-            wid = (
-                await http.post("/api/v1/tasks", json={"repository": f"local:{a.path}", "issue": 1}, headers=op)
-            ).json()["id"]
-            assert (await http.delete(f"/api/v1/tasks/{q(wid)}", headers=op)).status_code == 202
-            for _ in range(100):
-                state = (await http.get(f"/api/v1/tasks/{q(wid)}", headers=op)).json()
-                if state["status"] == "cancelled":
-                    break
-                await asyncio.sleep(0.1)
-            assert state["status"] == "cancelled"
+    async with a_task_over_http(settings, client, task_queue, tmp_path) as (_, http, wid):
+        assert (await http.delete(f"/api/v1/tasks/{q(wid)}", headers=op)).status_code == 202
+        for _ in range(100):
+            state = (await http.get(f"/api/v1/tasks/{q(wid)}", headers=op)).json()
+            if state["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.1)
+        assert state["status"] == "cancelled"
 
 
 async def test_config_read_validate_replace(http: httpx.AsyncClient, api_settings: Settings, tmp_path: Path) -> None:
