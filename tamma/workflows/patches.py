@@ -64,4 +64,9 @@ PATCHES: dict[str, Patch] = {
     "merge-delay": Patch(
         "patched", "2026-12-06", "an optional window before the merge in which a reviewer can object", "2027-01-31"
     ),
+    # a session lives at most api.session_max_s (30 days by default) plus an hour
+    "session-revoked-memo": Patch(
+        "patched", "2026-12-06", "a revoked session says so in its memo (the API refuses its access tokens)",
+        "2027-01-06",
+    ),
 }  # fmt: skip
