@@ -177,3 +177,9 @@ class AuthError(TammaError):
 
 class PermissionDenied(AuthError):
     """The caller is authenticated but its role does not allow this."""
+
+
+#: What Python's parsers (ast, json, tomllib) raise on deeply nested input instead of their own
+#: error: a 200 KB `[[[[…` in a pyproject.toml or `1+1+1…` in a setup.py is RecursionError or
+#: MemoryError. Every parse of text a repository or a model wrote catches these as "unreadable".
+TOO_DEEP = (RecursionError, MemoryError)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import configparser
 import contextlib
 import hashlib
 import json
@@ -61,7 +62,7 @@ from tamma.agent.sandbox import (
     run_sandboxed,
 )
 from tamma.agent.testing import node_manager, python_members, python_tests, setup_from_guidance, uses_pytest
-from tamma.errors import SandboxError
+from tamma.errors import TOO_DEEP, SandboxError
 from tamma.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _cargo_setup(root: Path) -> str | None:
     reads it — the repository's `.cargo/config.toml` — and its host allowed in setup."""
     try:
         manifest = tomllib.loads(read_text_beneath(root, "Cargo.toml", 1_000_000) or "")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, *TOO_DEEP):
         return None
     tables = [manifest.get(k) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
     tables += [t.get(k) for t in manifest.get("target", {}).values() if isinstance(t, dict) for k in ("dependencies",)]
@@ -283,7 +284,7 @@ def _lock_pins(root: Path) -> tuple[str, list[str]]:
             continue
         try:
             packages = tomllib.loads(text).get("package", [])
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, *TOO_DEEP):
             return name, []  # unreadable: installed without it (setup's output says nothing pinned)
         lock = name
         for pkg in packages if isinstance(packages, list) else []:
@@ -300,7 +301,7 @@ def _lock_pins(root: Path) -> tuple[str, list[str]]:
         lock = "Pipfile.lock"
         try:
             sections = json.loads(text)
-        except ValueError:
+        except (ValueError, *TOO_DEEP):
             return lock, []
         for section in ("default", "develop"):
             entries = sections.get(section, {}) if isinstance(sections, dict) else {}
@@ -336,7 +337,7 @@ def _pipfile_deps(root: Path) -> list[str]:
     Pipfile's own specifiers and git/path entries are Pipenv's, not pip's)."""
     try:
         data = tomllib.loads(read_text_beneath(root, "Pipfile", 1_000_000) or "")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, *TOO_DEEP):
         return []
     names = [n for section in ("packages", "dev-packages") for n, spec in data.get(section, {}).items()]
     plain = [n for n in names if _LOCK_NAME.match(n)]
@@ -368,7 +369,7 @@ _TEST_GROUPS = ("test", "tests", "testing", "dev")
 def _pyproject(root: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(read_text_beneath(root, "pyproject.toml") or "")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, *TOO_DEEP):
         return {}
 
 
@@ -379,13 +380,45 @@ _PLAIN_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*([<
 
 
 def _python_extras(root: Path) -> str:
-    """The test extras a pyproject declares (test, tests, testing, dev) and those its Hatch test
-    environments install (`features`), comma-joined."""
+    """The test extras a project declares (test, tests, testing, dev) — in its pyproject, its
+    setup.cfg or its setup.py — and those its Hatch test environments install (`features`),
+    comma-joined."""
     data = _pyproject(root)
-    declared = data.get("project", {}).get("optional-dependencies", {})
+    declared = {*data.get("project", {}).get("optional-dependencies", {}), *_setuptools_extras(root)}
     envs = data.get("tool", {}).get("hatch", {}).get("envs", {})
     features = [f for name in _HATCH_TEST_ENVS for f in envs.get(name, {}).get("features", []) if isinstance(f, str)]
     return ",".join(e for e in dict.fromkeys([*_TEST_GROUPS, *features]) if e in declared)
+
+
+def _setuptools_extras(root: Path) -> set[str]:
+    """The extras setup.cfg (`[options.extras_require]`) or setup.py (`extras_require=` a dict
+    literal, or a module-level name bound to one) declares. setup.py is read with `ast`, never
+    run: it is the repository's code."""
+    names: set[str] = set()
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    with contextlib.suppress(configparser.Error):
+        parser.read_string(read_text_beneath(root, "setup.cfg", 500_000) or "")
+        if parser.has_section("options.extras_require"):
+            names |= set(parser.options("options.extras_require"))
+    try:
+        tree = ast.parse(read_text_beneath(root, "setup.py", 500_000) or "")
+    except (SyntaxError, ValueError, *TOO_DEEP):
+        return names
+    dicts = {
+        t.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call):
+            continue
+        for kw in call.keywords:
+            value = dicts.get(kw.value.id) if isinstance(kw.value, ast.Name) else kw.value
+            if kw.arg == "extras_require" and isinstance(value, ast.Dict):
+                names |= {k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    return names
 
 
 def _dependency_groups(root: Path) -> list[str]:
@@ -422,7 +455,7 @@ def _nox_deps(root: Path) -> list[str]:
         return []
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, *TOO_DEEP):
         return []
     # module-level lists of literals (`TEST_DEPS = ["pytest", "freezegun"]`), which a session
     # installs as `session.install(*TEST_DEPS)`; anything computed is not followed

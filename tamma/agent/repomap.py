@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from tamma.agent.safefs import read_text_beneath
+from tamma.errors import TOO_DEEP
 from tamma.gitcmd import safe_git_env_sync
 
 MAX_FILES = 5000
@@ -79,7 +80,7 @@ def symbols(path: str, text: str) -> list[str]:
     if suffix == ".py":
         try:
             tree = ast.parse(text)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, *TOO_DEEP):
             return []
         out: list[str] = []
         for node in tree.body:

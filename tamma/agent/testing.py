@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tamma.agent.safefs import is_regular_beneath, read_text_beneath
+from tamma.errors import TOO_DEEP
 
 GUIDANCE_FILES = ("AGENTS.md", "CLAUDE.md", "CONTRIBUTING.md", ".github/copilot-instructions.md")
 PYTEST = "python3 -m pytest -q -rfE -p no:cacheprovider"
@@ -70,7 +71,7 @@ def resolve_test_command(root: Path, configured: str | None) -> str | None:
 def _repo_config(root: Path) -> dict[str, object]:
     try:
         return tomllib.loads(read_text_beneath(root, ".tamma/config.toml", 200_000) or "")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, *TOO_DEEP):
         return {}
 
 
@@ -113,7 +114,7 @@ def node_manager(root: Path) -> str:
     """npm, pnpm, yarn or bun: `packageManager`, else the lockfile present."""
     try:
         declared = json.loads(read_text_beneath(root, "package.json", 2_000_000) or "{}").get("packageManager", "")
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, *TOO_DEEP):
         declared = ""
     if isinstance(declared, str) and declared.split("@")[0] in ("npm", "pnpm", "yarn", "bun"):
         return declared.split("@")[0]
@@ -144,7 +145,7 @@ def _node(root: Path) -> tuple[str | None, str]:
     try:
         manifest = json.loads(text)
         scripts = manifest.get("scripts") or {}
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, *TOO_DEEP):
         return None, ""
     script = scripts.get("test") if isinstance(scripts, dict) else None
     if not isinstance(script, str) or not script.strip() or script.strip() == _NPM_PLACEHOLDER:

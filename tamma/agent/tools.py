@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tamma.agent.sandbox import CommandResult
 from tamma.agent.workspace import Workspace
-from tamma.errors import InvalidInputError
+from tamma.errors import TOO_DEEP, InvalidInputError
 from tamma.providers.base import ToolCall, ToolResult, ToolSpec
 from tamma.redact import Redactor
 
@@ -523,6 +523,8 @@ def _syntax_error(path: str, text: str) -> str | None:
         return f"line {exc.lineno}: {exc.msg}"
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         return str(exc).splitlines()[0][:200]
+    except TOO_DEEP:
+        return "nested too deeply to parse"
     return None
 
 

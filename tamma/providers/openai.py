@@ -15,7 +15,7 @@ from typing import Any
 import openai
 from pydantic import ValidationError
 
-from tamma.errors import ProviderError
+from tamma.errors import TOO_DEEP, ProviderError
 from tamma.models import Usage
 from tamma.providers.base import ChatResponse, Message, T, ToolCall, ToolSpec
 from tamma.providers.common import ANSWER_TOOL, answer_tool_schema, count_call, drain, map_api_error, priced
@@ -155,6 +155,8 @@ class OpenAIProvider:
                     return schema.model_validate(json.loads(call.function.arguments or "{}"))
                 except json.JSONDecodeError as exc:
                     problem = f"the arguments are not valid JSON ({exc})"
+                except TOO_DEEP:
+                    problem = "the arguments are JSON nested too deeply to read"
                 except ValidationError as exc:
                     problem = f"the answer does not match the schema: {exc}"
             if call is not None:
@@ -211,6 +213,8 @@ def _tool_call(c: Any) -> ToolCall:
         args = json.loads(c.function.arguments or "{}")
     except json.JSONDecodeError as exc:
         return ToolCall(id=c.id, name=c.function.name, input_error=f"arguments are not valid JSON: {exc}")
+    except TOO_DEEP:
+        return ToolCall(id=c.id, name=c.function.name, input_error="arguments are JSON nested too deeply to read")
     if not isinstance(args, dict):
         return ToolCall(id=c.id, name=c.function.name, input_error="arguments must be a JSON object")
     return ToolCall(id=c.id, name=c.function.name, input=args)

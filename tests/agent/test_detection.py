@@ -404,3 +404,31 @@ def test_pdm_and_pipenv_locks_pin_too_and_a_broken_lock_pins_nothing(tmp_path: P
     broken = write(tmp_path / "broken", {"pyproject.toml": "[project]\nname='b'\n", "poetry.lock": "[[package]\n"})
     command = setup_command(broken, None) or ""
     assert "-e ." in command and "-c " not in command  # unreadable: installed as without a lock
+
+
+def test_manifests_nested_too_deeply_are_unreadable_not_a_crash(tmp_path: Path) -> None:
+    """Python's parsers raise RecursionError or MemoryError on deep nesting (not their own error);
+    a repository whose manifests are 100,000 brackets deep is one with nothing readable in them."""
+    deep_toml = "a = " + "[" * 100_000 + "]" * 100_000 + "\n"
+    deep_json = "[" * 100_000 + "]" * 100_000
+    deep_py = "x = 1" + "+1" * 100_000 + "\n"
+    write(
+        tmp_path,
+        {
+            "pyproject.toml": deep_toml,
+            "setup.py": deep_py,
+            "noxfile.py": deep_py,
+            "poetry.lock": deep_toml,
+            "Pipfile": deep_toml,
+            "Cargo.toml": deep_toml,
+            "package.json": deep_json,
+            ".tamma/config.toml": deep_toml,
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    command = setup_command(tmp_path, None) or ""
+    assert "-e ." in command and " pytest" in command  # what is readable still counts
+    assert detect_test_command(tmp_path, None).command is not None
+    (tmp_path / "poetry.lock").unlink()
+    (tmp_path / "Pipfile.lock").write_text(deep_json)
+    assert "-e ." in (setup_command(tmp_path, None) or "")

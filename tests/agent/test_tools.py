@@ -335,3 +335,11 @@ async def test_a_latin1_source_is_searched_and_a_binary_is_not(toolbox: Toolbox,
     (toolbox.ws.root / "blob.bin").write_bytes(b"\x00\x01TOTAL_PRICE\x00")
     out, err = await call(toolbox, "search", pattern="TOTAL_PRICE")
     assert not err and "legacy.py:2" in out and "blob.bin" not in out, out
+
+
+async def test_an_edit_to_something_nested_too_deeply_to_check_is_refused_not_a_crash(toolbox: Toolbox) -> None:
+    (toolbox.ws.root / "data.json").write_text('{"a": 1}\n')
+    deep = "[" * 100_000 + "]" * 100_000
+    out, err = await call(toolbox, "edit_file", path="data.json", old_text='{"a": 1}', new_text=deep)
+    assert err and "nested too deeply to parse" in out, out[:300]
+    assert (toolbox.ws.root / "data.json").read_text() == '{"a": 1}\n'

@@ -200,3 +200,25 @@ async def test_a_server_that_cannot_stream_is_asked_again_whole_and_no_longer_st
     with serve(api.scripted(replies[:1])) as s:
         await provider(s.url, stream=False).structured("analysis", "sys", "p", Analysis)
     assert "stream" not in s.requests[0].json  # llm.openai_stream = false
+
+
+async def test_arguments_nested_too_deeply_are_fed_back_not_a_crash() -> None:
+    """json.loads raises RecursionError (not JSONDecodeError) on deep nesting: a model's answer
+    or tool call of 100,000 brackets is told so, like any malformed one."""
+    deep = "[" * 100_000 + "]" * 100_000
+    with serve(
+        api.scripted(
+            [api.completion(None, [api.call("answer", deep, "call_deep")]), api.completion(None, [api.call("answer", ANALYSIS)])]
+        )
+    ) as s:
+        assert (await provider(s.url).structured("analysis", "sys", "p", Analysis)).summary == "off by one"
+    assert "nested too deeply" in s.requests[1].json["messages"][-1]["content"]
+    from tamma.providers.openai import _tool_call
+
+    class Fn:
+        name, arguments = "read_file", deep
+
+    class Call:
+        id, function = "c1", Fn
+
+    assert "nested too deeply" in (_tool_call(Call).input_error or "")
