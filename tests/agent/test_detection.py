@@ -432,3 +432,29 @@ def test_manifests_nested_too_deeply_are_unreadable_not_a_crash(tmp_path: Path) 
     (tmp_path / "poetry.lock").unlink()
     (tmp_path / "Pipfile.lock").write_text(deep_json)
     assert "-e ." in (setup_command(tmp_path, None) or "")
+
+
+def test_test_extras_declared_in_setup_cfg_or_setup_py_are_installed(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "cfg",
+        {
+            "setup.cfg": "[metadata]\nname = c\n[options.extras_require]\nTesting =\n    pytest\ndocs =\n    sphinx\n",
+            "setup.py": "from setuptools import setup\nsetup()\n",
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    assert "-e '.[testing]'" in (setup_command(cfg, None) or "")  # configparser lower-cases: pip does too
+    py = write(
+        tmp_path / "py",
+        {
+            "setup.py": "import os\nfrom setuptools import setup\nos.system('touch PWNED')\n"
+            "EXTRAS = {'test': ['pytest>=7'], 'docs': ['sphinx']}\nsetup(name='p', extras_require=EXTRAS)\n",
+            "tests/test_a.py": "import pytest\n",
+        },
+    )
+    assert "-e '.[test]'" in (setup_command(py, None) or "") and not (py / "PWNED").exists()
+    literal = write(
+        tmp_path / "lit",
+        {"setup.py": "from setuptools import setup\nsetup(extras_require={'dev': ['pytest']})\n", "t/test_a.py": "import pytest\n"},
+    )
+    assert "-e '.[dev]'" in (setup_command(literal, None) or "")
