@@ -30,7 +30,13 @@ from tamma.activities.notify import Notifier
 from tamma.agent import prompts
 from tamma.agent.checkpoint import restore, resume_note, take
 from tamma.agent.condense import ContextPolicy
-from tamma.agent.environment import Environment, lockfile_digest, prepare_environment, run_in_environment
+from tamma.agent.environment import (
+    SCM_PLACEHOLDER,
+    Environment,
+    lockfile_digest,
+    prepare_environment,
+    run_in_environment,
+)
 from tamma.agent.loop import run_agent
 from tamma.agent.repomap import missing_files, repo_map
 from tamma.agent.results import (
@@ -514,13 +520,14 @@ class IssueActivities:
             base_sha = await ws.fetch_base(base)
             source = Path(tmp) / "base"
             await ws.export(base_sha, source)
+            version = await ws.version_tag(base_sha) or SCM_PLACEHOLDER  # for projects versioned from tags
             found = detect_test_command(source, agent.test_command)
             guidance = read_guidance(source)
             baseline = self._cached_baseline(repo, base_sha, found)
             own_env = lockfile_digest(source) != lockfile_digest(ws.root)
             shared: Environment | None = None
             if baseline is None or not own_env:
-                shared = await self._build(repo, source, "")
+                shared = await self._build(repo, source, "", version)
             if baseline is None:
                 assert shared is not None
                 baseline = await self._run_baseline(found, source, shared)
@@ -529,13 +536,13 @@ class IssueActivities:
                 ws.refuse_nested_git()
                 task = Path(tmp) / "task"
                 await asyncio.to_thread(copy_tree, ws.root, task)
-                environment = await self._build(repo, task, f"{repo.key}:{ws.branch}")
+                environment = await self._build(repo, task, f"{repo.key}:{ws.branch}", version)
             else:
                 assert shared is not None
                 environment = shared
         return Prepared(environment, found.command, found.why, baseline, guidance)
 
-    async def _build(self, repo: RepoRef, source: Path, scope: str) -> Environment:
+    async def _build(self, repo: RepoRef, source: Path, scope: str, version: str) -> Environment:
         agent = self.config.agent
         return await prepare_environment(
             source,
@@ -547,6 +554,7 @@ class IssueActivities:
             agent.setup_allow_hosts,
             scope,
             secrets={name: value.get_secret_value() for name, value in agent.setup_secrets.items()},
+            version=version,
         )
 
     async def _run_baseline(self, found: TestCommand, source: Path, environment: Environment) -> Baseline:

@@ -105,6 +105,15 @@ _LOCKFILES = (
 )
 
 
+#: The export setup runs in has no .git, so a project whose version comes from git tags
+#: (setuptools-scm, hatch-vcs, PDM's scm source, poetry-dynamic-versioning) cannot be installed:
+#: "unable to detect version". Each is given, through its documented override, the version the
+#: base commit's newest release tag names (scm_version_env), or this placeholder when there is
+#: none; a PKG-INFO in the source (an sdist) is overridden too, which only changes the version
+#: the environment reports.
+SCM_PLACEHOLDER = "0.0.0"
+
+
 @dataclass(frozen=True)
 class Environment:
     """What a test run needs to know about the repository's environment."""
@@ -539,13 +548,22 @@ def lockfile_digest(root: Path) -> str:
 
 
 def environment_key(
-    root: Path, repo_key: str, command: str, policy: SandboxPolicy, backend: str, scope: str = ""
+    root: Path,
+    repo_key: str,
+    command: str,
+    policy: SandboxPolicy,
+    backend: str,
+    scope: str = "",
+    version: str = SCM_PLACEHOLDER,
 ) -> str:
-    """The cache key: repository, command, backend (and image), lockfile contents, and `scope`
-    (a task's own environment, built from its edited lockfiles, is keyed to that task)."""
+    """The cache key: repository, command, backend (and image), lockfile contents, `scope` (a
+    task's own environment, built from its edited lockfiles, is keyed to that task) and the
+    version a project versioned from git tags is installed as."""
     h = hashlib.sha256()
     for part in (repo_key, command, backend, policy.image if backend == "container" else "", scope):
         h.update(part.encode() + b"\0")
+    if version != SCM_PLACEHOLDER:  # keys made before versions were read stay as they were
+        h.update(version.encode() + b"\0")
     h.update(lockfile_digest(root).encode())
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", repo_key).strip("_")[-40:]
     return f"{slug}-{'task-' if scope else ''}{h.hexdigest()[:16]}"
@@ -607,6 +625,7 @@ async def prepare_environment(
     allow_hosts: list[str],
     scope: str = "",
     secrets: Mapping[str, str] | None = None,
+    version: str = SCM_PLACEHOLDER,
 ) -> Environment:
     """Reuse the verified cached environment for this repository and lockfiles, or set one up.
 
@@ -618,7 +637,7 @@ async def prepare_environment(
         return Environment(env_dir=None)
     generated = tuple(generated_files(source))
     backend = resolve_backend(policy)
-    final = envs_dir / environment_key(source, repo_key, command, policy, backend, scope)
+    final = envs_dir / environment_key(source, repo_key, command, policy, backend, scope, version)
     if await _verified(final):
         return Environment(env_dir=final, command=command, cached=True, generated=generated)
     envs_dir.mkdir(parents=True, exist_ok=True)
@@ -631,7 +650,7 @@ async def prepare_environment(
         _remove(final)
     building = final if backend == "none" else envs_dir / f".build-{uuid.uuid4().hex[:12]}"
     building.mkdir(parents=True)
-    result = await _run_setup(source, command, building, backend, policy, redactor, allow_hosts, secrets or {})
+    result = await _run_setup(source, command, building, backend, policy, redactor, allow_hosts, secrets or {}, version)
     if result.exit_code != 0:
         _remove(building)
         return Environment(env_dir=None, command=command, result=result)
@@ -660,6 +679,7 @@ async def _run_setup(
     redactor: Redactor,
     allow_hosts: list[str],
     secrets: Mapping[str, str],
+    version: str = SCM_PLACEHOLDER,
 ) -> CommandResult:
     """The setup command in the sandbox, its only way out the allowlisting proxy. `secrets`
     (agent.setup_secrets: a private index URL, a registry token) reach this command only, as
@@ -703,7 +723,7 @@ async def _run_setup(
         # Yarn 2+ reads its own proxy settings, not HTTP(S)_PROXY
         "YARN_HTTP_PROXY": proxy_url,
         "YARN_HTTPS_PROXY": proxy_url,
-        **SCM_VERSION_ENV,
+        **scm_version_env(version),
     }
     mounts = Mounts(
         workspace=root,
@@ -799,17 +819,15 @@ def _place_generated(root: Path, environment: Environment) -> list[str]:
     return placed
 
 
-#: The export setup runs in has no .git, so a project whose version comes from git tags
-#: (setuptools-scm, hatch-vcs, PDM's scm source, poetry-dynamic-versioning) cannot be installed:
-#: "unable to detect version". Each is given a placeholder (its documented override); a
-#: PKG-INFO in the source (an sdist) is overridden too, which only changes the version the
-#: environment reports.
-SCM_PLACEHOLDER = "0.0.0"
-SCM_VERSION_ENV = {
-    "SETUPTOOLS_SCM_PRETEND_VERSION": SCM_PLACEHOLDER,
-    "PDM_BUILD_SCM_VERSION": SCM_PLACEHOLDER,
-    "POETRY_DYNAMIC_VERSIONING_BYPASS": SCM_PLACEHOLDER,
-}
+def scm_version_env(version: str) -> dict[str, str]:
+    """`version`: the release the base commit's newest tag names (Workspace.version_tag), else
+    the placeholder — 0.0.0 would clash with a test runner that requires the project itself
+    (pytest needs pluggy and iniconfig at some minimum version)."""
+    return {
+        "SETUPTOOLS_SCM_PRETEND_VERSION": version,
+        "PDM_BUILD_SCM_VERSION": version,
+        "POETRY_DYNAMIC_VERSIONING_BYPASS": version,
+    }
 
 
 def _url_hosts(values: Iterable[str]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tamma.agent.safefs import nested_git
-from tamma.errors import InvalidInputError, SandboxError
+from tamma.errors import GitError, InvalidInputError, SandboxError
 from tamma.gitcmd import UPLOAD_PACK, git, receive_pack
 
 TRAILER = "Tamma-Iteration"
@@ -27,6 +28,11 @@ TRAILER = "Tamma-Iteration"
 #: at ~2 MB). A branch that changes more is not cut silently: the gate fails closed on it.
 MAX_LISTED_FILES = 3000
 GITLINK = "160000"
+#: a release tag: an optional `v` (or `release-`), then a PEP 440 release with an optional
+#: pre/post/dev part — what a version from git tags is derived from
+_RELEASE_TAG = re.compile(
+    r"^(?:v|V|release-)?(\d{1,9}(?:\.\d{1,9}){0,5}(?:(?:a|b|rc)\d{1,9})?(?:\.post\d{1,9})?(?:\.dev\d{1,9})?)$"
+)
 
 
 @dataclass
@@ -152,6 +158,20 @@ class Workspace:
 
     async def branch_files(self, base: str) -> list[str]:
         return (await self.branch_changes(base)).files
+
+    async def version_tag(self, rev: str) -> str | None:
+        """The version the newest tag reachable from `rev` names (`v1.4.2` → `1.4.2`): what
+        setuptools-scm, hatch-vcs and the like would derive from a checkout, for the export setup
+        runs in (no .git). None when no tag reads as a release version (PEP 440, no local part)."""
+        try:
+            tag = await git(
+                "describe", "--tags", "--abbrev=0", "--match=v[0-9]*", "--match=V[0-9]*", "--match=[0-9]*",
+                "--match=release-[0-9]*", rev, cwd=self.root,
+            )  # fmt: skip
+        except GitError:
+            return None
+        m = _RELEASE_TAG.match(tag.strip())
+        return m.group(1) if m else None
 
     async def export(self, rev: str, dest: Path) -> None:
         """The tree of `rev`, written to `dest` (no .git): a pristine source that no sandboxed

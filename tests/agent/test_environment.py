@@ -349,3 +349,55 @@ async def test_a_hanging_test_is_named_when_the_run_is_killed(tmp_path: Path) ->
     )
     assert result.timed_out, result.output
     assert hung_test(result.output) == "tests/test_slow.py::test_waits_for_ever (line 7)", result.output
+
+
+async def test_a_project_versioned_from_git_tags_is_installed_as_its_newest_release_tag(tmp_path: Path) -> None:
+    """The export setup runs in has no .git; the version setuptools-scm and the like would read
+    from the tags is given to them (0.0.0 clashed with a runner that needs the project itself:
+    pytest requires pluggy>=1.5). Through the real activity, workspace and sandbox."""
+    from tamma.agent.workspace import Workspace
+    from tamma.config import Settings
+    from tamma.models import RepoRef
+    from tamma.runtime.wiring import build_activities
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+    def commit(name: str, *tags: str) -> None:
+        (repo / name).write_text(name)
+        subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+        subprocess.run([*git, "commit", "-qm", name], cwd=repo, check=True)
+        for tag in tags:
+            subprocess.run([*git, "tag", tag], cwd=repo, check=True)
+
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    commit("a", "v1.4.2")
+    commit("b", "nightly", "docs-2024")  # newer tags that are not releases
+    ws = await Workspace.clone(str(repo), "main", tmp_path / "work")
+    head = await ws.head()
+    assert await ws.version_tag(head) == "1.4.2"
+    commit("c", "release-2.0rc1")
+    ws = await Workspace.clone(str(repo), "main", tmp_path / "work")  # each activity clones afresh
+    assert await ws.version_tag(await ws.head()) == "2.0rc1"
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        agent={
+            "setup_command": 'printf "%s" "$SETUPTOOLS_SCM_PRETEND_VERSION $PDM_BUILD_SCM_VERSION" > "$VIRTUAL_ENV/v"',
+            "test_command": "true",
+            "sandbox": {"timeout_s": 60},
+        },
+    )
+    acts = build_activities(settings)
+    prepared = await acts.prepare_tests(RepoRef(platform="local", locator=str(repo)), ws, "main")
+    env_dir = prepared.environment.env_dir
+    assert env_dir is not None and (env_dir / "v").read_text() == "2.0rc1 2.0rc1"
+
+    untagged = tmp_path / "untagged"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(untagged)], check=True)
+    (untagged / "x").write_text("x")
+    subprocess.run([*git, "add", "-A"], cwd=untagged, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=untagged, check=True)
+    plain = await Workspace.clone(str(untagged), "main", tmp_path / "work2")
+    assert await plain.version_tag(await plain.head()) is None  # the placeholder, 0.0.0, then
